@@ -1,0 +1,111 @@
+//! The app: storage, metrics and the HTTP server wired together. `main` and the tests
+//! build the same [`App`]; the tests bind port 0 and stop it through the shutdown future.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::{AppState, router};
+use crate::metrics::Metrics;
+use crate::storage::Storage;
+
+pub struct App {
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    local_addr: SocketAddr,
+}
+
+impl App {
+    /// Opens storage (migrating it) and binds the listener. Nothing is served until
+    /// [`App::run`].
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let storage = Storage::open(&config.database).await.context("cannot open storage")?;
+        let metrics = Metrics::new();
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let local_addr = listener.local_addr().context("listener address")?;
+        let state = AppState {
+            config: Arc::new(config),
+            storage,
+            metrics,
+        };
+        Ok(App {
+            state,
+            listener,
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish within the
+    /// configured grace period, and closes storage.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let App { state, listener, .. } = self;
+        let grace = state.config.server.shutdown_grace;
+        let stopping = CancellationToken::new();
+        let server = axum::serve(listener, router(state.clone()))
+            .with_graceful_shutdown(stopping.clone().cancelled_owned())
+            .into_future();
+        let mut server = tokio::spawn(server);
+        tokio::select! {
+            result = &mut server => {
+                result.context("server task")?.context("server failed")?;
+                state.storage.close().await;
+                return Ok(());
+            }
+            () = shutdown => {}
+        }
+        tracing::info!(grace_seconds = grace.as_secs_f64(), "shutting down");
+        stopping.cancel();
+        match tokio::time::timeout(grace, &mut server).await {
+            Ok(result) => result.context("server task")?.context("server failed")?,
+            Err(_) => {
+                tracing::warn!("grace period over; dropping the connections still open");
+                server.abort();
+            }
+        }
+        state.storage.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

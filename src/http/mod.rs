@@ -1,0 +1,64 @@
+//! The HTTP layer: the only module that knows HTTP. Routes, shared state, and the
+//! per-route metrics middleware. Handlers extract, call the domain, respond.
+
+mod error;
+mod health;
+mod webhook;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+
+pub use error::ApiError;
+pub use webhook::WebhookAccepted;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::storage::Storage;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub storage: Storage,
+    pub metrics: Metrics,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/webhook/alertmanager", post(webhook::receive_alertmanager_webhook))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), record_http_metrics))
+        .with_state(state)
+}
+
+/// Counts and times every request by its route pattern (never the raw path).
+async fn record_http_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let status_class = format!("{}xx", response.status().as_u16() / 100);
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[&route, &method, &status_class])
+        .inc();
+    state
+        .metrics
+        .http_duration
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,56 @@
+//! Thin entry point: parse the command line, load and check the config, start logging,
+//! build the app, serve until a signal, drain.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use samsa_relay::app::{App, shutdown_signal};
+use samsa_relay::cli::{Cli, Command};
+use samsa_relay::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { config } => {
+            let config = match Config::load(&config) {
+                Ok(config) => config,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    eprintln!("refusing to start: the configuration has problems");
+                    return ExitCode::from(2);
+                }
+            };
+            samsa_relay::telemetry::init(&config.logging);
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("cannot start the async runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(error = ?error, "samsa-relay stopped with an error");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = App::build(config).await?;
+    tracing::info!(address = %app.local_addr(), version = env!("CARGO_PKG_VERSION"), "samsa-relay listening");
+    app.run(shutdown_signal()).await
+}

@@ -1,0 +1,143 @@
+//! Prometheus metrics. One [`Metrics`] per app (no process-wide registry), so that tests
+//! that run several apps in one process each see their own figures. Names start with
+//! `samsa_relay_`, counters end in `_total`, durations are `_seconds` histograms, and labels
+//! are low-cardinality (outcome, status, operation, route pattern).
+
+use prometheus::{Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Webhook requests by outcome: accepted, duplicate, unauthorized, bad_request,
+    /// too_large, unavailable.
+    pub webhook_requests: IntCounterVec,
+    /// Alerts in accepted (non-duplicate) webhooks, by status.
+    pub alerts_received: IntCounterVec,
+    /// Webhooks that repeated one already stored.
+    pub webhook_duplicates: IntCounter,
+    /// Time from the request's arrival to its answer, for webhooks that reached storage.
+    pub ingest_duration: Histogram,
+    /// Storage operations that failed, by operation.
+    pub storage_errors: IntCounterVec,
+    /// HTTP requests by route pattern, method and status class.
+    pub http_requests: IntCounterVec,
+    /// HTTP request duration by route pattern.
+    pub http_duration: HistogramVec,
+    /// 1 while the last readiness check found storage writable.
+    pub storage_writable: IntGauge,
+    /// Constant 1, labelled with the version.
+    pub build_info: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let webhook_requests = IntCounterVec::new(
+            Opts::new("samsa_relay_webhook_requests_total", "Alertmanager webhook requests by outcome."),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let alerts_received = IntCounterVec::new(
+            Opts::new(
+                "samsa_relay_alerts_received_total",
+                "Alerts in accepted (non-duplicate) webhooks, by status.",
+            ),
+            &["status"],
+        )
+        .expect("valid metric");
+        let webhook_duplicates = IntCounter::new(
+            "samsa_relay_webhook_duplicates_total",
+            "Webhooks that repeated a notification already stored.",
+        )
+        .expect("valid metric");
+        let ingest_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "samsa_relay_ingest_duration_seconds",
+                "Time to parse, durably store and answer one webhook.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        )
+        .expect("valid metric");
+        let storage_errors = IntCounterVec::new(
+            Opts::new("samsa_relay_storage_errors_total", "Storage operations that failed, by operation."),
+            &["operation"],
+        )
+        .expect("valid metric");
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "samsa_relay_http_requests_total",
+                "HTTP requests by route pattern, method and status code class.",
+            ),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("samsa_relay_http_request_duration_seconds", "HTTP request duration by route pattern.")
+                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["route"],
+        )
+        .expect("valid metric");
+        let storage_writable = IntGauge::new(
+            "samsa_relay_storage_writable",
+            "1 while the last readiness check found storage writable, else 0.",
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new("samsa_relay_build_info", "Constant 1, labelled with the relay's version."),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+
+        for collector in [
+            Box::new(webhook_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(alerts_received.clone()),
+            Box::new(webhook_duplicates.clone()),
+            Box::new(ingest_duration.clone()),
+            Box::new(storage_errors.clone()),
+            Box::new(http_requests.clone()),
+            Box::new(http_duration.clone()),
+            Box::new(storage_writable.clone()),
+            Box::new(build_info.clone()),
+        ] {
+            registry.register(collector).expect("metric names are unique");
+        }
+        // Show the label sets operators alert on from the first scrape, not only after the
+        // first event.
+        for outcome in ["accepted", "duplicate", "unauthorized", "bad_request", "too_large", "unavailable"] {
+            webhook_requests.with_label_values(&[outcome]);
+        }
+        for status in ["firing", "resolved"] {
+            alerts_received.with_label_values(&[status]);
+        }
+        Metrics {
+            registry,
+            webhook_requests,
+            alerts_received,
+            webhook_duplicates,
+            ingest_duration,
+            storage_errors,
+            http_requests,
+            http_duration,
+            storage_writable,
+            build_info,
+        }
+    }
+
+    /// The registry in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding of gathered metrics");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
