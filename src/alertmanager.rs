@@ -136,7 +136,9 @@ impl Notification {
             .map(|alert| {
                 // A firing alert's endsAt moves forward on every Prometheus resend.
                 let ends_at = match alert.status {
-                    AlertStatus::Resolved => alert.ends_at.map(|ts| ts.to_string()).unwrap_or_default(),
+                    AlertStatus::Resolved => {
+                        alert.ends_at.map(|ts| ts.to_string()).unwrap_or_default()
+                    }
                     AlertStatus::Firing => String::new(),
                 };
                 serde_json::to_string(&(
@@ -175,7 +177,11 @@ impl WireAlert {
         }
         let starts_at = parse_time(&self.starts_at).ok_or_else(|| PayloadError {
             error: "invalid timestamp".to_owned(),
-            detail: format!("{}: {:?} is not RFC 3339", at("startsAt"), truncate(&self.starts_at)),
+            detail: format!(
+                "{}: {:?} is not RFC 3339",
+                at("startsAt"),
+                truncate(&self.starts_at)
+            ),
         })?;
         let ends_at = match self.ends_at.as_deref() {
             None | Some("") => None,
@@ -216,6 +222,14 @@ fn missing(field: &str) -> PayloadError {
 }
 
 fn describe_json_error(body: &[u8]) -> PayloadError {
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body)
+        && !value.is_object()
+    {
+        return PayloadError {
+            error: "expected a JSON object".to_owned(),
+            detail: "the payload's top level".to_owned(),
+        };
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let result: Result<WirePayload, _> = serde_path_to_error::deserialize(&mut deserializer);
     match result {
@@ -287,7 +301,8 @@ mod tests {
     #[test]
     fn missing_field_is_named_with_its_path() {
         let alert = ONE_ALERT.replace(r#""fingerprint":"a1b2c3""#, r#""other":1"#);
-        let error = Notification::parse(payload(&format!("{ONE_ALERT},{alert}")).as_bytes()).unwrap_err();
+        let error =
+            Notification::parse(payload(&format!("{ONE_ALERT},{alert}")).as_bytes()).unwrap_err();
         assert_eq!(error.error, "missing field `fingerprint`");
         assert_eq!(error.detail, "alerts[1]");
     }
@@ -306,7 +321,10 @@ mod tests {
         assert!(error.error.starts_with("invalid JSON"), "{error:?}");
         let bad_time = ONE_ALERT.replace("2026-11-28T04:12:00.123Z", "yesterday");
         let error = Notification::parse(payload(&bad_time).as_bytes()).unwrap_err();
-        assert_eq!(error.detail, r#"alerts[0].startsAt: "yesterday" is not RFC 3339"#);
+        assert_eq!(
+            error.detail,
+            r#"alerts[0].startsAt: "yesterday" is not RFC 3339"#
+        );
     }
 
     #[test]
@@ -317,7 +335,10 @@ mod tests {
             .replace("0001-01-01T00:00:00Z", "2026-11-28T05:00:00Z");
         let resend = Notification::parse(resend.as_bytes()).unwrap();
         assert_eq!(first.dedupe_key(), resend.dedupe_key());
-        let resolved = payload(ONE_ALERT).replace(r#""status":"firing","labels""#, r#""status":"resolved","labels""#);
+        let resolved = payload(ONE_ALERT).replace(
+            r#""status":"firing","labels""#,
+            r#""status":"resolved","labels""#,
+        );
         let resolved = Notification::parse(resolved.as_bytes()).unwrap();
         assert_ne!(first.dedupe_key(), resolved.dedupe_key());
     }

@@ -23,7 +23,9 @@ impl App {
     /// Opens storage (migrating it) and binds the listener. Nothing is served until
     /// [`App::run`].
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let storage = Storage::open(&config.database).await.context("cannot open storage")?;
+        let storage = Storage::open(&config.database)
+            .await
+            .context("cannot open storage")?;
         let metrics = Metrics::new();
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
@@ -51,8 +53,13 @@ impl App {
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish within the
     /// configured grace period, and closes storage.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let App { state, listener, .. } = self;
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let App {
+            state, listener, ..
+        } = self;
         let grace = state.config.server.shutdown_grace;
         let stopping = CancellationToken::new();
         let server = axum::serve(listener, router(state.clone()))

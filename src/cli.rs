@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "samsa-relay", version, about = "Alertmanager alerts about SAMSA in, human-approved notices out")]
+#[command(
+    name = "samsa-relay",
+    version,
+    about = "Alertmanager alerts about SAMSA in, human-approved notices out"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

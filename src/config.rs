@@ -282,13 +282,20 @@ impl Config {
         })?;
         let environment: BTreeMap<String, String> = ENV_OVERRIDES
             .iter()
-            .filter_map(|(name, _)| std::env::var(name).ok().map(|value| ((*name).to_owned(), value)))
+            .filter_map(|(name, _)| {
+                std::env::var(name)
+                    .ok()
+                    .map(|value| ((*name).to_owned(), value))
+            })
             .collect();
         Config::from_toml(&text, &environment)
     }
 
     /// Parses TOML text with the given environment overrides (variable -> value).
-    pub fn from_toml(text: &str, environment: &BTreeMap<String, String>) -> Result<Config, ConfigErrors> {
+    pub fn from_toml(
+        text: &str,
+        environment: &BTreeMap<String, String>,
+    ) -> Result<Config, ConfigErrors> {
         let mut problems = Vec::new();
         let deserializer = toml::Deserializer::new(text);
         let mut unknown_keys = Vec::new();
@@ -325,28 +332,45 @@ impl Config {
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigErrors> {
         let mut problems = Problems::default();
 
-        let listen = problems.check("server.listen", raw.server.listen.parse::<SocketAddr>().map_err(|error| {
-            format!("expected ADDRESS:PORT such as 127.0.0.1:9095 ({error})")
-        }));
-        let public_url = problems.check("server.public_url", parse_http_url(&raw.server.public_url));
+        let listen = problems.check(
+            "server.listen",
+            raw.server
+                .listen
+                .parse::<SocketAddr>()
+                .map_err(|error| format!("expected ADDRESS:PORT such as 127.0.0.1:9095 ({error})")),
+        );
+        let public_url =
+            problems.check("server.public_url", parse_http_url(&raw.server.public_url));
         if raw.server.max_body_bytes < 1024 {
             problems.push("server.max_body_bytes", "must be at least 1024");
         }
-        let shutdown_grace = problems.check("server.shutdown_grace", parse_duration(&raw.server.shutdown_grace));
+        let shutdown_grace = problems.check(
+            "server.shutdown_grace",
+            parse_duration(&raw.server.shutdown_grace),
+        );
 
         let database_url = problems.check("database.url", parse_database_url(&raw.database.url));
-        let busy_timeout = problems.check("database.busy_timeout", parse_duration(&raw.database.busy_timeout));
+        let busy_timeout = problems.check(
+            "database.busy_timeout",
+            parse_duration(&raw.database.busy_timeout),
+        );
 
         let bearer_token = problems
             .check(
                 "webhook.token",
-                resolve_secret(raw.webhook.token.as_deref(), raw.webhook.token_file.as_deref()),
+                resolve_secret(
+                    raw.webhook.token.as_deref(),
+                    raw.webhook.token_file.as_deref(),
+                ),
             )
             .flatten();
         let basic_password = problems
             .check(
                 "webhook.basic_password",
-                resolve_secret(raw.webhook.basic_password.as_deref(), raw.webhook.basic_password_file.as_deref()),
+                resolve_secret(
+                    raw.webhook.basic_password.as_deref(),
+                    raw.webhook.basic_password_file.as_deref(),
+                ),
             )
             .flatten();
         let basic_auth = match (raw.webhook.basic_username, basic_password) {
@@ -354,15 +378,24 @@ impl Config {
                 Some(BasicAuth { username, password })
             }
             (Some(_), Some(_)) => {
-                problems.push("webhook.basic_username", "must be non-empty and contain no ':'");
+                problems.push(
+                    "webhook.basic_username",
+                    "must be non-empty and contain no ':'",
+                );
                 None
             }
             (Some(_), None) => {
-                problems.push("webhook.basic_password", "basic_username is set but no password is");
+                problems.push(
+                    "webhook.basic_password",
+                    "basic_username is set but no password is",
+                );
                 None
             }
             (None, Some(_)) => {
-                problems.push("webhook.basic_username", "a basic password is set but no username is");
+                problems.push(
+                    "webhook.basic_username",
+                    "a basic password is set but no username is",
+                );
                 None
             }
             (None, None) => None,
@@ -384,7 +417,10 @@ impl Config {
         let link_secret = problems
             .check(
                 "links.secret",
-                resolve_secret(raw.links.secret.as_deref(), raw.links.secret_file.as_deref()),
+                resolve_secret(
+                    raw.links.secret.as_deref(),
+                    raw.links.secret_file.as_deref(),
+                ),
             )
             .flatten();
         match &link_secret {
@@ -553,7 +589,9 @@ fn parse_smtp_url(text: &str) -> Result<SmtpUrl, String> {
             host,
             port: parsed.port().unwrap_or(465),
         }),
-        other => Err(format!("unsupported scheme {other:?}; expected smtp://, smtps:// or file://")),
+        other => Err(format!(
+            "unsupported scheme {other:?}; expected smtp://, smtps:// or file://"
+        )),
     }
 }
 
@@ -569,7 +607,8 @@ fn resolve_secret(inline: Option<&str>, file: Option<&str>) -> Result<Option<Sec
             }
         }
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read {path}: {error}"))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| format!("cannot read {path}: {error}"))?;
             let value = text.lines().next().unwrap_or("").trim();
             if value.is_empty() {
                 Err(format!("{path} is empty"))
@@ -634,7 +673,11 @@ url = "gopher://x"
 key = 1
 "#;
         let errors = Config::from_toml(text, &no_environment()).unwrap_err();
-        let paths: Vec<&str> = errors.0.iter().map(|problem| problem.path.as_str()).collect();
+        let paths: Vec<&str> = errors
+            .0
+            .iter()
+            .map(|problem| problem.path.as_str())
+            .collect();
         for expected in [
             "server.colour",
             "extra",
@@ -646,7 +689,10 @@ key = 1
             "smtp.url",
             "links.secret",
         ] {
-            assert!(paths.contains(&expected), "{expected} missing from {paths:?}");
+            assert!(
+                paths.contains(&expected),
+                "{expected} missing from {paths:?}"
+            );
         }
         assert_eq!(errors.to_string().lines().count(), errors.0.len());
     }
@@ -655,9 +701,18 @@ key = 1
     fn environment_overrides_the_file() {
         let mut environment = BTreeMap::new();
         environment.insert("SAMSA_RELAY_LISTEN".to_owned(), "127.0.0.1:0".to_owned());
-        environment.insert("SAMSA_RELAY_DATABASE_URL".to_owned(), "sqlite:///tmp/x.db".to_owned());
-        environment.insert("SAMSA_RELAY_WEBHOOK_TOKEN".to_owned(), "from-the-environment-123".to_owned());
-        environment.insert("SAMSA_RELAY_SMTP_URL".to_owned(), "smtp://127.0.0.1:2525".to_owned());
+        environment.insert(
+            "SAMSA_RELAY_DATABASE_URL".to_owned(),
+            "sqlite:///tmp/x.db".to_owned(),
+        );
+        environment.insert(
+            "SAMSA_RELAY_WEBHOOK_TOKEN".to_owned(),
+            "from-the-environment-123".to_owned(),
+        );
+        environment.insert(
+            "SAMSA_RELAY_SMTP_URL".to_owned(),
+            "smtp://127.0.0.1:2525".to_owned(),
+        );
         let config = Config::from_toml(MINIMAL, &environment).unwrap();
         assert_eq!(config.server.listen.port(), 0);
         assert_eq!(
@@ -666,7 +721,10 @@ key = 1
                 path: PathBuf::from("/tmp/x.db")
             }
         );
-        assert_eq!(config.webhook.bearer_token.unwrap().expose(), "from-the-environment-123");
+        assert_eq!(
+            config.webhook.bearer_token.unwrap().expose(),
+            "from-the-environment-123"
+        );
         assert_eq!(
             config.smtp.url,
             SmtpUrl::Smtp {

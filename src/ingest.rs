@@ -25,7 +25,11 @@ pub enum IngestError {
 }
 
 /// Parses, deduplicates and durably stores one webhook body. Returns after the commit.
-pub async fn ingest_webhook(storage: &Storage, metrics: &Metrics, body: &[u8]) -> Result<IngestOutcome, IngestError> {
+pub async fn ingest_webhook(
+    storage: &Storage,
+    metrics: &Metrics,
+    body: &[u8],
+) -> Result<IngestOutcome, IngestError> {
     let notification = Notification::parse(body).map_err(IngestError::Invalid)?;
     // Notification::parse accepted it as JSON, so it is UTF-8.
     let raw_payload = std::str::from_utf8(body).map_err(|_| {
@@ -39,7 +43,10 @@ pub async fn ingest_webhook(storage: &Storage, metrics: &Metrics, body: &[u8]) -
         .store_notification(&notification, &dedupe_key, raw_payload, Timestamp::now())
         .await
         .inspect_err(|error| {
-            metrics.storage_errors.with_label_values(&[error.operation]).inc();
+            metrics
+                .storage_errors
+                .with_label_values(&[error.operation])
+                .inc();
         })?;
     if receipt.duplicate {
         metrics.webhook_duplicates.inc();
@@ -50,8 +57,14 @@ pub async fn ingest_webhook(storage: &Storage, metrics: &Metrics, body: &[u8]) -
             .filter(|alert| alert.status == AlertStatus::Firing)
             .count() as u64;
         let n_resolved = notification.alerts.len() as u64 - n_firing;
-        metrics.alerts_received.with_label_values(&["firing"]).inc_by(n_firing);
-        metrics.alerts_received.with_label_values(&["resolved"]).inc_by(n_resolved);
+        metrics
+            .alerts_received
+            .with_label_values(&["firing"])
+            .inc_by(n_firing);
+        metrics
+            .alerts_received
+            .with_label_values(&["resolved"])
+            .inc_by(n_resolved);
     }
     Ok(IngestOutcome {
         receipt,

@@ -31,7 +31,10 @@ fn main() -> ExitCode {
                 }
             };
             samsa_relay::telemetry::init(&config.logging);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(runtime) => runtime,
                 Err(error) => {
                     eprintln!("cannot start the async runtime: {error}");

@@ -3,7 +3,10 @@
 //! `samsa_relay_`, counters end in `_total`, durations are `_seconds` histograms, and labels
 //! are low-cardinality (outcome, status, operation, route pattern).
 
-use prometheus::{Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -33,7 +36,10 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let webhook_requests = IntCounterVec::new(
-            Opts::new("samsa_relay_webhook_requests_total", "Alertmanager webhook requests by outcome."),
+            Opts::new(
+                "samsa_relay_webhook_requests_total",
+                "Alertmanager webhook requests by outcome.",
+            ),
             &["outcome"],
         )
         .expect("valid metric");
@@ -61,7 +67,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let storage_errors = IntCounterVec::new(
-            Opts::new("samsa_relay_storage_errors_total", "Storage operations that failed, by operation."),
+            Opts::new(
+                "samsa_relay_storage_errors_total",
+                "Storage operations that failed, by operation.",
+            ),
             &["operation"],
         )
         .expect("valid metric");
@@ -74,8 +83,13 @@ impl Metrics {
         )
         .expect("valid metric");
         let http_duration = HistogramVec::new(
-            HistogramOpts::new("samsa_relay_http_request_duration_seconds", "HTTP request duration by route pattern.")
-                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new(
+                "samsa_relay_http_request_duration_seconds",
+                "HTTP request duration by route pattern.",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
             &["route"],
         )
         .expect("valid metric");
@@ -85,11 +99,16 @@ impl Metrics {
         )
         .expect("valid metric");
         let build_info = IntGaugeVec::new(
-            Opts::new("samsa_relay_build_info", "Constant 1, labelled with the relay's version."),
+            Opts::new(
+                "samsa_relay_build_info",
+                "Constant 1, labelled with the relay's version.",
+            ),
             &["version"],
         )
         .expect("valid metric");
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
 
         for collector in [
             Box::new(webhook_requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -102,11 +121,20 @@ impl Metrics {
             Box::new(storage_writable.clone()),
             Box::new(build_info.clone()),
         ] {
-            registry.register(collector).expect("metric names are unique");
+            registry
+                .register(collector)
+                .expect("metric names are unique");
         }
         // Show the label sets operators alert on from the first scrape, not only after the
         // first event.
-        for outcome in ["accepted", "duplicate", "unauthorized", "bad_request", "too_large", "unavailable"] {
+        for outcome in [
+            "accepted",
+            "duplicate",
+            "unauthorized",
+            "bad_request",
+            "too_large",
+            "unavailable",
+        ] {
             webhook_requests.with_label_values(&[outcome]);
         }
         for status in ["firing", "resolved"] {

@@ -9,8 +9,13 @@ use serde::Serialize;
 #[derive(Debug)]
 pub enum ApiError {
     Unauthorized,
-    BadRequest { error: String, detail: String },
-    PayloadTooLarge { limit: usize },
+    BadRequest {
+        error: String,
+        detail: String,
+    },
+    PayloadTooLarge {
+        limit: usize,
+    },
     /// Transient: storage or another dependency cannot take the request now.
     Unavailable,
 }
@@ -29,7 +34,9 @@ impl IntoResponse for ApiError {
                 "unauthorized".to_owned(),
                 "missing or wrong credentials in the Authorization header".to_owned(),
             ),
-            ApiError::BadRequest { error, detail } => (StatusCode::BAD_REQUEST, error.clone(), detail.clone()),
+            ApiError::BadRequest { error, detail } => {
+                (StatusCode::BAD_REQUEST, error.clone(), detail.clone())
+            }
             ApiError::PayloadTooLarge { limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload too large".to_owned(),

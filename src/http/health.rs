@@ -24,23 +24,40 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             (StatusCode::OK, "ready\n")
         }
         Ok(Err(error)) => {
-            state.metrics.storage_errors.with_label_values(&[error.operation]).inc();
+            state
+                .metrics
+                .storage_errors
+                .with_label_values(&[error.operation])
+                .inc();
             state.metrics.storage_writable.set(0);
             tracing::warn!(error = ?anyhow::Error::from(error), "not ready: storage is not writable");
-            (StatusCode::SERVICE_UNAVAILABLE, "not ready: storage is not writable\n")
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: storage is not writable\n",
+            )
         }
         Err(_) => {
-            state.metrics.storage_errors.with_label_values(&["check_writable"]).inc();
+            state
+                .metrics
+                .storage_errors
+                .with_label_values(&["check_writable"])
+                .inc();
             state.metrics.storage_writable.set(0);
             tracing::warn!("not ready: storage did not answer in time");
-            (StatusCode::SERVICE_UNAVAILABLE, "not ready: storage did not answer in time\n")
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: storage did not answer in time\n",
+            )
         }
     }
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }

@@ -31,16 +31,26 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/webhook/alertmanager", post(webhook::receive_alertmanager_webhook))
+        .route(
+            "/webhook/alertmanager",
+            post(webhook::receive_alertmanager_webhook),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route_layer(middleware::from_fn_with_state(state.clone(), record_http_metrics))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_http_metrics,
+        ))
         .with_state(state)
 }
 
 /// Counts and times every request by its route pattern (never the raw path).
-async fn record_http_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn record_http_metrics(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let route = request
         .extensions()

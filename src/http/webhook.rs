@@ -39,14 +39,25 @@ pub async fn receive_alertmanager_webhook(
         Err(ApiError::PayloadTooLarge { .. }) => "too_large",
         Err(ApiError::Unavailable) => "unavailable",
     };
-    state.metrics.webhook_requests.with_label_values(&[outcome]).inc();
+    state
+        .metrics
+        .webhook_requests
+        .with_label_values(&[outcome])
+        .inc();
     if matches!(result, Ok(_) | Err(ApiError::Unavailable)) {
-        state.metrics.ingest_duration.observe(started.elapsed().as_secs_f64());
+        state
+            .metrics
+            .ingest_duration
+            .observe(started.elapsed().as_secs_f64());
     }
     result.map(Json)
 }
 
-async fn receive(state: &AppState, headers: &HeaderMap, body: Body) -> Result<WebhookAccepted, ApiError> {
+async fn receive(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<WebhookAccepted, ApiError> {
     if !is_authorized(&state.config.webhook, headers) {
         return Err(ApiError::Unauthorized);
     }
@@ -106,7 +117,10 @@ async fn receive(state: &AppState, headers: &HeaderMap, body: Body) -> Result<We
 /// Bearer token or basic auth, compared in constant time. Both sides are hashed first so
 /// that the comparison takes the same time whatever the lengths.
 fn is_authorized(config: &WebhookConfig, headers: &HeaderMap) -> bool {
-    let Some(authorization) = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()) else {
+    let Some(authorization) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+    else {
         return false;
     };
     let (scheme, credentials) = authorization.split_once(' ').unwrap_or((authorization, ""));

@@ -75,7 +75,9 @@ impl Storage {
     /// Opens (creating if missing) and migrates the configured database.
     pub async fn open(config: &DatabaseConfig) -> anyhow::Result<Storage> {
         match &config.url {
-            DatabaseUrl::Sqlite { path } => Ok(Storage::Sqlite(SqliteStorage::open(path, config.busy_timeout).await?)),
+            DatabaseUrl::Sqlite { path } => Ok(Storage::Sqlite(
+                SqliteStorage::open(path, config.busy_timeout).await?,
+            )),
         }
     }
 

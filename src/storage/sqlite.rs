@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use jiff::Timestamp;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Row as _, Sqlite};
 
 use super::{AlertRecord, ReceiptRecord, StorageError, StoredReceipt, format_time, parse_time};
@@ -27,9 +29,13 @@ pub struct SqliteStorage {
 
 impl SqliteStorage {
     pub async fn open(path: &Path, busy_timeout: Duration) -> anyhow::Result<SqliteStorage> {
-        if let Some(folder) = path.parent().filter(|folder| !folder.as_os_str().is_empty()) {
-            std::fs::create_dir_all(folder)
-                .with_context(|| format!("cannot create the database folder {}", folder.display()))?;
+        if let Some(folder) = path
+            .parent()
+            .filter(|folder| !folder.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(folder).with_context(|| {
+                format!("cannot create the database folder {}", folder.display())
+            })?;
         }
         let options = SqliteConnectOptions::from_str("sqlite://")
             .context("sqlite options")?
@@ -76,7 +82,11 @@ impl SqliteStorage {
     ) -> Result<StoredReceipt, StorageError> {
         const OPERATION: &str = "store_notification";
         let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
-        let mut transaction = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(error)?;
+        let mut transaction = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(error)?;
         let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO webhook_receipts \
              (dedupe_key, received_at, group_key, status, receiver, external_url, n_alerts, truncated_alerts, payload) \
@@ -96,11 +106,12 @@ impl SqliteStorage {
         .await
         .map_err(error)?;
         let Some(receipt_id) = inserted else {
-            let existing: i64 = sqlx::query_scalar("SELECT id FROM webhook_receipts WHERE dedupe_key = ?")
-                .bind(dedupe_key)
-                .fetch_one(&mut *transaction)
-                .await
-                .map_err(error)?;
+            let existing: i64 =
+                sqlx::query_scalar("SELECT id FROM webhook_receipts WHERE dedupe_key = ?")
+                    .bind(dedupe_key)
+                    .fetch_one(&mut *transaction)
+                    .await
+                    .map_err(error)?;
             transaction.rollback().await.map_err(error)?;
             return Ok(StoredReceipt {
                 receipt_id: existing,
@@ -140,7 +151,11 @@ impl SqliteStorage {
                  last_receipt_id = excluded.last_receipt_id, \
                  updated_at = excluded.updated_at",
             );
-            builder.build().execute(&mut *transaction).await.map_err(error)?;
+            builder
+                .build()
+                .execute(&mut *transaction)
+                .await
+                .map_err(error)?;
         }
         transaction.commit().await.map_err(error)?;
         Ok(StoredReceipt {
@@ -151,7 +166,11 @@ impl SqliteStorage {
 
     pub async fn check_writable(&self) -> Result<(), StorageError> {
         let error = |source: sqlx::Error| StorageError::new("check_writable", source);
-        let mut transaction = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(error)?;
+        let mut transaction = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(error)?;
         sqlx::query("UPDATE relay_heartbeat SET checked_at = ? WHERE id = 1")
             .bind(format_time(Timestamp::now()))
             .execute(&mut *transaction)

@@ -1,0 +1,241 @@
+//! Test harness: start the real app on port 0 with a throwaway database, and build
+//! Alertmanager payloads.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use samsa_relay::app::App;
+use samsa_relay::config::Config;
+use samsa_relay::http::AppState;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub const TOKEN: &str = "test-webhook-token-0123456789";
+pub const LINK_SECRET: &str = "test-link-secret-0123456789-0123456789";
+
+pub struct TestApp {
+    pub address: String,
+    pub state: AppState,
+    pub folder: tempfile::TempDir,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// The base TOML every test starts from; `extra` is appended (later keys of a table must
+/// not repeat earlier ones, so tests add whole tables or use [`spawn_app_with`]).
+pub fn base_config(
+    folder: &std::path::Path,
+    server_extra: &str,
+    database_extra: &str,
+    webhook_extra: &str,
+) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:9095"
+shutdown_grace = "5s"
+{server_extra}
+
+[database]
+url = "sqlite://{database}"
+{database_extra}
+
+[webhook]
+token = "{TOKEN}"
+{webhook_extra}
+
+[smtp]
+url = "file://{mail}"
+
+[links]
+secret = "{LINK_SECRET}"
+"#,
+        database = folder.join("relay.db").display(),
+        mail = folder.join("mail").display(),
+    )
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with("", "", "").await
+}
+
+pub async fn spawn_app_with(
+    server_extra: &str,
+    database_extra: &str,
+    webhook_extra: &str,
+) -> TestApp {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let text = base_config(folder.path(), server_extra, database_extra, webhook_extra);
+    let config = Config::from_toml(&text, &BTreeMap::new()).expect("test config is valid");
+    start(config, folder).await
+}
+
+pub async fn start(config: Config, folder: tempfile::TempDir) -> TestApp {
+    let app = App::build(config).await.expect("app builds");
+    let address = format!("http://{}", app.local_addr());
+    let state = app.state().clone();
+    let (sender, receiver) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run(async move {
+        let _ = receiver.await;
+    }));
+    TestApp {
+        address,
+        state,
+        folder,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client"),
+        shutdown: Some(sender),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    pub async fn post_webhook(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(format!("{}/webhook/alertmanager", self.address))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .await
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// The value of one sample line in /metrics, e.g. `samsa_relay_webhook_duplicates_total`
+    /// or `samsa_relay_webhook_requests_total{outcome="accepted"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                (name == series).then(|| value.parse::<f64>().expect("numeric sample"))
+            })
+            .unwrap_or_else(|| panic!("series {series} not in /metrics:\n{text}"))
+    }
+
+    /// Stops the app gracefully and hands back its folder (database, mail) for a restart.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(sender) = self.shutdown.take() {
+            let _ = sender.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("app task").expect("app stopped cleanly");
+        }
+        self.folder
+    }
+}
+
+/// One alert in the Alertmanager v4 webhook form.
+pub fn alert(fingerprint: &str, status: &str, labels: Value, starts_at: &str) -> Value {
+    let ends_at = if status == "resolved" {
+        "2026-11-28T06:00:00Z"
+    } else {
+        "0001-01-01T00:00:00Z"
+    };
+    json!({
+        "status": status,
+        "labels": labels,
+        "annotations": {"summary": "SAMSA login page unreachable"},
+        "startsAt": starts_at,
+        "endsAt": ends_at,
+        "generatorURL": "http://prometheus.example/graph",
+        "fingerprint": fingerprint,
+    })
+}
+
+/// A whole webhook payload around `alerts`.
+pub fn payload(status: &str, alerts: Vec<Value>) -> Value {
+    json!({
+        "version": "4",
+        "groupKey": "{}/{service=\"samsa\"}:{alertname=\"SamsaLoginDown\"}",
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "samsa-relay",
+        "groupLabels": {"alertname": "SamsaLoginDown"},
+        "commonLabels": {"service": "samsa"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example:9093",
+        "alerts": alerts,
+    })
+}
+
+/// A firing payload with `n` distinct alerts, one per actor-like id.
+pub fn many_alerts(n: usize) -> Value {
+    let alerts = (0..n)
+        .map(|index| {
+            alert(
+                &format!("{index:016x}"),
+                "firing",
+                json!({"alertname": "SamsaLoginDown", "service": "samsa", "actor": format!("actor-{index}")}),
+                "2026-11-28T04:12:00Z",
+            )
+        })
+        .collect();
+    payload("firing", alerts)
+}
+
+/// Polls `check` until it returns Some or the deadline passes.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends a POST with a chunked body (no Content-Length) over a plain TCP connection and
+/// returns the whole response as text.
+pub async fn post_chunked(address: &str, path: &str, token: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let host = address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    for chunk in body.chunks(1000) {
+        let frame = format!("{:x}\r\n", chunk.len());
+        // The server may answer and close before the whole body is sent.
+        if stream.write_all(frame.as_bytes()).await.is_err()
+            || stream.write_all(chunk).await.is_err()
+            || stream.write_all(b"\r\n").await.is_err()
+        {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
