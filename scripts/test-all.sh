@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The one test command of samsa-relay: installs the system packages the tests need, then
+# runs the formatter check, clippy (warnings are errors) and every test.
+#
+# Usage: bash scripts/test-all.sh
+#
+# Environment:
+#   SAMSA_RELAY_SKIP_APT=1  skip apt-get when every required binary is already installed
+#                           (by default the packages are always ensured).
+set -euo pipefail
+
+# System packages the tests run for real. Add new ones here, and their binaries below.
+APT_PACKAGES=(
+    prometheus-alertmanager
+)
+# Binaries that must exist once the packages are installed.
+REQUIRED_BINARIES=(
+    /usr/bin/prometheus-alertmanager
+)
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+step() {
+    printf '\n==> %s\n' "$*"
+}
+
+fail() {
+    printf 'test-all: %s\n' "$*" >&2
+    exit 1
+}
+
+missing_binaries() {
+    local binary
+    for binary in "${REQUIRED_BINARIES[@]}"; do
+        [[ -x "$binary" ]] || printf '%s\n' "$binary"
+    done
+}
+
+# Runs a command as root: directly when already root, else through sudo.
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        fail "need root or sudo to run: $*"
+    fi
+}
+
+POLICY_RC_D=/usr/sbin/policy-rc.d
+CREATED_POLICY_RC_D=0
+
+remove_policy_rc_d() {
+    if [[ "$CREATED_POLICY_RC_D" -eq 1 ]]; then
+        as_root rm -f "$POLICY_RC_D"
+        CREATED_POLICY_RC_D=0
+    fi
+}
+
+install_packages() {
+    # Packaged daemons must not start (or fail to start) during the install: policy-rc.d
+    # answering 101 forbids it for invoke-rc.d and deb-systemd-invoke. An existing
+    # policy-rc.d is left as it is.
+    if [[ ! -e "$POLICY_RC_D" ]]; then
+        trap remove_policy_rc_d EXIT
+        printf '#!/bin/sh\n# Written by scripts/test-all.sh for the install only.\nexit 101\n' \
+            | as_root tee "$POLICY_RC_D" >/dev/null
+        as_root chmod 0755 "$POLICY_RC_D"
+        CREATED_POLICY_RC_D=1
+    fi
+    local apt_options=(
+        -y
+        -q
+        --no-install-recommends
+        -o DPkg::Lock::Timeout=300
+        -o Dpkg::Options::=--force-confdef
+        -o Dpkg::Options::=--force-confold
+    )
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300 update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install "${apt_options[@]}" \
+        "${APT_PACKAGES[@]}"
+    remove_policy_rc_d
+    trap - EXIT
+}
+
+step "System packages: ${APT_PACKAGES[*]}"
+missing="$(missing_binaries)"
+if [[ "${SAMSA_RELAY_SKIP_APT:-0}" == "1" && -z "$missing" ]]; then
+    echo "SAMSA_RELAY_SKIP_APT=1 and every required binary is present; skipping apt-get"
+else
+    if [[ "${SAMSA_RELAY_SKIP_APT:-0}" == "1" ]]; then
+        printf 'SAMSA_RELAY_SKIP_APT=1 but missing:\n%s\ninstalling anyway\n' "$missing"
+    fi
+    install_packages
+    missing="$(missing_binaries)"
+    [[ -z "$missing" ]] || fail "still missing after the install: $missing"
+fi
+
+step "Rust toolchain"
+command -v cargo >/dev/null 2>&1 || fail "cargo not found; install the Rust toolchain (rustup)"
+ensure_component() {
+    local subcommand="$1" component="$2"
+    if ! cargo "$subcommand" --version >/dev/null 2>&1; then
+        command -v rustup >/dev/null 2>&1 \
+            || fail "cargo $subcommand is missing and rustup is not available to add $component"
+        rustup component add "$component"
+    fi
+    cargo "$subcommand" --version
+}
+cargo --version
+ensure_component fmt rustfmt
+ensure_component clippy clippy
+
+step "cargo fmt --check"
+cargo fmt --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+step "cargo test"
+cargo test
+
+step "All checks passed"
