@@ -10,11 +10,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::http::{AppState, router};
+use crate::incident_worker::{IncidentWorker, WatchdogClock};
 use crate::metrics::Metrics;
+use crate::notice::NoticeRenderer;
 use crate::storage::Storage;
 
 pub struct App {
     state: AppState,
+    worker: IncidentWorker,
     listener: tokio::net::TcpListener,
     local_addr: SocketAddr,
 }
@@ -23,6 +26,9 @@ impl App {
     /// Opens storage (migrating it) and binds the listener. Nothing is served until
     /// [`App::run`].
     pub async fn build(config: Config) -> anyhow::Result<App> {
+        let renderer = Arc::new(
+            NoticeRenderer::new(&config.notices).context("cannot load the notice templates")?,
+        );
         let storage = Storage::open(&config.database)
             .await
             .context("cannot open storage")?;
@@ -31,13 +37,27 @@ impl App {
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let local_addr = listener.local_addr().context("listener address")?;
+        let config = Arc::new(config);
+        let incident_wake = Arc::new(tokio::sync::Notify::new());
+        let watchdog = Arc::new(WatchdogClock::new(jiff::Timestamp::now()));
+        let worker = IncidentWorker {
+            storage: storage.clone(),
+            config: config.clone(),
+            renderer,
+            metrics: metrics.clone(),
+            wake: incident_wake.clone(),
+            watchdog: watchdog.clone(),
+        };
         let state = AppState {
-            config: Arc::new(config),
+            config,
             storage,
             metrics,
+            incident_wake,
+            watchdog,
         };
         Ok(App {
             state,
+            worker,
             listener,
             local_addr,
         })
@@ -51,37 +71,60 @@ impl App {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish within the
-    /// configured grace period, and closes storage.
+    /// The incident worker, whose single step tests may drive directly.
+    pub fn worker(&self) -> &IncidentWorker {
+        &self.worker
+    }
+
+    /// Serves and runs the workers until `shutdown` completes, then lets in-flight requests
+    /// and the workers' current steps finish within the configured grace period, and closes
+    /// storage.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let App {
-            state, listener, ..
+            state,
+            listener,
+            worker,
+            ..
         } = self;
         let grace = state.config.server.shutdown_grace;
         let stopping = CancellationToken::new();
+        let workers = tokio_util::task::TaskTracker::new();
+        workers.spawn(worker.run(stopping.clone()));
+        workers.close();
         let server = axum::serve(listener, router(state.clone()))
             .with_graceful_shutdown(stopping.clone().cancelled_owned())
             .into_future();
         let mut server = tokio::spawn(server);
         tokio::select! {
             result = &mut server => {
-                result.context("server task")?.context("server failed")?;
+                stopping.cancel();
+                let _ = tokio::time::timeout(grace, workers.wait()).await;
                 state.storage.close().await;
+                result.context("server task")?.context("server failed")?;
                 return Ok(());
             }
             () = shutdown => {}
         }
         tracing::info!(grace_seconds = grace.as_secs_f64(), "shutting down");
         stopping.cancel();
-        match tokio::time::timeout(grace, &mut server).await {
+        let deadline = tokio::time::Instant::now() + grace;
+        match tokio::time::timeout_at(deadline, &mut server).await {
             Ok(result) => result.context("server task")?.context("server failed")?,
             Err(_) => {
                 tracing::warn!("grace period over; dropping the connections still open");
                 server.abort();
             }
+        }
+        if tokio::time::timeout_at(deadline, workers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "grace period over; a worker step was cut short (its transaction rolls back)"
+            );
         }
         state.storage.close().await;
         tracing::info!("stopped");

@@ -29,4 +29,17 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Rehearse the plan: run webhook payloads through correlation, classification and
+    /// drafting, with no network and no stored state, and print what the relay would do.
+    Simulate {
+        /// The TOML configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Alertmanager webhook payloads (JSON files), in the order they arrive.
+        #[arg(required = true, value_name = "PAYLOAD.json")]
+        payloads: Vec<PathBuf>,
+    },
 }

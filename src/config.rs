@@ -11,9 +11,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::inventory::Inventory;
 
 /// Environment variables that override the file, as (variable, key path).
 pub const ENV_OVERRIDES: &[(&str, &str)] = &[
@@ -41,6 +44,10 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub links: LinksConfig,
     pub logging: LoggingConfig,
+    /// The organisations and sub-regions (shared: every incident reads it).
+    pub inventory: Arc<Inventory>,
+    pub incidents: IncidentsConfig,
+    pub notices: NoticesConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +115,54 @@ pub enum LogFormat {
     Json,
 }
 
+/// How alerts map to actors and incidents. See [`RawIncidents`] for each field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentsConfig {
+    pub actor_label: String,
+    pub subregion_label: String,
+    pub scope_label: String,
+    pub flap_window: Duration,
+    pub broad_subregion_share: f64,
+    pub watchdog_alertname: String,
+    pub watchdog_timeout: Duration,
+}
+
+impl Default for IncidentsConfig {
+    /// The documented defaults, the same as an empty `[incidents]` section.
+    fn default() -> IncidentsConfig {
+        let raw = RawIncidents::default();
+        IncidentsConfig {
+            actor_label: raw.actor_label,
+            subregion_label: raw.subregion_label,
+            scope_label: raw.scope_label,
+            flap_window: Duration::from_secs(15 * 60),
+            broad_subregion_share: raw.broad_subregion_share,
+            watchdog_alertname: raw.watchdog_alertname,
+            watchdog_timeout: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// How notices are worded. See [`RawNotices`] for each field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoticesConfig {
+    pub templates_dir: Option<PathBuf>,
+    pub info_address: String,
+    pub service_name: String,
+}
+
+impl Default for NoticesConfig {
+    /// The documented defaults, the same as an empty `[notices]` section.
+    fn default() -> NoticesConfig {
+        let raw = RawNotices::default();
+        NoticesConfig {
+            templates_dir: None,
+            info_address: raw.info_address,
+            service_name: raw.service_name,
+        }
+    }
+}
+
 /// A secret value: never printed, never logged.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -169,6 +224,9 @@ pub struct RawConfig {
     pub smtp: RawSmtp,
     pub links: RawLinks,
     pub logging: RawLogging,
+    pub inventory: RawInventorySection,
+    pub incidents: RawIncidents,
+    pub notices: RawNotices,
 }
 
 #[derive(Debug, Deserialize)]
@@ -267,6 +325,76 @@ impl Default for RawLogging {
         RawLogging {
             format: LogFormat::Pretty,
             level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawInventorySection {
+    /// An inventory file (same form as `deploy/inventory.toml`) replacing the embedded one;
+    /// relative paths start at the working directory. Unset: the embedded inventory.
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawIncidents {
+    /// The alert label holding an actor id (several ids may be separated by commas).
+    pub actor_label: String,
+    /// The alert label holding a sub-region id; used when an alert has no actor label.
+    pub subregion_label: String,
+    /// The alert label that says `all` when the whole service is down. An alert with
+    /// neither an actor nor a sub-region label also counts as the whole service.
+    pub scope_label: String,
+    /// An alert that resolves and fires again within this time continues the same
+    /// incident instead of opening a new one, e.g. `15m`.
+    pub flap_window: String,
+    /// Share of a sub-region's actors, in (0, 1], from which the sub-region counts as
+    /// broadly affected and level 2 (backup routine in parts of the organisations) is
+    /// suggested.
+    pub broad_subregion_share: f64,
+    /// The alertname of Alertmanager's always-firing heartbeat alert; it never opens an
+    /// incident.
+    pub watchdog_alertname: String,
+    /// How long without a heartbeat before the relay reports that monitoring itself is
+    /// down, e.g. `10m`.
+    pub watchdog_timeout: String,
+}
+
+impl Default for RawIncidents {
+    fn default() -> RawIncidents {
+        RawIncidents {
+            actor_label: "actor".to_owned(),
+            subregion_label: "subregion".to_owned(),
+            scope_label: "scope".to_owned(),
+            flap_window: "15m".to_owned(),
+            broad_subregion_share: 0.5,
+            watchdog_alertname: "Watchdog".to_owned(),
+            watchdog_timeout: "10m".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawNotices {
+    /// A folder of templates overriding the embedded ones file by file (same names as
+    /// `deploy/templates/`); relative paths start at the working directory. Unset: the
+    /// embedded templates.
+    pub templates_dir: Option<String>,
+    /// Where organisations report back during an incident; shown in every notice.
+    pub info_address: String,
+    /// The service's name as notices write it.
+    pub service_name: String,
+}
+
+impl Default for RawNotices {
+    fn default() -> RawNotices {
+        RawNotices {
+            templates_dir: None,
+            info_address: "info.samsa@vgregion.se".to_owned(),
+            service_name: "SAMSA".to_owned(),
         }
     }
 }
@@ -440,6 +568,10 @@ impl Config {
             problems.push("logging.level", format!("not a valid filter ({error})"));
         }
 
+        let inventory = load_inventory(&mut problems, raw.inventory.file.as_deref());
+        let incidents = check_incidents(&mut problems, raw.incidents);
+        let notices = check_notices(&mut problems, raw.notices);
+
         if let Some(listen) = listen
             && !listen.ip().is_loopback()
         {
@@ -484,6 +616,9 @@ impl Config {
                 format: raw.logging.format,
                 level: raw.logging.level,
             },
+            inventory: Arc::new(inventory.expect("checked")),
+            incidents: incidents.expect("checked"),
+            notices: notices.expect("checked"),
         })
     }
 }
@@ -531,6 +666,173 @@ impl Problems {
             }
         }
     }
+}
+
+/// The embedded inventory, or the one in FILE; problems in the file keep their key path
+/// (`inventory.actors[3].subregion`) and name the file.
+fn load_inventory(problems: &mut Problems, file: Option<&str>) -> Option<Inventory> {
+    let Some(file) = file else {
+        return Some(Inventory::default_samsa());
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(error) => {
+            problems.push("inventory.file", format!("cannot read {file}: {error}"));
+            return None;
+        }
+    };
+    match Inventory::from_toml(&text) {
+        Ok(inventory) => Some(inventory),
+        Err(inventory_problems) => {
+            for (path, message) in inventory_problems {
+                problems.push(&path, format!("{message} (in {file})"));
+            }
+            None
+        }
+    }
+}
+
+fn check_incidents(problems: &mut Problems, raw: RawIncidents) -> Option<IncidentsConfig> {
+    let mut valid = true;
+    let labels = [
+        ("incidents.actor_label", &raw.actor_label),
+        ("incidents.subregion_label", &raw.subregion_label),
+        ("incidents.scope_label", &raw.scope_label),
+    ];
+    for (path, label) in labels {
+        if !is_label_name(label) {
+            problems.push(
+                path,
+                format!("{label:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
+            );
+            valid = false;
+        }
+    }
+    for (index, (path, label)) in labels.iter().enumerate() {
+        if labels[..index].iter().any(|(_, earlier)| earlier == label) {
+            problems.push(
+                path,
+                format!("{label:?} is already used by another *_label key"),
+            );
+            valid = false;
+        }
+    }
+    let share = raw.broad_subregion_share;
+    if !(share > 0.0 && share <= 1.0) {
+        problems.push(
+            "incidents.broad_subregion_share",
+            format!("must be greater than 0 and at most 1, found {share}"),
+        );
+        valid = false;
+    }
+    if raw.watchdog_alertname.trim().is_empty() {
+        problems.push("incidents.watchdog_alertname", "must not be empty");
+        valid = false;
+    }
+    let flap_window = problems.check("incidents.flap_window", parse_duration(&raw.flap_window));
+    let watchdog_timeout = problems.check(
+        "incidents.watchdog_timeout",
+        parse_duration(&raw.watchdog_timeout).and_then(|timeout| {
+            if timeout.is_zero() {
+                Err("must be longer than zero".to_owned())
+            } else {
+                Ok(timeout)
+            }
+        }),
+    );
+    Some(IncidentsConfig {
+        actor_label: raw.actor_label,
+        subregion_label: raw.subregion_label,
+        scope_label: raw.scope_label,
+        flap_window: flap_window?,
+        broad_subregion_share: share,
+        watchdog_alertname: raw.watchdog_alertname,
+        watchdog_timeout: watchdog_timeout?,
+    })
+    .filter(|_| valid)
+}
+
+/// Checks the notice settings and, when a template folder is set, compiles and
+/// render-checks every template so that a broken override stops the relay at start-up
+/// rather than at 3 a.m.
+fn check_notices(problems: &mut Problems, raw: RawNotices) -> Option<NoticesConfig> {
+    let mut valid = true;
+    if !is_email_address_shape(&raw.info_address) {
+        problems.push(
+            "notices.info_address",
+            format!(
+                "{:?} is not an email address such as info.samsa@vgregion.se",
+                raw.info_address
+            ),
+        );
+        valid = false;
+    }
+    let service_name = raw.service_name.trim();
+    if service_name.is_empty()
+        || service_name.chars().count() > 50
+        || service_name.chars().any(char::is_control)
+    {
+        problems.push(
+            "notices.service_name",
+            "must be 1 to 50 characters on one line",
+        );
+        valid = false;
+    }
+    let templates_dir = raw.templates_dir.map(PathBuf::from);
+    if let Some(folder) = &templates_dir
+        && !folder.is_dir()
+    {
+        problems.push(
+            "notices.templates_dir",
+            format!("{} is not a folder", folder.display()),
+        );
+        valid = false;
+    }
+    let notices = NoticesConfig {
+        templates_dir,
+        info_address: raw.info_address,
+        service_name: service_name.to_owned(),
+    };
+    if valid && notices.templates_dir.is_some() {
+        for message in crate::notice::template_problems(&notices) {
+            problems.push("notices.templates_dir", message.replace('\n', " "));
+            valid = false;
+        }
+    }
+    valid.then_some(notices)
+}
+
+/// `[a-zA-Z_][a-zA-Z0-9_]*`, the Prometheus label name syntax.
+fn is_label_name(name: &str) -> bool {
+    let mut characters = name.chars();
+    matches!(characters.next(), Some(first) if first.is_ascii_alphabetic() || first == '_')
+        && characters.all(|character| character.is_ascii_alphanumeric() || character == '_')
+}
+
+/// LOCAL@DOMAIN with one `@`, a dotted domain, and nothing that could break a header or
+/// an address list (spaces, control characters, `<>,;:"()[]\`).
+pub fn is_email_address_shape(address: &str) -> bool {
+    let Some((local, domain)) = address.split_once('@') else {
+        return false;
+    };
+    let allowed =
+        |character: char| character.is_ascii_graphic() && !"@<>,;:\"()[]\\".contains(character);
+    !local.is_empty()
+        && local.len() <= 64
+        && domain.len() <= 253
+        && local.chars().all(allowed)
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && domain.split('.').count() >= 2
+        && domain.split('.').all(|part| {
+            !part.is_empty()
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+                && part
+                    .chars()
+                    .all(|character| character.is_ascii_alphanumeric() || character == '-')
+        })
 }
 
 /// Parses a duration such as `10s`, `15m` or `1h 30m`.
@@ -757,6 +1059,158 @@ key = 1
         );
         let errors = Config::from_toml(&text, &no_environment()).unwrap_err();
         assert_eq!(errors.0[0].path, "server.listen");
+    }
+
+    #[test]
+    fn new_sections_default_to_the_documented_values() {
+        let config = Config::from_toml(MINIMAL, &no_environment()).unwrap();
+        assert_eq!(config.inventory.actors().len(), 67);
+        assert_eq!(config.incidents, IncidentsConfig::default());
+        assert_eq!(config.incidents.actor_label, "actor");
+        assert_eq!(config.incidents.flap_window, Duration::from_secs(900));
+        assert_eq!(config.incidents.watchdog_timeout, Duration::from_secs(600));
+        assert_eq!(config.incidents.broad_subregion_share, 0.5);
+        assert_eq!(config.incidents.watchdog_alertname, "Watchdog");
+        assert_eq!(config.notices, NoticesConfig::default());
+        assert_eq!(config.notices.info_address, "info.samsa@vgregion.se");
+        assert_eq!(config.notices.service_name, "SAMSA");
+        assert_eq!(config.notices.templates_dir, None);
+    }
+
+    #[test]
+    fn shipped_config_file_is_valid() {
+        let text = include_str!("../deploy/samsa-relay.toml");
+        let config = Config::from_toml(text, &no_environment()).unwrap();
+        assert_eq!(config.incidents, IncidentsConfig::default());
+        assert_eq!(config.notices, NoticesConfig::default());
+    }
+
+    #[test]
+    fn new_sections_report_every_problem_with_its_key_path() {
+        let text = format!(
+            r#"{MINIMAL}
+[inventory]
+file = "/nonexistent/inventory.toml"
+[incidents]
+actor_label = "actor-id"
+subregion_label = "scope"
+scope_label = "scope"
+flap_window = "soon"
+broad_subregion_share = 0.0
+watchdog_alertname = " "
+watchdog_timeout = "0s"
+colour = "blue"
+[notices]
+templates_dir = "/nonexistent/templates"
+info_address = "info.samsa@localhost"
+service_name = ""
+"#
+        );
+        let errors = Config::from_toml(&text, &no_environment()).unwrap_err();
+        let paths: Vec<&str> = errors
+            .0
+            .iter()
+            .map(|problem| problem.path.as_str())
+            .collect();
+        for expected in [
+            "inventory.file",
+            "incidents.actor_label",
+            "incidents.scope_label",
+            "incidents.flap_window",
+            "incidents.broad_subregion_share",
+            "incidents.watchdog_alertname",
+            "incidents.watchdog_timeout",
+            "incidents.colour",
+            "notices.templates_dir",
+            "notices.info_address",
+            "notices.service_name",
+        ] {
+            assert!(
+                paths.contains(&expected),
+                "{expected} missing from {paths:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn share_accepts_exactly_one_and_refuses_above() {
+        for (share, valid) in [(1.0, true), (0.01, true), (1.01, false), (-0.5, false)] {
+            let text = format!("{MINIMAL}\n[incidents]\nbroad_subregion_share = {share:?}\n");
+            assert_eq!(
+                Config::from_toml(&text, &no_environment()).is_ok(),
+                valid,
+                "{share}"
+            );
+        }
+        let text = format!("{MINIMAL}\n[incidents]\nbroad_subregion_share = nan\n");
+        assert!(Config::from_toml(&text, &no_environment()).is_err());
+    }
+
+    #[test]
+    fn an_inventory_file_replaces_the_embedded_one_and_its_problems_keep_their_paths() {
+        let folder = tempfile::tempdir().unwrap();
+        let inventory_path = folder.path().join("inventory.toml");
+        std::fs::write(
+            &inventory_path,
+            "[[subregions]]\nid = \"north\"\nname = \"Norr\"\n[[actors]]\nid = \"kommun-a\"\nname = \"A\"\nsubregion = \"north\"\nkind = \"kommun\"\n",
+        )
+        .unwrap();
+        let text = format!(
+            "{MINIMAL}\n[inventory]\nfile = {:?}\n",
+            inventory_path.display().to_string()
+        );
+        let config = Config::from_toml(&text, &no_environment()).unwrap();
+        assert_eq!(config.inventory.actors().len(), 1);
+        assert_eq!(config.inventory.subregion("north").unwrap().name, "Norr");
+
+        std::fs::write(
+            &inventory_path,
+            "[[subregions]]\nid = \"north\"\nname = \"Norr\"\n[[actors]]\nid = \"kommun-a\"\nname = \"A\"\nsubregion = \"south\"\nkind = \"kommun\"\n",
+        )
+        .unwrap();
+        let errors = Config::from_toml(&text, &no_environment()).unwrap_err();
+        assert_eq!(errors.0[0].path, "inventory.actors[0].subregion");
+        assert!(errors.0[0].message.contains("inventory.toml"));
+    }
+
+    #[test]
+    fn a_broken_template_folder_fails_the_check() {
+        let folder = tempfile::tempdir().unwrap();
+        std::fs::write(folder.path().join("banner.txt"), "{% if %}").unwrap();
+        let text = format!(
+            "{MINIMAL}\n[notices]\ntemplates_dir = {:?}\n",
+            folder.path().display().to_string()
+        );
+        let errors = Config::from_toml(&text, &no_environment()).unwrap_err();
+        assert_eq!(errors.0[0].path, "notices.templates_dir");
+        assert!(errors.0[0].message.contains("banner.txt"), "{errors}");
+
+        std::fs::write(
+            folder.path().join("banner.txt"),
+            "Störning i {{ service_name }}",
+        )
+        .unwrap();
+        let config = Config::from_toml(&text, &no_environment()).unwrap();
+        assert_eq!(config.notices.templates_dir.as_deref(), Some(folder.path()));
+    }
+
+    #[test]
+    fn email_addresses_are_checked_for_shape() {
+        for (address, valid) in [
+            ("info.samsa@vgregion.se", true),
+            ("a+b@sub.example.org", true),
+            ("info.samsa@localhost", false),
+            ("@vgregion.se", false),
+            ("info@@vgregion.se", false),
+            ("info samsa@vgregion.se", false),
+            ("info@vgregion.se\r\nBcc: x@y.z", false),
+            ("<info@vgregion.se>", false),
+            ("info.@vgregion.se", false),
+            ("info@-vgregion.se", false),
+            ("info@vgregion..se", false),
+        ] {
+            assert_eq!(is_email_address_shape(address), valid, "{address:?}");
+        }
     }
 
     #[test]

@@ -4,8 +4,8 @@
 use jiff::Timestamp;
 
 use crate::alertmanager::{AlertStatus, Notification, PayloadError};
-use crate::metrics::Metrics;
-use crate::storage::{Storage, StorageError, StoredReceipt};
+use crate::http::AppState;
+use crate::storage::{StorageError, StoredReceipt};
 
 /// What happened to an accepted webhook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,12 +24,10 @@ pub enum IngestError {
     Storage(#[from] StorageError),
 }
 
-/// Parses, deduplicates and durably stores one webhook body. Returns after the commit.
-pub async fn ingest_webhook(
-    storage: &Storage,
-    metrics: &Metrics,
-    body: &[u8],
-) -> Result<IngestOutcome, IngestError> {
+/// Parses, deduplicates and durably stores one webhook body, then wakes the incident
+/// worker. Returns after the commit.
+pub async fn ingest_webhook(state: &AppState, body: &[u8]) -> Result<IngestOutcome, IngestError> {
+    let (storage, metrics) = (&state.storage, &state.metrics);
     let notification = Notification::parse(body).map_err(IngestError::Invalid)?;
     // Notification::parse accepted it as JSON, so it is UTF-8.
     let raw_payload = std::str::from_utf8(body).map_err(|_| {
@@ -48,9 +46,16 @@ pub async fn ingest_webhook(
                 .with_label_values(&[error.operation])
                 .inc();
         })?;
+    // A resend of the Watchdog is a duplicate, and still proves that the chain works.
+    state.watchdog.observe(
+        &notification,
+        &state.config.incidents.watchdog_alertname,
+        Timestamp::now(),
+    );
     if receipt.duplicate {
         metrics.webhook_duplicates.inc();
     } else {
+        state.incident_wake.notify_one();
         let n_firing = notification
             .alerts
             .iter()

@@ -3,10 +3,17 @@
 
 pub mod alertmanager;
 pub mod app;
+pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod incident;
+pub mod incident_worker;
 pub mod ingest;
+pub mod inventory;
 pub mod metrics;
+pub mod notice;
+pub mod simulate;
 pub mod storage;
+pub mod swedish;
 pub mod telemetry;

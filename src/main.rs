@@ -21,6 +21,41 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Simulate {
+            config,
+            json,
+            payloads,
+        } => {
+            let config = match Config::load(&config) {
+                Ok(config) => config,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::from(2);
+                }
+            };
+            let steps = match samsa_relay::simulate::simulate(&config, &payloads) {
+                Ok(steps) => steps,
+                Err(error) => {
+                    eprintln!("simulate: {error:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let mut out = std::io::stdout().lock();
+            let written = if json {
+                serde_json::to_writer_pretty(&mut out, &steps)
+                    .map_err(std::io::Error::other)
+                    .and_then(|()| std::io::Write::write_all(&mut out, b"\n"))
+            } else {
+                samsa_relay::simulate::print_steps(&steps, &mut out)
+            };
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("simulate: cannot write the output: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve { config } => {
             let config = match Config::load(&config) {
                 Ok(config) => config,

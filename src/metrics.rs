@@ -30,6 +30,12 @@ pub struct Metrics {
     pub storage_writable: IntGauge,
     /// Constant 1, labelled with the version.
     pub build_info: IntGaugeVec,
+    /// Outage incidents opened.
+    pub incidents_opened: IntCounter,
+    /// Draft changes by action: created, revised, withdrawn.
+    pub draft_changes: IntCounterVec,
+    /// Incident worker steps that failed (and will be retried).
+    pub incident_step_failures: IntCounter,
 }
 
 impl Metrics {
@@ -109,6 +115,24 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let incidents_opened = IntCounter::new(
+            "samsa_relay_incidents_opened_total",
+            "Outage incidents opened.",
+        )
+        .expect("valid metric");
+        let draft_changes = IntCounterVec::new(
+            Opts::new(
+                "samsa_relay_draft_changes_total",
+                "Notice draft changes by action: created, revised, withdrawn.",
+            ),
+            &["action"],
+        )
+        .expect("valid metric");
+        let incident_step_failures = IntCounter::new(
+            "samsa_relay_incident_step_failures_total",
+            "Incident worker steps that failed and will be retried.",
+        )
+        .expect("valid metric");
 
         for collector in [
             Box::new(webhook_requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -120,6 +144,9 @@ impl Metrics {
             Box::new(http_duration.clone()),
             Box::new(storage_writable.clone()),
             Box::new(build_info.clone()),
+            Box::new(incidents_opened.clone()),
+            Box::new(draft_changes.clone()),
+            Box::new(incident_step_failures.clone()),
         ] {
             registry
                 .register(collector)
@@ -140,6 +167,9 @@ impl Metrics {
         for status in ["firing", "resolved"] {
             alerts_received.with_label_values(&[status]);
         }
+        for action in ["created", "revised", "withdrawn"] {
+            draft_changes.with_label_values(&[action]);
+        }
         Metrics {
             registry,
             webhook_requests,
@@ -151,6 +181,9 @@ impl Metrics {
             http_duration,
             storage_writable,
             build_info,
+            incidents_opened,
+            draft_changes,
+            incident_step_failures,
         }
     }
 

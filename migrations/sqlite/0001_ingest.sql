@@ -1,5 +1,5 @@
 -- Ingest: every accepted webhook, and the current state of every alert it carried.
--- Times are UTC text in one fixed-width form (YYYY-MM-DDTHH:MM:SS.ffffffZ) so that text
+-- Times are UTC text in one fixed-width form (YYYY-MM-DDTHH:MM:SS.fffffffffZ) so that text
 -- order is time order. Kept to SQL that PostgreSQL also runs.
 
 CREATE TABLE webhook_receipts (

@@ -18,6 +18,7 @@ pub use error::ApiError;
 pub use webhook::WebhookAccepted;
 
 use crate::config::Config;
+use crate::incident_worker::WatchdogClock;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 
@@ -27,6 +28,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub storage: Storage,
     pub metrics: Metrics,
+    /// Wakes the incident worker after a new receipt is stored.
+    pub incident_wake: Arc<tokio::sync::Notify>,
+    pub watchdog: Arc<WatchdogClock>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -86,7 +86,7 @@ async fn receive(
             });
         }
     };
-    match ingest_webhook(&state.storage, &state.metrics, &body).await {
+    match ingest_webhook(state, &body).await {
         Ok(outcome) => {
             tracing::info!(
                 receipt_id = outcome.receipt.receipt_id,

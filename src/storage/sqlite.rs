@@ -3,7 +3,7 @@
 //! start with `BEGIN IMMEDIATE` (the write lock up front, never an upgrade that can fail
 //! half-way); reads use their own pool and never wait for writers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr as _;
 use std::time::Duration;
@@ -15,8 +15,14 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row as _, Sqlite};
 
-use super::{AlertRecord, ReceiptRecord, StorageError, StoredReceipt, format_time, parse_time};
+use super::{
+    AlertRecord, CorrelationState, DraftFields, DraftRecord, DraftVersionRecord, DraftWrite,
+    EventRecord, EventWrite, IncidentChange, IncidentRecord, IncidentWrite, PendingDraft,
+    ReceiptRecord, StorageError, StoredReceipt, UnprocessedReceipt, format_time, parse_time,
+};
 use crate::alertmanager::{Alert, AlertStatus, Notification};
+use crate::incident::{AlertKey, Incident, IncidentEngine, Phase, TrackedAlert};
+use crate::notice::{NoticeKind, RenderedNotice};
 
 /// Rows per multi-row INSERT: 10 parameters each stays far below SQLite's 32,766.
 const ALERT_ROWS_PER_STATEMENT: usize = 500;
@@ -261,4 +267,688 @@ fn parse_status(text: String) -> anyhow::Result<AlertStatus> {
 
 fn parse_map(text: String) -> anyhow::Result<BTreeMap<String, String>> {
     serde_json::from_str(&text).context("stored labels are not a JSON object of strings")
+}
+
+// ---------------------------------------------------------------------------------------
+// Incidents: the functions below run inside a write transaction (see WriteTransaction).
+
+type Connection = sqlx::SqliteConnection;
+
+const INCIDENT_COLUMNS: &str =
+    "id, kind, phase, started_at, resolved_at, n_reopened, summary, classification, published";
+
+impl SqliteStorage {
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StorageError> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|source| StorageError::new("begin_write", source))
+    }
+
+    pub async fn incidents(&self) -> Result<Vec<IncidentRecord>, StorageError> {
+        const OPERATION: &str = "incidents";
+        let mut connection = self
+            .reader
+            .acquire()
+            .await
+            .map_err(|source| StorageError::new(OPERATION, source))?;
+        let rows = sqlx::query(&format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents ORDER BY id"
+        ))
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(|source| StorageError::new(OPERATION, source))?;
+        let mut records = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let incident_id: i64 = row
+                .try_get("id")
+                .map_err(|source| StorageError::new(OPERATION, source))?;
+            let alerts = load_incident_alerts(&mut connection, incident_id).await?;
+            let mut record = incident_from_row(row, alerts)
+                .map_err(|source| StorageError::new(OPERATION, source))?;
+            let pending: Option<String> = sqlx::query_scalar(
+                "SELECT kind FROM drafts WHERE incident_id = ? AND state = 'pending'",
+            )
+            .bind(incident_id)
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(|source| StorageError::new(OPERATION, source))?;
+            record.incident.pending_draft = pending
+                .map(parse_kind)
+                .transpose()
+                .map_err(|source| StorageError::new(OPERATION, source))?;
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    pub async fn drafts(&self, incident_id: i64) -> Result<Vec<DraftRecord>, StorageError> {
+        const OPERATION: &str = "drafts";
+        let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
+        let drafts = sqlx::query(
+            "SELECT id, incident_id, kind, state, state_reason FROM drafts WHERE incident_id = ? ORDER BY id",
+        )
+        .bind(incident_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(error)?;
+        let versions = sqlx::query(
+            "SELECT v.draft_id, v.version, v.created_at, v.created_by, v.fields, v.input, v.rendered \
+             FROM draft_versions v JOIN drafts d ON d.id = v.draft_id \
+             WHERE d.incident_id = ? ORDER BY v.draft_id, v.version",
+        )
+        .bind(incident_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(error)?;
+        let parse = || -> anyhow::Result<Vec<DraftRecord>> {
+            let mut records = Vec::with_capacity(drafts.len());
+            for row in &drafts {
+                let draft_id: i64 = row.try_get("id")?;
+                let mut record_versions = Vec::new();
+                for version in versions
+                    .iter()
+                    .filter(|version| version.get::<i64, _>("draft_id") == draft_id)
+                {
+                    record_versions.push(DraftVersionRecord {
+                        version: version.try_get("version")?,
+                        created_at: parse_time(version.try_get("created_at")?)?,
+                        created_by: version.try_get("created_by")?,
+                        fields: serde_json::from_str(version.try_get("fields")?)?,
+                        input: serde_json::from_str(version.try_get("input")?)?,
+                        rendered: serde_json::from_str(version.try_get("rendered")?)?,
+                    });
+                }
+                records.push(DraftRecord {
+                    draft_id,
+                    incident_id: row.try_get("incident_id")?,
+                    kind: parse_kind(row.try_get("kind")?)?,
+                    state: row.try_get("state")?,
+                    state_reason: row.try_get("state_reason")?,
+                    versions: record_versions,
+                });
+            }
+            Ok(records)
+        };
+        parse().map_err(|source| StorageError::new(OPERATION, source))
+    }
+
+    pub async fn incident_events(
+        &self,
+        incident_id: i64,
+    ) -> Result<Vec<EventRecord>, StorageError> {
+        const OPERATION: &str = "incident_events";
+        let rows = sqlx::query(
+            "SELECT id, incident_id, at, source, event, detail FROM incident_events \
+             WHERE incident_id = ? ORDER BY id",
+        )
+        .bind(incident_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|source| StorageError::new(OPERATION, source))?;
+        rows.iter()
+            .map(|row| -> anyhow::Result<EventRecord> {
+                Ok(EventRecord {
+                    event_id: row.try_get("id")?,
+                    incident_id: row.try_get("incident_id")?,
+                    at: parse_time(row.try_get("at")?)?,
+                    source: row.try_get("source")?,
+                    event: row.try_get("event")?,
+                    detail: serde_json::from_str(row.try_get("detail")?)?,
+                })
+            })
+            .collect::<anyhow::Result<_>>()
+            .map_err(|source| StorageError::new(OPERATION, source))
+    }
+
+    pub async fn n_unprocessed_receipts(&self) -> Result<i64, StorageError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM webhook_receipts WHERE processed_at IS NULL")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(|source| StorageError::new("n_unprocessed_receipts", source))
+    }
+}
+
+pub(super) async fn next_unprocessed_receipt(
+    connection: &mut Connection,
+) -> Result<Option<UnprocessedReceipt>, StorageError> {
+    const OPERATION: &str = "next_unprocessed_receipt";
+    let row = sqlx::query(
+        "SELECT id, received_at, payload FROM webhook_receipts WHERE processed_at IS NULL ORDER BY id LIMIT 1",
+    )
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(|source| StorageError::new(OPERATION, source))?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let parse = || -> anyhow::Result<UnprocessedReceipt> {
+        Ok(UnprocessedReceipt {
+            receipt_id: row.try_get("id")?,
+            received_at: parse_time(row.try_get("received_at")?)?,
+            payload: row.try_get("payload")?,
+        })
+    };
+    parse()
+        .map(Some)
+        .map_err(|source| StorageError::new(OPERATION, source))
+}
+
+pub(super) async fn mark_receipt_processed(
+    connection: &mut Connection,
+    receipt_id: i64,
+    at: Timestamp,
+) -> Result<(), StorageError> {
+    sqlx::query("UPDATE webhook_receipts SET processed_at = ? WHERE id = ?")
+        .bind(format_time(at))
+        .bind(receipt_id)
+        .execute(&mut *connection)
+        .await
+        .map_err(|source| StorageError::new("mark_receipt_processed", source))?;
+    Ok(())
+}
+
+pub(super) async fn load_correlation(
+    connection: &mut Connection,
+    keys: &[AlertKey],
+) -> Result<CorrelationState, StorageError> {
+    const OPERATION: &str = "load_correlation";
+    let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
+    let next_incident_id: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM incidents")
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(error)?;
+    let latest_row = sqlx::query(&format!(
+        "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE kind = 'outage' ORDER BY id DESC LIMIT 1"
+    ))
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(error)?;
+    let mut latest = None;
+    let mut pending_draft = None;
+    if let Some(row) = latest_row {
+        let incident_id: i64 = row.try_get("id").map_err(error)?;
+        let alerts = load_incident_alerts(connection, incident_id).await?;
+        let record = incident_from_row(&row, alerts)
+            .map_err(|source| StorageError::new(OPERATION, source))?;
+        latest = Some(record.incident);
+        let pending = sqlx::query(
+            "SELECT d.id, d.kind, v.version, v.fields FROM drafts d JOIN draft_versions v ON v.draft_id = d.id \
+             WHERE d.incident_id = ? AND d.state = 'pending' ORDER BY v.version DESC LIMIT 1",
+        )
+        .bind(incident_id)
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(error)?;
+        if let Some(pending) = pending {
+            let parse = || -> anyhow::Result<PendingDraft> {
+                Ok(PendingDraft {
+                    draft_id: pending.try_get("id")?,
+                    kind: parse_kind(pending.try_get("kind")?)?,
+                    version: pending.try_get("version")?,
+                    fields: serde_json::from_str(pending.try_get("fields")?)?,
+                })
+            };
+            pending_draft = Some(parse().map_err(|source| StorageError::new(OPERATION, source))?);
+        }
+        if let Some(incident) = latest.as_mut() {
+            incident.pending_draft = pending_draft
+                .as_ref()
+                .map(|pending: &PendingDraft| pending.kind);
+        }
+    }
+    let latest_id = latest
+        .as_ref()
+        .map(|incident: &Incident| incident.incident_id);
+
+    let mut retired_alerts = HashSet::new();
+    for chunk in keys.chunks(ALERT_ROWS_PER_STATEMENT) {
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT fingerprint, starts_at FROM incident_alerts WHERE (fingerprint, starts_at) IN (",
+        );
+        let mut separated = builder.separated(", ");
+        for key in chunk {
+            separated.push("(");
+            separated.push_bind_unseparated(key.fingerprint.as_str());
+            separated.push_unseparated(", ");
+            separated.push_bind_unseparated(format_time(key.starts_at));
+            separated.push_unseparated(")");
+        }
+        builder.push(") AND (incident_id IS NULL OR incident_id <> ");
+        builder.push_bind(latest_id.unwrap_or(0));
+        builder.push(")");
+        let rows = builder
+            .build()
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(error)?;
+        for row in rows {
+            let fingerprint: String = row.try_get("fingerprint").map_err(error)?;
+            let starts_at: String = row.try_get("starts_at").map_err(error)?;
+            let starts_at =
+                parse_time(&starts_at).map_err(|source| StorageError::new(OPERATION, source))?;
+            retired_alerts.insert(AlertKey {
+                fingerprint,
+                starts_at,
+            });
+        }
+    }
+    Ok(CorrelationState {
+        engine: IncidentEngine {
+            latest,
+            retired_alerts,
+            next_incident_id,
+        },
+        pending_draft,
+    })
+}
+
+pub(super) async fn write_incident_step(
+    connection: &mut Connection,
+    write: &IncidentWrite,
+) -> Result<(), StorageError> {
+    const OPERATION: &str = "write_incident_step";
+    let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
+    for chunk in write.retired_unseen.chunks(ALERT_ROWS_PER_STATEMENT) {
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO incident_alerts (fingerprint, starts_at, incident_id, status, labels) ",
+        );
+        builder.push_values(chunk, |mut row, key| {
+            row.push_bind(key.fingerprint.as_str())
+                .push_bind(format_time(key.starts_at))
+                .push_bind(None::<i64>)
+                .push_bind("resolved")
+                .push_bind("{}");
+        });
+        builder.push(" ON CONFLICT (fingerprint, starts_at) DO NOTHING");
+        builder
+            .build()
+            .execute(&mut *connection)
+            .await
+            .map_err(error)?;
+    }
+    match &write.change {
+        Some(change) => write_incident_change(connection, change, write.at).await,
+        None => Ok(()),
+    }
+}
+
+async fn write_incident_change(
+    connection: &mut Connection,
+    change: &IncidentChange,
+    now: Timestamp,
+) -> Result<(), StorageError> {
+    const OPERATION: &str = "write_incident_change";
+    let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
+    let json_error = |source: serde_json::Error| StorageError::new(OPERATION, source);
+    let incident = &change.incident;
+    let (phase, resolved_at) = match incident.phase {
+        Phase::Open => ("open", None),
+        Phase::Resolved { at } => ("resolved", Some(format_time(at))),
+    };
+    let summary = serde_json::to_string(&incident.summary).map_err(json_error)?;
+    let classification = serde_json::to_string(&incident.classification).map_err(json_error)?;
+    let published = incident
+        .published
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(json_error)?;
+    let at = format_time(now);
+    if change.is_new {
+        sqlx::query(
+            "INSERT INTO incidents (id, kind, phase, started_at, resolved_at, n_reopened, summary, classification, \
+             published, created_at, updated_at) VALUES (?, 'outage', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(incident.incident_id)
+        .bind(phase)
+        .bind(format_time(incident.started_at))
+        .bind(resolved_at)
+        .bind(incident.n_reopened as i64)
+        .bind(summary)
+        .bind(classification)
+        .bind(published)
+        .bind(&at)
+        .bind(&at)
+        .execute(&mut *connection)
+        .await
+        .map_err(error)?;
+    } else {
+        sqlx::query(
+            "UPDATE incidents SET phase = ?, started_at = ?, resolved_at = ?, n_reopened = ?, summary = ?, \
+             classification = ?, published = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(phase)
+        .bind(format_time(incident.started_at))
+        .bind(resolved_at)
+        .bind(incident.n_reopened as i64)
+        .bind(summary)
+        .bind(classification)
+        .bind(published)
+        .bind(&at)
+        .bind(incident.incident_id)
+        .execute(&mut *connection)
+        .await
+        .map_err(error)?;
+    }
+
+    for chunk in change.alerts.chunks(ALERT_ROWS_PER_STATEMENT) {
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO incident_alerts (fingerprint, starts_at, incident_id, status, labels) ",
+        );
+        builder.push_values(chunk, |mut row, (key, alert)| {
+            row.push_bind(key.fingerprint.as_str())
+                .push_bind(format_time(key.starts_at))
+                .push_bind(incident.incident_id)
+                .push_bind(alert.status.as_str())
+                .push_bind(serde_json::to_string(&alert.labels).expect("map of strings"));
+        });
+        builder.push(
+            " ON CONFLICT (fingerprint, starts_at) DO UPDATE SET incident_id = excluded.incident_id, \
+             status = excluded.status, labels = excluded.labels",
+        );
+        builder
+            .build()
+            .execute(&mut *connection)
+            .await
+            .map_err(error)?;
+    }
+    let mut events = change.events.clone();
+    for draft in &change.drafts {
+        match draft {
+            DraftWrite::Create {
+                kind,
+                fields,
+                input,
+                rendered,
+            } => {
+                let draft_id: i64 = sqlx::query_scalar(
+                    "INSERT INTO drafts (incident_id, kind, state, created_at, updated_at) \
+                     VALUES (?, ?, 'pending', ?, ?) RETURNING id",
+                )
+                .bind(incident.incident_id)
+                .bind(kind.as_str())
+                .bind(&at)
+                .bind(&at)
+                .fetch_one(&mut *connection)
+                .await
+                .map_err(error)?;
+                insert_draft_version(connection, draft_id, 1, &at, fields, input, rendered).await?;
+                events.push(EventWrite {
+                    at: now,
+                    source: "relay".to_owned(),
+                    event: "draft_created".to_owned(),
+                    detail: serde_json::json!({"draft_id": draft_id, "kind": kind, "version": 1}),
+                });
+            }
+            DraftWrite::Revise {
+                draft_id,
+                fields,
+                input,
+                rendered,
+            } => {
+                let version: i64 = sqlx::query_scalar(
+                    "SELECT COALESCE(MAX(version), 0) + 1 FROM draft_versions WHERE draft_id = ?",
+                )
+                .bind(draft_id)
+                .fetch_one(&mut *connection)
+                .await
+                .map_err(error)?;
+                insert_draft_version(connection, *draft_id, version, &at, fields, input, rendered)
+                    .await?;
+                sqlx::query("UPDATE drafts SET updated_at = ? WHERE id = ?")
+                    .bind(&at)
+                    .bind(draft_id)
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(error)?;
+                events.push(EventWrite {
+                    at: now,
+                    source: "relay".to_owned(),
+                    event: "draft_revised".to_owned(),
+                    detail: serde_json::json!({"draft_id": draft_id, "version": version}),
+                });
+            }
+            DraftWrite::Withdraw { draft_id, reason } => {
+                sqlx::query(
+                    "UPDATE drafts SET state = 'withdrawn', state_reason = ?, updated_at = ? \
+                     WHERE id = ? AND state = 'pending'",
+                )
+                .bind(reason)
+                .bind(&at)
+                .bind(draft_id)
+                .execute(&mut *connection)
+                .await
+                .map_err(error)?;
+                events.push(EventWrite {
+                    at: now,
+                    source: "relay".to_owned(),
+                    event: "draft_withdrawn".to_owned(),
+                    detail: serde_json::json!({"draft_id": draft_id, "reason": reason}),
+                });
+            }
+        }
+    }
+    insert_events(connection, incident.incident_id, &events).await
+}
+
+async fn insert_draft_version(
+    connection: &mut Connection,
+    draft_id: i64,
+    version: i64,
+    at: &str,
+    fields: &DraftFields,
+    input: &serde_json::Value,
+    rendered: &RenderedNotice,
+) -> Result<(), StorageError> {
+    const OPERATION: &str = "insert_draft_version";
+    let json_error = |source: serde_json::Error| StorageError::new(OPERATION, source);
+    sqlx::query(
+        "INSERT INTO draft_versions (draft_id, version, created_at, created_by, fields, input, rendered) \
+         VALUES (?, ?, ?, 'relay', ?, ?, ?)",
+    )
+    .bind(draft_id)
+    .bind(version)
+    .bind(at)
+    .bind(serde_json::to_string(fields).map_err(json_error)?)
+    .bind(serde_json::to_string(input).map_err(json_error)?)
+    .bind(serde_json::to_string(rendered).map_err(json_error)?)
+    .execute(&mut *connection)
+    .await
+    .map_err(|source| StorageError::new(OPERATION, source))?;
+    Ok(())
+}
+
+async fn insert_events(
+    connection: &mut Connection,
+    incident_id: i64,
+    events: &[EventWrite],
+) -> Result<(), StorageError> {
+    for chunk in events.chunks(ALERT_ROWS_PER_STATEMENT) {
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO incident_events (incident_id, at, source, event, detail) ",
+        );
+        builder.push_values(chunk, |mut row, event| {
+            row.push_bind(incident_id)
+                .push_bind(format_time(event.at))
+                .push_bind(event.source.as_str())
+                .push_bind(event.event.as_str())
+                .push_bind(event.detail.to_string());
+        });
+        builder
+            .build()
+            .execute(&mut *connection)
+            .await
+            .map_err(|source| StorageError::new("insert_events", source))?;
+    }
+    Ok(())
+}
+
+async fn load_incident_alerts(
+    connection: &mut Connection,
+    incident_id: i64,
+) -> Result<BTreeMap<AlertKey, TrackedAlert>, StorageError> {
+    const OPERATION: &str = "load_incident_alerts";
+    let rows = sqlx::query(
+        "SELECT fingerprint, starts_at, status, labels FROM incident_alerts WHERE incident_id = ?",
+    )
+    .bind(incident_id)
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(|source| StorageError::new(OPERATION, source))?;
+    let mut alerts = BTreeMap::new();
+    for row in rows {
+        let parse = || -> anyhow::Result<(AlertKey, TrackedAlert)> {
+            Ok((
+                AlertKey {
+                    fingerprint: row.try_get("fingerprint")?,
+                    starts_at: parse_time(row.try_get("starts_at")?)?,
+                },
+                TrackedAlert {
+                    status: parse_status(row.try_get("status")?)?,
+                    labels: parse_map(row.try_get("labels")?)?,
+                },
+            ))
+        };
+        let (key, alert) = parse().map_err(|source| StorageError::new(OPERATION, source))?;
+        alerts.insert(key, alert);
+    }
+    Ok(alerts)
+}
+
+fn incident_from_row(
+    row: &sqlx::sqlite::SqliteRow,
+    alerts: BTreeMap<AlertKey, TrackedAlert>,
+) -> anyhow::Result<IncidentRecord> {
+    let resolved_at: Option<String> = row.try_get("resolved_at")?;
+    let resolved_at = resolved_at.as_deref().map(parse_time).transpose()?;
+    let phase: String = row.try_get("phase")?;
+    let phase = match (phase.as_str(), resolved_at) {
+        ("open", _) => Phase::Open,
+        ("resolved", Some(at)) => Phase::Resolved { at },
+        (other, _) => anyhow::bail!("incident phase {other:?} without its time"),
+    };
+    let published: Option<String> = row.try_get("published")?;
+    let n_reopened: i64 = row.try_get("n_reopened")?;
+    Ok(IncidentRecord {
+        incident_id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        resolved_at,
+        incident: Incident {
+            incident_id: row.try_get("id")?,
+            phase,
+            started_at: parse_time(row.try_get("started_at")?)?,
+            alerts,
+            summary: serde_json::from_str(row.try_get("summary")?)?,
+            classification: serde_json::from_str(row.try_get("classification")?)?,
+            published: published.as_deref().map(serde_json::from_str).transpose()?,
+            // Derived from the drafts table by the caller: one source of truth.
+            pending_draft: None,
+            n_reopened: u32::try_from(n_reopened)?,
+        },
+    })
+}
+
+fn parse_kind(text: String) -> anyhow::Result<NoticeKind> {
+    match text.as_str() {
+        "initial" => Ok(NoticeKind::Initial),
+        "update" => Ok(NoticeKind::Update),
+        "resolved" => Ok(NoticeKind::Resolved),
+        other => anyhow::bail!("unknown stored notice kind {other:?}"),
+    }
+}
+
+impl SqliteStorage {
+    pub async fn open_monitoring_incident(
+        &self,
+        now: Timestamp,
+        summary: &crate::classify::ScopeSummary,
+        classification: &crate::classify::Classification,
+        detail: serde_json::Value,
+    ) -> Result<Option<i64>, StorageError> {
+        const OPERATION: &str = "open_monitoring_incident";
+        let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
+        let json_error = |source: serde_json::Error| StorageError::new(OPERATION, source);
+        let mut transaction = self.begin_write().await?;
+        let open: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM incidents WHERE kind = 'monitoring' AND phase = 'open'",
+        )
+        .fetch_optional(&mut *transaction)
+        .await
+        .map_err(error)?;
+        if open.is_some() {
+            return Ok(None);
+        }
+        let at = format_time(now);
+        let incident_id: i64 = sqlx::query_scalar(
+            "INSERT INTO incidents (kind, phase, started_at, n_reopened, summary, classification, created_at, updated_at) \
+             VALUES ('monitoring', 'open', ?, 0, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&at)
+        .bind(serde_json::to_string(summary).map_err(json_error)?)
+        .bind(serde_json::to_string(classification).map_err(json_error)?)
+        .bind(&at)
+        .bind(&at)
+        .fetch_one(&mut *transaction)
+        .await
+        .map_err(error)?;
+        insert_events(
+            &mut transaction,
+            incident_id,
+            &[EventWrite {
+                at: now,
+                source: "relay".to_owned(),
+                event: "monitoring_chain_broken".to_owned(),
+                detail,
+            }],
+        )
+        .await?;
+        transaction.commit().await.map_err(error)?;
+        Ok(Some(incident_id))
+    }
+
+    pub async fn resolve_monitoring_incident(
+        &self,
+        now: Timestamp,
+    ) -> Result<Option<i64>, StorageError> {
+        const OPERATION: &str = "resolve_monitoring_incident";
+        let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
+        // Cheap check on the reader first: the common case is that nothing is open.
+        let open: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM incidents WHERE kind = 'monitoring' AND phase = 'open'",
+        )
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(error)?;
+        if open.is_none() {
+            return Ok(None);
+        }
+        let mut transaction = self.begin_write().await?;
+        let at = format_time(now);
+        let resolved: Option<i64> = sqlx::query_scalar(
+            "UPDATE incidents SET phase = 'resolved', resolved_at = ?, updated_at = ? \
+             WHERE kind = 'monitoring' AND phase = 'open' RETURNING id",
+        )
+        .bind(&at)
+        .bind(&at)
+        .fetch_optional(&mut *transaction)
+        .await
+        .map_err(error)?;
+        if let Some(incident_id) = resolved {
+            insert_events(
+                &mut transaction,
+                incident_id,
+                &[EventWrite {
+                    at: now,
+                    source: "relay".to_owned(),
+                    event: "monitoring_chain_restored".to_owned(),
+                    detail: serde_json::json!({}),
+                }],
+            )
+            .await?;
+        }
+        transaction.commit().await.map_err(error)?;
+        Ok(resolved)
+    }
 }

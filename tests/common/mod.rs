@@ -62,6 +62,15 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with("", "", "").await
 }
 
+/// Starts the app with whole TOML tables appended to the base config (tables the base does
+/// not have, such as `[incidents]`).
+pub async fn spawn_app_with_tables(tables: &str) -> TestApp {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let text = format!("{}\n{tables}", base_config(folder.path(), "", "", ""));
+    let config = Config::from_toml(&text, &BTreeMap::new()).expect("test config is valid");
+    start(config, folder).await
+}
+
 pub async fn spawn_app_with(
     server_extra: &str,
     database_extra: &str,
@@ -87,6 +96,7 @@ pub async fn start(config: Config, folder: tempfile::TempDir) -> TestApp {
         folder,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .no_proxy()
             .build()
             .expect("client"),
         shutdown: Some(sender),

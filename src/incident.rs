@@ -1,0 +1,440 @@
+//! Incident correlation and the drafting rules, as a pure state machine.
+//!
+//! [`IncidentEngine::apply`] takes the alerts of one webhook (in arrival order) and moves
+//! the latest incident through its states:
+//!
+//! ```text
+//!            firing alert, no open incident,          all alerts resolved
+//!            none resolved within the flap window   ┌──────────────────────┐
+//!   (none) ───────────────────────────────────────> Open                  Resolved
+//!                                                    ^  └──────────────────────┘ │
+//!                                                    └─── firing alert within ───┘
+//!                                                         the flap window (reopen)
+//! ```
+//!
+//! and decides what the notices must do ([`DraftAction`]): a new incident gets an initial
+//! draft; a change of scope or level revises a pending draft in place, or (after
+//! publication) asks for an update; resolution asks for a resolution notice, or withdraws
+//! the draft when nothing was ever published. The same code runs on stored state (the
+//! incident worker) and on in-memory state (`samsa-relay simulate`), so a rehearsal shows
+//! exactly what the relay would do.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::alertmanager::AlertStatus;
+use crate::classify::{
+    AlertScope, Classification, ScopeSummary, alert_scopes, classify, summarize,
+};
+use crate::config::IncidentsConfig;
+use crate::inventory::Inventory;
+use crate::notice::NoticeKind;
+
+/// An alert's identity: Alertmanager's fingerprint and when this firing started.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AlertKey {
+    pub fingerprint: String,
+    pub starts_at: Timestamp,
+}
+
+/// One alert as a webhook reported it, ready for correlation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertUpdate {
+    pub key: AlertKey,
+    pub status: AlertStatus,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackedAlert {
+    pub status: AlertStatus,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "lowercase")]
+pub enum Phase {
+    Open,
+    Resolved { at: Timestamp },
+}
+
+/// What the last publication told the public; set by publishing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Published {
+    pub kind: NoticeKind,
+    pub summary: ScopeSummary,
+    pub classification: Classification,
+}
+
+/// One outage of the service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incident {
+    pub incident_id: i64,
+    pub phase: Phase,
+    /// When the disruption started: the earliest `startsAt` of its alerts.
+    pub started_at: Timestamp,
+    pub alerts: BTreeMap<AlertKey, TrackedAlert>,
+    /// The scope while open; kept as it was at the last firing alert once resolved.
+    pub summary: ScopeSummary,
+    pub classification: Classification,
+    pub published: Option<Published>,
+    /// The kind of the draft waiting for an operator, if any.
+    pub pending_draft: Option<NoticeKind>,
+    pub n_reopened: u32,
+}
+
+/// What happened, in the words of the incident's log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum IncidentEvent {
+    IncidentOpened {
+        started_at: Timestamp,
+    },
+    AlertFiring {
+        fingerprint: String,
+        starts_at: Timestamp,
+        labels: BTreeMap<String, String>,
+    },
+    AlertResolved {
+        fingerprint: String,
+        starts_at: Timestamp,
+    },
+    ScopeChanged {
+        n_affected_before: usize,
+        n_affected: usize,
+        whole_service: bool,
+    },
+    LevelChanged {
+        before: u8,
+        after: u8,
+        crisis: bool,
+        reasons: Vec<String>,
+    },
+    IncidentResolved {
+        at: Timestamp,
+    },
+    IncidentReopened {
+        at: Timestamp,
+        n_reopened: u32,
+    },
+}
+
+/// What the notices must do after a step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum DraftAction {
+    /// A new draft of this kind, waiting for an operator.
+    Create { kind: NoticeKind },
+    /// The pending draft is rendered again as a new version.
+    Revise { kind: NoticeKind },
+    /// The pending draft is withdrawn, with the reason for the log.
+    Withdraw { kind: NoticeKind, reason: String },
+}
+
+/// The outcome of one webhook for the latest incident.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub incident_id: i64,
+    pub is_new: bool,
+    pub events: Vec<IncidentEvent>,
+    pub draft_actions: Vec<DraftAction>,
+}
+
+/// The correlation state: the latest incident (the only one alerts can still join) and the
+/// identities of alerts that belong to older incidents.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentEngine {
+    pub latest: Option<Incident>,
+    /// Alerts of older incidents, and alerts first seen resolved: updates for them change
+    /// nothing.
+    pub retired_alerts: HashSet<AlertKey>,
+    pub next_incident_id: i64,
+}
+
+impl IncidentEngine {
+    pub fn new(next_incident_id: i64) -> IncidentEngine {
+        IncidentEngine {
+            latest: None,
+            retired_alerts: HashSet::new(),
+            next_incident_id,
+        }
+    }
+
+    /// Applies the alerts of one webhook received at `at`. Returns `None` when nothing
+    /// about any incident changed (for example a resolution of an alert never seen firing).
+    /// Keys first seen resolved are added to `retired_alerts` and to `newly_retired`.
+    pub fn apply(
+        &mut self,
+        updates: &[AlertUpdate],
+        at: Timestamp,
+        config: &IncidentsConfig,
+        inventory: &Inventory,
+        newly_retired: &mut Vec<AlertKey>,
+    ) -> Option<Step> {
+        let mut events = Vec::new();
+        let mut is_new = false;
+        let mut reopened = false;
+        let was_open = matches!(
+            self.latest.as_ref().map(|incident| incident.phase),
+            Some(Phase::Open)
+        );
+
+        for update in updates {
+            if self.retired_alerts.contains(&update.key) {
+                continue;
+            }
+            let known = self
+                .latest
+                .as_mut()
+                .and_then(|incident| incident.alerts.get_mut(&update.key));
+            if let Some(tracked) = known {
+                match (tracked.status, update.status) {
+                    (AlertStatus::Firing, AlertStatus::Resolved) => {
+                        tracked.status = AlertStatus::Resolved;
+                        events.push(IncidentEvent::AlertResolved {
+                            fingerprint: update.key.fingerprint.clone(),
+                            starts_at: update.key.starts_at,
+                        });
+                    }
+                    (AlertStatus::Firing, AlertStatus::Firing) => {
+                        tracked.labels = update.labels.clone()
+                    }
+                    // Resolved is final for one (fingerprint, startsAt): a re-fire has a new
+                    // startsAt, so a late "firing" is an older message.
+                    (AlertStatus::Resolved, _) => {}
+                }
+                continue;
+            }
+            if update.status == AlertStatus::Resolved {
+                // Never seen firing (the relay started late, or messages crossed): the key is
+                // final as resolved, so a late "firing" for it must not open an incident.
+                if self.retired_alerts.insert(update.key.clone()) {
+                    newly_retired.push(update.key.clone());
+                }
+                continue;
+            }
+            // A new firing alert: join, reopen, or start an incident.
+            match self.latest.as_mut() {
+                Some(incident) if incident.phase == Phase::Open => {}
+                Some(incident)
+                    if matches!(incident.phase, Phase::Resolved { at: resolved_at }
+                        if within(resolved_at, at, config.flap_window)) =>
+                {
+                    incident.phase = Phase::Open;
+                    incident.n_reopened += 1;
+                    reopened = true;
+                    events.push(IncidentEvent::IncidentReopened {
+                        at,
+                        n_reopened: incident.n_reopened,
+                    });
+                }
+                _ => {
+                    if let Some(old) = self.latest.take() {
+                        self.retired_alerts.extend(old.alerts.into_keys());
+                    }
+                    let incident_id = self.next_incident_id;
+                    self.next_incident_id += 1;
+                    let summary = summarize(&[], inventory);
+                    let classification = classify(&summary, config.broad_subregion_share);
+                    self.latest = Some(Incident {
+                        incident_id,
+                        phase: Phase::Open,
+                        started_at: update.key.starts_at,
+                        alerts: BTreeMap::new(),
+                        summary,
+                        classification,
+                        published: None,
+                        pending_draft: None,
+                        n_reopened: 0,
+                    });
+                    is_new = true;
+                    events.push(IncidentEvent::IncidentOpened {
+                        started_at: update.key.starts_at,
+                    });
+                }
+            }
+            let incident = self.latest.as_mut().expect("an open incident exists here");
+            incident.started_at = incident.started_at.min(update.key.starts_at);
+            incident.alerts.insert(
+                update.key.clone(),
+                TrackedAlert {
+                    status: AlertStatus::Firing,
+                    labels: update.labels.clone(),
+                },
+            );
+            events.push(IncidentEvent::AlertFiring {
+                fingerprint: update.key.fingerprint.clone(),
+                starts_at: update.key.starts_at,
+                labels: update.labels.clone(),
+            });
+        }
+
+        let incident = self.latest.as_mut()?;
+        if events.is_empty() {
+            return None;
+        }
+        if is_new {
+            // IncidentOpened came first; make sure started_at in it is the earliest start.
+            if let Some(IncidentEvent::IncidentOpened { started_at }) = events.first_mut() {
+                *started_at = incident.started_at;
+            }
+        }
+
+        // Scope and level follow the firing alerts while the incident is open.
+        let firing_scopes: Vec<AlertScope> = incident
+            .alerts
+            .values()
+            .filter(|alert| alert.status == AlertStatus::Firing)
+            .flat_map(|alert| alert_scopes(&alert.labels, config))
+            .collect();
+        let resolved_now = firing_scopes.is_empty() && incident.phase == Phase::Open;
+        let mut scope_or_level_changed = false;
+        if !firing_scopes.is_empty() {
+            let summary = summarize(&firing_scopes, inventory);
+            let classification = classify(&summary, config.broad_subregion_share);
+            if summary != incident.summary {
+                events.push(IncidentEvent::ScopeChanged {
+                    n_affected_before: incident.summary.n_affected,
+                    n_affected: summary.n_affected,
+                    whole_service: summary.whole_service,
+                });
+                scope_or_level_changed = true;
+            }
+            if classification.level != incident.classification.level
+                || classification.crisis != incident.classification.crisis
+            {
+                events.push(IncidentEvent::LevelChanged {
+                    before: incident.classification.level.as_number(),
+                    after: classification.level.as_number(),
+                    crisis: classification.crisis,
+                    reasons: classification.reasons.clone(),
+                });
+                scope_or_level_changed = true;
+            }
+            incident.summary = summary;
+            incident.classification = classification;
+        }
+        if resolved_now {
+            incident.phase = Phase::Resolved { at };
+            events.push(IncidentEvent::IncidentResolved { at });
+        }
+
+        let draft_actions = decide_drafts(
+            incident,
+            is_new,
+            was_open,
+            reopened,
+            resolved_now,
+            scope_or_level_changed,
+        );
+        for action in &draft_actions {
+            match action {
+                DraftAction::Create { kind } | DraftAction::Revise { kind } => {
+                    incident.pending_draft = Some(*kind)
+                }
+                DraftAction::Withdraw { .. } => incident.pending_draft = None,
+            }
+        }
+        Some(Step {
+            incident_id: incident.incident_id,
+            is_new,
+            events,
+            draft_actions,
+        })
+    }
+}
+
+/// The drafting rules. `incident` is in its state after the step.
+fn decide_drafts(
+    incident: &Incident,
+    is_new: bool,
+    was_open: bool,
+    reopened: bool,
+    resolved_now: bool,
+    scope_or_level_changed: bool,
+) -> Vec<DraftAction> {
+    let mut actions = Vec::new();
+    let pending = incident.pending_draft;
+    let published_outage = incident
+        .published
+        .as_ref()
+        .is_some_and(|published| published.kind != NoticeKind::Resolved);
+
+    if resolved_now {
+        match (published_outage, pending) {
+            (true, Some(NoticeKind::Resolved)) => actions.push(DraftAction::Revise {
+                kind: NoticeKind::Resolved,
+            }),
+            (true, pending) => {
+                if let Some(kind) = pending {
+                    actions.push(DraftAction::Withdraw {
+                        kind,
+                        reason: "Störningen är åtgärdad innan utkastet publicerades".to_owned(),
+                    });
+                }
+                actions.push(DraftAction::Create {
+                    kind: NoticeKind::Resolved,
+                });
+            }
+            (false, Some(kind)) => actions.push(DraftAction::Withdraw {
+                kind,
+                reason: "Störningen är åtgärdad innan något publicerades; inget åtgärdat-meddelande behövs"
+                    .to_owned(),
+            }),
+            (false, None) => {}
+        }
+        return actions;
+    }
+    if incident.phase != Phase::Open {
+        return actions;
+    }
+    if is_new {
+        actions.push(DraftAction::Create {
+            kind: NoticeKind::Initial,
+        });
+        return actions;
+    }
+    if reopened && !was_open {
+        if pending == Some(NoticeKind::Resolved) {
+            actions.push(DraftAction::Withdraw {
+                kind: NoticeKind::Resolved,
+                reason: "Störningen återkom innan åtgärdat-meddelandet publicerades".to_owned(),
+            });
+        }
+        let kind = if incident.published.is_some() {
+            NoticeKind::Update
+        } else {
+            NoticeKind::Initial
+        };
+        actions.push(DraftAction::Create { kind });
+        return actions;
+    }
+    if scope_or_level_changed {
+        match pending {
+            Some(kind) => actions.push(DraftAction::Revise { kind }),
+            None => {
+                let differs_from_published = incident.published.as_ref().is_some_and(|published| {
+                    published.summary != incident.summary
+                        || published.classification.level != incident.classification.level
+                });
+                if differs_from_published {
+                    actions.push(DraftAction::Create {
+                        kind: NoticeKind::Update,
+                    });
+                }
+            }
+        }
+    }
+    actions
+}
+
+fn within(earlier: Timestamp, later: Timestamp, window: Duration) -> bool {
+    let elapsed = later.duration_since(earlier);
+    elapsed.is_negative() || elapsed.unsigned_abs() <= window
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,445 @@
+//! The incident worker: takes stored webhooks in order, correlates them into incidents
+//! ([`crate::incident`]), renders the drafts ([`crate::notice`]) and writes it all in one
+//! transaction together with the receipt's "processed" mark, so that a crash at any point
+//! leaves either nothing or everything of a step. Also watches the Watchdog alert.
+//!
+//! [`IncidentWorker::process_next_receipt`] is one step and what tests call;
+//! [`IncidentWorker::run`] is the loop that waits, backs off and watches for shutdown.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use jiff::Timestamp;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::alertmanager::{AlertStatus, Notification};
+use crate::classify::{Classification, Level, summarize};
+use crate::config::Config;
+use crate::incident::{AlertKey, AlertUpdate, DraftAction, IncidentEvent, Phase};
+use crate::metrics::Metrics;
+use crate::notice::{NoticeInput, NoticeKind, NoticeRenderer, format_swedish_time};
+use crate::storage::{
+    CorrelationState, DraftFields, DraftWrite, EventWrite, IncidentChange, IncidentWrite,
+    PendingDraft, Storage,
+};
+
+/// How often the loop looks again without being woken (watchdog, missed wake-ups).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Longest pause after repeated failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// No receipt was waiting.
+    Idle,
+    /// One receipt was processed; the incident it changed, if any.
+    Processed {
+        receipt_id: i64,
+        incident_id: Option<i64>,
+    },
+}
+
+/// When the Watchdog alert last arrived. In memory: after a restart the relay gives the
+/// monitoring chain a whole timeout before it raises the alarm.
+#[derive(Debug)]
+pub struct WatchdogClock {
+    last_seen: Mutex<Timestamp>,
+}
+
+impl WatchdogClock {
+    pub fn new(now: Timestamp) -> WatchdogClock {
+        WatchdogClock {
+            last_seen: Mutex::new(now),
+        }
+    }
+
+    pub fn seen(&self, at: Timestamp) {
+        let mut last_seen = self.last_seen.lock().expect("watchdog clock lock");
+        *last_seen = (*last_seen).max(at);
+    }
+
+    pub fn last_seen(&self) -> Timestamp {
+        *self.last_seen.lock().expect("watchdog clock lock")
+    }
+
+    /// Records the Watchdog if this notification carries it firing.
+    pub fn observe(&self, notification: &Notification, watchdog_alertname: &str, now: Timestamp) {
+        let carries_watchdog = notification.alerts.iter().any(|alert| {
+            alert.status == AlertStatus::Firing
+                && alert.labels.get("alertname").map(String::as_str) == Some(watchdog_alertname)
+        });
+        if carries_watchdog {
+            self.seen(now);
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct IncidentWorker {
+    pub storage: Storage,
+    pub config: Arc<Config>,
+    pub renderer: Arc<NoticeRenderer>,
+    pub metrics: Metrics,
+    pub wake: Arc<Notify>,
+    pub watchdog: Arc<WatchdogClock>,
+}
+
+impl IncidentWorker {
+    /// Processes the oldest unprocessed receipt, if any, in one transaction.
+    pub async fn process_next_receipt(&self) -> anyhow::Result<StepOutcome> {
+        let mut transaction = self.storage.begin_write().await?;
+        let Some(receipt) = transaction.next_unprocessed_receipt().await? else {
+            return Ok(StepOutcome::Idle);
+        };
+        let now = Timestamp::now();
+        let notification = match Notification::parse(receipt.payload.as_bytes()) {
+            Ok(notification) => notification,
+            Err(problem) => {
+                // Stored payloads were checked on arrival; one that no longer parses (after
+                // an upgrade, say) must not block every later receipt.
+                tracing::error!(
+                    receipt_id = receipt.receipt_id,
+                    error = %problem.error,
+                    detail = %problem.detail,
+                    "stored payload no longer parses; skipping it"
+                );
+                transaction
+                    .mark_receipt_processed(receipt.receipt_id, now)
+                    .await?;
+                transaction.commit().await?;
+                return Ok(StepOutcome::Processed {
+                    receipt_id: receipt.receipt_id,
+                    incident_id: None,
+                });
+            }
+        };
+        let updates = alert_updates(&notification, &self.config.incidents.watchdog_alertname);
+        let keys: Vec<AlertKey> = updates.iter().map(|update| update.key.clone()).collect();
+        let mut state = transaction.load_correlation(&keys).await?;
+        let write = plan_step(
+            &mut state,
+            &updates,
+            receipt.received_at,
+            &self.config,
+            &self.renderer,
+        )
+        .with_context(|| format!("cannot plan receipt {}", receipt.receipt_id))?;
+        transaction.write_incident_step(&write).await?;
+        transaction
+            .mark_receipt_processed(receipt.receipt_id, now)
+            .await?;
+        transaction.commit().await?;
+        let incident_id = write
+            .change
+            .as_ref()
+            .map(|change| change.incident.incident_id);
+        if let Some(change) = &write.change {
+            self.record_metrics(change);
+            tracing::info!(
+                receipt_id = receipt.receipt_id,
+                incident_id = change.incident.incident_id,
+                is_new = change.is_new,
+                level = change.incident.classification.level.as_number(),
+                n_drafts_written = change.drafts.len(),
+                "incident updated"
+            );
+        }
+        Ok(StepOutcome::Processed {
+            receipt_id: receipt.receipt_id,
+            incident_id,
+        })
+    }
+
+    /// Opens or resolves the internal "monitoring chain broken" incident from the
+    /// Watchdog's last arrival. Returns the incident changed, if any.
+    pub async fn check_watchdog(&self, now: Timestamp) -> anyhow::Result<Option<i64>> {
+        let timeout = self.config.incidents.watchdog_timeout;
+        let last_seen = self.watchdog.last_seen();
+        let silent_for = now.duration_since(last_seen);
+        let is_silent = !silent_for.is_negative() && silent_for.unsigned_abs() > timeout;
+        if is_silent {
+            let summary = summarize(&[], &self.config.inventory);
+            let classification = Classification {
+                level: Level::One,
+                crisis: false,
+                reasons: vec![format!(
+                    "Larmet {} har inte kommit sedan {}: övervakningskedjan är bruten",
+                    self.config.incidents.watchdog_alertname,
+                    format_swedish_time(last_seen)
+                )],
+            };
+            let detail = serde_json::json!({
+                "watchdog_alertname": self.config.incidents.watchdog_alertname,
+                "last_seen": last_seen,
+                "timeout_seconds": timeout.as_secs(),
+            });
+            let opened = self
+                .storage
+                .open_monitoring_incident(now, &summary, &classification, detail)
+                .await?;
+            if let Some(incident_id) = opened {
+                tracing::error!(
+                    incident_id,
+                    last_seen = %last_seen,
+                    "the Watchdog alert stopped arriving: the monitoring chain is broken"
+                );
+            }
+            Ok(opened)
+        } else {
+            let resolved = self.storage.resolve_monitoring_incident(now).await?;
+            if let Some(incident_id) = resolved {
+                tracing::info!(incident_id, "the Watchdog alert arrives again");
+            }
+            Ok(resolved)
+        }
+    }
+
+    /// The loop: process receipts while there are any, otherwise wait to be woken (or
+    /// for the idle poll), backing off after failures. Ends at shutdown, after the step in
+    /// hand.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::ZERO;
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if let Err(error) = self.check_watchdog(Timestamp::now()).await {
+                tracing::warn!(error = ?error, "watchdog check failed");
+            }
+            let outcome = self.process_next_receipt().await;
+            let wait = match outcome {
+                Ok(StepOutcome::Processed { .. }) => {
+                    backoff = Duration::ZERO;
+                    continue;
+                }
+                Ok(StepOutcome::Idle) => {
+                    backoff = Duration::ZERO;
+                    IDLE_POLL
+                }
+                Err(error) => {
+                    self.metrics.incident_step_failures.inc();
+                    backoff = (backoff * 2).clamp(Duration::from_millis(100), MAX_BACKOFF);
+                    tracing::error!(error = ?error, retry_in_ms = backoff.as_millis() as u64, "incident step failed");
+                    backoff
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::info!("incident worker stopped");
+    }
+
+    fn record_metrics(&self, change: &IncidentChange) {
+        if change.is_new {
+            self.metrics.incidents_opened.inc();
+        }
+        for draft in &change.drafts {
+            let action = match draft {
+                DraftWrite::Create { .. } => "created",
+                DraftWrite::Revise { .. } => "revised",
+                DraftWrite::Withdraw { .. } => "withdrawn",
+            };
+            self.metrics
+                .draft_changes
+                .with_label_values(&[action])
+                .inc();
+        }
+    }
+}
+
+/// The alerts of a notification as correlation input, without the Watchdog (it only
+/// proves that the chain works and is never an outage).
+pub fn alert_updates(notification: &Notification, watchdog_alertname: &str) -> Vec<AlertUpdate> {
+    notification
+        .alerts
+        .iter()
+        .filter(|alert| {
+            alert.labels.get("alertname").map(String::as_str) != Some(watchdog_alertname)
+        })
+        .map(|alert| AlertUpdate {
+            key: AlertKey {
+                fingerprint: alert.fingerprint.clone(),
+                starts_at: alert.starts_at,
+            },
+            status: alert.status,
+            labels: alert.labels.clone(),
+        })
+        .collect()
+}
+
+/// Correlates one receipt's alerts against `state` and renders what the drafting rules
+/// ask for. Pure: the worker writes the result, `simulate` prints it.
+pub fn plan_step(
+    state: &mut CorrelationState,
+    updates: &[AlertUpdate],
+    at: Timestamp,
+    config: &Config,
+    renderer: &NoticeRenderer,
+) -> anyhow::Result<IncidentWrite> {
+    let mut retired_unseen = Vec::new();
+    let step = state.engine.apply(
+        updates,
+        at,
+        &config.incidents,
+        &config.inventory,
+        &mut retired_unseen,
+    );
+    let Some(step) = step else {
+        return Ok(IncidentWrite {
+            at,
+            retired_unseen,
+            change: None,
+        });
+    };
+    let incident = state
+        .engine
+        .latest
+        .clone()
+        .expect("a step always leaves a latest incident");
+    if step.is_new {
+        // A new incident has no draft yet; a pending one belonged to the previous incident.
+        state.pending_draft = None;
+    }
+
+    let mut alerts = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for update in updates {
+        if let Some(alert) = incident.alerts.get(&update.key)
+            && seen.insert(&update.key)
+        {
+            alerts.push((update.key.clone(), alert.clone()));
+        }
+    }
+
+    let events = step
+        .events
+        .iter()
+        .map(|event| event_write(event, at))
+        .collect();
+
+    let mut drafts = Vec::new();
+    for action in &step.draft_actions {
+        match action {
+            DraftAction::Create { kind } => {
+                let fields = DraftFields::default();
+                let input = notice_input(&incident, *kind, &fields, config);
+                let rendered = renderer
+                    .render(&input)
+                    .with_context(|| format!("cannot render the {} notice", kind.as_str()))?;
+                drafts.push(DraftWrite::Create {
+                    kind: *kind,
+                    fields: fields.clone(),
+                    input: serde_json::to_value(&input).context("notice input as JSON")?,
+                    rendered,
+                });
+                state.pending_draft = Some(PendingDraft {
+                    draft_id: 0,
+                    kind: *kind,
+                    version: 1,
+                    fields,
+                });
+            }
+            DraftAction::Revise { kind } => {
+                let Some(pending) = state.pending_draft.as_mut() else {
+                    tracing::warn!(
+                        incident_id = incident.incident_id,
+                        "no pending draft to revise"
+                    );
+                    continue;
+                };
+                let input = notice_input(&incident, *kind, &pending.fields, config);
+                let rendered = renderer
+                    .render(&input)
+                    .with_context(|| format!("cannot render the {} notice", kind.as_str()))?;
+                drafts.push(DraftWrite::Revise {
+                    draft_id: pending.draft_id,
+                    fields: pending.fields.clone(),
+                    input: serde_json::to_value(&input).context("notice input as JSON")?,
+                    rendered,
+                });
+                pending.version += 1;
+            }
+            DraftAction::Withdraw { reason, .. } => {
+                if let Some(pending) = state.pending_draft.take() {
+                    drafts.push(DraftWrite::Withdraw {
+                        draft_id: pending.draft_id,
+                        reason: reason.clone(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(IncidentWrite {
+        at,
+        retired_unseen,
+        change: Some(IncidentChange {
+            incident,
+            is_new: step.is_new,
+            alerts,
+            events,
+            drafts,
+        }),
+    })
+}
+
+/// What a notice for `incident` is rendered from.
+pub fn notice_input(
+    incident: &crate::incident::Incident,
+    kind: NoticeKind,
+    fields: &DraftFields,
+    config: &Config,
+) -> NoticeInput {
+    NoticeInput {
+        kind,
+        incident_id: incident.incident_id,
+        started_at: incident.started_at,
+        resolved_at: match incident.phase {
+            Phase::Resolved { at } => Some(at),
+            Phase::Open => None,
+        },
+        summary: incident.summary.clone(),
+        classification: incident.classification.clone(),
+        expected_resolution: fields.expected_resolution,
+        next_update: fields.next_update,
+        additional_information: fields.additional_information.clone(),
+        feedback_url: public_link(
+            config,
+            &format!("/public/feedback/{}", incident.incident_id),
+        ),
+        drill: false,
+    }
+}
+
+/// An absolute link to `path` on the relay's public URL.
+pub fn public_link(config: &Config, path: &str) -> String {
+    format!(
+        "{}{}",
+        config.server.public_url.as_str().trim_end_matches('/'),
+        path
+    )
+}
+
+fn event_write(event: &IncidentEvent, at: Timestamp) -> EventWrite {
+    let source = match event {
+        IncidentEvent::AlertFiring { .. } | IncidentEvent::AlertResolved { .. } => "alertmanager",
+        _ => "relay",
+    };
+    let mut detail = serde_json::to_value(event).expect("events serialize");
+    let name = detail
+        .as_object_mut()
+        .and_then(|object| object.remove("event"))
+        .and_then(|name| name.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned());
+    EventWrite {
+        at,
+        source: source.to_owned(),
+        event: name,
+        detail,
+    }
+}
