@@ -92,6 +92,10 @@ pub struct Incident {
 pub enum IncidentEvent {
     IncidentOpened {
         started_at: Timestamp,
+        n_affected: usize,
+        level: u8,
+        crisis: bool,
+        reasons: Vec<String>,
     },
     AlertFiring {
         fingerprint: String,
@@ -253,6 +257,10 @@ impl IncidentEngine {
                     is_new = true;
                     events.push(IncidentEvent::IncidentOpened {
                         started_at: update.key.starts_at,
+                        n_affected: 0,
+                        level: 1,
+                        crisis: false,
+                        reasons: Vec::new(),
                     });
                 }
             }
@@ -276,12 +284,6 @@ impl IncidentEngine {
         if events.is_empty() {
             return None;
         }
-        if is_new {
-            // IncidentOpened came first; make sure started_at in it is the earliest start.
-            if let Some(IncidentEvent::IncidentOpened { started_at }) = events.first_mut() {
-                *started_at = incident.started_at;
-            }
-        }
 
         // Scope and level follow the firing alerts while the incident is open.
         let firing_scopes: Vec<AlertScope> = incident
@@ -295,7 +297,25 @@ impl IncidentEngine {
         if !firing_scopes.is_empty() {
             let summary = summarize(&firing_scopes, inventory);
             let classification = classify(&summary, config.broad_subregion_share);
-            if summary != incident.summary {
+            if is_new {
+                // The opening event carries the first scope and level; they did not change.
+                if let Some(IncidentEvent::IncidentOpened {
+                    started_at,
+                    n_affected,
+                    level,
+                    crisis,
+                    reasons,
+                }) = events
+                    .iter_mut()
+                    .find(|event| matches!(event, IncidentEvent::IncidentOpened { .. }))
+                {
+                    *started_at = incident.started_at;
+                    *n_affected = summary.n_affected;
+                    *level = classification.level.as_number();
+                    *crisis = classification.crisis;
+                    *reasons = classification.reasons.clone();
+                }
+            } else if summary != incident.summary {
                 events.push(IncidentEvent::ScopeChanged {
                     n_affected_before: incident.summary.n_affected,
                     n_affected: summary.n_affected,
@@ -303,8 +323,9 @@ impl IncidentEngine {
                 });
                 scope_or_level_changed = true;
             }
-            if classification.level != incident.classification.level
-                || classification.crisis != incident.classification.crisis
+            if !is_new
+                && (classification.level != incident.classification.level
+                    || classification.crisis != incident.classification.crisis)
             {
                 events.push(IncidentEvent::LevelChanged {
                     before: incident.classification.level.as_number(),

@@ -143,10 +143,10 @@ pub fn print_steps(steps: &[SimulatedStep], out: &mut impl Write) -> std::io::Re
 }
 
 fn print_notice(rendered: &RenderedNotice, out: &mut impl Write) -> std::io::Result<()> {
-    let sections: [(&str, &str); 12] = [
+    // The HTML email says what the text email says; --json carries it.
+    let sections: [(&str, &str); 11] = [
         ("E-post, ämne", &rendered.email_subject),
         ("E-post, text", &rendered.email_text),
-        ("E-post, HTML", &rendered.email_html),
         ("Inloggningssidan", &rendered.banner_text),
         ("Webbplatsen, rubrik", &rendered.website_title),
         ("Webbplatsen, text", &rendered.website_body),
@@ -158,6 +158,9 @@ fn print_notice(rendered: &RenderedNotice, out: &mut impl Write) -> std::io::Res
         ("Kris-e-post, text", &rendered.crisis_text),
     ];
     for (heading, text) in sections {
+        if text.is_empty() {
+            continue;
+        }
         writeln!(out, "--- {heading} ---")?;
         writeln!(out, "{}", text.trim_end())?;
     }
