@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::delivery::{ChannelSender, DeliveryWorker, email::EmailTransport};
 use crate::http::{AppState, router};
 use crate::incident_worker::{IncidentWorker, WatchdogClock};
 use crate::metrics::Metrics;
@@ -18,6 +19,7 @@ use crate::storage::Storage;
 pub struct App {
     state: AppState,
     worker: IncidentWorker,
+    delivery_workers: Vec<Arc<DeliveryWorker>>,
     listener: tokio::net::TcpListener,
     local_addr: SocketAddr,
 }
@@ -37,13 +39,38 @@ impl App {
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let local_addr = listener.local_addr().context("listener address")?;
+        let released = storage
+            .release_delivery_leases()
+            .await
+            .context("cannot release delivery leases")?;
+        if released > 0 {
+            tracing::info!(
+                released,
+                "deliveries left in flight by an earlier run are due again"
+            );
+        }
         let config = Arc::new(config);
+        let delivery_wake = Arc::new(tokio::sync::Notify::new());
+        let email_transport = EmailTransport::new(&config).context("cannot set up email")?;
+        let mut delivery_workers = Vec::new();
+        for channel in config.channels.values() {
+            let sender = ChannelSender::for_channel(&config, channel, &email_transport)
+                .with_context(|| format!("cannot set up channel {}", channel.name))?;
+            delivery_workers.push(Arc::new(DeliveryWorker::new(
+                storage.clone(),
+                config.clone(),
+                metrics.clone(),
+                channel.clone(),
+                sender,
+                delivery_wake.clone(),
+            )));
+        }
         let incident_wake = Arc::new(tokio::sync::Notify::new());
         let watchdog = Arc::new(WatchdogClock::new(jiff::Timestamp::now()));
         let worker = IncidentWorker {
             storage: storage.clone(),
             config: config.clone(),
-            renderer,
+            renderer: renderer.clone(),
             metrics: metrics.clone(),
             wake: incident_wake.clone(),
             watchdog: watchdog.clone(),
@@ -53,11 +80,14 @@ impl App {
             storage,
             metrics,
             incident_wake,
+            delivery_wake,
             watchdog,
+            renderer,
         };
         Ok(App {
             state,
             worker,
+            delivery_workers,
             listener,
             local_addr,
         })
@@ -76,6 +106,11 @@ impl App {
         &self.worker
     }
 
+    /// The delivery workers, one per channel.
+    pub fn delivery_workers(&self) -> &[Arc<DeliveryWorker>] {
+        &self.delivery_workers
+    }
+
     /// Serves and runs the workers until `shutdown` completes, then lets in-flight requests
     /// and the workers' current steps finish within the configured grace period, and closes
     /// storage.
@@ -87,12 +122,17 @@ impl App {
             state,
             listener,
             worker,
+            delivery_workers,
             ..
         } = self;
         let grace = state.config.server.shutdown_grace;
         let stopping = CancellationToken::new();
         let workers = tokio_util::task::TaskTracker::new();
         workers.spawn(worker.run(stopping.clone()));
+        for delivery_worker in delivery_workers {
+            let stopping = stopping.clone();
+            workers.spawn(async move { delivery_worker.run_shared(stopping).await });
+        }
         workers.close();
         let server = axum::serve(listener, router(state.clone()))
             .with_graceful_shutdown(stopping.clone().cancelled_owned())

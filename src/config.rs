@@ -18,6 +18,13 @@ use serde::Deserialize;
 
 use crate::inventory::Inventory;
 
+mod publishing;
+
+pub use publishing::{
+    ChannelConfig, ChannelContent, ChannelTransport, PlanConfig, RawChannel, RawPlan, SmtpDetails,
+    StartTls, parse_address, parse_mailbox, read_recipients_file,
+};
+
 /// Environment variables that override the file, as (variable, key path).
 pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("SAMSA_RELAY_LISTEN", "server.listen"),
@@ -48,6 +55,9 @@ pub struct Config {
     pub inventory: Arc<Inventory>,
     pub incidents: IncidentsConfig,
     pub notices: NoticesConfig,
+    /// The channels by name.
+    pub channels: BTreeMap<String, ChannelConfig>,
+    pub plan: PlanConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +95,7 @@ pub struct BasicAuth {
 #[derive(Debug, Clone)]
 pub struct SmtpConfig {
     pub url: SmtpUrl,
+    pub details: SmtpDetails,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,6 +238,10 @@ pub struct RawConfig {
     pub inventory: RawInventorySection,
     pub incidents: RawIncidents,
     pub notices: RawNotices,
+    /// `[channels.NAME]`. Left out entirely: only the relay's own banner and feed.
+    pub channels: Option<BTreeMap<String, publishing::RawChannel>>,
+    /// `[plan]`: channel names per level. Left out: the communication plan's activity plan.
+    pub plan: Option<publishing::RawPlan>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -292,12 +307,37 @@ pub struct RawWebhook {
 pub struct RawSmtp {
     /// `smtp://host:port`, `smtps://host:port` or `file://FOLDER` (each message a file).
     pub url: String,
+    /// Sender, e.g. `SAMSA förvaltning <noreply.samsa@example.org>`.
+    pub from: String,
+    /// Where replies go; defaults to `notices.info_address` (the service management).
+    pub reply_to: Option<String>,
+    /// SMTP user name, when the server wants authentication.
+    pub username: Option<String>,
+    /// SMTP password.
+    pub password: Option<String>,
+    /// File holding the SMTP password.
+    pub password_file: Option<String>,
+    /// For `smtp://`: `starttls` (use it when offered), `required` (refuse without it) or
+    /// `none` (plain, for a server on the same host).
+    pub starttls: String,
+    /// Longest time one message may take, connecting included, e.g. `30s`.
+    pub timeout: String,
+    /// Connections kept open to the server.
+    pub pool_max_connections: u32,
 }
 
 impl Default for RawSmtp {
     fn default() -> RawSmtp {
         RawSmtp {
             url: "file://var/mail".to_owned(),
+            from: "SAMSA förvaltning <noreply.samsa@vgregion.se>".to_owned(),
+            reply_to: None,
+            username: None,
+            password: None,
+            password_file: None,
+            starttls: "starttls".to_owned(),
+            timeout: "30s".to_owned(),
+            pool_max_connections: 4,
         }
     }
 }
@@ -571,6 +611,30 @@ impl Config {
         let inventory = load_inventory(&mut problems, raw.inventory.file.as_deref());
         let incidents = check_incidents(&mut problems, raw.incidents);
         let notices = check_notices(&mut problems, raw.notices);
+        let smtp_details = publishing::check_smtp_details(
+            &mut problems,
+            raw.smtp,
+            notices
+                .as_ref()
+                .map(|notices| notices.info_address.as_str()),
+        );
+        let channels_configured = raw.channels.is_some();
+        let channels = publishing::check_channels(
+            &mut problems,
+            raw.channels.unwrap_or_else(publishing::default_channels),
+        );
+        let plan = match raw.plan {
+            Some(plan) => publishing::check_plan(&mut problems, plan, &channels),
+            // No channels and no plan: the plan's levels over the relay's own channels.
+            None if !channels_configured => {
+                let mut plan = RawPlan::default();
+                for level in [&mut plan.level_1, &mut plan.level_2, &mut plan.level_3] {
+                    level.retain(|name| channels.contains_key(name));
+                }
+                publishing::check_plan(&mut problems, plan, &channels)
+            }
+            None => publishing::check_plan(&mut problems, RawPlan::default(), &channels),
+        };
 
         if let Some(listen) = listen
             && !listen.ip().is_loopback()
@@ -608,6 +672,7 @@ impl Config {
             },
             smtp: SmtpConfig {
                 url: smtp_url.expect("checked"),
+                details: smtp_details.expect("checked"),
             },
             links: LinksConfig {
                 secret: link_secret.expect("checked"),
@@ -619,6 +684,8 @@ impl Config {
             inventory: Arc::new(inventory.expect("checked")),
             incidents: incidents.expect("checked"),
             notices: notices.expect("checked"),
+            channels,
+            plan: plan.expect("checked"),
         })
     }
 }

@@ -404,7 +404,10 @@ pub fn notice_input(
             Phase::Open => None,
         },
         summary: incident.summary.clone(),
-        classification: incident.classification.clone(),
+        classification: match fields.level.and_then(crate::classify::Level::from_number) {
+            Some(level) => crate::publishing::classification_at(&incident.classification, level),
+            None => incident.classification.clone(),
+        },
         expected_resolution: fields.expected_resolution,
         next_update: fields.next_update,
         additional_information: fields.additional_information.clone(),

@@ -36,6 +36,14 @@ pub struct Metrics {
     pub draft_changes: IntCounterVec,
     /// Incident worker steps that failed (and will be retried).
     pub incident_step_failures: IntCounter,
+    /// Delivery attempts by channel and outcome: sent, retry, failed.
+    pub deliveries: IntCounterVec,
+    /// Time from publication to delivery, by channel.
+    pub delivery_latency: HistogramVec,
+    /// Time one send took, by channel.
+    pub delivery_attempt_duration: HistogramVec,
+    /// Time sends waited for the channel's rate limit, by channel.
+    pub delivery_rate_limit_wait: HistogramVec,
 }
 
 impl Metrics {
@@ -128,6 +136,46 @@ impl Metrics {
             &["action"],
         )
         .expect("valid metric");
+        let deliveries = IntCounterVec::new(
+            Opts::new(
+                "samsa_relay_deliveries_total",
+                "Delivery attempts by channel and outcome: sent, retry (transient failure), failed (permanent).",
+            ),
+            &["channel", "outcome"],
+        )
+        .expect("valid metric");
+        let delivery_buckets = vec![
+            0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+        ];
+        let delivery_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "samsa_relay_delivery_latency_seconds",
+                "Time from a notice's publication to its delivery, by channel.",
+            )
+            .buckets(delivery_buckets.clone()),
+            &["channel"],
+        )
+        .expect("valid metric");
+        let delivery_attempt_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "samsa_relay_delivery_attempt_duration_seconds",
+                "Time one send attempt took, by channel.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["channel"],
+        )
+        .expect("valid metric");
+        let delivery_rate_limit_wait = HistogramVec::new(
+            HistogramOpts::new(
+                "samsa_relay_delivery_rate_limit_wait_seconds",
+                "Time sends waited for their channel's rate limit, by channel.",
+            )
+            .buckets(delivery_buckets),
+            &["channel"],
+        )
+        .expect("valid metric");
         let incident_step_failures = IntCounter::new(
             "samsa_relay_incident_step_failures_total",
             "Incident worker steps that failed and will be retried.",
@@ -147,6 +195,10 @@ impl Metrics {
             Box::new(incidents_opened.clone()),
             Box::new(draft_changes.clone()),
             Box::new(incident_step_failures.clone()),
+            Box::new(deliveries.clone()),
+            Box::new(delivery_latency.clone()),
+            Box::new(delivery_attempt_duration.clone()),
+            Box::new(delivery_rate_limit_wait.clone()),
         ] {
             registry
                 .register(collector)
@@ -184,6 +236,10 @@ impl Metrics {
             incidents_opened,
             draft_changes,
             incident_step_failures,
+            deliveries,
+            delivery_latency,
+            delivery_attempt_duration,
+            delivery_rate_limit_wait,
         }
     }
 

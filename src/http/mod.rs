@@ -20,6 +20,8 @@ pub use webhook::WebhookAccepted;
 use crate::config::Config;
 use crate::incident_worker::WatchdogClock;
 use crate::metrics::Metrics;
+use crate::notice::NoticeRenderer;
+use crate::publishing::{Publication, PublishError, PublishRequest};
 use crate::storage::Storage;
 
 /// What every handler can reach.
@@ -30,7 +32,19 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Wakes the incident worker after a new receipt is stored.
     pub incident_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the delivery workers after a publication.
+    pub delivery_wake: Arc<tokio::sync::Notify>,
     pub watchdog: Arc<WatchdogClock>,
+    pub renderer: Arc<NoticeRenderer>,
+}
+
+impl AppState {
+    /// Publishes (see [`crate::publishing::publish`]) and wakes the delivery workers.
+    pub async fn publish(&self, request: &PublishRequest) -> Result<Publication, PublishError> {
+        let publication = crate::publishing::publish(&self.storage, &self.config, request).await?;
+        self.delivery_wake.notify_waiters();
+        Ok(publication)
+    }
 }
 
 pub fn router(state: AppState) -> Router {

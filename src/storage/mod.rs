@@ -65,6 +65,9 @@ pub struct UnprocessedReceipt {
 /// The operator's fields of a draft, carried from version to version.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DraftFields {
+    /// The level the operator chose; `None` keeps the suggested one.
+    #[serde(default)]
+    pub level: Option<u8>,
     pub expected_resolution: Option<Timestamp>,
     pub next_update: Option<Timestamp>,
     pub additional_information: Option<String>,
@@ -177,6 +180,109 @@ pub struct EventRecord {
     pub detail: serde_json::Value,
 }
 
+/// A draft as publishing sees it, read inside the publishing transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DraftForPublish {
+    pub draft_id: i64,
+    pub incident_id: i64,
+    pub kind: NoticeKind,
+    pub state: String,
+    pub latest_version: i64,
+    /// The requested version, if it exists.
+    pub version: Option<DraftVersionRecord>,
+}
+
+/// Everything a publication writes, in one transaction.
+#[derive(Debug, Clone)]
+pub struct PublicationWrite {
+    pub incident_id: i64,
+    pub draft_id: i64,
+    pub draft_version: i64,
+    pub kind: NoticeKind,
+    pub level: u8,
+    pub decided_by: Option<String>,
+    pub decided_role: Option<String>,
+    pub published_by: String,
+    pub channels: Vec<String>,
+    pub rendered: RenderedNotice,
+    pub published_at: Timestamp,
+    /// What the incident now says was published (drives update and resolution drafts).
+    pub published: crate::incident::Published,
+    /// One outbox row per (channel, recipient).
+    pub deliveries: Vec<(String, String)>,
+    pub events: Vec<EventWrite>,
+}
+
+/// The draft was published already (the unique constraint said so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlreadyPublished;
+
+/// A published notice, read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishedNoticeRecord {
+    pub notice_id: i64,
+    pub incident_id: i64,
+    pub draft_id: i64,
+    pub draft_version: i64,
+    pub kind: NoticeKind,
+    pub level: u8,
+    pub decided_by: Option<String>,
+    pub decided_role: Option<String>,
+    pub published_by: String,
+    pub channels: Vec<String>,
+    pub rendered: RenderedNotice,
+    pub published_at: Timestamp,
+}
+
+/// An outbox row a worker claimed, with what it must send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedDelivery {
+    pub outbox_id: i64,
+    pub channel: String,
+    pub recipient: String,
+    pub delivery_id: String,
+    /// This attempt's number, from 1.
+    pub attempt: i64,
+    pub created_at: Timestamp,
+    pub notice: PublishedNoticeRecord,
+}
+
+/// How one delivery attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryResult {
+    Sent {
+        outbox_id: i64,
+        at: Timestamp,
+    },
+    Retry {
+        outbox_id: i64,
+        next_attempt_at: Timestamp,
+        error: String,
+    },
+    Failed {
+        outbox_id: i64,
+        at: Timestamp,
+        error: String,
+    },
+}
+
+/// An outbox row, read back for operators and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRecord {
+    pub outbox_id: i64,
+    pub notice_id: i64,
+    pub incident_id: i64,
+    pub channel: String,
+    pub recipient: String,
+    pub delivery_id: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: Timestamp,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub sent_at: Option<Timestamp>,
+}
+
 /// A write transaction (`BEGIN IMMEDIATE`): the domain reads state through it, decides,
 /// and writes the decision before committing, with no other writer in between. Never hold
 /// one across a network call.
@@ -224,6 +330,62 @@ impl WriteTransaction {
         match self {
             WriteTransaction::Sqlite(transaction) => {
                 sqlite::mark_receipt_processed(transaction, receipt_id, at).await
+            }
+        }
+    }
+
+    pub async fn draft_for_publish(
+        &mut self,
+        draft_id: i64,
+        version: i64,
+    ) -> Result<Option<DraftForPublish>, StorageError> {
+        match self {
+            WriteTransaction::Sqlite(transaction) => {
+                sqlite::draft_for_publish(transaction, draft_id, version).await
+            }
+        }
+    }
+
+    /// Writes the publication, marks the draft published, records what the incident
+    /// published, and enqueues the outbox rows. Returns the notice id.
+    pub async fn insert_publication(
+        &mut self,
+        write: &PublicationWrite,
+    ) -> Result<Result<i64, AlreadyPublished>, StorageError> {
+        match self {
+            WriteTransaction::Sqlite(transaction) => {
+                sqlite::insert_publication(transaction, write).await
+            }
+        }
+    }
+
+    /// Adds an operator's version of a pending draft, with a log entry.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn add_draft_version(
+        &mut self,
+        incident_id: i64,
+        draft_id: i64,
+        version: i64,
+        created_by: &str,
+        fields: &DraftFields,
+        input: &serde_json::Value,
+        rendered: &RenderedNotice,
+        at: Timestamp,
+    ) -> Result<(), StorageError> {
+        match self {
+            WriteTransaction::Sqlite(transaction) => {
+                sqlite::add_draft_version(
+                    transaction,
+                    incident_id,
+                    draft_id,
+                    version,
+                    created_by,
+                    fields,
+                    input,
+                    rendered,
+                    at,
+                )
+                .await
             }
         }
     }
@@ -341,6 +503,80 @@ impl Storage {
     ) -> Result<Option<i64>, StorageError> {
         match self {
             Storage::Sqlite(sqlite) => sqlite.resolve_monitoring_incident(now).await,
+        }
+    }
+
+    /// Claims up to `max` due deliveries of `channel` for `lease`, counting the attempt.
+    pub async fn claim_deliveries(
+        &self,
+        channel: &str,
+        max: usize,
+        now: Timestamp,
+        lease: std::time::Duration,
+    ) -> Result<Vec<ClaimedDelivery>, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.claim_deliveries(channel, max, now, lease).await,
+        }
+    }
+
+    /// Records how attempts ended, releasing their leases.
+    pub async fn record_deliveries(&self, results: &[DeliveryResult]) -> Result<(), StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.record_deliveries(results).await,
+        }
+    }
+
+    /// Releases every lease: at start-up, since this process is the only writer and any
+    /// lease is left by one that died.
+    pub async fn release_delivery_leases(&self) -> Result<u64, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.release_delivery_leases().await,
+        }
+    }
+
+    /// Makes a failed delivery pending again (an operator's retry). False when it was not
+    /// failed.
+    pub async fn retry_failed_delivery(
+        &self,
+        outbox_id: i64,
+        now: Timestamp,
+        operator: &str,
+    ) -> Result<bool, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.retry_failed_delivery(outbox_id, now, operator).await,
+        }
+    }
+
+    /// The outbox of an incident (or all, with `None`), oldest first.
+    pub async fn outbox(
+        &self,
+        incident_id: Option<i64>,
+    ) -> Result<Vec<OutboxRecord>, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.outbox(incident_id).await,
+        }
+    }
+
+    /// Published notices, newest first; only those delivered on one of `channels` when
+    /// given.
+    pub async fn published_notices(
+        &self,
+        channels: Option<&[String]>,
+        limit: i64,
+    ) -> Result<Vec<PublishedNoticeRecord>, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.published_notices(channels, limit).await,
+        }
+    }
+
+    /// The notice the login-page banner shows: the newest publication on one of
+    /// `banner_channels` of an incident whose resolution has not been published since.
+    pub async fn current_banner(
+        &self,
+        banner_channels: &[String],
+    ) -> Result<Option<PublishedNoticeRecord>, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.current_banner(banner_channels).await,
         }
     }
 

@@ -16,9 +16,11 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row as _, Sqlite};
 
 use super::{
-    AlertRecord, CorrelationState, DraftFields, DraftRecord, DraftVersionRecord, DraftWrite,
-    EventRecord, EventWrite, IncidentChange, IncidentRecord, IncidentWrite, PendingDraft,
-    ReceiptRecord, StorageError, StoredReceipt, UnprocessedReceipt, format_time, parse_time,
+    AlertRecord, AlreadyPublished, ClaimedDelivery, CorrelationState, DeliveryResult, DraftFields,
+    DraftForPublish, DraftRecord, DraftVersionRecord, DraftWrite, EventRecord, EventWrite,
+    IncidentChange, IncidentRecord, IncidentWrite, OutboxRecord, PendingDraft, PublicationWrite,
+    PublishedNoticeRecord, ReceiptRecord, StorageError, StoredReceipt, UnprocessedReceipt,
+    format_time, parse_time,
 };
 use crate::alertmanager::{Alert, AlertStatus, Notification};
 use crate::incident::{AlertKey, Incident, IncidentEngine, Phase, TrackedAlert};
@@ -674,7 +676,10 @@ async fn write_incident_change(
                 .fetch_one(&mut *connection)
                 .await
                 .map_err(error)?;
-                insert_draft_version(connection, draft_id, 1, &at, fields, input, rendered).await?;
+                insert_draft_version(
+                    connection, draft_id, 1, &at, "relay", fields, input, rendered,
+                )
+                .await?;
                 events.push(EventWrite {
                     at: now,
                     source: "relay".to_owned(),
@@ -695,8 +700,10 @@ async fn write_incident_change(
                 .fetch_one(&mut *connection)
                 .await
                 .map_err(error)?;
-                insert_draft_version(connection, *draft_id, version, &at, fields, input, rendered)
-                    .await?;
+                insert_draft_version(
+                    connection, *draft_id, version, &at, "relay", fields, input, rendered,
+                )
+                .await?;
                 sqlx::query("UPDATE drafts SET updated_at = ? WHERE id = ?")
                     .bind(&at)
                     .bind(draft_id)
@@ -733,11 +740,49 @@ async fn write_incident_change(
     insert_events(connection, incident.incident_id, &events).await
 }
 
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn add_draft_version(
+    connection: &mut Connection,
+    incident_id: i64,
+    draft_id: i64,
+    version: i64,
+    created_by: &str,
+    fields: &DraftFields,
+    input: &serde_json::Value,
+    rendered: &RenderedNotice,
+    at: Timestamp,
+) -> Result<(), StorageError> {
+    let at_text = format_time(at);
+    insert_draft_version(
+        connection, draft_id, version, &at_text, created_by, fields, input, rendered,
+    )
+    .await?;
+    sqlx::query("UPDATE drafts SET updated_at = ? WHERE id = ?")
+        .bind(&at_text)
+        .bind(draft_id)
+        .execute(&mut *connection)
+        .await
+        .map_err(|source| StorageError::new("add_draft_version", source))?;
+    insert_events(
+        connection,
+        incident_id,
+        &[EventWrite {
+            at,
+            source: created_by.to_owned(),
+            event: "draft_edited".to_owned(),
+            detail: serde_json::json!({"draft_id": draft_id, "version": version, "fields": fields}),
+        }],
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn insert_draft_version(
     connection: &mut Connection,
     draft_id: i64,
     version: i64,
     at: &str,
+    created_by: &str,
     fields: &DraftFields,
     input: &serde_json::Value,
     rendered: &RenderedNotice,
@@ -746,11 +791,12 @@ async fn insert_draft_version(
     let json_error = |source: serde_json::Error| StorageError::new(OPERATION, source);
     sqlx::query(
         "INSERT INTO draft_versions (draft_id, version, created_at, created_by, fields, input, rendered) \
-         VALUES (?, ?, ?, 'relay', ?, ?, ?)",
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(draft_id)
     .bind(version)
     .bind(at)
+    .bind(created_by)
     .bind(serde_json::to_string(fields).map_err(json_error)?)
     .bind(serde_json::to_string(input).map_err(json_error)?)
     .bind(serde_json::to_string(rendered).map_err(json_error)?)
@@ -951,4 +997,456 @@ impl SqliteStorage {
         transaction.commit().await.map_err(error)?;
         Ok(resolved)
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Publishing and the outbox.
+
+const NOTICE_COLUMNS: &str = "p.id, p.incident_id, p.draft_id, p.draft_version, p.kind, p.level, p.decided_by, \
+     p.decided_role, p.published_by, p.channels, p.rendered, p.published_at";
+
+pub(super) async fn draft_for_publish(
+    connection: &mut Connection,
+    draft_id: i64,
+    version: i64,
+) -> Result<Option<DraftForPublish>, StorageError> {
+    const OPERATION: &str = "draft_for_publish";
+    let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
+    let Some(row) = sqlx::query(
+        "SELECT d.id, d.incident_id, d.kind, d.state, \
+         (SELECT MAX(version) FROM draft_versions v WHERE v.draft_id = d.id) AS latest_version \
+         FROM drafts d WHERE d.id = ?",
+    )
+    .bind(draft_id)
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(error)?
+    else {
+        return Ok(None);
+    };
+    let version_row = sqlx::query(
+        "SELECT version, created_at, created_by, fields, input, rendered FROM draft_versions \
+         WHERE draft_id = ? AND version = ?",
+    )
+    .bind(draft_id)
+    .bind(version)
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(error)?;
+    let parse = || -> anyhow::Result<DraftForPublish> {
+        let version = match &version_row {
+            Some(version) => Some(DraftVersionRecord {
+                version: version.try_get("version")?,
+                created_at: parse_time(version.try_get("created_at")?)?,
+                created_by: version.try_get("created_by")?,
+                fields: serde_json::from_str(version.try_get("fields")?)?,
+                input: serde_json::from_str(version.try_get("input")?)?,
+                rendered: serde_json::from_str(version.try_get("rendered")?)?,
+            }),
+            None => None,
+        };
+        Ok(DraftForPublish {
+            draft_id: row.try_get("id")?,
+            incident_id: row.try_get("incident_id")?,
+            kind: parse_kind(row.try_get("kind")?)?,
+            state: row.try_get("state")?,
+            latest_version: row
+                .try_get::<Option<i64>, _>("latest_version")?
+                .unwrap_or(0),
+            version,
+        })
+    };
+    parse()
+        .map(Some)
+        .map_err(|source| StorageError::new(OPERATION, source))
+}
+
+pub(super) async fn insert_publication(
+    connection: &mut Connection,
+    write: &PublicationWrite,
+) -> Result<Result<i64, AlreadyPublished>, StorageError> {
+    const OPERATION: &str = "insert_publication";
+    let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
+    let json_error = |source: serde_json::Error| StorageError::new(OPERATION, source);
+    let at = format_time(write.published_at);
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO published_notices (incident_id, draft_id, draft_version, kind, level, decided_by, decided_role, \
+         published_by, channels, rendered, published_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (draft_id) DO NOTHING RETURNING id",
+    )
+    .bind(write.incident_id)
+    .bind(write.draft_id)
+    .bind(write.draft_version)
+    .bind(write.kind.as_str())
+    .bind(i64::from(write.level))
+    .bind(&write.decided_by)
+    .bind(&write.decided_role)
+    .bind(&write.published_by)
+    .bind(serde_json::to_string(&write.channels).map_err(json_error)?)
+    .bind(serde_json::to_string(&write.rendered).map_err(json_error)?)
+    .bind(&at)
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(error)?;
+    let Some(notice_id) = inserted else {
+        return Ok(Err(AlreadyPublished));
+    };
+    let updated = sqlx::query(
+        "UPDATE drafts SET state = 'published', updated_at = ? WHERE id = ? AND state = 'pending'",
+    )
+    .bind(&at)
+    .bind(write.draft_id)
+    .execute(&mut *connection)
+    .await
+    .map_err(error)?;
+    if updated.rows_affected() != 1 {
+        return Ok(Err(AlreadyPublished));
+    }
+    sqlx::query("UPDATE incidents SET published = ?, updated_at = ? WHERE id = ?")
+        .bind(serde_json::to_string(&write.published).map_err(json_error)?)
+        .bind(&at)
+        .bind(write.incident_id)
+        .execute(&mut *connection)
+        .await
+        .map_err(error)?;
+    for chunk in write.deliveries.chunks(ALERT_ROWS_PER_STATEMENT) {
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO outbox (notice_id, channel, recipient, delivery_id, state, attempts, next_attempt_at, created_at) ",
+        );
+        builder.push_values(chunk, |mut row, (channel, recipient)| {
+            row.push_bind(notice_id)
+                .push_bind(channel.as_str())
+                .push_bind(recipient.as_str())
+                .push_bind(delivery_id(notice_id, channel, recipient))
+                .push_bind("pending")
+                .push_bind(0_i64)
+                .push_bind(at.as_str())
+                .push_bind(at.as_str());
+        });
+        builder
+            .build()
+            .execute(&mut *connection)
+            .await
+            .map_err(error)?;
+    }
+    let mut events = write.events.clone();
+    for event in &mut events {
+        if let Some(detail) = event.detail.as_object_mut() {
+            detail.insert("notice_id".to_owned(), serde_json::json!(notice_id));
+        }
+    }
+    insert_events(connection, write.incident_id, &events).await?;
+    Ok(Ok(notice_id))
+}
+
+/// A stable id for one (notice, channel, recipient): the same on every retry.
+fn delivery_id(notice_id: i64, channel: &str, recipient: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    let digest = Sha256::digest(format!("{notice_id}\0{channel}\0{recipient}").as_bytes());
+    format!("{notice_id}-{}", &crate::alertmanager::hex(&digest)[..24])
+}
+
+impl SqliteStorage {
+    pub async fn claim_deliveries(
+        &self,
+        channel: &str,
+        max: usize,
+        now: Timestamp,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedDelivery>, StorageError> {
+        const OPERATION: &str = "claim_deliveries";
+        let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
+        let now_text = format_time(now);
+        let lease_until = format_time(
+            now + jiff::SignedDuration::try_from(lease).unwrap_or(jiff::SignedDuration::MAX),
+        );
+        let mut transaction = self.begin_write().await?;
+        let rows = sqlx::query(
+            "UPDATE outbox SET lease_until = ?, attempts = attempts + 1 WHERE id IN ( \
+               SELECT id FROM outbox WHERE channel = ? AND state = 'pending' AND next_attempt_at <= ? \
+               AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at, id LIMIT ?) \
+             RETURNING id, notice_id, channel, recipient, delivery_id, attempts, created_at",
+        )
+        .bind(&lease_until)
+        .bind(channel)
+        .bind(&now_text)
+        .bind(&now_text)
+        .bind(max as i64)
+        .fetch_all(&mut *transaction)
+        .await
+        .map_err(error)?;
+        let mut notices: HashMap<i64, PublishedNoticeRecord> = HashMap::new();
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let notice_id: i64 = row.try_get("notice_id").map_err(error)?;
+            if !notices.contains_key(&notice_id) {
+                let notice_row = sqlx::query(&format!(
+                    "SELECT {NOTICE_COLUMNS} FROM published_notices p WHERE p.id = ?"
+                ))
+                .bind(notice_id)
+                .fetch_one(&mut *transaction)
+                .await
+                .map_err(error)?;
+                let notice = notice_from_row(&notice_row)
+                    .map_err(|source| StorageError::new(OPERATION, source))?;
+                notices.insert(notice_id, notice);
+            }
+            let parse = || -> anyhow::Result<ClaimedDelivery> {
+                Ok(ClaimedDelivery {
+                    outbox_id: row.try_get("id")?,
+                    channel: row.try_get("channel")?,
+                    recipient: row.try_get("recipient")?,
+                    delivery_id: row.try_get("delivery_id")?,
+                    attempt: row.try_get("attempts")?,
+                    created_at: parse_time(row.try_get("created_at")?)?,
+                    notice: notices[&notice_id].clone(),
+                })
+            };
+            claimed.push(parse().map_err(|source| StorageError::new(OPERATION, source))?);
+        }
+        transaction.commit().await.map_err(error)?;
+        claimed.sort_by_key(|delivery| delivery.outbox_id);
+        Ok(claimed)
+    }
+
+    pub async fn record_deliveries(&self, results: &[DeliveryResult]) -> Result<(), StorageError> {
+        const OPERATION: &str = "record_deliveries";
+        let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
+        if results.is_empty() {
+            return Ok(());
+        }
+        let mut transaction = self.begin_write().await?;
+        for result in results {
+            match result {
+                DeliveryResult::Sent { outbox_id, at } => {
+                    sqlx::query(
+                        "UPDATE outbox SET state = 'sent', sent_at = ?, lease_until = NULL, last_error = NULL \
+                         WHERE id = ? AND state = 'pending'",
+                    )
+                    .bind(format_time(*at))
+                    .bind(outbox_id)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(error)?;
+                }
+                DeliveryResult::Retry {
+                    outbox_id,
+                    next_attempt_at,
+                    error: message,
+                } => {
+                    sqlx::query(
+                        "UPDATE outbox SET next_attempt_at = ?, lease_until = NULL, last_error = ? \
+                         WHERE id = ? AND state = 'pending'",
+                    )
+                    .bind(format_time(*next_attempt_at))
+                    .bind(message)
+                    .bind(outbox_id)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(error)?;
+                }
+                DeliveryResult::Failed {
+                    outbox_id,
+                    at,
+                    error: message,
+                } => {
+                    let incident_id: Option<i64> = sqlx::query_scalar(
+                        "UPDATE outbox SET state = 'failed', lease_until = NULL, last_error = ? \
+                         WHERE id = ? AND state = 'pending' \
+                         RETURNING (SELECT incident_id FROM published_notices p WHERE p.id = outbox.notice_id)",
+                    )
+                    .bind(message)
+                    .bind(outbox_id)
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(error)?;
+                    if let Some(incident_id) = incident_id {
+                        insert_events(
+                            &mut transaction,
+                            incident_id,
+                            &[EventWrite {
+                                at: *at,
+                                source: "relay".to_owned(),
+                                event: "delivery_failed".to_owned(),
+                                detail: serde_json::json!({"outbox_id": outbox_id, "error": message}),
+                            }],
+                        )
+                        .await?;
+                    }
+                }
+            }
+        }
+        transaction.commit().await.map_err(error)?;
+        Ok(())
+    }
+
+    pub async fn release_delivery_leases(&self) -> Result<u64, StorageError> {
+        let mut transaction = self.begin_write().await?;
+        let released = sqlx::query("UPDATE outbox SET lease_until = NULL WHERE state = 'pending' AND lease_until IS NOT NULL")
+            .execute(&mut *transaction)
+            .await
+            .map_err(|source| StorageError::new("release_delivery_leases", source))?
+            .rows_affected();
+        transaction
+            .commit()
+            .await
+            .map_err(|source| StorageError::new("release_delivery_leases", source))?;
+        Ok(released)
+    }
+
+    pub async fn retry_failed_delivery(
+        &self,
+        outbox_id: i64,
+        now: Timestamp,
+        operator: &str,
+    ) -> Result<bool, StorageError> {
+        const OPERATION: &str = "retry_failed_delivery";
+        let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
+        let mut transaction = self.begin_write().await?;
+        let incident_id: Option<i64> = sqlx::query_scalar(
+            "UPDATE outbox SET state = 'pending', next_attempt_at = ?, lease_until = NULL \
+             WHERE id = ? AND state = 'failed' \
+             RETURNING (SELECT incident_id FROM published_notices p WHERE p.id = outbox.notice_id)",
+        )
+        .bind(format_time(now))
+        .bind(outbox_id)
+        .fetch_optional(&mut *transaction)
+        .await
+        .map_err(error)?;
+        if let Some(incident_id) = incident_id {
+            insert_events(
+                &mut transaction,
+                incident_id,
+                &[EventWrite {
+                    at: now,
+                    source: operator.to_owned(),
+                    event: "delivery_retried".to_owned(),
+                    detail: serde_json::json!({"outbox_id": outbox_id}),
+                }],
+            )
+            .await?;
+        }
+        transaction.commit().await.map_err(error)?;
+        Ok(incident_id.is_some())
+    }
+
+    pub async fn outbox(
+        &self,
+        incident_id: Option<i64>,
+    ) -> Result<Vec<OutboxRecord>, StorageError> {
+        const OPERATION: &str = "outbox";
+        let rows = sqlx::query(
+            "SELECT o.id, o.notice_id, p.incident_id, o.channel, o.recipient, o.delivery_id, o.state, o.attempts, \
+             o.next_attempt_at, o.last_error, o.created_at, o.sent_at \
+             FROM outbox o JOIN published_notices p ON p.id = o.notice_id \
+             WHERE (? IS NULL OR p.incident_id = ?) ORDER BY o.id",
+        )
+        .bind(incident_id)
+        .bind(incident_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|source| StorageError::new(OPERATION, source))?;
+        rows.iter()
+            .map(|row| -> anyhow::Result<OutboxRecord> {
+                let sent_at: Option<String> = row.try_get("sent_at")?;
+                Ok(OutboxRecord {
+                    outbox_id: row.try_get("id")?,
+                    notice_id: row.try_get("notice_id")?,
+                    incident_id: row.try_get("incident_id")?,
+                    channel: row.try_get("channel")?,
+                    recipient: row.try_get("recipient")?,
+                    delivery_id: row.try_get("delivery_id")?,
+                    state: row.try_get("state")?,
+                    attempts: row.try_get("attempts")?,
+                    next_attempt_at: parse_time(row.try_get("next_attempt_at")?)?,
+                    last_error: row.try_get("last_error")?,
+                    created_at: parse_time(row.try_get("created_at")?)?,
+                    sent_at: sent_at.as_deref().map(parse_time).transpose()?,
+                })
+            })
+            .collect::<anyhow::Result<_>>()
+            .map_err(|source| StorageError::new(OPERATION, source))
+    }
+
+    pub async fn published_notices(
+        &self,
+        channels: Option<&[String]>,
+        limit: i64,
+    ) -> Result<Vec<PublishedNoticeRecord>, StorageError> {
+        const OPERATION: &str = "published_notices";
+        let mut builder: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("SELECT {NOTICE_COLUMNS} FROM published_notices p"));
+        if let Some(channels) = channels {
+            if channels.is_empty() {
+                return Ok(Vec::new());
+            }
+            builder.push(
+                " WHERE EXISTS (SELECT 1 FROM outbox o WHERE o.notice_id = p.id AND o.channel IN (",
+            );
+            let mut separated = builder.separated(", ");
+            for channel in channels {
+                separated.push_bind(channel.as_str());
+            }
+            builder.push("))");
+        }
+        builder.push(" ORDER BY p.id DESC LIMIT ");
+        builder.push_bind(limit);
+        let rows = builder
+            .build()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|source| StorageError::new(OPERATION, source))?;
+        rows.iter()
+            .map(notice_from_row)
+            .collect::<anyhow::Result<_>>()
+            .map_err(|source| StorageError::new(OPERATION, source))
+    }
+
+    pub async fn current_banner(
+        &self,
+        banner_channels: &[String],
+    ) -> Result<Option<PublishedNoticeRecord>, StorageError> {
+        const OPERATION: &str = "current_banner";
+        if banner_channels.is_empty() {
+            return Ok(None);
+        }
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "SELECT {NOTICE_COLUMNS} FROM published_notices p WHERE p.kind <> 'resolved' \
+             AND NOT EXISTS (SELECT 1 FROM published_notices r WHERE r.incident_id = p.incident_id \
+                             AND r.kind = 'resolved' AND r.id > p.id) \
+             AND EXISTS (SELECT 1 FROM outbox o WHERE o.notice_id = p.id AND o.channel IN ("
+        ));
+        let mut separated = builder.separated(", ");
+        for channel in banner_channels {
+            separated.push_bind(channel.as_str());
+        }
+        builder.push(")) ORDER BY p.id DESC LIMIT 1");
+        let row = builder
+            .build()
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(|source| StorageError::new(OPERATION, source))?;
+        row.as_ref()
+            .map(notice_from_row)
+            .transpose()
+            .map_err(|source| StorageError::new(OPERATION, source))
+    }
+}
+
+fn notice_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<PublishedNoticeRecord> {
+    let level: i64 = row.try_get("level")?;
+    Ok(PublishedNoticeRecord {
+        notice_id: row.try_get("id")?,
+        incident_id: row.try_get("incident_id")?,
+        draft_id: row.try_get("draft_id")?,
+        draft_version: row.try_get("draft_version")?,
+        kind: parse_kind(row.try_get("kind")?)?,
+        level: u8::try_from(level)?,
+        decided_by: row.try_get("decided_by")?,
+        decided_role: row.try_get("decided_role")?,
+        published_by: row.try_get("published_by")?,
+        channels: serde_json::from_str(row.try_get("channels")?)?,
+        rendered: serde_json::from_str(row.try_get("rendered")?)?,
+        published_at: parse_time(row.try_get("published_at")?)?,
+    })
 }

@@ -1,0 +1,403 @@
+//! Delivery: the outbox workers. One [`DeliveryWorker`] per channel; its single step
+//! [`DeliveryWorker::try_deliver_next`] claims due outbox rows with a lease, sends them
+//! (concurrently, within the channel's rate limit, each under a timeout), and records each
+//! outcome. No transaction is held while sending: claiming and recording are separate
+//! short transactions, and a row whose lease ran out (its worker died) is claimed again.
+//!
+//! Transient failures (connection errors, timeouts, SMTP 4xx, HTTP 5xx and 429) are
+//! retried with exponential backoff and jitter, honouring Retry-After; permanent ones
+//! (SMTP 5xx, HTTP 4xx) stop the row as failed, in the log and the metrics, until an
+//! operator retries it.
+
+pub mod email;
+pub mod webhook;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ChannelConfig, ChannelTransport, Config};
+use crate::metrics::Metrics;
+use crate::storage::{ClaimedDelivery, DeliveryResult, Storage};
+
+/// How a send failed, which decides retry or give up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("transient: {reason}")]
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("permanent: {reason}")]
+    Permanent { reason: String },
+}
+
+impl DeliveryError {
+    pub fn transient(reason: impl Into<String>) -> DeliveryError {
+        DeliveryError::Transient {
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn permanent(reason: impl Into<String>) -> DeliveryError {
+        DeliveryError::Permanent {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What sends one channel's messages.
+pub enum ChannelSender {
+    /// Banner and feed: the relay serves them itself, so a publication is delivered the
+    /// moment it is committed; a banner's push URL, if any, is a webhook.
+    Local {
+        push: Option<webhook::WebhookSender>,
+    },
+    Email(email::EmailSender),
+    Webhook(webhook::WebhookSender),
+}
+
+impl ChannelSender {
+    /// Builds the sender for a channel. Email channels share one SMTP transport (and its
+    /// connection pool).
+    pub fn for_channel(
+        config: &Config,
+        channel: &ChannelConfig,
+        smtp: &email::EmailTransport,
+    ) -> anyhow::Result<ChannelSender> {
+        Ok(match &channel.transport {
+            ChannelTransport::Banner { push_url: None, .. } | ChannelTransport::Feed => {
+                ChannelSender::Local { push: None }
+            }
+            ChannelTransport::Banner {
+                push_url: Some(_), ..
+            } => ChannelSender::Local {
+                push: Some(webhook::WebhookSender::new(config, channel)?),
+            },
+            ChannelTransport::Email { .. } => {
+                ChannelSender::Email(email::EmailSender::new(config, channel, smtp.clone())?)
+            }
+            ChannelTransport::Webhook { .. } => {
+                ChannelSender::Webhook(webhook::WebhookSender::new(config, channel)?)
+            }
+        })
+    }
+
+    pub async fn send(&self, delivery: &ClaimedDelivery) -> Result<(), DeliveryError> {
+        match self {
+            ChannelSender::Local { push } => match push {
+                Some(sender) if delivery.recipient != "login-page" => sender.send(delivery).await,
+                _ => Ok(()),
+            },
+            ChannelSender::Email(sender) => sender.send(delivery).await,
+            ChannelSender::Webhook(sender) => sender.send(delivery).await,
+        }
+    }
+
+    /// The longest one send may take before it counts as a transient failure.
+    pub fn timeout(&self, config: &Config) -> Duration {
+        match self {
+            ChannelSender::Email(_) => config.smtp.details.timeout,
+            ChannelSender::Webhook(sender) => sender.timeout(),
+            ChannelSender::Local { push: Some(sender) } => sender.timeout(),
+            ChannelSender::Local { push: None } => Duration::from_secs(5),
+        }
+    }
+}
+
+/// Exponential backoff with jitter: attempt n waits about `base * 2^(n-1)`, at most `max`,
+/// drawn uniformly from its upper half so that retries spread out.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            base: Duration::from_secs(5),
+            max: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub fn delay(&self, attempt: i64, retry_after: Option<Duration>) -> Duration {
+        let exponent = u32::try_from(attempt.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+        let ceiling = self
+            .base
+            .saturating_mul(2_u32.saturating_pow(exponent))
+            .min(self.max);
+        let jittered = ceiling.mul_f64(0.5 + fastrand::f64() * 0.5);
+        // The receiver's Retry-After wins when it asks for longer; it is capped so that a
+        // bad header cannot park a notice for days.
+        match retry_after {
+            Some(asked) => asked.min(Duration::from_secs(3600)),
+            None => jittered,
+        }
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepCounts {
+    pub sent: usize,
+    pub retried: usize,
+    pub failed: usize,
+}
+
+impl StepCounts {
+    pub fn attempted(&self) -> usize {
+        self.sent + self.retried + self.failed
+    }
+}
+
+type RateLimiter = governor::DefaultDirectRateLimiter;
+
+pub struct DeliveryWorker {
+    pub storage: Storage,
+    pub config: Arc<Config>,
+    pub metrics: Metrics,
+    pub channel: ChannelConfig,
+    pub sender: Arc<ChannelSender>,
+    pub wake: Arc<Notify>,
+    pub policy: RetryPolicy,
+    /// How long a claimed row stays with this worker: longer than any send.
+    pub lease: Duration,
+    rate_limiter: Option<Arc<RateLimiter>>,
+}
+
+impl DeliveryWorker {
+    pub fn new(
+        storage: Storage,
+        config: Arc<Config>,
+        metrics: Metrics,
+        channel: ChannelConfig,
+        sender: ChannelSender,
+        wake: Arc<Notify>,
+    ) -> DeliveryWorker {
+        let timeout = sender.timeout(&config);
+        DeliveryWorker {
+            rate_limiter: channel
+                .rate_limit_per_minute
+                .map(|limit| Arc::new(rate_limiter(limit))),
+            storage,
+            config,
+            metrics,
+            channel,
+            sender: Arc::new(sender),
+            wake,
+            policy: RetryPolicy::default(),
+            lease: timeout * 2 + Duration::from_secs(60),
+        }
+    }
+
+    /// Claims up to `concurrency` due rows, sends them, records the outcomes.
+    pub async fn try_deliver_next(&self) -> anyhow::Result<StepCounts> {
+        let claimed = self
+            .storage
+            .claim_deliveries(
+                &self.channel.name,
+                self.channel.concurrency,
+                Timestamp::now(),
+                self.lease,
+            )
+            .await?;
+        if claimed.is_empty() {
+            return Ok(StepCounts::default());
+        }
+        let timeout = self.sender.timeout(&self.config);
+        let mut sends = tokio::task::JoinSet::new();
+        for delivery in claimed {
+            let sender = self.sender.clone();
+            let limiter = self.rate_limiter.clone();
+            let metrics = self.metrics.clone();
+            let channel = self.channel.name.clone();
+            sends.spawn(async move {
+                if let Some(limiter) = &limiter
+                    && limiter.check().is_err()
+                {
+                    let waited = Instant::now();
+                    limiter.until_ready().await;
+                    metrics
+                        .delivery_rate_limit_wait
+                        .with_label_values(&[&channel])
+                        .observe(waited.elapsed().as_secs_f64());
+                }
+                let started = Instant::now();
+                let result = match tokio::time::timeout(timeout, sender.send(&delivery)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(DeliveryError::transient(format!(
+                        "no answer within {} s",
+                        timeout.as_secs_f64()
+                    ))),
+                };
+                metrics
+                    .delivery_attempt_duration
+                    .with_label_values(&[&channel])
+                    .observe(started.elapsed().as_secs_f64());
+                (delivery, result)
+            });
+        }
+        let mut results = Vec::new();
+        let mut counts = StepCounts::default();
+        while let Some(joined) = sends.join_next().await {
+            let (delivery, result) = joined?;
+            let now = Timestamp::now();
+            let outcome = match result {
+                Ok(()) => {
+                    counts.sent += 1;
+                    let latency = now.duration_since(delivery.notice.published_at);
+                    self.metrics
+                        .delivery_latency
+                        .with_label_values(&[&self.channel.name])
+                        .observe(latency.as_secs_f64().max(0.0));
+                    DeliveryResult::Sent {
+                        outbox_id: delivery.outbox_id,
+                        at: now,
+                    }
+                }
+                Err(DeliveryError::Transient {
+                    reason,
+                    retry_after,
+                }) => {
+                    counts.retried += 1;
+                    let delay = self.policy.delay(delivery.attempt, retry_after);
+                    tracing::warn!(
+                        channel = %self.channel.name,
+                        outbox_id = delivery.outbox_id,
+                        attempt = delivery.attempt,
+                        retry_in_seconds = delay.as_secs_f64(),
+                        error = %reason,
+                        "delivery failed; will retry"
+                    );
+                    DeliveryResult::Retry {
+                        outbox_id: delivery.outbox_id,
+                        next_attempt_at: now
+                            + SignedDuration::try_from(delay).unwrap_or(SignedDuration::MAX),
+                        error: reason,
+                    }
+                }
+                Err(DeliveryError::Permanent { reason }) => {
+                    counts.failed += 1;
+                    tracing::error!(
+                        channel = %self.channel.name,
+                        outbox_id = delivery.outbox_id,
+                        error = %reason,
+                        "delivery failed permanently; an operator can retry it"
+                    );
+                    DeliveryResult::Failed {
+                        outbox_id: delivery.outbox_id,
+                        at: now,
+                        error: reason,
+                    }
+                }
+            };
+            results.push(outcome);
+        }
+        self.storage.record_deliveries(&results).await?;
+        let channel = self.channel.name.as_str();
+        self.metrics
+            .deliveries
+            .with_label_values(&[channel, "sent"])
+            .inc_by(counts.sent as u64);
+        self.metrics
+            .deliveries
+            .with_label_values(&[channel, "retry"])
+            .inc_by(counts.retried as u64);
+        self.metrics
+            .deliveries
+            .with_label_values(&[channel, "failed"])
+            .inc_by(counts.failed as u64);
+        Ok(counts)
+    }
+
+    /// The loop: deliver while there is work, otherwise wait for a wake-up or the idle
+    /// poll (which also picks up retries as they fall due).
+    pub async fn run_shared(self: Arc<Self>, shutdown: CancellationToken) {
+        const IDLE_POLL: Duration = Duration::from_millis(500);
+        let mut backoff = Duration::ZERO;
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let wait = match self.try_deliver_next().await {
+                Ok(counts) if counts.attempted() > 0 => {
+                    backoff = Duration::ZERO;
+                    continue;
+                }
+                Ok(_) => IDLE_POLL,
+                Err(error) => {
+                    backoff =
+                        (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
+                    tracing::error!(channel = %self.channel.name, error = ?error, "delivery step failed");
+                    backoff
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::info!(channel = %self.channel.name, "delivery worker stopped");
+    }
+}
+
+/// A limiter that never lets more than `per_minute` sends start in any 60-second window:
+/// one send every 60/`per_minute` seconds, with no burst (a burst would let a window hold
+/// up to twice the limit).
+pub fn rate_limiter(per_minute: u32) -> RateLimiter {
+    let per_minute = per_minute.max(1);
+    let period = Duration::from_secs(60) / per_minute;
+    let quota = governor::Quota::with_period(period)
+        .expect("a positive period")
+        .allow_burst(NonZeroU32::new(1).expect("one"));
+    governor::RateLimiter::direct(quota)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_honours_retry_after() {
+        let policy = RetryPolicy {
+            base: Duration::from_secs(5),
+            max: Duration::from_secs(900),
+        };
+        for attempt in 1..=12 {
+            let delay = policy.delay(attempt, None);
+            let ceiling = Duration::from_secs(5 * 2_u64.pow((attempt - 1) as u32))
+                .min(Duration::from_secs(900));
+            assert!(
+                delay <= ceiling && delay >= ceiling / 2,
+                "attempt {attempt}: {delay:?}"
+            );
+        }
+        assert_eq!(
+            policy.delay(1, Some(Duration::from_secs(120))),
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            policy.delay(1, Some(Duration::from_secs(999_999))),
+            Duration::from_secs(3600)
+        );
+    }
+
+    #[test]
+    fn the_rate_limiter_admits_one_per_period_and_no_burst() {
+        let limiter = rate_limiter(30);
+        assert!(limiter.check().is_ok());
+        assert!(
+            limiter.check().is_err(),
+            "a second send within two seconds must wait"
+        );
+    }
+}

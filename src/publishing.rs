@@ -1,0 +1,408 @@
+//! Publishing: the domain operations behind the operator's Publish button and edits.
+//!
+//! [`publish`] checks the operator's choices against the plan (level, channels, who
+//! decided) and writes, in one transaction, the published notice, the draft's new state,
+//! what the incident now says publicly, one outbox row per (channel, recipient), and the
+//! log entries. Delivery happens later, outside any transaction ([`crate::delivery`]).
+//! [`revise_draft`] stores an operator's edit as a new draft version, rendered.
+
+use std::fmt;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::classify::{Classification, Level};
+use crate::config::Config;
+use crate::incident::Published;
+use crate::notice::{NoticeInput, NoticeKind, NoticeRenderer};
+use crate::storage::{DraftFields, EventWrite, PublicationWrite, Storage, StorageError};
+
+/// Who took the decision the plan asks for at levels 2 and 3, and in what role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub decided_by: String,
+    pub role: DecisionRole,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionRole {
+    /// Level 2: the decision is taken at sub-regional level ("delregional nivå").
+    Subregional,
+    /// Level 3: the chair of the management council.
+    CouncilChair,
+    /// Level 3: the vice chair of the management council.
+    CouncilViceChair,
+}
+
+impl DecisionRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionRole::Subregional => "subregional",
+            DecisionRole::CouncilChair => "council_chair",
+            DecisionRole::CouncilViceChair => "council_vice_chair",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DecisionRole> {
+        match text {
+            "subregional" => Some(DecisionRole::Subregional),
+            "council_chair" => Some(DecisionRole::CouncilChair),
+            "council_vice_chair" => Some(DecisionRole::CouncilViceChair),
+            _ => None,
+        }
+    }
+
+    /// The role in Swedish, as operators and the log show it.
+    pub fn label(self) -> &'static str {
+        match self {
+            DecisionRole::Subregional => "delregional nivå",
+            DecisionRole::CouncilChair => {
+                "ordförande i Ledningsråd Samordnad hälsa, vård och omsorg"
+            }
+            DecisionRole::CouncilViceChair => {
+                "vice ordförande i Ledningsråd Samordnad hälsa, vård och omsorg"
+            }
+        }
+    }
+
+    fn allowed_at(self, level: Level) -> bool {
+        match level {
+            Level::One => false,
+            Level::Two => self == DecisionRole::Subregional,
+            Level::Three => matches!(
+                self,
+                DecisionRole::CouncilChair | DecisionRole::CouncilViceChair
+            ),
+        }
+    }
+}
+
+/// The operator's Publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishRequest {
+    pub draft_id: i64,
+    /// The version the operator reviewed; publishing a newer one needs a new review.
+    pub draft_version: i64,
+    pub level: Level,
+    pub channels: Vec<String>,
+    pub decision: Option<Decision>,
+    /// The operator who publishes.
+    pub operator: String,
+}
+
+/// What a publication did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publication {
+    pub notice_id: i64,
+    pub incident_id: i64,
+    pub n_deliveries: usize,
+}
+
+/// Why a publish was refused. Shown to operators, so in Swedish.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("Utkastet finns inte")]
+    DraftNotFound,
+    #[error("Utkastet är redan publicerat")]
+    AlreadyPublished,
+    #[error("Utkastet kan inte publiceras: det är {0}")]
+    NotPending(String),
+    #[error("Det finns en nyare version ({latest}) av utkastet; granska den innan du publicerar")]
+    StaleVersion { latest: i64 },
+    #[error(
+        "Förhandsvisningen gäller nivå {rendered}; visa förhandsvisningen för nivå {requested} innan du publicerar"
+    )]
+    LevelNotPreviewed { rendered: u8, requested: u8 },
+    #[error("Välj minst en kanal")]
+    NoChannels,
+    #[error("Kanalen {channel} ingår inte i planen för nivå {level}")]
+    ChannelNotInPlan { channel: String, level: u8 },
+    #[error("Nivå {level} är ett beslut: ange vem som beslutade och i vilken roll")]
+    DecisionRequired { level: u8 },
+    #[error("På nivå {level} fattas beslutet av {expected}")]
+    WrongRole { level: u8, expected: &'static str },
+    #[error("Ange vem som publicerar")]
+    OperatorRequired,
+    #[error("Lagringen är inte tillgänglig just nu; försök igen")]
+    Storage(#[from] StorageError),
+}
+
+/// Why an edit was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviseError {
+    #[error("Utkastet finns inte")]
+    DraftNotFound,
+    #[error("Utkastet kan inte ändras: det är {0}")]
+    NotPending(String),
+    #[error("Texten kunde inte skapas: {0}")]
+    Render(String),
+    #[error("Lagringen är inte tillgänglig just nu; försök igen")]
+    Storage(#[from] StorageError),
+}
+
+/// Publishes a reviewed draft version on the chosen channels. Exactly one of two
+/// concurrent publishes of one draft succeeds.
+pub async fn publish(
+    storage: &Storage,
+    config: &Config,
+    request: &PublishRequest,
+) -> Result<Publication, PublishError> {
+    let operator = request.operator.trim();
+    if operator.is_empty() {
+        return Err(PublishError::OperatorRequired);
+    }
+    let level_number = request.level.as_number();
+    if request.channels.is_empty() {
+        return Err(PublishError::NoChannels);
+    }
+    let plan_channels = config.plan.channels_for(level_number);
+    let mut channels: Vec<String> = Vec::new();
+    for name in &request.channels {
+        if !plan_channels.contains(name) {
+            return Err(PublishError::ChannelNotInPlan {
+                channel: name.clone(),
+                level: level_number,
+            });
+        }
+        if !channels.contains(name) {
+            channels.push(name.clone());
+        }
+    }
+    let decision = check_decision(request.level, request.decision.as_ref())?;
+
+    let mut transaction = storage.begin_write().await?;
+    let draft = transaction
+        .draft_for_publish(request.draft_id, request.draft_version)
+        .await?
+        .ok_or(PublishError::DraftNotFound)?;
+    match draft.state.as_str() {
+        "pending" => {}
+        "published" => return Err(PublishError::AlreadyPublished),
+        other => return Err(PublishError::NotPending(state_label(other).to_owned())),
+    }
+    let Some(version) = draft
+        .version
+        .filter(|_| draft.latest_version == request.draft_version)
+    else {
+        return Err(PublishError::StaleVersion {
+            latest: draft.latest_version,
+        });
+    };
+    let input: NoticeInput = serde_json::from_value(version.input.clone())
+        .map_err(|error| PublishError::Storage(StorageError::new("decode_notice_input", error)))?;
+    let rendered_level = input.classification.level.as_number();
+    if rendered_level != level_number {
+        return Err(PublishError::LevelNotPreviewed {
+            rendered: rendered_level,
+            requested: level_number,
+        });
+    }
+
+    let deliveries: Vec<(String, String)> = channels
+        .iter()
+        .flat_map(|name| {
+            let channel = &config.channels[name];
+            channel
+                .transport
+                .recipients()
+                .into_iter()
+                .map(move |recipient| (name.clone(), recipient))
+        })
+        .collect();
+    let now = Timestamp::now();
+    let mut events = Vec::new();
+    if let Some(decision) = &decision {
+        events.push(EventWrite {
+            at: now,
+            source: operator.to_owned(),
+            event: "decision_recorded".to_owned(),
+            detail: serde_json::json!({
+                "level": level_number,
+                "decided_by": decision.decided_by,
+                "role": decision.role.as_str(),
+                "role_label": decision.role.label(),
+            }),
+        });
+    }
+    events.push(EventWrite {
+        at: now,
+        source: operator.to_owned(),
+        event: "notice_published".to_owned(),
+        detail: serde_json::json!({
+            "draft_id": draft.draft_id,
+            "draft_version": request.draft_version,
+            "kind": draft.kind,
+            "level": level_number,
+            "suggested_level": input.classification.level.as_number(),
+            "channels": channels,
+            "n_deliveries": deliveries.len(),
+        }),
+    });
+    let write = PublicationWrite {
+        incident_id: draft.incident_id,
+        draft_id: draft.draft_id,
+        draft_version: request.draft_version,
+        kind: draft.kind,
+        level: level_number,
+        decided_by: decision
+            .as_ref()
+            .map(|decision| decision.decided_by.clone()),
+        decided_role: decision
+            .as_ref()
+            .map(|decision| decision.role.as_str().to_owned()),
+        published_by: operator.to_owned(),
+        channels: channels.clone(),
+        rendered: version.rendered.clone(),
+        published_at: now,
+        published: Published {
+            kind: draft.kind,
+            summary: input.summary.clone(),
+            classification: input.classification.clone(),
+        },
+        deliveries,
+        events,
+    };
+    let notice_id = match transaction.insert_publication(&write).await? {
+        Ok(notice_id) => notice_id,
+        Err(_) => return Err(PublishError::AlreadyPublished),
+    };
+    transaction.commit().await?;
+    tracing::info!(
+        notice_id,
+        incident_id = draft.incident_id,
+        level = level_number,
+        n_deliveries = write.deliveries.len(),
+        "notice published"
+    );
+    Ok(Publication {
+        notice_id,
+        incident_id: draft.incident_id,
+        n_deliveries: write.deliveries.len(),
+    })
+}
+
+/// Stores the operator's fields (and chosen level) as a new version of a pending draft,
+/// rendered. Returns the new version number.
+pub async fn revise_draft(
+    storage: &Storage,
+    renderer: &NoticeRenderer,
+    draft_id: i64,
+    fields: &DraftFields,
+    operator: &str,
+) -> Result<i64, ReviseError> {
+    let mut transaction = storage.begin_write().await?;
+    let Some(draft) = transaction.draft_for_publish(draft_id, i64::MAX).await? else {
+        return Err(ReviseError::DraftNotFound);
+    };
+    if draft.state != "pending" {
+        return Err(ReviseError::NotPending(
+            state_label(&draft.state).to_owned(),
+        ));
+    }
+    let Some(latest) = transaction
+        .draft_for_publish(draft_id, draft.latest_version)
+        .await?
+        .and_then(|draft| draft.version)
+    else {
+        return Err(ReviseError::DraftNotFound);
+    };
+    let mut input: NoticeInput = serde_json::from_value(latest.input.clone())
+        .map_err(|error| ReviseError::Storage(StorageError::new("decode_notice_input", error)))?;
+    input.expected_resolution = fields.expected_resolution;
+    input.next_update = fields.next_update;
+    input.additional_information = fields
+        .additional_information
+        .as_ref()
+        .map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty());
+    if let Some(level) = fields.level.and_then(Level::from_number) {
+        input.classification = classification_at(&input.classification, level);
+    }
+    let rendered = renderer
+        .render(&input)
+        .map_err(|error| ReviseError::Render(format!("{error:#}")))?;
+    let version = draft.latest_version + 1;
+    let input_json = serde_json::to_value(&input)
+        .map_err(|error| ReviseError::Storage(StorageError::new("encode_notice_input", error)))?;
+    transaction
+        .add_draft_version(
+            draft.incident_id,
+            draft_id,
+            version,
+            operator,
+            fields,
+            &input_json,
+            &rendered,
+            Timestamp::now(),
+        )
+        .await?;
+    transaction.commit().await?;
+    Ok(version)
+}
+
+/// The classification with the operator's level: crisis goes with level 3; the reasons
+/// (why the relay suggested what it did) stay.
+pub fn classification_at(suggested: &Classification, level: Level) -> Classification {
+    Classification {
+        level,
+        crisis: level == Level::Three,
+        reasons: suggested.reasons.clone(),
+    }
+}
+
+fn check_decision(
+    level: Level,
+    decision: Option<&Decision>,
+) -> Result<Option<Decision>, PublishError> {
+    let level_number = level.as_number();
+    if level == Level::One {
+        // Level 1 is a notice, not a decision; a name given anyway is kept for the log.
+        return Ok(decision
+            .filter(|decision| !decision.decided_by.trim().is_empty())
+            .cloned());
+    }
+    let Some(decision) = decision.filter(|decision| !decision.decided_by.trim().is_empty()) else {
+        return Err(PublishError::DecisionRequired {
+            level: level_number,
+        });
+    };
+    if !decision.role.allowed_at(level) {
+        let expected = match level {
+            Level::Two => "delregional nivå",
+            _ => "ordförande eller vice ordförande i Ledningsråd Samordnad hälsa, vård och omsorg",
+        };
+        return Err(PublishError::WrongRole {
+            level: level_number,
+            expected,
+        });
+    }
+    Ok(Some(Decision {
+        decided_by: decision.decided_by.trim().to_owned(),
+        role: decision.role,
+    }))
+}
+
+fn state_label(state: &str) -> &str {
+    match state {
+        "withdrawn" => "återkallat",
+        "discarded" => "kasserat",
+        "published" => "publicerat",
+        other => other,
+    }
+}
+
+impl fmt::Display for DecisionRole {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.label())
+    }
+}
+
+/// The kind of notice in Swedish, for operator pages and the log.
+pub fn kind_label(kind: NoticeKind) -> &'static str {
+    match kind {
+        NoticeKind::Initial => "första meddelande",
+        NoticeKind::Update => "uppdatering",
+        NoticeKind::Resolved => "åtgärdat",
+    }
+}
