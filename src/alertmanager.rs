@@ -240,16 +240,27 @@ fn describe_json_error(body: &[u8]) -> PayloadError {
         Err(error) => {
             let path = error.path().to_string();
             let inner = error.into_inner();
-            let detail = if path.is_empty() || path == "." {
-                format!("line {} column {}", inner.line(), inner.column())
-            } else {
-                path
-            };
             let message = inner.to_string();
             // serde_json appends " at line L column C"; the detail carries the place.
             let message = match message.find(" at line ") {
                 Some(cut) => message[..cut].to_owned(),
                 None => message,
+            };
+            let place = format!("line {} column {}", inner.line(), inner.column());
+            let missing_field = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next());
+            let top_level = path.is_empty() || path == ".";
+            let detail = match (
+                inner.is_syntax() || inner.is_eof(),
+                top_level,
+                missing_field,
+            ) {
+                (true, _, _) => place,
+                (false, true, Some(field)) => field.to_owned(),
+                (false, true, None) => place,
+                (false, false, Some(field)) => format!("{path}.{field}"),
+                (false, false, None) => path,
             };
             let error = if inner.is_syntax() || inner.is_eof() {
                 format!("invalid JSON: {message}")
@@ -304,7 +315,7 @@ mod tests {
         let error =
             Notification::parse(payload(&format!("{ONE_ALERT},{alert}")).as_bytes()).unwrap_err();
         assert_eq!(error.error, "missing field `fingerprint`");
-        assert_eq!(error.detail, "alerts[1]");
+        assert_eq!(error.detail, "alerts[1].fingerprint");
     }
 
     #[test]

@@ -473,9 +473,20 @@ impl Config {
         let mut raw = match raw {
             Ok(raw) => raw,
             Err(error) => {
+                // Only the message and the place: toml's own Display quotes the offending
+                // line, which may hold a secret.
+                let place = match error.span() {
+                    Some(span) => {
+                        let before = &text[..span.start.min(text.len())];
+                        let line = before.matches('\n').count() + 1;
+                        let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+                        format!("line {line} column {column}")
+                    }
+                    None => "(file)".to_owned(),
+                };
                 return Err(ConfigErrors(vec![ConfigProblem {
-                    path: "(file)".to_owned(),
-                    message: error.to_string().trim().replace('\n', " "),
+                    path: place,
+                    message: error.message().trim().replace('\n', " "),
                 }]));
             }
         };
@@ -1278,6 +1289,15 @@ service_name = ""
         ] {
             assert_eq!(is_email_address_shape(address), valid, "{address:?}");
         }
+    }
+
+    #[test]
+    fn a_syntax_error_never_prints_the_line_it_is_on() {
+        let text = "[webhook]\ntoken = \"a-secret-token-value-0123\" x\n";
+        let errors = Config::from_toml(text, &no_environment()).unwrap_err();
+        let shown = errors.to_string();
+        assert!(shown.starts_with("line 2 column"), "{shown}");
+        assert!(!shown.contains("a-secret-token-value"), "{shown}");
     }
 
     #[test]

@@ -136,6 +136,9 @@ pub struct NoticeRenderer {
     environment: Environment<'static>,
     service_name: String,
     info_address: String,
+    /// The embedded templates, used when a custom one fails at render time: a notice
+    /// must never be blocked by a template error.
+    fallback: Option<Box<NoticeRenderer>>,
 }
 
 impl NoticeKind {
@@ -154,15 +157,39 @@ impl NoticeRenderer {
     pub fn new(config: &NoticesConfig) -> anyhow::Result<NoticeRenderer> {
         let environment = build_environment(config.templates_dir.as_deref())
             .map_err(|problems| anyhow::anyhow!("{}", problems.join("; ")))?;
+        let fallback = match config.templates_dir {
+            Some(_) => Some(Box::new(NoticeRenderer::new(&NoticesConfig {
+                templates_dir: None,
+                ..config.clone()
+            })?)),
+            None => None,
+        };
         Ok(NoticeRenderer {
             environment,
             service_name: config.service_name.clone(),
             info_address: config.info_address.clone(),
+            fallback,
         })
     }
 
-    /// Renders one notice on every channel.
+    /// Renders one notice on every channel; when a custom template fails, with the
+    /// embedded ones (and says so in the log).
     pub fn render(&self, input: &NoticeInput) -> anyhow::Result<RenderedNotice> {
+        match (self.render_with_these_templates(input), &self.fallback) {
+            (Ok(rendered), _) => Ok(rendered),
+            (Err(error), Some(fallback)) => {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    incident_id = input.incident_id,
+                    "a custom notice template failed; using the embedded templates"
+                );
+                fallback.render(input)
+            }
+            (Err(error), None) => Err(error),
+        }
+    }
+
+    fn render_with_these_templates(&self, input: &NoticeInput) -> anyhow::Result<RenderedNotice> {
         let mut context = TemplateContext::new(input, &self.service_name, &self.info_address);
 
         let email_subject = self.finish_title(
@@ -234,7 +261,7 @@ impl NoticeRenderer {
             }
         };
         for (sample_name, input) in sample_inputs() {
-            match self.render(&input) {
+            match self.render_with_these_templates(&input) {
                 Ok(rendered) => {
                     if input.drill && !rendered.email_html.contains("ÖVNING") {
                         push_once(
@@ -328,10 +355,12 @@ impl std::fmt::Debug for NoticeRenderer {
 /// files, syntax errors, and errors rendering the samples. Empty when all is well.
 pub fn template_problems(config: &NoticesConfig) -> Vec<String> {
     match build_environment(config.templates_dir.as_deref()) {
+        // No fallback: the point is to find the custom templates' own problems.
         Ok(environment) => NoticeRenderer {
             environment,
             service_name: config.service_name.clone(),
             info_address: config.info_address.clone(),
+            fallback: None,
         }
         .check(),
         Err(problems) => problems,

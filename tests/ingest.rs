@@ -239,7 +239,11 @@ async fn bad_payloads_get_400_naming_what_and_where() {
     bad_status["alerts"][0]["status"] = json!("sleeping");
 
     let cases = [
-        ("{\"version\": \"4\", ".to_owned(), "invalid JSON", ""),
+        (
+            "{\"version\": \"4\", ".to_owned(),
+            "invalid JSON",
+            "line 1 column",
+        ),
         ("[]".to_owned(), "expected a JSON object", "the payload"),
         (
             missing_fingerprint.to_string(),

@@ -1179,7 +1179,7 @@ impl SqliteStorage {
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             let notice_id: i64 = row.try_get("notice_id").map_err(error)?;
-            if !notices.contains_key(&notice_id) {
+            if let std::collections::hash_map::Entry::Vacant(entry) = notices.entry(notice_id) {
                 let notice_row = sqlx::query(&format!(
                     "SELECT {NOTICE_COLUMNS} FROM published_notices p WHERE p.id = ?"
                 ))
@@ -1189,7 +1189,7 @@ impl SqliteStorage {
                 .map_err(error)?;
                 let notice = notice_from_row(&notice_row)
                     .map_err(|source| StorageError::new(OPERATION, source))?;
-                notices.insert(notice_id, notice);
+                entry.insert(notice);
             }
             let parse = || -> anyhow::Result<ClaimedDelivery> {
                 Ok(ClaimedDelivery {
