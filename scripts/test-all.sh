@@ -10,12 +10,27 @@
 set -euo pipefail
 
 # System packages the tests run for real. Add new ones here, and their binaries below.
+# tests/deploy.rs checks deploy/ with promtool (prometheus), amtool
+# (prometheus-alertmanager), the blackbox exporter, systemd-analyze (systemd) and PyYAML
+# (python3-yaml, for the Kubernetes manifests). tests/email.rs runs a real SMTP server,
+# tests/support/smtp_sink.py, on aiosmtpd (python3-aiosmtpd).
 APT_PACKAGES=(
     prometheus-alertmanager
+    python3-aiosmtpd
+    prometheus
+    prometheus-blackbox-exporter
+    python3-yaml
+    systemd
 )
 # Binaries that must exist once the packages are installed.
 REQUIRED_BINARIES=(
     /usr/bin/prometheus-alertmanager
+    /usr/bin/amtool
+    /usr/bin/promtool
+    /usr/bin/prometheus-blackbox-exporter
+    /usr/bin/systemd-analyze
+    /usr/bin/python3
+    /usr/bin/aiosmtpd
 )
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -11,13 +11,19 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::delivery::{ChannelSender, DeliveryWorker, email::EmailTransport};
 use crate::http::{AppState, router};
+use crate::delivery::RetryPolicy;
 use crate::incident_worker::{IncidentWorker, WatchdogClock};
+use crate::links::LinkSigner;
+use crate::operators::{OperatorMailWorker, ReviewNotifier};
 use crate::metrics::Metrics;
 use crate::notice::NoticeRenderer;
 use crate::storage::Storage;
 
 pub struct App {
     state: AppState,
+    review_wake: Arc<tokio::sync::Notify>,
+    notifier: ReviewNotifier,
+    operator_mail: OperatorMailWorker,
     worker: IncidentWorker,
     delivery_workers: Vec<Arc<DeliveryWorker>>,
     listener: tokio::net::TcpListener,
@@ -66,6 +72,23 @@ impl App {
             )));
         }
         let incident_wake = Arc::new(tokio::sync::Notify::new());
+        let review_wake = Arc::new(tokio::sync::Notify::new());
+        let mail_wake = Arc::new(tokio::sync::Notify::new());
+        let signer = LinkSigner::new(&config.links.secret);
+        let notifier = ReviewNotifier {
+            storage: storage.clone(),
+            config: config.clone(),
+            signer: signer.clone(),
+            metrics: metrics.clone(),
+            mail_wake: mail_wake.clone(),
+        };
+        let operator_mail = OperatorMailWorker {
+            storage: storage.clone(),
+            config: config.clone(),
+            transport: email_transport.clone(),
+            policy: RetryPolicy::default(),
+            wake: mail_wake.clone(),
+        };
         let watchdog = Arc::new(WatchdogClock::new(jiff::Timestamp::now()));
         let worker = IncidentWorker {
             storage: storage.clone(),
@@ -74,6 +97,7 @@ impl App {
             metrics: metrics.clone(),
             wake: incident_wake.clone(),
             watchdog: watchdog.clone(),
+            review_wake: review_wake.clone(),
         };
         let state = AppState {
             config,
@@ -83,9 +107,14 @@ impl App {
             delivery_wake,
             watchdog,
             renderer,
+            signer,
+            mail_wake,
         };
         Ok(App {
             state,
+            review_wake,
+            notifier,
+            operator_mail,
             worker,
             delivery_workers,
             listener,
@@ -123,12 +152,17 @@ impl App {
             listener,
             worker,
             delivery_workers,
+            notifier,
+            operator_mail,
+            review_wake,
             ..
         } = self;
         let grace = state.config.server.shutdown_grace;
         let stopping = CancellationToken::new();
         let workers = tokio_util::task::TaskTracker::new();
         workers.spawn(worker.run(stopping.clone()));
+        workers.spawn(notifier.run(review_wake, stopping.clone()));
+        workers.spawn(operator_mail.run(stopping.clone()));
         for delivery_worker in delivery_workers {
             let stopping = stopping.clone();
             workers.spawn(async move { delivery_worker.run_shared(stopping).await });

@@ -18,7 +18,10 @@ use serde::Deserialize;
 
 use crate::inventory::Inventory;
 
+mod operators;
 mod publishing;
+
+pub use operators::{Operator, RawOperator, RawReview, ReviewConfig};
 
 pub use publishing::{
     ChannelConfig, ChannelContent, ChannelTransport, PlanConfig, RawChannel, RawPlan, SmtpDetails,
@@ -58,6 +61,7 @@ pub struct Config {
     /// The channels by name.
     pub channels: BTreeMap<String, ChannelConfig>,
     pub plan: PlanConfig,
+    pub review: ReviewConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +246,10 @@ pub struct RawConfig {
     pub channels: Option<BTreeMap<String, publishing::RawChannel>>,
     /// `[plan]`: channel names per level. Left out: the communication plan's activity plan.
     pub plan: Option<publishing::RawPlan>,
+    /// `[[operators]]`: the people who review and publish.
+    pub operators: Vec<operators::RawOperator>,
+    /// `[review]`: links, escalation, single sign-on.
+    pub review: operators::RawReview,
 }
 
 #[derive(Debug, Deserialize)]
@@ -373,7 +381,7 @@ impl Default for RawLogging {
 #[serde(default)]
 pub struct RawInventorySection {
     /// An inventory file (same form as `deploy/inventory.toml`) replacing the embedded one;
-    /// relative paths start at the working directory. Unset: the embedded inventory.
+    /// a relative path starts at the config file's folder. Unset: the embedded inventory.
     pub file: Option<String>,
 }
 
@@ -456,13 +464,27 @@ impl Config {
                     .map(|value| ((*name).to_owned(), value))
             })
             .collect();
-        Config::from_toml(&text, &environment)
+        let folder = path.parent().filter(|folder| !folder.as_os_str().is_empty());
+        Config::from_toml_in(&text, &environment, folder)
     }
 
-    /// Parses TOML text with the given environment overrides (variable -> value).
+    /// Parses TOML text with the given environment overrides (variable -> value); relative
+    /// paths of files the config reads start at the working directory.
     pub fn from_toml(
         text: &str,
         environment: &BTreeMap<String, String>,
+    ) -> Result<Config, ConfigErrors> {
+        Config::from_toml_in(text, environment, None)
+    }
+
+    /// As [`Config::from_toml`], with relative paths of files the config reads (secrets,
+    /// inventory, templates, recipient lists) starting at `folder`: the config file's
+    /// folder. Paths the relay writes (database, mail folder) stay relative to the working
+    /// directory.
+    pub fn from_toml_in(
+        text: &str,
+        environment: &BTreeMap<String, String>,
+        folder: Option<&Path>,
     ) -> Result<Config, ConfigErrors> {
         let mut problems = Vec::new();
         let deserializer = toml::Deserializer::new(text);
@@ -495,6 +517,9 @@ impl Config {
                 path: key,
                 message: "unknown key".to_owned(),
             });
+        }
+        if let Some(folder) = folder {
+            raw.resolve_read_paths(folder);
         }
         raw.apply_environment(environment);
         match Config::from_raw(raw) {
@@ -629,6 +654,7 @@ impl Config {
                 .as_ref()
                 .map(|notices| notices.info_address.as_str()),
         );
+        let review = operators::check_review(&mut problems, raw.operators, raw.review);
         let channels_configured = raw.channels.is_some();
         let channels = publishing::check_channels(
             &mut problems,
@@ -697,11 +723,31 @@ impl Config {
             notices: notices.expect("checked"),
             channels,
             plan: plan.expect("checked"),
+            review: review.expect("checked"),
         })
     }
 }
 
 impl RawConfig {
+    /// Makes the relative paths of files the config reads start at `folder`.
+    fn resolve_read_paths(&mut self, folder: &Path) {
+        let resolve = |path: &mut Option<String>| {
+            if let Some(relative) = path.as_ref().filter(|path| Path::new(path).is_relative()) {
+                *path = Some(folder.join(relative).display().to_string());
+            }
+        };
+        resolve(&mut self.webhook.token_file);
+        resolve(&mut self.webhook.basic_password_file);
+        resolve(&mut self.links.secret_file);
+        resolve(&mut self.smtp.password_file);
+        resolve(&mut self.inventory.file);
+        resolve(&mut self.notices.templates_dir);
+        for channel in self.channels.iter_mut().flat_map(|channels| channels.values_mut()) {
+            resolve(&mut channel.recipients_file);
+            resolve(&mut channel.bearer_token_file);
+        }
+    }
+
     fn apply_environment(&mut self, environment: &BTreeMap<String, String>) {
         for (name, value) in environment {
             let value = value.clone();
@@ -1158,7 +1204,10 @@ key = 1
     #[test]
     fn shipped_config_file_is_valid() {
         let text = include_str!("../deploy/samsa-relay.toml");
-        let config = Config::from_toml(text, &no_environment()).unwrap();
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+        let config = Config::from_toml_in(text, &no_environment(), Some(&folder)).unwrap();
+        assert_eq!(config.plan.channels_for(3).len(), 6);
+        assert_eq!(config.review.on_duty().count(), 1);
         assert_eq!(config.incidents, IncidentsConfig::default());
         assert_eq!(config.notices, NoticesConfig::default());
     }

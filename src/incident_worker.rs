@@ -85,6 +85,8 @@ pub struct IncidentWorker {
     pub metrics: Metrics,
     pub wake: Arc<Notify>,
     pub watchdog: Arc<WatchdogClock>,
+    /// Wakes the operator notifier when drafts changed.
+    pub review_wake: Arc<Notify>,
 }
 
 impl IncidentWorker {
@@ -138,6 +140,9 @@ impl IncidentWorker {
             .map(|change| change.incident.incident_id);
         if let Some(change) = &write.change {
             self.record_metrics(change);
+            if !change.drafts.is_empty() {
+                self.review_wake.notify_one();
+            }
             tracing::info!(
                 receipt_id = receipt.receipt_id,
                 incident_id = change.incident.incident_id,

@@ -44,6 +44,12 @@ pub struct Metrics {
     pub delivery_attempt_duration: HistogramVec,
     /// Time sends waited for the channel's rate limit, by channel.
     pub delivery_rate_limit_wait: HistogramVec,
+    /// Drafts waiting for an operator.
+    pub drafts_pending: IntGauge,
+    /// Operator emails escalating a draft nobody acted on.
+    pub draft_escalations: IntCounter,
+    /// Time from a draft's creation to an operator's decision (publish or discard).
+    pub draft_decision: Histogram,
 }
 
 impl Metrics {
@@ -176,6 +182,21 @@ impl Metrics {
             &["channel"],
         )
         .expect("valid metric");
+        let drafts_pending =
+            IntGauge::new("samsa_relay_drafts_pending", "Drafts waiting for an operator.").expect("valid metric");
+        let draft_escalations = IntCounter::new(
+            "samsa_relay_draft_escalations_total",
+            "Operator emails escalating a draft nobody acted on in time.",
+        )
+        .expect("valid metric");
+        let draft_decision = Histogram::with_opts(
+            HistogramOpts::new(
+                "samsa_relay_draft_decision_seconds",
+                "Time from a draft's creation to an operator's decision (publish or discard).",
+            )
+            .buckets(vec![30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0]),
+        )
+        .expect("valid metric");
         let incident_step_failures = IntCounter::new(
             "samsa_relay_incident_step_failures_total",
             "Incident worker steps that failed and will be retried.",
@@ -199,6 +220,9 @@ impl Metrics {
             Box::new(delivery_latency.clone()),
             Box::new(delivery_attempt_duration.clone()),
             Box::new(delivery_rate_limit_wait.clone()),
+            Box::new(drafts_pending.clone()),
+            Box::new(draft_escalations.clone()),
+            Box::new(draft_decision.clone()),
         ] {
             registry
                 .register(collector)
@@ -240,6 +264,9 @@ impl Metrics {
             delivery_latency,
             delivery_attempt_duration,
             delivery_rate_limit_wait,
+            drafts_pending,
+            draft_escalations,
+            draft_decision,
         }
     }
 

@@ -124,6 +124,8 @@ pub enum PublishError {
     WrongRole { level: u8, expected: &'static str },
     #[error("Ange vem som publicerar")]
     OperatorRequired,
+    #[error("Kanalen {channel} används inte vid övningar")]
+    ChannelNotForDrills { channel: String },
     #[error("Lagringen är inte tillgänglig just nu; försök igen")]
     Storage(#[from] StorageError),
 }
@@ -180,6 +182,18 @@ pub async fn publish(
         "pending" => {}
         "published" => return Err(PublishError::AlreadyPublished),
         other => return Err(PublishError::NotPending(state_label(other).to_owned())),
+    }
+    let incident = transaction
+        .incident_by_id(draft.incident_id)
+        .await?
+        .ok_or(PublishError::DraftNotFound)?;
+    let is_drill = incident.kind == "drill";
+    if is_drill
+        && let Some(channel) = channels.iter().find(|name| !config.channels[name.as_str()].drill)
+    {
+        return Err(PublishError::ChannelNotForDrills {
+            channel: channel.clone(),
+        });
     }
     let Some(version) = draft
         .version
@@ -267,6 +281,9 @@ pub async fn publish(
         Ok(notice_id) => notice_id,
         Err(_) => return Err(PublishError::AlreadyPublished),
     };
+    if is_drill && draft.kind == NoticeKind::Resolved {
+        transaction.close_drill(draft.incident_id, now).await?;
+    }
     transaction.commit().await?;
     tracing::info!(
         notice_id,
@@ -405,4 +422,105 @@ pub fn kind_label(kind: NoticeKind) -> &'static str {
         NoticeKind::Update => "uppdatering",
         NoticeKind::Resolved => "åtgärdat",
     }
+}
+
+/// Why an operator's draft or drill could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum DraftByHandError {
+    #[error("Incidenten finns inte")]
+    IncidentNotFound,
+    #[error("Incidenten har redan ett utkast som väntar; granska det")]
+    DraftPending,
+    #[error("En övning pågår redan")]
+    DrillOpen,
+    #[error("Välj minst en aktör eller delregion för övningen")]
+    EmptyDrill,
+    #[error("Texten kunde inte skapas: {0}")]
+    Render(String),
+    #[error("Lagringen är inte tillgänglig just nu; försök igen")]
+    Storage(#[from] StorageError),
+}
+
+/// An operator's own draft for an incident: an update, or a resolution by hand (alerts
+/// may lag behind reality). Returns the new draft's id.
+pub async fn draft_by_hand(
+    storage: &Storage,
+    config: &Config,
+    renderer: &NoticeRenderer,
+    incident_id: i64,
+    kind: NoticeKind,
+    operator: &str,
+) -> Result<i64, DraftByHandError> {
+    let mut transaction = storage.begin_write().await?;
+    let record = transaction
+        .incident_by_id(incident_id)
+        .await?
+        .ok_or(DraftByHandError::IncidentNotFound)?;
+    let now = Timestamp::now();
+    let mut incident = record.incident;
+    if kind == NoticeKind::Resolved && incident.phase == crate::incident::Phase::Open {
+        // The notice says when it was resolved; the incident itself follows its alerts.
+        incident.phase = crate::incident::Phase::Resolved { at: now };
+    }
+    let fields = DraftFields::default();
+    let mut input = crate::incident_worker::notice_input(&incident, kind, &fields, config);
+    input.drill = record.kind == "drill";
+    let rendered = renderer
+        .render(&input)
+        .map_err(|error| DraftByHandError::Render(format!("{error:#}")))?;
+    let input_json =
+        serde_json::to_value(&input).map_err(|error| StorageError::new("encode_notice_input", error))?;
+    let draft_id = transaction
+        .insert_operator_draft(incident_id, kind, &fields, &input_json, &rendered, operator, now)
+        .await?
+        .ok_or(DraftByHandError::DraftPending)?;
+    transaction.commit().await?;
+    Ok(draft_id)
+}
+
+/// Starts an exercise: an incident of kind drill with the scope the operator chose, and
+/// its first draft, marked ÖVNING everywhere. Returns (incident id, draft id).
+pub async fn start_drill(
+    storage: &Storage,
+    config: &Config,
+    renderer: &NoticeRenderer,
+    scopes: &[crate::classify::AlertScope],
+    operator: &str,
+) -> Result<(i64, i64), DraftByHandError> {
+    if scopes.is_empty() {
+        return Err(DraftByHandError::EmptyDrill);
+    }
+    let summary = crate::classify::summarize(scopes, &config.inventory);
+    let classification = crate::classify::classify(&summary, config.incidents.broad_subregion_share);
+    let now = Timestamp::now();
+    let mut transaction = storage.begin_write().await?;
+    let incident_id = transaction
+        .insert_drill_incident(&summary, &classification, operator, now)
+        .await?
+        .ok_or(DraftByHandError::DrillOpen)?;
+    let incident = crate::incident::Incident {
+        incident_id,
+        phase: crate::incident::Phase::Open,
+        started_at: now,
+        alerts: Default::default(),
+        summary,
+        classification,
+        published: None,
+        pending_draft: None,
+        n_reopened: 0,
+    };
+    let fields = DraftFields::default();
+    let mut input = crate::incident_worker::notice_input(&incident, NoticeKind::Initial, &fields, config);
+    input.drill = true;
+    let rendered = renderer
+        .render(&input)
+        .map_err(|error| DraftByHandError::Render(format!("{error:#}")))?;
+    let input_json =
+        serde_json::to_value(&input).map_err(|error| StorageError::new("encode_notice_input", error))?;
+    let draft_id = transaction
+        .insert_operator_draft(incident_id, NoticeKind::Initial, &fields, &input_json, &rendered, operator, now)
+        .await?
+        .ok_or(DraftByHandError::DraftPending)?;
+    transaction.commit().await?;
+    Ok((incident_id, draft_id))
 }

@@ -4,7 +4,7 @@ CREATE TABLE incidents (
     id INTEGER PRIMARY KEY,
     -- outage: SAMSA is down for someone; monitoring: the alert chain itself is broken
     -- (operators only, never public).
-    kind TEXT NOT NULL CHECK (kind IN ('outage', 'monitoring')),
+    kind TEXT NOT NULL CHECK (kind IN ('outage', 'monitoring', 'drill')),
     phase TEXT NOT NULL CHECK (phase IN ('open', 'resolved')),
     started_at TEXT NOT NULL,
     resolved_at TEXT,

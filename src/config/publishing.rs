@@ -64,6 +64,8 @@ pub struct RawChannel {
     pub rate_limit_per_minute: Option<u32>,
     /// Sends in flight at once.
     pub concurrency: Option<usize>,
+    /// Takes part in drills: an exercise ("ÖVNING") goes only to channels marked so.
+    pub drill: bool,
 }
 
 #[derive(
@@ -157,6 +159,7 @@ pub struct ChannelConfig {
     pub transport: ChannelTransport,
     pub rate_limit_per_minute: Option<u32>,
     pub concurrency: usize,
+    pub drill: bool,
 }
 
 /// `[plan]`: the channels each level uses (the seed's activity plan by default).
@@ -470,6 +473,7 @@ fn check_channel(
         transport: transport?,
         rate_limit_per_minute: raw.rate_limit_per_minute.filter(|limit| *limit > 0),
         concurrency: raw.concurrency.filter(|value| *value > 0).unwrap_or(8),
+        drill: raw.drill,
     })
 }
 

@@ -1,32 +1,533 @@
-//! Email delivery (lettre). Being written: the SMTP transport, messages and their tests.
+//! Email delivery (lettre): [`EmailTransport`], the one SMTP connection pool (or mail
+//! folder) every email channel shares, and [`EmailSender`], which turns one claimed outbox
+//! row into one message and classifies how sending it failed.
+//!
+//! **The message.** From is `smtp.from`, To the row's recipient (one message per
+//! recipient, so no list is disclosed), Reply-To `smtp.reply_to` (the service
+//! management). Subject and body follow the channel's content; only `email` has an HTML
+//! part (multipart/alternative). The Message-ID is derived from the row's `delivery_id`,
+//! which is stable across retries, so a resend after an unclear outcome is the same
+//! message to the recipient's mail system. The Date is the publication time, for the same
+//! reason. `Auto-Submitted` and `X-Auto-Response-Suppress` keep out-of-office replies
+//! away from the service management's mailbox.
+//!
+//! **Failures.** SMTP 5xx and an address that does not parse are permanent; everything
+//! else (4xx, connection, TLS, timeouts, a server that lacks a required extension) is
+//! transient. The reason carries the server's own text, never credentials.
+//!
+//! **Timeouts and the pool.** lettre's `timeout` bounds only the TCP connect; reads and
+//! writes have no deadline of their own, so [`super::DeliveryWorker`] wraps every send in
+//! `smtp.timeout` and drops the send's future when it runs out. lettre 0.11 then hands the
+//! connection back to its pool (`PooledConnection`'s `Drop` spawns `Pool::recycle`), and
+//! the pool keeps it, because only an SMTP or I/O *error* marks a connection broken. A
+//! connection cut off mid-command still has the server's late answer in flight; reused,
+//! every reply is off by one (its NOOP check reads the stale `250`), and lettre reports
+//! the next message accepted although the server never got it (`tests/email.rs`, the
+//! stalled-server test, fails that way without the discard). So a send that is dropped
+//! before it finishes discards the whole pool it came from
+//! ([`DiscardPoolIfCancelled`]), and the next send opens fresh connections. The old pool
+//! closes its idle connections when its last user lets go.
 
-use crate::config::{ChannelConfig, Config};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::{AsyncSmtpTransportBuilder, PoolConfig};
+use lettre::{
+    Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor,
+};
+
+use crate::config::{ChannelConfig, ChannelContent, Config, SmtpUrl, StartTls};
+use crate::notice::RenderedNotice;
 use crate::storage::ClaimedDelivery;
+use crate::swedish::single_line;
 
 use super::DeliveryError;
 
-/// The SMTP (or file) transport, shared by every email channel.
+/// Longest subject line; the templates keep theirs far shorter.
+const MAX_SUBJECT_CHARS: usize = 250;
+/// Longest failure reason stored in the outbox: enough for any server's explanation.
+const MAX_REASON_CHARS: usize = 500;
+
+/// The SMTP server (with its connection pool) or the mail folder, shared by every email
+/// channel. Cloning shares it.
 #[derive(Clone)]
-pub struct EmailTransport {}
+pub struct EmailTransport {
+    inner: Arc<TransportInner>,
+}
+
+enum TransportInner {
+    Smtp(Box<SmtpPool>),
+    /// `file://FOLDER`: each message a file `UUID.eml` in the folder.
+    File(AsyncFileTransport<Tokio1Executor>),
+}
+
+/// lettre's pooled transport, built when first needed (building it spawns the pool's
+/// clean-up task, which needs the runtime) and rebuilt after a send was cut short.
+struct SmtpPool {
+    /// `host:port`, for reasons and logs.
+    server: String,
+    builder: AsyncSmtpTransportBuilder,
+    current: Mutex<Option<PoolGeneration>>,
+    n_built: AtomicU64,
+}
+
+#[derive(Clone)]
+struct PoolGeneration {
+    generation: u64,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+}
 
 impl EmailTransport {
-    pub fn new(_config: &Config) -> anyhow::Result<EmailTransport> {
-        Ok(EmailTransport {})
+    /// Checks the SMTP settings (TLS parameters included) or creates the mail folder. No
+    /// connection is opened until the first send.
+    pub fn new(config: &Config) -> anyhow::Result<EmailTransport> {
+        let details = &config.smtp.details;
+        let inner = match &config.smtp.url {
+            SmtpUrl::File { folder } => {
+                std::fs::create_dir_all(folder).with_context(|| {
+                    format!("cannot create the mail folder {}", folder.display())
+                })?;
+                TransportInner::File(AsyncFileTransport::<Tokio1Executor>::new(folder))
+            }
+            SmtpUrl::Smtp { host, port } | SmtpUrl::Smtps { host, port } => {
+                let tls_parameters = || {
+                    TlsParameters::new(host.clone())
+                        .with_context(|| format!("cannot set up TLS for {host}"))
+                };
+                let tls = match (&config.smtp.url, details.starttls) {
+                    (SmtpUrl::Smtps { .. }, _) => Tls::Wrapper(tls_parameters()?),
+                    (_, StartTls::Opportunistic) => Tls::Opportunistic(tls_parameters()?),
+                    (_, StartTls::Required) => Tls::Required(tls_parameters()?),
+                    (_, StartTls::Never) => Tls::None,
+                };
+                let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+                    .port(*port)
+                    .tls(tls)
+                    .timeout(Some(details.timeout))
+                    .pool_config(PoolConfig::new().max_size(details.pool_max_connections));
+                if let Some((username, password)) = &details.credentials {
+                    builder = builder.credentials(Credentials::new(
+                        username.clone(),
+                        password.expose().to_owned(),
+                    ));
+                }
+                TransportInner::Smtp(Box::new(SmtpPool {
+                    server: format!("{host}:{port}"),
+                    builder,
+                    current: Mutex::new(None),
+                    n_built: AtomicU64::new(0),
+                }))
+            }
+        };
+        Ok(EmailTransport {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Sends one message (operator mail uses this directly), classifying a failure as
+    /// [`EmailSender::send`] does. Callers wrap it in their own timeout (lettre's covers
+    /// only connecting); a send cut short that way leaves no connection behind for reuse.
+    pub async fn send(&self, message: Message) -> Result<(), DeliveryError> {
+        match &*self.inner {
+            TransportInner::File(transport) => match transport.send(message).await {
+                Ok(_) => Ok(()),
+                Err(error) => Err(DeliveryError::transient(bounded(&format!(
+                    "cannot write the message file: {error}"
+                )))),
+            },
+            TransportInner::Smtp(pool) => {
+                let current = pool.checkout();
+                let guard = DiscardPoolIfCancelled {
+                    pool,
+                    generation: current.generation,
+                    finished: false,
+                };
+                let result = current.transport.send(message).await;
+                guard.finish();
+                match result {
+                    Ok(response) => {
+                        tracing::debug!(
+                            server = %pool.server,
+                            code = %response.code(),
+                            answer = %single_line(&response.message().collect::<Vec<_>>().join(" "), 200),
+                            "message accepted"
+                        );
+                        Ok(())
+                    }
+                    Err(error) => Err(classify_smtp_error(&pool.server, &error)),
+                }
+            }
+        }
     }
 }
 
-pub struct EmailSender {}
+impl SmtpPool {
+    fn checkout(&self) -> PoolGeneration {
+        let mut current = self.current.lock().expect("smtp pool lock");
+        current
+            .get_or_insert_with(|| PoolGeneration {
+                generation: self.n_built.fetch_add(1, Ordering::Relaxed),
+                transport: self.builder.clone().build(),
+            })
+            .clone()
+    }
+
+    /// Forgets the pool of `generation` (if it is still the current one); sends in flight
+    /// on it finish, and it closes its connections when the last of them is done.
+    fn discard(&self, generation: u64) {
+        let mut current = self.current.lock().expect("smtp pool lock");
+        if current
+            .as_ref()
+            .is_some_and(|pool| pool.generation == generation)
+        {
+            *current = None;
+            tracing::warn!(
+                server = %self.server,
+                "an SMTP send was cut short; its connections are not reused"
+            );
+        }
+    }
+}
+
+/// Discards the pool a send took its connection from when the send's future is dropped
+/// before it finished (the worker's timeout), because lettre would put that connection,
+/// in an unknown state, back into the pool.
+struct DiscardPoolIfCancelled<'a> {
+    pool: &'a SmtpPool,
+    generation: u64,
+    finished: bool,
+}
+
+impl DiscardPoolIfCancelled<'_> {
+    fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for DiscardPoolIfCancelled<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.pool.discard(self.generation);
+        }
+    }
+}
+
+/// Sends one channel's notices by email.
+pub struct EmailSender {
+    transport: EmailTransport,
+    content: ChannelContent,
+    from: Mailbox,
+    reply_to: Mailbox,
+    /// The right-hand side of every Message-ID: the sender's domain.
+    message_id_domain: String,
+}
 
 impl EmailSender {
     pub fn new(
-        _config: &Config,
-        _channel: &ChannelConfig,
-        _transport: EmailTransport,
+        config: &Config,
+        channel: &ChannelConfig,
+        transport: EmailTransport,
     ) -> anyhow::Result<EmailSender> {
-        Ok(EmailSender {})
+        let details = &config.smtp.details;
+        Ok(EmailSender {
+            transport,
+            content: channel.content,
+            from: details.from.clone(),
+            reply_to: details.reply_to.clone(),
+            message_id_domain: details.from.email.domain().to_owned(),
+        })
     }
 
-    pub async fn send(&self, _delivery: &ClaimedDelivery) -> Result<(), DeliveryError> {
-        Err(DeliveryError::transient("email delivery is not built yet"))
+    pub async fn send(&self, delivery: &ClaimedDelivery) -> Result<(), DeliveryError> {
+        let message = self.message(delivery)?;
+        self.transport.send(message).await
+    }
+
+    /// The message for one delivery. Fails (permanently) only when the recipient is not an
+    /// address.
+    pub fn message(&self, delivery: &ClaimedDelivery) -> Result<Message, DeliveryError> {
+        let recipient: Address = delivery.recipient.trim().parse().map_err(|error| {
+            DeliveryError::permanent(bounded(&format!(
+                "{:?} is not an email address ({error})",
+                delivery.recipient
+            )))
+        })?;
+        let notice = &delivery.notice;
+        let (subject, body) = channel_text(self.content, &notice.rendered);
+        let builder = Message::builder()
+            .from(self.from.clone())
+            .reply_to(self.reply_to.clone())
+            .to(Mailbox::new(None, recipient))
+            .subject(single_line(subject, MAX_SUBJECT_CHARS))
+            .message_id(Some(message_id(
+                &delivery.delivery_id,
+                &self.message_id_domain,
+            )))
+            .date(SystemTime::from(notice.published_at))
+            .raw_header(header("Auto-Submitted", "auto-generated"))
+            .raw_header(header("X-Auto-Response-Suppress", "All"))
+            .raw_header(header("X-SAMSA-Incident", &notice.incident_id.to_string()))
+            .raw_header(header("X-SAMSA-Notice", &notice.notice_id.to_string()));
+        let built = match body {
+            Body::Alternative { text, html } => builder.multipart(
+                MultiPart::alternative_plain_html(text.to_owned(), html.to_owned()),
+            ),
+            Body::Text(text) => builder.singlepart(SinglePart::plain(text.to_owned())),
+        };
+        built.map_err(|error| {
+            DeliveryError::permanent(bounded(&format!("cannot build the message: {error}")))
+        })
+    }
+}
+
+/// What a message carries: text, or text and HTML as alternatives.
+enum Body<'a> {
+    Text(&'a str),
+    Alternative { text: &'a str, html: &'a str },
+}
+
+/// The subject and body of a notice for a channel's content.
+fn channel_text(content: ChannelContent, rendered: &RenderedNotice) -> (&str, Body<'_>) {
+    match content {
+        ChannelContent::Email => (
+            &rendered.email_subject,
+            Body::Alternative {
+                text: &rendered.email_text,
+                html: &rendered.email_html,
+            },
+        ),
+        ChannelContent::Itnytt => (&rendered.itnytt_title, Body::Text(&rendered.itnytt_body)),
+        ChannelContent::Crisis => (&rendered.crisis_subject, Body::Text(&rendered.crisis_text)),
+        ChannelContent::Website => (&rendered.website_title, Body::Text(&rendered.website_body)),
+        ChannelContent::Newsletter => (
+            &rendered.newsletter_title,
+            Body::Text(&rendered.newsletter_body),
+        ),
+        ChannelContent::Banner => (&rendered.banner_text, Body::Text(&rendered.banner_text)),
+    }
+}
+
+/// `<samsa-relay.DELIVERY_ID@DOMAIN>`: the same for every attempt of one delivery.
+pub fn message_id(delivery_id: &str, domain: &str) -> String {
+    format!("<samsa-relay.{delivery_id}@{domain}>")
+}
+
+fn header(name: &'static str, value: &str) -> HeaderValue {
+    HeaderValue::new(
+        HeaderName::new_from_ascii_str(name),
+        single_line(value, MAX_SUBJECT_CHARS),
+    )
+}
+
+/// 5xx is the server's final word; everything else may pass.
+fn classify_smtp_error(server: &str, error: &lettre::transport::smtp::Error) -> DeliveryError {
+    let reason = bounded(&format!("SMTP {server}: {error}"));
+    if error.is_permanent() {
+        DeliveryError::permanent(reason)
+    } else {
+        // 4xx, connection and I/O errors, TLS failures, malformed answers, and client
+        // errors: a server that lacks STARTTLS under `required` or a shared AUTH
+        // mechanism is fixed on the server or in the config, not in the message, so the
+        // row waits for that with backoff instead of failing.
+        DeliveryError::transient(reason)
+    }
+}
+
+fn bounded(reason: &str) -> String {
+    single_line(reason, MAX_REASON_CHARS)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::notice::NoticeKind;
+    use crate::storage::PublishedNoticeRecord;
+
+    fn config(smtp: &str) -> Config {
+        let text = format!(
+            r#"
+[webhook]
+token = "a-token-of-sufficient-length"
+[links]
+secret = "a-link-secret-of-sufficient-length-0123456789"
+[smtp]
+{smtp}
+from = "SAMSA förvaltning <noreply.samsa@samsa.example>"
+reply_to = "SAMSA förvaltning <info.samsa@samsa.example>"
+[channels.email]
+content = "email"
+transport = "email"
+recipients = ["it@kommun.example"]
+[channels.itnytt]
+content = "itnytt"
+transport = "email"
+recipients = ["redaktion@itnytt.example"]
+[plan]
+level_1 = ["email", "itnytt"]
+level_2 = ["email", "itnytt"]
+level_3 = ["email", "itnytt"]
+"#
+        );
+        Config::from_toml(&text, &BTreeMap::new()).expect("valid test config")
+    }
+
+    fn rendered() -> RenderedNotice {
+        RenderedNotice {
+            email_subject: "Störning i SAMSA\r\nBcc: someone@else.example".to_owned(),
+            email_text: "Hej!\nSAMSA fungerar inte.".to_owned(),
+            email_html: "<p>Hej!</p><p>SAMSA fungerar inte.</p>".to_owned(),
+            banner_text: "Störning i SAMSA".to_owned(),
+            website_title: "Störning (webb)".to_owned(),
+            website_body: "Webbtext".to_owned(),
+            newsletter_title: "Störning (nyhetsbrev)".to_owned(),
+            newsletter_body: "Nyhetsbrevstext".to_owned(),
+            itnytt_title: "IT-Nytt: störning i SAMSA".to_owned(),
+            itnytt_body: "IT-Nytt-text".to_owned(),
+            crisis_subject: "Kris".to_owned(),
+            crisis_text: "Kristext".to_owned(),
+        }
+    }
+
+    fn delivery(channel: &str, recipient: &str) -> ClaimedDelivery {
+        let published_at: jiff::Timestamp = "2026-11-28T04:20:00Z".parse().unwrap();
+        ClaimedDelivery {
+            outbox_id: 7,
+            channel: channel.to_owned(),
+            recipient: recipient.to_owned(),
+            delivery_id: "3-0123456789abcdef01234567".to_owned(),
+            attempt: 1,
+            created_at: published_at,
+            notice: PublishedNoticeRecord {
+                notice_id: 3,
+                incident_id: 12,
+                draft_id: 4,
+                draft_version: 1,
+                kind: NoticeKind::Initial,
+                level: 1,
+                decided_by: None,
+                decided_role: None,
+                published_by: "operatör".to_owned(),
+                channels: vec![channel.to_owned()],
+                rendered: rendered(),
+                published_at,
+            },
+        }
+    }
+
+    fn sender(config: &Config, channel: &str, transport: EmailTransport) -> EmailSender {
+        EmailSender::new(config, &config.channels[channel], transport).unwrap()
+    }
+
+    fn formatted(message: &Message) -> String {
+        String::from_utf8(message.formatted()).unwrap()
+    }
+
+    #[test]
+    fn an_email_notice_is_multipart_with_fixed_headers_and_a_single_line_subject() {
+        let folder = tempfile::tempdir().unwrap();
+        let config = config(&format!("url = \"file://{}\"", folder.path().display()));
+        let transport = EmailTransport::new(&config).unwrap();
+        let email = sender(&config, "email", transport);
+        let message = email
+            .message(&delivery("email", "it@kommun.example"))
+            .unwrap();
+        let text = formatted(&message);
+        let headers = text.split("\r\n\r\n").next().unwrap();
+        assert!(
+            headers.contains("Message-ID: <samsa-relay.3-0123456789abcdef01234567@samsa.example>"),
+            "{headers}"
+        );
+        assert!(headers.contains("To: it@kommun.example"), "{headers}");
+        assert!(headers.contains("info.samsa@samsa.example"), "{headers}");
+        assert!(
+            headers.contains("Auto-Submitted: auto-generated"),
+            "{headers}"
+        );
+        assert!(headers.contains("X-SAMSA-Incident: 12"), "{headers}");
+        assert!(
+            headers.contains("Date: Sat, 28 Nov 2026 04:20:00"),
+            "{headers}"
+        );
+        assert!(headers.contains("multipart/alternative"), "{headers}");
+        // The subject's line break became a space: no header was injected.
+        assert!(!headers.contains("\r\nBcc:"), "{headers}");
+        assert_eq!(
+            message.envelope().to(),
+            ["it@kommun.example".parse::<Address>().unwrap()]
+        );
+        assert_eq!(
+            message.envelope().from(),
+            Some(&"noreply.samsa@samsa.example".parse::<Address>().unwrap())
+        );
+    }
+
+    #[test]
+    fn other_contents_are_text_only_with_their_own_title() {
+        let folder = tempfile::tempdir().unwrap();
+        let config = config(&format!("url = \"file://{}\"", folder.path().display()));
+        let transport = EmailTransport::new(&config).unwrap();
+        let itnytt = sender(&config, "itnytt", transport);
+        let message = itnytt
+            .message(&delivery("itnytt", "redaktion@itnytt.example"))
+            .unwrap();
+        let text = formatted(&message);
+        assert!(!text.contains("multipart"), "{text}");
+        assert!(text.contains("Content-Type: text/plain"), "{text}");
+        assert!(text.contains("IT-Nytt-text"), "{text}");
+        for content in [
+            ChannelContent::Website,
+            ChannelContent::Newsletter,
+            ChannelContent::Crisis,
+            ChannelContent::Banner,
+        ] {
+            let rendered = rendered();
+            let (subject, body) = channel_text(content, &rendered);
+            assert!(!subject.is_empty());
+            assert!(matches!(body, Body::Text(text) if !text.is_empty()));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unparsable_recipient_fails_permanently_and_the_file_transport_writes_one_file() {
+        let folder = tempfile::tempdir().unwrap();
+        let mail = folder.path().join("mail");
+        let config = config(&format!("url = \"file://{}\"", mail.display()));
+        let transport = EmailTransport::new(&config).unwrap();
+        assert!(mail.is_dir(), "the mail folder is created up front");
+        let email = sender(&config, "email", transport);
+        let error = email
+            .send(&delivery("email", "not an address"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, DeliveryError::Permanent { reason } if reason.contains("not an address")),
+            "{error:?}"
+        );
+        email
+            .send(&delivery("email", "it@kommun.example"))
+            .await
+            .unwrap();
+        let files: Vec<_> = std::fs::read_dir(&mail).unwrap().collect();
+        assert_eq!(files.len(), 1);
+    }
+
+    #[test]
+    fn smtp_and_smtps_transports_are_set_up_without_connecting() {
+        for smtp in [
+            "url = \"smtp://127.0.0.1:2525\"\nstarttls = \"none\"",
+            "url = \"smtp://127.0.0.1:2525\"\nstarttls = \"required\"",
+            "url = \"smtps://mail.samsa.example:465\"\nusername = \"relay\"\npassword = \"secret\"",
+        ] {
+            let config = config(smtp);
+            EmailTransport::new(&config).unwrap();
+        }
     }
 }

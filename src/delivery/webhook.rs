@@ -1,26 +1,452 @@
-//! HTTP webhook delivery (reqwest). Being written: requests, bodies and their tests.
+//! HTTP webhook delivery: one JSON POST per outbox row, to a webhook channel's URL (the
+//! website CMS, IT-Nytt) or to a banner channel's push URL.
+//!
+//! The body is the relay's own shape ([`WebhookBody`]) or the output of the channel's
+//! `body_template`, a MiniJinja template with JSON auto-escaping, so `{{ title }}` prints
+//! a quoted, escaped JSON string and a template cannot be broken by the text it carries.
+//! Every request carries the outbox row's delivery id as `Idempotency-Key` and
+//! `X-SAMSA-Delivery-Id`, the same on every retry, so a receiver can drop duplicates.
+//!
+//! The answer decides retry or give up: no connection, a timeout, 408, 429 and 5xx are
+//! transient (a `Retry-After` is passed on); any other 4xx, a 3xx (redirects are not
+//! followed) or a body the template cannot make into JSON are permanent. The bearer token
+//! and configured headers are marked sensitive and never logged.
 
 use std::time::Duration;
 
-use crate::config::{ChannelConfig, Config};
-use crate::storage::ClaimedDelivery;
+use jiff::Timestamp;
+use reqwest::StatusCode;
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
+use serde::Serialize;
+
+use crate::config::{ChannelConfig, ChannelContent, ChannelTransport, Config};
+use crate::notice::{DRILL_NOTE, RenderedNotice};
+use crate::storage::{ClaimedDelivery, PublishedNoticeRecord};
 
 use super::DeliveryError;
 
-pub struct WebhookSender {}
+/// A request with no answer within this time counts as failed, unless the channel says
+/// otherwise (`timeout`); banner push URLs always use it.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much of a receiver's answer is read, at most; the rest is dropped unread.
+pub const MAX_RESPONSE_BYTES: usize = 8 * 1024;
+/// How much of an error answer is kept in the outbox row's `last_error`, in characters.
+pub const MAX_ERROR_BODY_CHARS: usize = 200;
+
+/// The default JSON body, and the context a `body_template` sees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WebhookBody {
+    pub delivery_id: String,
+    pub notice_id: i64,
+    pub incident_id: i64,
+    pub channel: String,
+    /// `initial`, `update` or `resolved`.
+    pub kind: String,
+    pub level: u8,
+    pub drill: bool,
+    pub title: String,
+    pub body: String,
+    /// RFC 3339, UTC.
+    pub published_at: String,
+    /// Where readers report back about the incident.
+    pub feedback_url: String,
+}
+
+pub struct WebhookSender {
+    client: reqwest::Client,
+    channel: String,
+    content: ChannelContent,
+    /// The webhook channel's URL; `None` for a banner push, whose URL is the recipient.
+    url: Option<reqwest::Url>,
+    /// The bearer token and configured headers, marked sensitive.
+    headers: HeaderMap,
+    body_template: Option<minijinja::Environment<'static>>,
+    timeout: Duration,
+    public_url: String,
+}
+
+const TEMPLATE_NAME: &str = "body.json";
 
 impl WebhookSender {
-    pub fn new(_config: &Config, _channel: &ChannelConfig) -> anyhow::Result<WebhookSender> {
-        Ok(WebhookSender {})
+    pub fn new(config: &Config, channel: &ChannelConfig) -> anyhow::Result<WebhookSender> {
+        let (url, bearer_token, configured_headers, body_template, timeout) =
+            match &channel.transport {
+                ChannelTransport::Webhook {
+                    url,
+                    bearer_token,
+                    headers,
+                    body_template,
+                    timeout,
+                } => (
+                    Some(url.clone()),
+                    bearer_token.as_ref(),
+                    headers.as_slice(),
+                    body_template.as_deref(),
+                    *timeout,
+                ),
+                ChannelTransport::Banner { .. } => (None, None, &[][..], None, DEFAULT_TIMEOUT),
+                other => anyhow::bail!(
+                    "channel {} has transport {}, which is not sent by webhook",
+                    channel.name,
+                    other.kind()
+                ),
+            };
+        let mut headers = HeaderMap::new();
+        for (name, value) in configured_headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| anyhow::anyhow!("header {name:?} is not a valid header name"))?;
+            let mut value = HeaderValue::from_str(value.expose())
+                .map_err(|_| anyhow::anyhow!("the value of header {name} is not valid"))?;
+            value.set_sensitive(true);
+            headers.append(name, value);
+        }
+        if let Some(token) = bearer_token {
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                .map_err(|_| anyhow::anyhow!("the bearer token is not a valid header value"))?;
+            value.set_sensitive(true);
+            headers.insert(header::AUTHORIZATION, value);
+        }
+        let body_template = body_template
+            .map(|source| {
+                check_body_template(source)
+                    .map_err(|problem| anyhow::anyhow!("body_template: {problem}"))?;
+                template_environment(source.to_owned())
+            })
+            .transpose()?;
+        let client = reqwest::Client::builder()
+            // Only what the config says: no proxy from the environment, no redirects.
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout.min(DEFAULT_TIMEOUT))
+            .user_agent(concat!("samsa-relay/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(WebhookSender {
+            client,
+            channel: channel.name.clone(),
+            content: channel.content,
+            url,
+            headers,
+            body_template,
+            timeout,
+            public_url: config
+                .server
+                .public_url
+                .as_str()
+                .trim_end_matches('/')
+                .to_owned(),
+        })
     }
 
     pub fn timeout(&self) -> Duration {
-        Duration::from_secs(10)
+        self.timeout
     }
 
-    pub async fn send(&self, _delivery: &ClaimedDelivery) -> Result<(), DeliveryError> {
-        Err(DeliveryError::transient(
-            "webhook delivery is not built yet",
-        ))
+    pub async fn send(&self, delivery: &ClaimedDelivery) -> Result<(), DeliveryError> {
+        let url = match &self.url {
+            Some(url) => url.clone(),
+            None => reqwest::Url::parse(&delivery.recipient).map_err(|_| {
+                DeliveryError::permanent("the banner's push URL in the outbox is not a URL")
+            })?,
+        };
+        let body = self.body(delivery)?;
+        let delivery_id = HeaderValue::from_str(&delivery.delivery_id)
+            .map_err(|_| DeliveryError::permanent("the delivery id is not a valid header"))?;
+        let mut headers = self.headers.clone();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            HeaderName::from_static("idempotency-key"),
+            delivery_id.clone(),
+        );
+        headers.insert(HeaderName::from_static("x-samsa-delivery-id"), delivery_id);
+        let response = self
+            .client
+            .post(url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|error| DeliveryError::transient(request_failure(&error)))?;
+        let status = response.status();
+        if status.is_success() {
+            // Read (a bounded part of) the answer so that the connection can be reused.
+            let _ = read_capped(response).await;
+            return Ok(());
+        }
+        let retry_after = retry_after(response.headers(), Timestamp::now());
+        let excerpt = read_capped(response).await;
+        let excerpt = excerpt.trim();
+        let described = if excerpt.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            format!("HTTP {status}: {excerpt}")
+        };
+        Err(classify_status(status, retry_after, described))
+    }
+
+    /// The request body: the default shape, or the channel's template (checked to be JSON).
+    pub fn body(&self, delivery: &ClaimedDelivery) -> Result<String, DeliveryError> {
+        let fields = webhook_body(
+            delivery,
+            self.content,
+            &self.channel,
+            &format!(
+                "{}/public/feedback/{}",
+                self.public_url, delivery.notice.incident_id
+            ),
+        );
+        match &self.body_template {
+            None => serde_json::to_string(&fields).map_err(|error| {
+                DeliveryError::permanent(format!("cannot encode the body: {error}"))
+            }),
+            Some(environment) => render_template(environment, &fields)
+                .map_err(|problem| DeliveryError::permanent(format!("body_template: {problem}"))),
+        }
+    }
+}
+
+/// The default body of one delivery, with the channel's own text of the notice.
+pub fn webhook_body(
+    delivery: &ClaimedDelivery,
+    content: ChannelContent,
+    channel: &str,
+    feedback_url: &str,
+) -> WebhookBody {
+    let notice: &PublishedNoticeRecord = &delivery.notice;
+    let (title, body) = channel_text(&notice.rendered, content);
+    WebhookBody {
+        delivery_id: delivery.delivery_id.clone(),
+        notice_id: notice.notice_id,
+        incident_id: notice.incident_id,
+        channel: channel.to_owned(),
+        kind: notice.kind.as_str().to_owned(),
+        level: notice.level,
+        drill: is_drill(&notice.rendered),
+        title: title.to_owned(),
+        body: body.to_owned(),
+        published_at: notice.published_at.to_string(),
+        feedback_url: feedback_url.to_owned(),
+    }
+}
+
+/// The title and body a channel carries. The banner has one line, used for both.
+pub fn channel_text(rendered: &RenderedNotice, content: ChannelContent) -> (&str, &str) {
+    match content {
+        ChannelContent::Website => (&rendered.website_title, &rendered.website_body),
+        ChannelContent::Newsletter => (&rendered.newsletter_title, &rendered.newsletter_body),
+        ChannelContent::Itnytt => (&rendered.itnytt_title, &rendered.itnytt_body),
+        ChannelContent::Banner => (&rendered.banner_text, &rendered.banner_text),
+        ChannelContent::Email => (&rendered.email_subject, &rendered.email_text),
+        ChannelContent::Crisis => (&rendered.crisis_subject, &rendered.crisis_text),
+    }
+}
+
+/// A drill's bodies start with the drill note (see [`crate::notice`]); the published
+/// record keeps no separate flag.
+pub fn is_drill(rendered: &RenderedNotice) -> bool {
+    rendered.email_text.starts_with(DRILL_NOTE)
+}
+
+/// Checks a body template: it compiles, and renders valid JSON for a sample notice.
+pub fn check_body_template(source: &str) -> Result<(), String> {
+    let environment =
+        template_environment(source.to_owned()).map_err(|error| format!("{error:#}"))?;
+    let sample = WebhookBody {
+        delivery_id: "1-000000000000000000000000".to_owned(),
+        notice_id: 1,
+        incident_id: 1,
+        channel: "website".to_owned(),
+        kind: "initial".to_owned(),
+        level: 1,
+        drill: false,
+        title: "Driftstörning i SAMSA \"citat\" <b>".to_owned(),
+        body: "Rad ett\nRad två".to_owned(),
+        published_at: "2026-11-28T04:12:00Z".to_owned(),
+        feedback_url: "http://127.0.0.1:9095/public/feedback/1".to_owned(),
+    };
+    render_template(&environment, &sample).map(|_| ())
+}
+
+fn template_environment(source: String) -> anyhow::Result<minijinja::Environment<'static>> {
+    let mut environment = minijinja::Environment::new();
+    environment.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    // Every printed value becomes a JSON value (strings quoted and escaped), whatever the
+    // template's name; `|tojson` gives the same and is not escaped twice.
+    environment.set_auto_escape_callback(|_| minijinja::AutoEscape::Json);
+    environment
+        .add_template_owned(TEMPLATE_NAME, source)
+        .map_err(|error| anyhow::anyhow!("the template does not compile: {error}"))?;
+    Ok(environment)
+}
+
+fn render_template(
+    environment: &minijinja::Environment<'static>,
+    fields: &WebhookBody,
+) -> Result<String, String> {
+    let template = environment
+        .get_template(TEMPLATE_NAME)
+        .map_err(|error| error.to_string())?;
+    let output = template
+        .render(minijinja::Value::from_serialize(fields))
+        .map_err(|error| format!("cannot render: {error}"))?;
+    if let Err(error) = serde_json::from_str::<serde_json::Value>(&output) {
+        return Err(format!(
+            "the output is not JSON ({error}); print values as {{{{ title }}}}, without quotes around them"
+        ));
+    }
+    Ok(output)
+}
+
+/// Retry or give up, by the answer's status.
+fn classify_status(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    described: String,
+) -> DeliveryError {
+    if status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error()
+    {
+        DeliveryError::Transient {
+            reason: described,
+            retry_after,
+        }
+    } else if status.is_redirection() {
+        DeliveryError::permanent(format!("{described} (redirects are not followed)"))
+    } else {
+        DeliveryError::permanent(described)
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date, relative to `now`.
+pub fn retry_after(headers: &HeaderMap, now: Timestamp) -> Option<Duration> {
+    let text = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = jiff::fmt::rfc2822::DateTimeParser::new()
+        .parse_timestamp(text)
+        .ok()?;
+    let wait = at.duration_since(now);
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+/// Why a request got no answer, without the URL (it may carry a token in its query).
+fn request_failure(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "no answer in time"
+    } else if error.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let mut detail = String::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        detail = cause.to_string();
+        source = cause.source();
+    }
+    if detail.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+/// Reads at most [`MAX_RESPONSE_BYTES`] of the answer and returns its start as text.
+async fn read_capped(mut response: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < MAX_RESPONSE_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    bytes.truncate(MAX_RESPONSE_BYTES);
+    String::from_utf8_lossy(&bytes)
+        .chars()
+        .filter(|character| !character.is_control() || *character == ' ')
+        .take(MAX_ERROR_BODY_CHARS)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        let now: Timestamp = "2026-11-28T05:00:00Z".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers, now), None);
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("120"));
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(120)));
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static("Sat, 28 Nov 2026 05:01:30 GMT"),
+        );
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(90)));
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static("Sat, 28 Nov 2026 04:00:00 GMT"),
+        );
+        assert_eq!(retry_after(&headers, now), Some(Duration::ZERO));
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers, now), None);
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        let transient = |status: u16| {
+            matches!(
+                classify_status(StatusCode::from_u16(status).unwrap(), None, String::new()),
+                DeliveryError::Transient { .. }
+            )
+        };
+        for status in [408, 429, 500, 502, 503, 504] {
+            assert!(transient(status), "{status}");
+        }
+        for status in [301, 302, 307, 400, 401, 403, 404, 410, 413, 422] {
+            assert!(!transient(status), "{status}");
+        }
+    }
+
+    #[test]
+    fn body_templates_escape_every_value_as_json() {
+        let environment = template_environment(
+            r#"{"text": {{ title }}, "id": {{ delivery_id|tojson }}, "level": {{ level }}}"#
+                .to_owned(),
+        )
+        .unwrap();
+        let fields = WebhookBody {
+            delivery_id: "7-abc".to_owned(),
+            notice_id: 7,
+            incident_id: 3,
+            channel: "website".to_owned(),
+            kind: "initial".to_owned(),
+            level: 2,
+            drill: false,
+            title: "\"}, \"injected\": true, {\"x\": \"<script>".to_owned(),
+            body: String::new(),
+            published_at: String::new(),
+            feedback_url: String::new(),
+        };
+        let output = render_template(&environment, &fields).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&output).unwrap();
+        assert_eq!(value["text"], fields.title.as_str());
+        assert_eq!(value["id"], "7-abc");
+        assert_eq!(value["level"], 2);
+        assert!(value.get("injected").is_none());
+
+        let quoted = template_environment(r#"{"text": "{{ title }}"}"#.to_owned()).unwrap();
+        let problem = render_template(&quoted, &fields).unwrap_err();
+        assert!(problem.contains("not JSON"), "{problem}");
+        assert!(check_body_template(r#"{"text": "{{ title }}"}"#).is_err());
+        assert!(check_body_template(r#"{"text": {{ titel }}}"#).is_err());
+        assert!(check_body_template(r#"{"text": {{ title }}"#).is_err());
+        assert!(check_body_template(r#"{"text": {{ title }}, "body": {{ body }}}"#).is_ok());
     }
 }

@@ -3,6 +3,8 @@
 
 mod error;
 mod health;
+mod ops;
+mod public;
 mod webhook;
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ pub use webhook::WebhookAccepted;
 use crate::config::Config;
 use crate::incident_worker::WatchdogClock;
 use crate::metrics::Metrics;
+use crate::links::LinkSigner;
 use crate::notice::NoticeRenderer;
 use crate::publishing::{Publication, PublishError, PublishRequest};
 use crate::storage::Storage;
@@ -36,6 +39,10 @@ pub struct AppState {
     pub delivery_wake: Arc<tokio::sync::Notify>,
     pub watchdog: Arc<WatchdogClock>,
     pub renderer: Arc<NoticeRenderer>,
+    /// Signs and checks operator links.
+    pub signer: LinkSigner,
+    /// Wakes the operator mail worker.
+    pub mail_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -56,6 +63,27 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .merge(ops::routes())
+        .route(
+            "/public/banner.json",
+            get(public::banner_json).options(public::preflight),
+        )
+        .route(
+            "/public/banner.html",
+            get(public::banner_html).options(public::preflight),
+        )
+        .route(
+            "/public/banner.js",
+            get(public::banner_js).options(public::preflight),
+        )
+        .route(
+            "/public/status.json",
+            get(public::status_json).options(public::preflight),
+        )
+        .route(
+            "/public/feed.atom",
+            get(public::feed_atom).options(public::preflight),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             record_http_metrics,

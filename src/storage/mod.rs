@@ -3,6 +3,7 @@
 //! migrations, so a new backend is a new submodule and a new arm in each method.
 
 mod sqlite;
+mod sqlite_operators;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -283,6 +284,62 @@ pub struct OutboxRecord {
     pub sent_at: Option<Timestamp>,
 }
 
+/// An email to an operator, to enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorMailWrite {
+    /// Makes the mail unique: enqueuing the same key twice sends once.
+    pub dedupe_key: String,
+    /// review, escalation, reminder, monitoring, delivery_failed, login.
+    pub purpose: String,
+    pub incident_id: Option<i64>,
+    pub draft_id: Option<i64>,
+    pub draft_version: Option<i64>,
+    pub to_address: String,
+    pub subject: String,
+    pub body: String,
+}
+
+/// An operator email a worker claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedOperatorMail {
+    pub mail_id: i64,
+    pub dedupe_key: String,
+    pub purpose: String,
+    pub incident_id: Option<i64>,
+    pub to_address: String,
+    pub subject: String,
+    pub body: String,
+    pub attempt: i64,
+}
+
+/// A draft waiting for an operator, for the notifier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingDraftOverview {
+    pub draft_id: i64,
+    pub incident_id: i64,
+    pub incident_kind: String,
+    pub kind: NoticeKind,
+    pub created_at: Timestamp,
+    pub latest_version: i64,
+    pub last_mailed_version: Option<i64>,
+    pub last_mailed_at: Option<Timestamp>,
+}
+
+/// An open incident whose promised next update is due.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NextUpdateDue {
+    pub incident_id: i64,
+    pub notice_id: i64,
+    pub next_update: Timestamp,
+}
+
+/// An incident for lists (its alerts are not loaded, only counted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentOverview {
+    pub record: IncidentRecord,
+    pub n_firing: i64,
+}
+
 /// A write transaction (`BEGIN IMMEDIATE`): the domain reads state through it, decides,
 /// and writes the decision before committing, with no other writer in between. Never hold
 /// one across a network call.
@@ -387,6 +444,63 @@ impl WriteTransaction {
                 )
                 .await
             }
+        }
+    }
+
+    /// An incident without its alerts.
+    pub async fn incident_by_id(&mut self, incident_id: i64) -> Result<Option<IncidentRecord>, StorageError> {
+        match self {
+            WriteTransaction::Sqlite(transaction) => sqlite_operators::incident_by_id(transaction, incident_id).await,
+        }
+    }
+
+    /// A pending draft made by an operator; `None` when one is pending already.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_operator_draft(
+        &mut self,
+        incident_id: i64,
+        kind: NoticeKind,
+        fields: &DraftFields,
+        input: &serde_json::Value,
+        rendered: &RenderedNotice,
+        operator: &str,
+        now: Timestamp,
+    ) -> Result<Option<i64>, StorageError> {
+        match self {
+            WriteTransaction::Sqlite(transaction) => {
+                sqlite_operators::insert_operator_draft(
+                    transaction,
+                    incident_id,
+                    kind,
+                    fields,
+                    input,
+                    rendered,
+                    operator,
+                    now,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Opens a drill incident; `None` when one is open.
+    pub async fn insert_drill_incident(
+        &mut self,
+        summary: &crate::classify::ScopeSummary,
+        classification: &crate::classify::Classification,
+        operator: &str,
+        now: Timestamp,
+    ) -> Result<Option<i64>, StorageError> {
+        match self {
+            WriteTransaction::Sqlite(transaction) => {
+                sqlite_operators::insert_drill_incident(transaction, summary, classification, operator, now).await
+            }
+        }
+    }
+
+    pub async fn close_drill(&mut self, incident_id: i64, now: Timestamp) -> Result<(), StorageError> {
+        match self {
+            WriteTransaction::Sqlite(transaction) => sqlite_operators::close_drill(transaction, incident_id, now).await,
         }
     }
 
@@ -577,6 +691,99 @@ impl Storage {
     ) -> Result<Option<PublishedNoticeRecord>, StorageError> {
         match self {
             Storage::Sqlite(sqlite) => sqlite.current_banner(banner_channels).await,
+        }
+    }
+
+    /// Which of `keys` no operator mail has yet.
+    pub async fn missing_operator_mail_keys(&self, keys: &[String]) -> Result<Vec<String>, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.missing_operator_mail_keys(keys).await,
+        }
+    }
+
+    /// Enqueues operator mail; a key already present is skipped. Returns how many were new.
+    pub async fn enqueue_operator_mail(&self, mails: &[OperatorMailWrite], now: Timestamp) -> Result<u64, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.enqueue_operator_mail(mails, now).await,
+        }
+    }
+
+    pub async fn claim_operator_mail(
+        &self,
+        max: usize,
+        now: Timestamp,
+        lease: std::time::Duration,
+    ) -> Result<Vec<ClaimedOperatorMail>, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.claim_operator_mail(max, now, lease).await,
+        }
+    }
+
+    /// Records how operator mail attempts ended (`outbox_id` is the mail's id).
+    pub async fn record_operator_mail(&self, results: &[DeliveryResult]) -> Result<(), StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.record_operator_mail(results).await,
+        }
+    }
+
+    /// Every operator mail as (dedupe key, to, subject, state), oldest first.
+    pub async fn operator_mail(&self) -> Result<Vec<(String, String, String, String)>, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.operator_mail().await,
+        }
+    }
+
+    pub async fn pending_drafts_overview(&self) -> Result<Vec<PendingDraftOverview>, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.pending_drafts_overview().await,
+        }
+    }
+
+    pub async fn next_updates_due(&self, now: Timestamp) -> Result<Vec<NextUpdateDue>, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.next_updates_due(now).await,
+        }
+    }
+
+    /// Open incidents first, then the most recent, at most `limit`.
+    pub async fn incident_overview(&self, limit: i64) -> Result<Vec<IncidentOverview>, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.incident_overview(limit).await,
+        }
+    }
+
+    /// Discards a pending draft; its incident and creation time, or `None` if not pending.
+    pub async fn discard_draft(
+        &self,
+        draft_id: i64,
+        reason: &str,
+        operator: &str,
+        now: Timestamp,
+    ) -> Result<Option<(i64, Timestamp)>, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.discard_draft(draft_id, reason, operator, now).await,
+        }
+    }
+
+    /// Deliveries that failed for good, newest first: (outbox id, incident id, channel,
+    /// recipient, error).
+    pub async fn failed_deliveries(&self, limit: i64) -> Result<Vec<(i64, i64, String, String, String)>, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.failed_deliveries(limit).await,
+        }
+    }
+
+    /// (notice id, channel, state, count) for the newest `limit` notices.
+    pub async fn delivery_summary(&self, limit: i64) -> Result<Vec<(i64, String, String, i64)>, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.delivery_summary(limit).await,
+        }
+    }
+
+    /// A draft with its versions, and its incident (without alerts).
+    pub async fn draft_with_incident(&self, draft_id: i64) -> Result<Option<(DraftRecord, IncidentRecord)>, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.draft_with_incident(draft_id).await,
         }
     }
 

@@ -31,8 +31,8 @@ const ALERT_ROWS_PER_STATEMENT: usize = 500;
 
 #[derive(Clone)]
 pub struct SqliteStorage {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    pub(super) writer: SqlitePool,
+    pub(super) reader: SqlitePool,
 }
 
 impl SqliteStorage {
@@ -274,9 +274,9 @@ fn parse_map(text: String) -> anyhow::Result<BTreeMap<String, String>> {
 // ---------------------------------------------------------------------------------------
 // Incidents: the functions below run inside a write transaction (see WriteTransaction).
 
-type Connection = sqlx::SqliteConnection;
+pub(super) type Connection = sqlx::SqliteConnection;
 
-const INCIDENT_COLUMNS: &str =
+pub(super) const INCIDENT_COLUMNS: &str =
     "id, kind, phase, started_at, resolved_at, n_reopened, summary, classification, published";
 
 impl SqliteStorage {
@@ -777,7 +777,7 @@ pub(super) async fn add_draft_version(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn insert_draft_version(
+pub(super) async fn insert_draft_version(
     connection: &mut Connection,
     draft_id: i64,
     version: i64,
@@ -806,7 +806,7 @@ async fn insert_draft_version(
     Ok(())
 }
 
-async fn insert_events(
+pub(super) async fn insert_events(
     connection: &mut Connection,
     incident_id: i64,
     events: &[EventWrite],
@@ -831,7 +831,7 @@ async fn insert_events(
     Ok(())
 }
 
-async fn load_incident_alerts(
+pub(super) async fn load_incident_alerts(
     connection: &mut Connection,
     incident_id: i64,
 ) -> Result<BTreeMap<AlertKey, TrackedAlert>, StorageError> {
@@ -863,7 +863,7 @@ async fn load_incident_alerts(
     Ok(alerts)
 }
 
-fn incident_from_row(
+pub(super) fn incident_from_row(
     row: &sqlx::sqlite::SqliteRow,
     alerts: BTreeMap<AlertKey, TrackedAlert>,
 ) -> anyhow::Result<IncidentRecord> {
@@ -896,7 +896,7 @@ fn incident_from_row(
     })
 }
 
-fn parse_kind(text: String) -> anyhow::Result<NoticeKind> {
+pub(super) fn parse_kind(text: String) -> anyhow::Result<NoticeKind> {
     match text.as_str() {
         "initial" => Ok(NoticeKind::Initial),
         "update" => Ok(NoticeKind::Update),
@@ -1002,7 +1002,7 @@ impl SqliteStorage {
 // ---------------------------------------------------------------------------------------
 // Publishing and the outbox.
 
-const NOTICE_COLUMNS: &str = "p.id, p.incident_id, p.draft_id, p.draft_version, p.kind, p.level, p.decided_by, \
+pub(super) const NOTICE_COLUMNS: &str = "p.id, p.incident_id, p.draft_id, p.draft_version, p.kind, p.level, p.decided_by, \
      p.decided_role, p.published_by, p.channels, p.rendered, p.published_at";
 
 pub(super) async fn draft_for_publish(
@@ -1433,7 +1433,7 @@ impl SqliteStorage {
     }
 }
 
-fn notice_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<PublishedNoticeRecord> {
+pub(super) fn notice_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<PublishedNoticeRecord> {
     let level: i64 = row.try_get("level")?;
     Ok(PublishedNoticeRecord {
         notice_id: row.try_get("id")?,

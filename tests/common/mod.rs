@@ -249,3 +249,128 @@ pub async fn post_chunked(address: &str, path: &str, token: &str, body: &[u8]) -
     let _ = stream.read_to_end(&mut response).await;
     String::from_utf8_lossy(&response).into_owned()
 }
+
+/// The config `spawn_app_with_tables(tables)` would build, over the database in `folder`:
+/// for a second view of the same database (say, a channel the running app has no worker
+/// for, driven by the test itself).
+pub fn config_with_tables(folder: &std::path::Path, tables: &str) -> Config {
+    let text = format!("{}\n{tables}", base_config(folder, "", "", ""));
+    Config::from_toml(&text, &BTreeMap::new()).expect("test config is valid")
+}
+
+/// Waits for the pending draft of `kind` of an incident; returns its id, latest version
+/// and the level that version was rendered for.
+pub async fn pending_draft(
+    app: &TestApp,
+    incident_id: i64,
+    kind: samsa_relay::notice::NoticeKind,
+) -> (i64, i64, samsa_relay::classify::Level) {
+    eventually(
+        &format!(
+            "a pending {} draft of incident {incident_id}",
+            kind.as_str()
+        ),
+        Duration::from_secs(20),
+        || async {
+            let drafts = app.state.storage.drafts(incident_id).await.ok()?;
+            let draft = drafts
+                .into_iter()
+                .find(|draft| draft.state == "pending" && draft.kind == kind)?;
+            let version = draft.versions.last()?;
+            let input: samsa_relay::notice::NoticeInput =
+                serde_json::from_value(version.input.clone()).expect("stored notice input");
+            Some((draft.draft_id, version.version, input.classification.level))
+        },
+    )
+    .await
+}
+
+/// The publish request an operator would send for a draft at the level it was rendered
+/// for, with the decision levels 2 and 3 require.
+pub fn publish_request(
+    draft_id: i64,
+    draft_version: i64,
+    level: samsa_relay::classify::Level,
+    channels: &[&str],
+) -> samsa_relay::publishing::PublishRequest {
+    use samsa_relay::classify::Level;
+    use samsa_relay::publishing::{Decision, DecisionRole, PublishRequest};
+    let decision = match level {
+        Level::One => None,
+        Level::Two => Some(Decision {
+            decided_by: "Test Testsson".to_owned(),
+            role: DecisionRole::Subregional,
+        }),
+        Level::Three => Some(Decision {
+            decided_by: "Test Testsson".to_owned(),
+            role: DecisionRole::CouncilChair,
+        }),
+    };
+    PublishRequest {
+        draft_id,
+        draft_version,
+        level,
+        channels: channels.iter().map(|name| (*name).to_owned()).collect(),
+        decision,
+        operator: "operatör@example.org".to_owned(),
+    }
+}
+
+/// Waits for the pending draft of `kind` and publishes it through the app on `channels`.
+pub async fn publish_pending(
+    app: &TestApp,
+    incident_id: i64,
+    kind: samsa_relay::notice::NoticeKind,
+    channels: &[&str],
+) -> samsa_relay::publishing::Publication {
+    let (draft_id, version, level) = pending_draft(app, incident_id, kind).await;
+    app.state
+        .publish(&publish_request(draft_id, version, level, channels))
+        .await
+        .expect("the draft publishes")
+}
+
+/// The outbox rows of one channel, oldest first.
+pub async fn outbox_rows(app: &TestApp, channel: &str) -> Vec<samsa_relay::storage::OutboxRecord> {
+    app.state
+        .storage
+        .outbox(None)
+        .await
+        .expect("outbox readable")
+        .into_iter()
+        .filter(|row| row.channel == channel)
+        .collect()
+}
+
+/// The base config with its `[smtp]` table replaced by `smtp_table` (a whole `[smtp]`
+/// table) and `tables` appended, for tests that send mail.
+pub fn config_with_smtp(folder: &std::path::Path, smtp_table: &str, tables: &str) -> Config {
+    let base = base_config(folder, "", "", "");
+    let file_smtp = format!(
+        "[smtp]\nurl = \"file://{}\"\n",
+        folder.join("mail").display()
+    );
+    assert!(
+        base.contains(&file_smtp),
+        "base_config's [smtp] table is no longer what config_with_smtp replaces"
+    );
+    let text = format!("{}\n{tables}", base.replace(&file_smtp, smtp_table));
+    Config::from_toml(&text, &BTreeMap::new()).expect("test config is valid")
+}
+
+/// Starts the app (server and every worker) with the given `[smtp]` table and tables.
+pub async fn spawn_app_with_smtp(smtp_table: &str, tables: &str) -> TestApp {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let config = config_with_smtp(folder.path(), smtp_table, tables);
+    start(config, folder).await
+}
+
+/// Builds the app without running it: no server, no incident or delivery worker. The test
+/// drives each step itself (ingest, `worker().process_next_receipt()`, its own
+/// `DeliveryWorker`).
+pub async fn build_app_with_smtp(smtp_table: &str, tables: &str) -> (App, tempfile::TempDir) {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let config = config_with_smtp(folder.path(), smtp_table, tables);
+    let app = App::build(config).await.expect("app builds");
+    (app, folder)
+}
