@@ -9,14 +9,14 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::delivery::RetryPolicy;
 use crate::delivery::{ChannelSender, DeliveryWorker, email::EmailTransport};
 use crate::http::{AppState, router};
-use crate::delivery::RetryPolicy;
 use crate::incident_worker::{IncidentWorker, WatchdogClock};
 use crate::links::LinkSigner;
-use crate::operators::{OperatorMailWorker, ReviewNotifier};
 use crate::metrics::Metrics;
 use crate::notice::NoticeRenderer;
+use crate::operators::{OperatorMailWorker, ReviewNotifier};
 use crate::storage::Storage;
 
 pub struct App {

@@ -464,7 +464,9 @@ impl Config {
                     .map(|value| ((*name).to_owned(), value))
             })
             .collect();
-        let folder = path.parent().filter(|folder| !folder.as_os_str().is_empty());
+        let folder = path
+            .parent()
+            .filter(|folder| !folder.as_os_str().is_empty());
         Config::from_toml_in(&text, &environment, folder)
     }
 
@@ -742,7 +744,11 @@ impl RawConfig {
         resolve(&mut self.smtp.password_file);
         resolve(&mut self.inventory.file);
         resolve(&mut self.notices.templates_dir);
-        for channel in self.channels.iter_mut().flat_map(|channels| channels.values_mut()) {
+        for channel in self
+            .channels
+            .iter_mut()
+            .flat_map(|channels| channels.values_mut())
+        {
             resolve(&mut channel.recipients_file);
             resolve(&mut channel.bearer_token_file);
         }

@@ -82,12 +82,17 @@ impl LinkSigner {
             return Err(LinkError::Malformed);
         }
         let (payload, signature) = token.split_once('.').ok_or(LinkError::Malformed)?;
-        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| LinkError::Malformed)?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| LinkError::Malformed)?;
         let mut mac = self.keyed();
         mac.update(LINK_LABEL);
         mac.update(payload.as_bytes());
-        mac.verify_slice(&signature).map_err(|_| LinkError::BadSignature)?;
-        let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| LinkError::Malformed)?;
+        mac.verify_slice(&signature)
+            .map_err(|_| LinkError::BadSignature)?;
+        let json = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| LinkError::Malformed)?;
         let claims: LinkClaims = serde_json::from_slice(&json).map_err(|_| LinkError::Malformed)?;
         if now.as_second() >= claims.expires_at {
             return Err(LinkError::Expired);
@@ -135,7 +140,10 @@ mod tests {
 
     fn review(draft_id: i64, expires_at: i64) -> LinkClaims {
         LinkClaims {
-            purpose: LinkPurpose::Review { draft_id, version: 2 },
+            purpose: LinkPurpose::Review {
+                draft_id,
+                version: 2,
+            },
             operator: "anna@example.org".to_owned(),
             expires_at,
         }
@@ -148,7 +156,10 @@ mod tests {
     #[test]
     fn a_signed_link_verifies_until_it_expires() {
         let token = signer().sign(&review(12, 2_000));
-        assert_eq!(signer().verify(&token, at(1_999)).unwrap(), review(12, 2_000));
+        assert_eq!(
+            signer().verify(&token, at(1_999)).unwrap(),
+            review(12, 2_000)
+        );
         assert_eq!(signer().verify(&token, at(2_000)), Err(LinkError::Expired));
     }
 
@@ -160,7 +171,10 @@ mod tests {
         for forged_claims in [review(13, 2_000), review(12, 9_999)] {
             let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged_claims).unwrap());
             let forged = format!("{payload}.{mac}");
-            assert_eq!(signer.verify(&forged, at(1_000)), Err(LinkError::BadSignature));
+            assert_eq!(
+                signer.verify(&forged, at(1_000)),
+                Err(LinkError::BadSignature)
+            );
         }
     }
 
@@ -168,7 +182,10 @@ mod tests {
     fn another_secret_does_not_verify_and_garbage_is_malformed() {
         let token = signer().sign(&review(12, 2_000));
         let other = LinkSigner::new(&Secret::new("another-secret-that-is-long-enough-0123"));
-        assert_eq!(other.verify(&token, at(1_000)), Err(LinkError::BadSignature));
+        assert_eq!(
+            other.verify(&token, at(1_000)),
+            Err(LinkError::BadSignature)
+        );
         for garbage in ["", "abc", "a.b.c", "!!!.???", &"x".repeat(5000)] {
             assert!(signer().verify(garbage, at(1_000)).is_err(), "{garbage}");
         }

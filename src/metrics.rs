@@ -182,8 +182,11 @@ impl Metrics {
             &["channel"],
         )
         .expect("valid metric");
-        let drafts_pending =
-            IntGauge::new("samsa_relay_drafts_pending", "Drafts waiting for an operator.").expect("valid metric");
+        let drafts_pending = IntGauge::new(
+            "samsa_relay_drafts_pending",
+            "Drafts waiting for an operator.",
+        )
+        .expect("valid metric");
         let draft_escalations = IntCounter::new(
             "samsa_relay_draft_escalations_total",
             "Operator emails escalating a draft nobody acted on in time.",
@@ -194,7 +197,9 @@ impl Metrics {
                 "samsa_relay_draft_decision_seconds",
                 "Time from a draft's creation to an operator's decision (publish or discard).",
             )
-            .buckets(vec![30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0]),
+            .buckets(vec![
+                30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+            ]),
         )
         .expect("valid metric");
         let incident_step_failures = IntCounter::new(

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use lettre::Message;
-use sha2::Digest as _;
 use lettre::message::{Mailbox, SinglePart};
+use sha2::Digest as _;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -26,8 +26,16 @@ use crate::publishing::kind_label;
 use crate::storage::{DeliveryResult, OperatorMailWrite, Storage};
 
 /// A signed link for `operator` to `purpose`, valid for the configured time.
-pub fn signed_link(config: &Config, signer: &LinkSigner, operator: &Operator, purpose: LinkPurpose, now: Timestamp) -> (String, Timestamp) {
-    let expires_at = now + SignedDuration::try_from(config.review.link_ttl).unwrap_or(SignedDuration::from_hours(24));
+pub fn signed_link(
+    config: &Config,
+    signer: &LinkSigner,
+    operator: &Operator,
+    purpose: LinkPurpose,
+    now: Timestamp,
+) -> (String, Timestamp) {
+    let expires_at = now
+        + SignedDuration::try_from(config.review.link_ttl)
+            .unwrap_or(SignedDuration::from_hours(24));
     let token = signer.sign(&LinkClaims {
         purpose: purpose.clone(),
         operator: operator.email.clone(),
@@ -41,7 +49,12 @@ pub fn signed_link(config: &Config, signer: &LinkSigner, operator: &Operator, pu
 }
 
 /// The dashboard login email for an operator who asked for it.
-pub fn login_mail(config: &Config, signer: &LinkSigner, operator: &Operator, now: Timestamp) -> OperatorMailWrite {
+pub fn login_mail(
+    config: &Config,
+    signer: &LinkSigner,
+    operator: &Operator,
+    now: Timestamp,
+) -> OperatorMailWrite {
     let (link, expires_at) = signed_link(config, signer, operator, LinkPurpose::Dashboard, now);
     OperatorMailWrite {
         dedupe_key: format!("login:{}:{}", operator.email, now.as_millisecond()),
@@ -81,14 +94,18 @@ impl ReviewNotifier {
             let review_due = match (draft.last_mailed_version, draft.last_mailed_at) {
                 (None, _) => true,
                 (Some(version), Some(at)) => {
-                    draft.latest_version > version && elapsed(at, now) >= review.revision_email_interval
+                    draft.latest_version > version
+                        && elapsed(at, now) >= review.revision_email_interval
                 }
                 (Some(_), None) => true,
             };
             if review_due {
                 for operator in review.on_duty() {
                     candidates.push((
-                        format!("review:{}:{}:{}", draft.draft_id, draft.latest_version, operator.email),
+                        format!(
+                            "review:{}:{}:{}",
+                            draft.draft_id, draft.latest_version, operator.email
+                        ),
                         Candidate::Review {
                             draft_id: draft.draft_id,
                             incident_id: draft.incident_id,
@@ -147,7 +164,9 @@ impl ReviewNotifier {
                 }
             }
         }
-        for (outbox_id, incident_id, channel, recipient, error) in self.storage.failed_deliveries(50).await? {
+        for (outbox_id, incident_id, channel, recipient, error) in
+            self.storage.failed_deliveries(50).await?
+        {
             for operator in review.on_duty() {
                 candidates.push((
                     format!("failed:{outbox_id}:{}", operator.email),
@@ -175,7 +194,10 @@ impl ReviewNotifier {
                 mails.push(self.build(key, candidate, now).await?);
             }
         }
-        let n_escalations = mails.iter().filter(|mail| mail.purpose == "escalation").count();
+        let n_escalations = mails
+            .iter()
+            .filter(|mail| mail.purpose == "escalation")
+            .count();
         let inserted = self.storage.enqueue_operator_mail(&mails, now).await?;
         self.metrics.draft_escalations.inc_by(n_escalations as u64);
         if inserted > 0 {
@@ -184,7 +206,12 @@ impl ReviewNotifier {
         Ok(inserted)
     }
 
-    async fn build(&self, dedupe_key: String, candidate: Candidate, now: Timestamp) -> anyhow::Result<OperatorMailWrite> {
+    async fn build(
+        &self,
+        dedupe_key: String,
+        candidate: Candidate,
+        now: Timestamp,
+    ) -> anyhow::Result<OperatorMailWrite> {
         let config = &self.config;
         Ok(match candidate {
             Candidate::Review {
@@ -205,9 +232,16 @@ impl ReviewNotifier {
                 let drill = input["drill"].as_bool().unwrap_or(false);
                 let reasons: Vec<String> = input["classification"]["reasons"]
                     .as_array()
-                    .map(|reasons| reasons.iter().filter_map(|reason| reason.as_str().map(str::to_owned)).collect())
+                    .map(|reasons| {
+                        reasons
+                            .iter()
+                            .filter_map(|reason| reason.as_str().map(str::to_owned))
+                            .collect()
+                    })
                     .unwrap_or_default();
-                let kind = draft.map(|draft| kind_label(draft.kind)).unwrap_or("utkast");
+                let kind = draft
+                    .map(|draft| kind_label(draft.kind))
+                    .unwrap_or("utkast");
                 let (link, expires_at) = signed_link(
                     config,
                     &self.signer,
@@ -222,7 +256,9 @@ impl ReviewNotifier {
                         config.review.escalate_after.as_secs() / 60
                     )
                 } else {
-                    format!("{drill_prefix}Granska utkast: {kind} för incident {incident_id} (föreslagen nivå {level})")
+                    format!(
+                        "{drill_prefix}Granska utkast: {kind} för incident {incident_id} (föreslagen nivå {level})"
+                    )
                 };
                 let mut body = format!("Hej {},\n\n", operator.name);
                 if escalation {
@@ -257,7 +293,8 @@ impl ReviewNotifier {
                 next_update,
                 operator,
             } => {
-                let (link, _) = signed_link(config, &self.signer, &operator, LinkPurpose::Dashboard, now);
+                let (link, _) =
+                    signed_link(config, &self.signer, &operator, LinkPurpose::Dashboard, now);
                 OperatorMailWrite {
                     dedupe_key,
                     purpose: "reminder".to_owned(),
@@ -279,7 +316,8 @@ impl ReviewNotifier {
                 reasons,
                 operator,
             } => {
-                let (link, _) = signed_link(config, &self.signer, &operator, LinkPurpose::Dashboard, now);
+                let (link, _) =
+                    signed_link(config, &self.signer, &operator, LinkPurpose::Dashboard, now);
                 OperatorMailWrite {
                     dedupe_key,
                     purpose: "monitoring".to_owned(),
@@ -303,7 +341,8 @@ impl ReviewNotifier {
                 error,
                 operator,
             } => {
-                let (link, _) = signed_link(config, &self.signer, &operator, LinkPurpose::Dashboard, now);
+                let (link, _) =
+                    signed_link(config, &self.signer, &operator, LinkPurpose::Dashboard, now);
                 OperatorMailWrite {
                     dedupe_key,
                     purpose: "delivery_failed".to_owned(),
@@ -392,11 +431,18 @@ impl OperatorMailWorker {
         let mut counts = StepCounts::default();
         let mut results = Vec::new();
         for mail in claimed {
-            let outcome = match self.message(&mail.to_address, &mail.subject, &mail.body, &mail.dedupe_key) {
-                Ok(message) => match tokio::time::timeout(timeout, self.transport.send(message)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(DeliveryError::transient("no answer in time")),
-                },
+            let outcome = match self.message(
+                &mail.to_address,
+                &mail.subject,
+                &mail.body,
+                &mail.dedupe_key,
+            ) {
+                Ok(message) => {
+                    match tokio::time::timeout(timeout, self.transport.send(message)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(DeliveryError::transient("no answer in time")),
+                    }
+                }
                 Err(error) => Err(error),
             };
             let now = Timestamp::now();
@@ -432,10 +478,16 @@ impl OperatorMailWorker {
         Ok(counts)
     }
 
-    fn message(&self, to: &str, subject: &str, body: &str, dedupe_key: &str) -> Result<Message, DeliveryError> {
-        let to: Mailbox = to
-            .parse()
-            .map_err(|error| DeliveryError::permanent(format!("{to:?} is not an email address ({error})")))?;
+    fn message(
+        &self,
+        to: &str,
+        subject: &str,
+        body: &str,
+        dedupe_key: &str,
+    ) -> Result<Message, DeliveryError> {
+        let to: Mailbox = to.parse().map_err(|error| {
+            DeliveryError::permanent(format!("{to:?} is not an email address ({error})"))
+        })?;
         let details = &self.config.smtp.details;
         let digest = crate::alertmanager::hex(&sha2::Sha256::digest(dedupe_key.as_bytes()));
         Message::builder()
@@ -443,7 +495,11 @@ impl OperatorMailWorker {
             .reply_to(details.reply_to.clone())
             .to(to)
             .subject(subject.replace(['\r', '\n'], " "))
-            .message_id(Some(format!("<samsa-relay.operator.{}@{}>", &digest[..32], details.from.email.domain())))
+            .message_id(Some(format!(
+                "<samsa-relay.operator.{}@{}>",
+                &digest[..32],
+                details.from.email.domain()
+            )))
             .singlepart(SinglePart::plain(body.to_owned()))
             .map_err(|error| DeliveryError::permanent(format!("cannot build the message: {error}")))
     }

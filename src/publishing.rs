@@ -189,7 +189,9 @@ pub async fn publish(
         .ok_or(PublishError::DraftNotFound)?;
     let is_drill = incident.kind == "drill";
     if is_drill
-        && let Some(channel) = channels.iter().find(|name| !config.channels[name.as_str()].drill)
+        && let Some(channel) = channels
+            .iter()
+            .find(|name| !config.channels[name.as_str()].drill)
     {
         return Err(PublishError::ChannelNotForDrills {
             channel: channel.clone(),
@@ -468,10 +470,18 @@ pub async fn draft_by_hand(
     let rendered = renderer
         .render(&input)
         .map_err(|error| DraftByHandError::Render(format!("{error:#}")))?;
-    let input_json =
-        serde_json::to_value(&input).map_err(|error| StorageError::new("encode_notice_input", error))?;
+    let input_json = serde_json::to_value(&input)
+        .map_err(|error| StorageError::new("encode_notice_input", error))?;
     let draft_id = transaction
-        .insert_operator_draft(incident_id, kind, &fields, &input_json, &rendered, operator, now)
+        .insert_operator_draft(
+            incident_id,
+            kind,
+            &fields,
+            &input_json,
+            &rendered,
+            operator,
+            now,
+        )
         .await?
         .ok_or(DraftByHandError::DraftPending)?;
     transaction.commit().await?;
@@ -491,7 +501,8 @@ pub async fn start_drill(
         return Err(DraftByHandError::EmptyDrill);
     }
     let summary = crate::classify::summarize(scopes, &config.inventory);
-    let classification = crate::classify::classify(&summary, config.incidents.broad_subregion_share);
+    let classification =
+        crate::classify::classify(&summary, config.incidents.broad_subregion_share);
     let now = Timestamp::now();
     let mut transaction = storage.begin_write().await?;
     let incident_id = transaction
@@ -510,15 +521,24 @@ pub async fn start_drill(
         n_reopened: 0,
     };
     let fields = DraftFields::default();
-    let mut input = crate::incident_worker::notice_input(&incident, NoticeKind::Initial, &fields, config);
+    let mut input =
+        crate::incident_worker::notice_input(&incident, NoticeKind::Initial, &fields, config);
     input.drill = true;
     let rendered = renderer
         .render(&input)
         .map_err(|error| DraftByHandError::Render(format!("{error:#}")))?;
-    let input_json =
-        serde_json::to_value(&input).map_err(|error| StorageError::new("encode_notice_input", error))?;
+    let input_json = serde_json::to_value(&input)
+        .map_err(|error| StorageError::new("encode_notice_input", error))?;
     let draft_id = transaction
-        .insert_operator_draft(incident_id, NoticeKind::Initial, &fields, &input_json, &rendered, operator, now)
+        .insert_operator_draft(
+            incident_id,
+            NoticeKind::Initial,
+            &fields,
+            &input_json,
+            &rendered,
+            operator,
+            now,
+        )
         .await?
         .ok_or(DraftByHandError::DraftPending)?;
     transaction.commit().await?;

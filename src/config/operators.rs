@@ -69,7 +69,9 @@ impl ReviewConfig {
     /// The configured operator with this address (case-insensitive).
     pub fn operator(&self, email: &str) -> Option<&Operator> {
         let email = email.trim().to_lowercase();
-        self.operators.iter().find(|operator| operator.email == email)
+        self.operators
+            .iter()
+            .find(|operator| operator.email == email)
     }
 
     pub fn on_duty(&self) -> impl Iterator<Item = &Operator> {
@@ -95,7 +97,10 @@ pub(super) fn check_review(
         let path = format!("operators[{index}]");
         let name = raw_operator.name.trim().to_owned();
         if name.is_empty() || name.chars().any(char::is_control) {
-            problems.push(&format!("{path}.name"), "a name is required (no control characters)");
+            problems.push(
+                &format!("{path}.name"),
+                "a name is required (no control characters)",
+            );
             ok = false;
         }
         let email = match super::parse_address(&raw_operator.email) {

@@ -21,8 +21,8 @@ pub use webhook::WebhookAccepted;
 
 use crate::config::Config;
 use crate::incident_worker::WatchdogClock;
-use crate::metrics::Metrics;
 use crate::links::LinkSigner;
+use crate::metrics::Metrics;
 use crate::notice::NoticeRenderer;
 use crate::publishing::{Publication, PublishError, PublishRequest};
 use crate::storage::Storage;

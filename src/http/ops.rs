@@ -25,7 +25,8 @@ use crate::links::{LinkError, LinkPurpose};
 use crate::notice::{NoticeInput, NoticeKind, RenderedNotice, format_swedish_time};
 use crate::operators::{login_mail, signed_link};
 use crate::publishing::{
-    Decision, DecisionRole, DraftByHandError, PublishRequest, draft_by_hand, kind_label, revise_draft, start_drill,
+    Decision, DecisionRole, DraftByHandError, PublishRequest, draft_by_hand, kind_label,
+    revise_draft, start_drill,
 };
 use crate::storage::{DraftFields, DraftRecord};
 
@@ -33,10 +34,22 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/ops/static/style.css", get(stylesheet))
         .route("/ops/login", get(login_page).post(login_submit))
-        .route("/ops/d/{token}", get(dashboard_by_link).post(dashboard_action_by_link))
-        .route("/ops/r/{token}", get(review_by_link).post(review_action_by_link))
-        .route("/ops/sso/d", get(dashboard_by_sso).post(dashboard_action_by_sso))
-        .route("/ops/sso/r/{draft_id}", get(review_by_sso).post(review_action_by_sso))
+        .route(
+            "/ops/d/{token}",
+            get(dashboard_by_link).post(dashboard_action_by_link),
+        )
+        .route(
+            "/ops/r/{token}",
+            get(review_by_link).post(review_action_by_link),
+        )
+        .route(
+            "/ops/sso/d",
+            get(dashboard_by_sso).post(dashboard_action_by_sso),
+        )
+        .route(
+            "/ops/sso/r/{draft_id}",
+            get(review_by_sso).post(review_action_by_sso),
+        )
 }
 
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
@@ -45,7 +58,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("layout.html", include_str!("ops_templates/layout.html")),
         ("message.html", include_str!("ops_templates/message.html")),
         ("login.html", include_str!("ops_templates/login.html")),
-        ("dashboard.html", include_str!("ops_templates/dashboard.html")),
+        (
+            "dashboard.html",
+            include_str!("ops_templates/dashboard.html"),
+        ),
         ("review.html", include_str!("ops_templates/review.html")),
     ] {
         environment
@@ -78,7 +94,9 @@ impl Session {
     fn csrf(&self, state: &AppState) -> String {
         match &self.access {
             Access::Link { token } => state.signer.csrf_token(token),
-            Access::Sso => state.signer.csrf_token(&format!("sso\0{}", self.operator.email)),
+            Access::Sso => state
+                .signer
+                .csrf_token(&format!("sso\0{}", self.operator.email)),
         }
     }
 
@@ -97,7 +115,14 @@ impl Session {
     fn dashboard_url(&self, state: &AppState) -> String {
         match &self.access {
             Access::Link { .. } => {
-                signed_link(&state.config, &state.signer, &self.operator, LinkPurpose::Dashboard, Timestamp::now()).0
+                signed_link(
+                    &state.config,
+                    &state.signer,
+                    &self.operator,
+                    LinkPurpose::Dashboard,
+                    Timestamp::now(),
+                )
+                .0
             }
             Access::Sso => "/ops/sso/d".to_owned(),
         }
@@ -124,22 +149,34 @@ impl Session {
 fn page(status: StatusCode, html: String) -> Response {
     let mut response = (status, html).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
             "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
 }
 
 fn render(name: &str, context: minijinja::Value) -> String {
-    match TEMPLATES.get_template(name).and_then(|template| template.render(context)) {
+    match TEMPLATES
+        .get_template(name)
+        .and_then(|template| template.render(context))
+    {
         Ok(html) => html,
         Err(error) => {
             tracing::error!(error = %error, template = name, "operator page failed to render");
@@ -148,7 +185,12 @@ fn render(name: &str, context: minijinja::Value) -> String {
     }
 }
 
-fn message_page(status: StatusCode, heading: &str, paragraphs: &[&str], link: Option<(&str, &str)>) -> Response {
+fn message_page(
+    status: StatusCode,
+    heading: &str,
+    paragraphs: &[&str],
+    link: Option<(&str, &str)>,
+) -> Response {
     page(
         status,
         render(
@@ -171,7 +213,12 @@ fn link_refused(error: LinkError) -> Response {
             "Länken är ofullständig eller ändrad. Använd länken i e-postmeddelandet eller be om en ny.",
         ),
     };
-    message_page(StatusCode::FORBIDDEN, heading, &[text], Some(("/ops/login", "Be om en ny länk")))
+    message_page(
+        StatusCode::FORBIDDEN,
+        heading,
+        &[text],
+        Some(("/ops/login", "Be om en ny länk")),
+    )
 }
 
 fn not_an_operator() -> Response {
@@ -196,13 +243,21 @@ fn csrf_refused() -> Response {
     message_page(
         StatusCode::FORBIDDEN,
         "Formuläret gäller inte",
-        &["Formuläret saknar eller har fel kontrollkod. Ladda om sidan från länken och försök igen."],
+        &[
+            "Formuläret saknar eller har fel kontrollkod. Ladda om sidan från länken och försök igen.",
+        ],
         None,
     )
 }
 
+// The error is the page to answer with; it is built once per request, so its size
+// does not matter.
+#[allow(clippy::result_large_err)]
 fn session_from_link(state: &AppState, token: &str) -> Result<(Session, LinkPurpose), Response> {
-    let claims = state.signer.verify(token, Timestamp::now()).map_err(link_refused)?;
+    let claims = state
+        .signer
+        .verify(token, Timestamp::now())
+        .map_err(link_refused)?;
     let operator = state
         .config
         .review
@@ -220,6 +275,7 @@ fn session_from_link(state: &AppState, token: &str) -> Result<(Session, LinkPurp
     ))
 }
 
+#[allow(clippy::result_large_err)]
 fn session_from_sso(state: &AppState, headers: &HeaderMap) -> Result<Session, Response> {
     let Some(header_name) = &state.config.review.trusted_user_header else {
         return Err(message_page(
@@ -233,7 +289,12 @@ fn session_from_sso(state: &AppState, headers: &HeaderMap) -> Result<Session, Re
         .get(header_name)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
-    let operator = state.config.review.operator(email).cloned().ok_or_else(not_an_operator)?;
+    let operator = state
+        .config
+        .review
+        .operator(email)
+        .cloned()
+        .ok_or_else(not_an_operator)?;
     Ok(Session {
         operator,
         access: Access::Sso,
@@ -266,12 +327,14 @@ impl FormFields {
 
 async fn stylesheet() -> Response {
     let mut response = STYLESHEET.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
     response
 }
 
@@ -282,21 +345,36 @@ const LOGIN_FORM_LABEL: &str = "login form";
 
 async fn login_page(State(state): State<AppState>) -> Response {
     let csrf = state.signer.csrf_token(LOGIN_FORM_LABEL);
-    page(StatusCode::OK, render("login.html", context! { csrf => csrf }))
+    page(
+        StatusCode::OK,
+        render("login.html", context! { csrf => csrf }),
+    )
 }
 
 async fn login_submit(State(state): State<AppState>, body: Bytes) -> Response {
     if body.len() > MAX_FORM_BYTES {
-        return message_page(StatusCode::PAYLOAD_TOO_LARGE, "För stort formulär", &[], None);
+        return message_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "För stort formulär",
+            &[],
+            None,
+        );
     }
     let form = FormFields::parse(&body);
-    if !state.signer.check_csrf(LOGIN_FORM_LABEL, form.get("csrf").unwrap_or("")) {
+    if !state
+        .signer
+        .check_csrf(LOGIN_FORM_LABEL, form.get("csrf").unwrap_or(""))
+    {
         return csrf_refused();
     }
     let email = form.get("email").unwrap_or("").trim().to_owned();
     if let Some(operator) = state.config.review.operator(&email) {
         let mail = login_mail(&state.config, &state.signer, operator, Timestamp::now());
-        match state.storage.enqueue_operator_mail(&[mail], Timestamp::now()).await {
+        match state
+            .storage
+            .enqueue_operator_mail(&[mail], Timestamp::now())
+            .await
+        {
             Ok(_) => state.mail_wake.notify_one(),
             Err(error) => {
                 tracing::error!(error = ?anyhow::Error::from(error), "cannot enqueue a login link");
@@ -331,7 +409,11 @@ async fn dashboard_by_sso(State(state): State<AppState>, headers: HeaderMap) -> 
     }
 }
 
-async fn dashboard_action_by_link(State(state): State<AppState>, Path(token): Path<String>, body: Bytes) -> Response {
+async fn dashboard_action_by_link(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    body: Bytes,
+) -> Response {
     match session_from_link(&state, &token) {
         Ok((session, LinkPurpose::Dashboard)) => dashboard_action(&state, &session, &body).await,
         Ok((_, LinkPurpose::Review { .. })) => link_refused(LinkError::BadSignature),
@@ -339,7 +421,11 @@ async fn dashboard_action_by_link(State(state): State<AppState>, Path(token): Pa
     }
 }
 
-async fn dashboard_action_by_sso(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn dashboard_action_by_sso(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     match session_from_sso(&state, &headers) {
         Ok(session) => dashboard_action(&state, &session, &body).await,
         Err(response) => response,
@@ -373,35 +459,53 @@ struct NoticeRow {
     failed: i64,
 }
 
-async fn dashboard(state: &AppState, session: &Session, flash: Option<&str>, error: Option<&str>) -> Response {
+async fn dashboard(
+    state: &AppState,
+    session: &Session,
+    flash: Option<&str>,
+    error: Option<&str>,
+) -> Response {
     let overview = match state.storage.incident_overview(50).await {
         Ok(overview) => overview,
         Err(_) => return storage_unavailable(),
     };
-    let pending = state.storage.pending_drafts_overview().await.unwrap_or_default();
+    let pending = state
+        .storage
+        .pending_drafts_overview()
+        .await
+        .unwrap_or_default();
     let mut open_incidents = Vec::new();
     let mut recent_incidents = Vec::new();
     for item in overview {
         let record = item.record;
         let incident = &record.incident;
-        let pending_draft = pending.iter().find(|draft| draft.incident_id == record.incident_id);
+        let pending_draft = pending
+            .iter()
+            .find(|draft| draft.incident_id == record.incident_id);
         let row = IncidentRow {
             id: record.incident_id,
             kind: record.kind.clone(),
             started: format_swedish_time(incident.started_at),
-            resolved: record.resolved_at.map(format_swedish_time).unwrap_or_default(),
+            resolved: record
+                .resolved_at
+                .map(format_swedish_time)
+                .unwrap_or_default(),
             level: incident.classification.level.as_number(),
             crisis: incident.classification.crisis,
             n_affected: incident.summary.n_affected,
             n_actors: incident.summary.n_actors,
             n_firing: item.n_firing,
             reasons: incident.classification.reasons.clone(),
-            published: incident
-                .published
-                .as_ref()
-                .map(|published| format!("{}, nivå {}", kind_label(published.kind), published.classification.level.as_number())),
+            published: incident.published.as_ref().map(|published| {
+                format!(
+                    "{}, nivå {}",
+                    kind_label(published.kind),
+                    published.classification.level.as_number()
+                )
+            }),
             pending: pending_draft.map(|draft| kind_label(draft.kind).to_owned()),
-            review_link: pending_draft.map(|draft| session.review_url(state, draft.draft_id, draft.latest_version)),
+            review_link: pending_draft
+                .map(|draft| session.review_url(state, draft.draft_id, draft.latest_version)),
         };
         if record.resolved_at.is_none() {
             open_incidents.push(row);
@@ -409,7 +513,11 @@ async fn dashboard(state: &AppState, session: &Session, flash: Option<&str>, err
             recent_incidents.push(row);
         }
     }
-    let notices = state.storage.published_notices(None, 20).await.unwrap_or_default();
+    let notices = state
+        .storage
+        .published_notices(None, 20)
+        .await
+        .unwrap_or_default();
     let summary = state.storage.delivery_summary(20).await.unwrap_or_default();
     let mut by_channel: BTreeMap<(i64, String), (i64, i64, i64)> = BTreeMap::new();
     for (notice_id, channel, delivery_state, count) in summary {
@@ -422,7 +530,9 @@ async fn dashboard(state: &AppState, session: &Session, flash: Option<&str>, err
     }
     let mut notice_rows = Vec::new();
     for notice in &notices {
-        for ((notice_id, channel), (sent, waiting, failed)) in by_channel.range((notice.notice_id, String::new())..) {
+        for ((notice_id, channel), (sent, waiting, failed)) in
+            by_channel.range((notice.notice_id, String::new())..)
+        {
             if *notice_id != notice.notice_id {
                 break;
             }
@@ -433,7 +543,11 @@ async fn dashboard(state: &AppState, session: &Session, flash: Option<&str>, err
                     kind_label(notice.kind),
                     notice.level
                 ),
-                published: format!("{} av {}", format_swedish_time(notice.published_at), notice.published_by),
+                published: format!(
+                    "{} av {}",
+                    format_swedish_time(notice.published_at),
+                    notice.published_by
+                ),
                 channel: channel.clone(),
                 sent: *sent,
                 pending: *waiting,
@@ -492,67 +606,97 @@ async fn dashboard(state: &AppState, session: &Session, flash: Option<&str>, err
 
 async fn dashboard_action(state: &AppState, session: &Session, body: &[u8]) -> Response {
     if body.len() > MAX_FORM_BYTES {
-        return message_page(StatusCode::PAYLOAD_TOO_LARGE, "För stort formulär", &[], None);
+        return message_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "För stort formulär",
+            &[],
+            None,
+        );
     }
     let form = FormFields::parse(body);
     if !session.check_csrf(state, form.get("csrf")) {
         return csrf_refused();
     }
     let operator = session.operator.name.as_str();
-    let incident_id = form.get("incident_id").and_then(|value| value.parse::<i64>().ok());
-    let result: Result<(String, Option<String>), DraftByHandError> = match (form.get("action"), incident_id) {
-        (Some("update"), Some(incident_id)) => draft_by_hand(
-            &state.storage,
-            &state.config,
-            &state.renderer,
-            incident_id,
-            NoticeKind::Update,
-            operator,
-        )
-        .await
-        .map(|draft_id| ("Ett utkast till uppdatering är skapat.".to_owned(), Some(draft_id)))
-        .map(|(text, draft_id)| (text, draft_id.map(|id| session.review_url(state, id, 1)))),
-        (Some("resolve"), Some(incident_id)) => draft_by_hand(
-            &state.storage,
-            &state.config,
-            &state.renderer,
-            incident_id,
-            NoticeKind::Resolved,
-            operator,
-        )
-        .await
-        .map(|draft_id| (
-            "Ett utkast till åtgärdat-meddelande är skapat.".to_owned(),
-            Some(session.review_url(state, draft_id, 1)),
-        )),
-        (Some("retry"), _) => {
-            let Some(outbox_id) = form.get("outbox_id").and_then(|value| value.parse::<i64>().ok()) else {
-                return dashboard(state, session, None, Some("Ingen leverans angavs.")).await;
-            };
-            match state.storage.retry_failed_delivery(outbox_id, Timestamp::now(), operator).await {
-                Ok(true) => {
-                    state.delivery_wake.notify_waiters();
-                    Ok(("Leveransen försöks igen.".to_owned(), None))
+    let incident_id = form
+        .get("incident_id")
+        .and_then(|value| value.parse::<i64>().ok());
+    let result: Result<(String, Option<String>), DraftByHandError> =
+        match (form.get("action"), incident_id) {
+            (Some("update"), Some(incident_id)) => draft_by_hand(
+                &state.storage,
+                &state.config,
+                &state.renderer,
+                incident_id,
+                NoticeKind::Update,
+                operator,
+            )
+            .await
+            .map(|draft_id| {
+                (
+                    "Ett utkast till uppdatering är skapat.".to_owned(),
+                    Some(draft_id),
+                )
+            })
+            .map(|(text, draft_id)| (text, draft_id.map(|id| session.review_url(state, id, 1)))),
+            (Some("resolve"), Some(incident_id)) => draft_by_hand(
+                &state.storage,
+                &state.config,
+                &state.renderer,
+                incident_id,
+                NoticeKind::Resolved,
+                operator,
+            )
+            .await
+            .map(|draft_id| {
+                (
+                    "Ett utkast till åtgärdat-meddelande är skapat.".to_owned(),
+                    Some(session.review_url(state, draft_id, 1)),
+                )
+            }),
+            (Some("retry"), _) => {
+                let Some(outbox_id) = form
+                    .get("outbox_id")
+                    .and_then(|value| value.parse::<i64>().ok())
+                else {
+                    return dashboard(state, session, None, Some("Ingen leverans angavs.")).await;
+                };
+                match state
+                    .storage
+                    .retry_failed_delivery(outbox_id, Timestamp::now(), operator)
+                    .await
+                {
+                    Ok(true) => {
+                        state.delivery_wake.notify_waiters();
+                        Ok(("Leveransen försöks igen.".to_owned(), None))
+                    }
+                    Ok(false) => Ok(("Leveransen var inte misslyckad.".to_owned(), None)),
+                    Err(error) => Err(DraftByHandError::Storage(error)),
                 }
-                Ok(false) => Ok(("Leveransen var inte misslyckad.".to_owned(), None)),
-                Err(error) => Err(DraftByHandError::Storage(error)),
             }
-        }
-        (Some("drill"), _) => {
-            let scope = match form.get("drill_scope").unwrap_or("") {
-                "all" => Some(AlertScope::Everything),
-                other => match other.split_once(':') {
-                    Some(("subregion", id)) if state.config.inventory.subregion(id).is_some() => {
-                        Some(AlertScope::Subregion(id.to_owned()))
-                    }
-                    Some(("actor", id)) if state.config.inventory.actor(id).is_some() => {
-                        Some(AlertScope::Actor(id.to_owned()))
-                    }
-                    _ => None,
-                },
-            };
-            let scopes: Vec<AlertScope> = scope.into_iter().collect();
-            start_drill(&state.storage, &state.config, &state.renderer, &scopes, operator)
+            (Some("drill"), _) => {
+                let scope = match form.get("drill_scope").unwrap_or("") {
+                    "all" => Some(AlertScope::Everything),
+                    other => match other.split_once(':') {
+                        Some(("subregion", id))
+                            if state.config.inventory.subregion(id).is_some() =>
+                        {
+                            Some(AlertScope::Subregion(id.to_owned()))
+                        }
+                        Some(("actor", id)) if state.config.inventory.actor(id).is_some() => {
+                            Some(AlertScope::Actor(id.to_owned()))
+                        }
+                        _ => None,
+                    },
+                };
+                let scopes: Vec<AlertScope> = scope.into_iter().collect();
+                start_drill(
+                    &state.storage,
+                    &state.config,
+                    &state.renderer,
+                    &scopes,
+                    operator,
+                )
                 .await
                 .map(|(_, draft_id)| {
                     (
@@ -560,11 +704,16 @@ async fn dashboard_action(state: &AppState, session: &Session, body: &[u8]) -> R
                         Some(session.review_url(state, draft_id, 1)),
                     )
                 })
-        }
-        _ => return dashboard(state, session, None, Some("Okänd åtgärd.")).await,
-    };
+            }
+            _ => return dashboard(state, session, None, Some("Okänd åtgärd.")).await,
+        };
     match result {
-        Ok((text, Some(link))) => message_page(StatusCode::OK, "Klart", &[&text], Some((&link, "Granska utkastet"))),
+        Ok((text, Some(link))) => message_page(
+            StatusCode::OK,
+            "Klart",
+            &[&text],
+            Some((&link, "Granska utkastet")),
+        ),
         Ok((text, None)) => dashboard(state, session, Some(&text), None).await,
         Err(DraftByHandError::Storage(_)) => storage_unavailable(),
         Err(error) => dashboard(state, session, None, Some(&error.to_string())).await,
@@ -584,16 +733,26 @@ async fn review_by_link(State(state): State<AppState>, Path(token): Path<String>
     }
 }
 
-async fn review_by_sso(State(state): State<AppState>, headers: HeaderMap, Path(draft_id): Path<i64>) -> Response {
+async fn review_by_sso(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(draft_id): Path<i64>,
+) -> Response {
     match session_from_sso(&state, &headers) {
         Ok(session) => review(&state, &session, draft_id, None, None, None, None).await,
         Err(response) => response,
     }
 }
 
-async fn review_action_by_link(State(state): State<AppState>, Path(token): Path<String>, body: Bytes) -> Response {
+async fn review_action_by_link(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    body: Bytes,
+) -> Response {
     match session_from_link(&state, &token) {
-        Ok((session, LinkPurpose::Review { draft_id, .. })) => review_action(&state, &session, draft_id, &body).await,
+        Ok((session, LinkPurpose::Review { draft_id, .. })) => {
+            review_action(&state, &session, draft_id, &body).await
+        }
         Ok((_, LinkPurpose::Dashboard)) => link_refused(LinkError::BadSignature),
         Err(response) => response,
     }
@@ -611,8 +770,15 @@ async fn review_action_by_sso(
     }
 }
 
-async fn find_draft(state: &AppState, draft_id: i64) -> Result<Option<(DraftRecord, crate::storage::IncidentRecord)>, ()> {
-    state.storage.draft_with_incident(draft_id).await.map_err(|_| ())
+async fn find_draft(
+    state: &AppState,
+    draft_id: i64,
+) -> Result<Option<(DraftRecord, crate::storage::IncidentRecord)>, ()> {
+    state
+        .storage
+        .draft_with_incident(draft_id)
+        .await
+        .map_err(|_| ())
 }
 
 /// What the form showed or posted, for re-rendering after an error.
@@ -651,7 +817,12 @@ async fn review(
     let tz = stockholm();
     let local = |timestamp: Option<Timestamp>| {
         timestamp
-            .map(|timestamp| timestamp.to_zoned(tz.clone()).strftime("%Y-%m-%dT%H:%M").to_string())
+            .map(|timestamp| {
+                timestamp
+                    .to_zoned(tz.clone())
+                    .strftime("%Y-%m-%dT%H:%M")
+                    .to_string()
+            })
             .unwrap_or_default()
     };
     let plan = &state.config.plan;
@@ -702,12 +873,19 @@ async fn review(
             }
         })
         .collect();
-    let roles = [DecisionRole::Subregional, DecisionRole::CouncilChair, DecisionRole::CouncilViceChair]
-        .map(|role| context! { value => role.as_str(), label => role.label() });
+    let roles = [
+        DecisionRole::Subregional,
+        DecisionRole::CouncilChair,
+        DecisionRole::CouncilViceChair,
+    ]
+    .map(|role| context! { value => role.as_str(), label => role.label() });
     let levels = [
         (1, "Avbrott i IT-tjänsten"),
         (2, "Övergång till reservrutin i delar av verksamheterna"),
-        (3, "Övergång till reservrutin i alla verksamheter (kriskommunikation)"),
+        (
+            3,
+            "Övergång till reservrutin i alla verksamheter (kriskommunikation)",
+        ),
     ]
     .map(|(number, label)| context! { number => number, label => label });
     page(
@@ -753,30 +931,67 @@ async fn review(
     )
 }
 
-async fn review_action(state: &AppState, session: &Session, draft_id: i64, body: &[u8]) -> Response {
+async fn review_action(
+    state: &AppState,
+    session: &Session,
+    draft_id: i64,
+    body: &[u8],
+) -> Response {
     if body.len() > MAX_FORM_BYTES {
-        return message_page(StatusCode::PAYLOAD_TOO_LARGE, "För stort formulär", &[], None);
+        return message_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "För stort formulär",
+            &[],
+            None,
+        );
     }
     let form = FormFields::parse(body);
     if !session.check_csrf(state, form.get("csrf")) {
         return csrf_refused();
     }
     let operator = session.operator.name.clone();
-    let posted_version = form.get("version").and_then(|value| value.parse::<i64>().ok()).unwrap_or(0);
+    let posted_version = form
+        .get("version")
+        .and_then(|value| value.parse::<i64>().ok())
+        .unwrap_or(0);
     let review_form = ReviewForm {
         level: form.get("level").and_then(|value| value.parse().ok()),
-        decided_by: form.get("decided_by").unwrap_or("").trim().chars().take(200).collect(),
+        decided_by: form
+            .get("decided_by")
+            .unwrap_or("")
+            .trim()
+            .chars()
+            .take(200)
+            .collect(),
         role: form.get("role").unwrap_or("").to_owned(),
         channels: Some(form.all("channels")),
     };
     match form.get("action") {
         Some("discard") => {
-            let reason: String = form.get("discard_reason").unwrap_or("").trim().chars().take(1000).collect();
+            let reason: String = form
+                .get("discard_reason")
+                .unwrap_or("")
+                .trim()
+                .chars()
+                .take(1000)
+                .collect();
             if reason.is_empty() {
-                return review(state, session, draft_id, None, None, Some("Ange varför utkastet kasseras."), Some(review_form))
-                    .await;
+                return review(
+                    state,
+                    session,
+                    draft_id,
+                    None,
+                    None,
+                    Some("Ange varför utkastet kasseras."),
+                    Some(review_form),
+                )
+                .await;
             }
-            match state.storage.discard_draft(draft_id, &reason, &operator, Timestamp::now()).await {
+            match state
+                .storage
+                .discard_draft(draft_id, &reason, &operator, Timestamp::now())
+                .await
+            {
                 Ok(Some((_, created_at))) => {
                     observe_decision(state, created_at);
                     message_page(
@@ -786,14 +1001,27 @@ async fn review_action(state: &AppState, session: &Session, draft_id: i64, body:
                         Some((&session.dashboard_url(state), "Till översikten")),
                     )
                 }
-                Ok(None) => review(state, session, draft_id, None, None, Some("Utkastet väntar inte längre."), None).await,
+                Ok(None) => {
+                    review(
+                        state,
+                        session,
+                        draft_id,
+                        None,
+                        None,
+                        Some("Utkastet väntar inte längre."),
+                        None,
+                    )
+                    .await
+                }
                 Err(_) => storage_unavailable(),
             }
         }
         Some(action @ ("preview" | "publish")) => {
             let (draft, _) = match find_draft(state, draft_id).await {
                 Ok(Some(found)) => found,
-                Ok(None) => return message_page(StatusCode::NOT_FOUND, "Utkastet finns inte", &[], None),
+                Ok(None) => {
+                    return message_page(StatusCode::NOT_FOUND, "Utkastet finns inte", &[], None);
+                }
                 Err(()) => return storage_unavailable(),
             };
             let Some(latest) = draft.versions.last() else {
@@ -802,18 +1030,37 @@ async fn review_action(state: &AppState, session: &Session, draft_id: i64, body:
             let fields = match fields_from_form(&form) {
                 Ok(fields) => fields,
                 Err(message) => {
-                    return review(state, session, draft_id, None, None, Some(&message), Some(review_form)).await;
+                    return review(
+                        state,
+                        session,
+                        draft_id,
+                        None,
+                        None,
+                        Some(&message),
+                        Some(review_form),
+                    )
+                    .await;
                 }
             };
-            let rendered_level = latest.input["classification"]["level"].as_u64().unwrap_or(1) as u8;
+            let rendered_level = latest.input["classification"]["level"]
+                .as_u64()
+                .unwrap_or(1) as u8;
             let unchanged = fields.level.unwrap_or(rendered_level) == rendered_level
                 && fields.expected_resolution == latest.fields.expected_resolution
                 && fields.next_update == latest.fields.next_update
                 && fields.additional_information == latest.fields.additional_information;
             if action == "preview" || !unchanged || posted_version != latest.version {
                 if unchanged && posted_version == latest.version {
-                    return review(state, session, draft_id, None, Some("Förhandsvisningen är aktuell."), None, Some(review_form))
-                        .await;
+                    return review(
+                        state,
+                        session,
+                        draft_id,
+                        None,
+                        Some("Förhandsvisningen är aktuell."),
+                        None,
+                        Some(review_form),
+                    )
+                    .await;
                 }
                 let message = if posted_version != latest.version {
                     "Utkastet ändrades medan du granskade. Kontrollera förhandsvisningen och publicera igen."
@@ -823,21 +1070,51 @@ async fn review_action(state: &AppState, session: &Session, draft_id: i64, body:
                     "Förhandsvisningen är uppdaterad."
                 };
                 if !unchanged {
-                    match revise_draft(&state.storage, &state.renderer, draft_id, &fields, &operator).await {
+                    match revise_draft(
+                        &state.storage,
+                        &state.renderer,
+                        draft_id,
+                        &fields,
+                        &operator,
+                    )
+                    .await
+                    {
                         Ok(_) => {}
-                        Err(crate::publishing::ReviseError::Storage(_)) => return storage_unavailable(),
+                        Err(crate::publishing::ReviseError::Storage(_)) => {
+                            return storage_unavailable();
+                        }
                         Err(error) => {
-                            return review(state, session, draft_id, None, None, Some(&error.to_string()), Some(review_form))
-                                .await;
+                            return review(
+                                state,
+                                session,
+                                draft_id,
+                                None,
+                                None,
+                                Some(&error.to_string()),
+                                Some(review_form),
+                            )
+                            .await;
                         }
                     }
                 }
-                return review(state, session, draft_id, None, Some(message), None, Some(review_form)).await;
+                return review(
+                    state,
+                    session,
+                    draft_id,
+                    None,
+                    Some(message),
+                    None,
+                    Some(review_form),
+                )
+                .await;
             }
             let Some(level) = Level::from_number(rendered_level) else {
                 return storage_unavailable();
             };
-            let decision = match (review_form.decided_by.is_empty(), DecisionRole::parse(&review_form.role)) {
+            let decision = match (
+                review_form.decided_by.is_empty(),
+                DecisionRole::parse(&review_form.role),
+            ) {
                 (false, Some(role)) => Some(Decision {
                     decided_by: review_form.decided_by.clone(),
                     role,
@@ -862,24 +1139,59 @@ async fn review_action(state: &AppState, session: &Session, draft_id: i64, body:
                     message_page(
                         StatusCode::OK,
                         "Publicerat",
-                        &[&format!("Meddelandet om incident {} är publicerat.", publication.incident_id), &deliveries],
+                        &[
+                            &format!(
+                                "Meddelandet om incident {} är publicerat.",
+                                publication.incident_id
+                            ),
+                            &deliveries,
+                        ],
                         Some((&session.dashboard_url(state), "Till översikten")),
                     )
                 }
                 Err(crate::publishing::PublishError::Storage(_)) => storage_unavailable(),
-                Err(error) => review(state, session, draft_id, None, None, Some(&error.to_string()), Some(review_form)).await,
+                Err(error) => {
+                    review(
+                        state,
+                        session,
+                        draft_id,
+                        None,
+                        None,
+                        Some(&error.to_string()),
+                        Some(review_form),
+                    )
+                    .await
+                }
             }
         }
-        _ => review(state, session, draft_id, None, None, Some("Okänd åtgärd."), Some(review_form)).await,
+        _ => {
+            review(
+                state,
+                session,
+                draft_id,
+                None,
+                None,
+                Some("Okänd åtgärd."),
+                Some(review_form),
+            )
+            .await
+        }
     }
 }
 
 fn draft_created_at(draft: &DraftRecord) -> Timestamp {
-    draft.versions.first().map(|version| version.created_at).unwrap_or_else(Timestamp::now)
+    draft
+        .versions
+        .first()
+        .map(|version| version.created_at)
+        .unwrap_or_else(Timestamp::now)
 }
 
 fn observe_decision(state: &AppState, created_at: Timestamp) {
-    let waited = Timestamp::now().duration_since(created_at).as_secs_f64().max(0.0);
+    let waited = Timestamp::now()
+        .duration_since(created_at)
+        .as_secs_f64()
+        .max(0.0);
     state.metrics.draft_decision.observe(waited);
 }
 
@@ -894,7 +1206,11 @@ fn fields_from_form(form: &FormFields) -> Result<DraftFields, String> {
         None => None,
     };
     let time = |name: &str, label: &str| -> Result<Option<Timestamp>, String> {
-        match form.get(name).map(str::trim).filter(|text| !text.is_empty()) {
+        match form
+            .get(name)
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+        {
             None => Ok(None),
             Some(text) => parse_local_time(text)
                 .map(Some)
@@ -903,7 +1219,13 @@ fn fields_from_form(form: &FormFields) -> Result<DraftFields, String> {
     };
     let additional_information = form
         .get("additional_information")
-        .map(|text| text.replace("\r\n", "\n").trim().chars().take(4000).collect::<String>())
+        .map(|text| {
+            text.replace("\r\n", "\n")
+                .trim()
+                .chars()
+                .take(4000)
+                .collect::<String>()
+        })
         .filter(|text| !text.is_empty());
     Ok(DraftFields {
         level,
@@ -921,11 +1243,18 @@ fn stockholm() -> TimeZone {
 fn parse_local_time(text: &str) -> Option<Timestamp> {
     let text = text.replace(' ', "T");
     let civil: jiff::civil::DateTime = text.parse().ok()?;
-    civil.to_zoned(stockholm()).ok().map(|zoned| zoned.timestamp())
+    civil
+        .to_zoned(stockholm())
+        .ok()
+        .map(|zoned| zoned.timestamp())
 }
 
 fn channel_label(state: &AppState, name: &str) -> String {
-    let content = state.config.channels.get(name).map(|channel| channel.content);
+    let content = state
+        .config
+        .channels
+        .get(name)
+        .map(|channel| channel.content);
     let what = match content {
         Some(ChannelContent::Banner) => "Inloggningssidan",
         Some(ChannelContent::Email) => "E-post till support- och IT-organisationer",

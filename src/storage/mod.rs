@@ -448,9 +448,14 @@ impl WriteTransaction {
     }
 
     /// An incident without its alerts.
-    pub async fn incident_by_id(&mut self, incident_id: i64) -> Result<Option<IncidentRecord>, StorageError> {
+    pub async fn incident_by_id(
+        &mut self,
+        incident_id: i64,
+    ) -> Result<Option<IncidentRecord>, StorageError> {
         match self {
-            WriteTransaction::Sqlite(transaction) => sqlite_operators::incident_by_id(transaction, incident_id).await,
+            WriteTransaction::Sqlite(transaction) => {
+                sqlite_operators::incident_by_id(transaction, incident_id).await
+            }
         }
     }
 
@@ -493,14 +498,27 @@ impl WriteTransaction {
     ) -> Result<Option<i64>, StorageError> {
         match self {
             WriteTransaction::Sqlite(transaction) => {
-                sqlite_operators::insert_drill_incident(transaction, summary, classification, operator, now).await
+                sqlite_operators::insert_drill_incident(
+                    transaction,
+                    summary,
+                    classification,
+                    operator,
+                    now,
+                )
+                .await
             }
         }
     }
 
-    pub async fn close_drill(&mut self, incident_id: i64, now: Timestamp) -> Result<(), StorageError> {
+    pub async fn close_drill(
+        &mut self,
+        incident_id: i64,
+        now: Timestamp,
+    ) -> Result<(), StorageError> {
         match self {
-            WriteTransaction::Sqlite(transaction) => sqlite_operators::close_drill(transaction, incident_id, now).await,
+            WriteTransaction::Sqlite(transaction) => {
+                sqlite_operators::close_drill(transaction, incident_id, now).await
+            }
         }
     }
 
@@ -695,14 +713,21 @@ impl Storage {
     }
 
     /// Which of `keys` no operator mail has yet.
-    pub async fn missing_operator_mail_keys(&self, keys: &[String]) -> Result<Vec<String>, StorageError> {
+    pub async fn missing_operator_mail_keys(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<String>, StorageError> {
         match self {
             Storage::Sqlite(sqlite) => sqlite.missing_operator_mail_keys(keys).await,
         }
     }
 
     /// Enqueues operator mail; a key already present is skipped. Returns how many were new.
-    pub async fn enqueue_operator_mail(&self, mails: &[OperatorMailWrite], now: Timestamp) -> Result<u64, StorageError> {
+    pub async fn enqueue_operator_mail(
+        &self,
+        mails: &[OperatorMailWrite],
+        now: Timestamp,
+    ) -> Result<u64, StorageError> {
         match self {
             Storage::Sqlite(sqlite) => sqlite.enqueue_operator_mail(mails, now).await,
         }
@@ -720,14 +745,19 @@ impl Storage {
     }
 
     /// Records how operator mail attempts ended (`outbox_id` is the mail's id).
-    pub async fn record_operator_mail(&self, results: &[DeliveryResult]) -> Result<(), StorageError> {
+    pub async fn record_operator_mail(
+        &self,
+        results: &[DeliveryResult],
+    ) -> Result<(), StorageError> {
         match self {
             Storage::Sqlite(sqlite) => sqlite.record_operator_mail(results).await,
         }
     }
 
     /// Every operator mail as (dedupe key, to, subject, state), oldest first.
-    pub async fn operator_mail(&self) -> Result<Vec<(String, String, String, String)>, StorageError> {
+    pub async fn operator_mail(
+        &self,
+    ) -> Result<Vec<(String, String, String, String)>, StorageError> {
         match self {
             Storage::Sqlite(sqlite) => sqlite.operator_mail().await,
         }
@@ -739,14 +769,20 @@ impl Storage {
         }
     }
 
-    pub async fn next_updates_due(&self, now: Timestamp) -> Result<Vec<NextUpdateDue>, StorageError> {
+    pub async fn next_updates_due(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<NextUpdateDue>, StorageError> {
         match self {
             Storage::Sqlite(sqlite) => sqlite.next_updates_due(now).await,
         }
     }
 
     /// Open incidents first, then the most recent, at most `limit`.
-    pub async fn incident_overview(&self, limit: i64) -> Result<Vec<IncidentOverview>, StorageError> {
+    pub async fn incident_overview(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<IncidentOverview>, StorageError> {
         match self {
             Storage::Sqlite(sqlite) => sqlite.incident_overview(limit).await,
         }
@@ -767,21 +803,30 @@ impl Storage {
 
     /// Deliveries that failed for good, newest first: (outbox id, incident id, channel,
     /// recipient, error).
-    pub async fn failed_deliveries(&self, limit: i64) -> Result<Vec<(i64, i64, String, String, String)>, StorageError> {
+    pub async fn failed_deliveries(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(i64, i64, String, String, String)>, StorageError> {
         match self {
             Storage::Sqlite(sqlite) => sqlite.failed_deliveries(limit).await,
         }
     }
 
     /// (notice id, channel, state, count) for the newest `limit` notices.
-    pub async fn delivery_summary(&self, limit: i64) -> Result<Vec<(i64, String, String, i64)>, StorageError> {
+    pub async fn delivery_summary(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, String, i64)>, StorageError> {
         match self {
             Storage::Sqlite(sqlite) => sqlite.delivery_summary(limit).await,
         }
     }
 
     /// A draft with its versions, and its incident (without alerts).
-    pub async fn draft_with_incident(&self, draft_id: i64) -> Result<Option<(DraftRecord, IncidentRecord)>, StorageError> {
+    pub async fn draft_with_incident(
+        &self,
+        draft_id: i64,
+    ) -> Result<Option<(DraftRecord, IncidentRecord)>, StorageError> {
         match self {
             Storage::Sqlite(sqlite) => sqlite.draft_with_incident(draft_id).await,
         }

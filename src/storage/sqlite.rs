@@ -1433,7 +1433,9 @@ impl SqliteStorage {
     }
 }
 
-pub(super) fn notice_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<PublishedNoticeRecord> {
+pub(super) fn notice_from_row(
+    row: &sqlx::sqlite::SqliteRow,
+) -> anyhow::Result<PublishedNoticeRecord> {
     let level: i64 = row.try_get("level")?;
     Ok(PublishedNoticeRecord {
         notice_id: row.try_get("id")?,

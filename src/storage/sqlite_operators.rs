@@ -8,16 +8,20 @@ use jiff::Timestamp;
 use sqlx::{QueryBuilder, Row as _, Sqlite};
 
 use super::sqlite::{
-    Connection, INCIDENT_COLUMNS, SqliteStorage, incident_from_row, insert_draft_version, insert_events, parse_kind,
+    Connection, INCIDENT_COLUMNS, SqliteStorage, incident_from_row, insert_draft_version,
+    insert_events, parse_kind,
 };
 use super::{
-    ClaimedOperatorMail, DeliveryResult, DraftFields, EventWrite, IncidentOverview, NextUpdateDue, OperatorMailWrite,
-    PendingDraftOverview, StorageError, format_time, parse_time,
+    ClaimedOperatorMail, DeliveryResult, DraftFields, EventWrite, IncidentOverview, NextUpdateDue,
+    OperatorMailWrite, PendingDraftOverview, StorageError, format_time, parse_time,
 };
 use crate::notice::{NoticeKind, RenderedNotice};
 
 impl SqliteStorage {
-    pub async fn missing_operator_mail_keys(&self, keys: &[String]) -> Result<Vec<String>, StorageError> {
+    pub async fn missing_operator_mail_keys(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<String>, StorageError> {
         const OPERATION: &str = "missing_operator_mail_keys";
         let mut missing = Vec::new();
         for chunk in keys.chunks(500) {
@@ -38,7 +42,11 @@ impl SqliteStorage {
         Ok(missing)
     }
 
-    pub async fn enqueue_operator_mail(&self, mails: &[OperatorMailWrite], now: Timestamp) -> Result<u64, StorageError> {
+    pub async fn enqueue_operator_mail(
+        &self,
+        mails: &[OperatorMailWrite],
+        now: Timestamp,
+    ) -> Result<u64, StorageError> {
         const OPERATION: &str = "enqueue_operator_mail";
         if mails.is_empty() {
             return Ok(0);
@@ -67,7 +75,12 @@ impl SqliteStorage {
                     .push_bind(at.as_str());
             });
             builder.push(" ON CONFLICT (dedupe_key) DO NOTHING");
-            inserted += builder.build().execute(&mut *transaction).await.map_err(error)?.rows_affected();
+            inserted += builder
+                .build()
+                .execute(&mut *transaction)
+                .await
+                .map_err(error)?
+                .rows_affected();
         }
         transaction.commit().await.map_err(error)?;
         Ok(inserted)
@@ -82,7 +95,9 @@ impl SqliteStorage {
         const OPERATION: &str = "claim_operator_mail";
         let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
         let now_text = format_time(now);
-        let lease_until = format_time(now + jiff::SignedDuration::try_from(lease).unwrap_or(jiff::SignedDuration::MAX));
+        let lease_until = format_time(
+            now + jiff::SignedDuration::try_from(lease).unwrap_or(jiff::SignedDuration::MAX),
+        );
         let mut transaction = self.begin_write().await?;
         let rows = sqlx::query(
             "UPDATE operator_mail SET lease_until = ?, attempts = attempts + 1 WHERE id IN ( \
@@ -118,7 +133,10 @@ impl SqliteStorage {
         Ok(claimed)
     }
 
-    pub async fn record_operator_mail(&self, results: &[DeliveryResult]) -> Result<(), StorageError> {
+    pub async fn record_operator_mail(
+        &self,
+        results: &[DeliveryResult],
+    ) -> Result<(), StorageError> {
         const OPERATION: &str = "record_operator_mail";
         let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
         if results.is_empty() {
@@ -161,13 +179,24 @@ impl SqliteStorage {
         Ok(())
     }
 
-    pub async fn operator_mail(&self) -> Result<Vec<(String, String, String, String)>, StorageError> {
-        let rows = sqlx::query("SELECT dedupe_key, to_address, subject, state FROM operator_mail ORDER BY id")
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|source| StorageError::new("operator_mail", source))?;
+    pub async fn operator_mail(
+        &self,
+    ) -> Result<Vec<(String, String, String, String)>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT dedupe_key, to_address, subject, state FROM operator_mail ORDER BY id",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|source| StorageError::new("operator_mail", source))?;
         rows.iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)))
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                ))
+            })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(|source| StorageError::new("operator_mail", source))
     }
@@ -195,7 +224,9 @@ impl SqliteStorage {
                     incident_kind: row.try_get("incident_kind")?,
                     kind: parse_kind(row.try_get("kind")?)?,
                     created_at: parse_time(row.try_get("created_at")?)?,
-                    latest_version: row.try_get::<Option<i64>, _>("latest_version")?.unwrap_or(0),
+                    latest_version: row
+                        .try_get::<Option<i64>, _>("latest_version")?
+                        .unwrap_or(0),
                     last_mailed_version: row.try_get("last_mailed_version")?,
                     last_mailed_at: last_mailed_at.as_deref().map(parse_time).transpose()?,
                 })
@@ -205,7 +236,10 @@ impl SqliteStorage {
     }
 
     /// Open incidents whose last publication promised the next update by a time now past.
-    pub async fn next_updates_due(&self, now: Timestamp) -> Result<Vec<NextUpdateDue>, StorageError> {
+    pub async fn next_updates_due(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<NextUpdateDue>, StorageError> {
         const OPERATION: &str = "next_updates_due";
         let rows = sqlx::query(
             "SELECT p.id, p.incident_id, v.fields FROM published_notices p \
@@ -221,11 +255,14 @@ impl SqliteStorage {
         for row in &rows {
             let parse = || -> anyhow::Result<Option<NextUpdateDue>> {
                 let fields: DraftFields = serde_json::from_str(row.try_get("fields")?)?;
-                Ok(fields.next_update.filter(|next| *next <= now).map(|next_update| NextUpdateDue {
-                    notice_id: row.get("id"),
-                    incident_id: row.get("incident_id"),
-                    next_update,
-                }))
+                Ok(fields
+                    .next_update
+                    .filter(|next| *next <= now)
+                    .map(|next_update| NextUpdateDue {
+                        notice_id: row.get("id"),
+                        incident_id: row.get("incident_id"),
+                        next_update,
+                    }))
             };
             if let Some(item) = parse().map_err(|source| StorageError::new(OPERATION, source))? {
                 due.push(item);
@@ -234,7 +271,10 @@ impl SqliteStorage {
         Ok(due)
     }
 
-    pub async fn incident_overview(&self, limit: i64) -> Result<Vec<IncidentOverview>, StorageError> {
+    pub async fn incident_overview(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<IncidentOverview>, StorageError> {
         const OPERATION: &str = "incident_overview";
         let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
         let rows = sqlx::query(&format!(
@@ -307,7 +347,8 @@ impl SqliteStorage {
         )
         .await?;
         transaction.commit().await.map_err(error)?;
-        let created_at = parse_time(&created_at).map_err(|source| StorageError::new(OPERATION, source))?;
+        let created_at =
+            parse_time(&created_at).map_err(|source| StorageError::new(OPERATION, source))?;
         Ok(Some((incident_id, created_at)))
     }
 }
@@ -342,7 +383,10 @@ pub(super) async fn insert_operator_draft(
     let Some(draft_id) = draft_id else {
         return Ok(None);
     };
-    insert_draft_version(connection, draft_id, 1, &at, operator, fields, input, rendered).await?;
+    insert_draft_version(
+        connection, draft_id, 1, &at, operator, fields, input, rendered,
+    )
+    .await?;
     insert_events(
         connection,
         incident_id,
@@ -398,7 +442,11 @@ pub(super) async fn insert_drill_incident(
 }
 
 /// Closes a drill when its resolution is published.
-pub(super) async fn close_drill(connection: &mut Connection, incident_id: i64, now: Timestamp) -> Result<(), StorageError> {
+pub(super) async fn close_drill(
+    connection: &mut Connection,
+    incident_id: i64,
+    now: Timestamp,
+) -> Result<(), StorageError> {
     sqlx::query(
         "UPDATE incidents SET phase = 'resolved', resolved_at = ?, updated_at = ? WHERE id = ? AND kind = 'drill' \
          AND phase = 'open'",
@@ -418,11 +466,13 @@ pub(super) async fn incident_by_id(
     incident_id: i64,
 ) -> Result<Option<super::IncidentRecord>, StorageError> {
     const OPERATION: &str = "incident_by_id";
-    let row = sqlx::query(&format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?"))
-        .bind(incident_id)
-        .fetch_optional(&mut *connection)
-        .await
-        .map_err(|source| StorageError::new(OPERATION, source))?;
+    let row = sqlx::query(&format!(
+        "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?"
+    ))
+    .bind(incident_id)
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(|source| StorageError::new(OPERATION, source))?;
     row.map(|row| incident_from_row(&row, Default::default()))
         .transpose()
         .map_err(|source| StorageError::new(OPERATION, source))
@@ -430,7 +480,10 @@ pub(super) async fn incident_by_id(
 
 impl SqliteStorage {
     /// Deliveries that failed for good, newest first.
-    pub async fn failed_deliveries(&self, limit: i64) -> Result<Vec<(i64, i64, String, String, String)>, StorageError> {
+    pub async fn failed_deliveries(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(i64, i64, String, String, String)>, StorageError> {
         let rows: Vec<(i64, i64, String, String, Option<String>)> = sqlx::query_as(
             "SELECT o.id, p.incident_id, o.channel, o.recipient, o.last_error FROM outbox o \
              JOIN published_notices p ON p.id = o.notice_id WHERE o.state = 'failed' ORDER BY o.id DESC LIMIT ?",
@@ -441,7 +494,15 @@ impl SqliteStorage {
         .map_err(|source| StorageError::new("failed_deliveries", source))?;
         Ok(rows
             .into_iter()
-            .map(|(id, incident_id, channel, recipient, error)| (id, incident_id, channel, recipient, error.unwrap_or_default()))
+            .map(|(id, incident_id, channel, recipient, error)| {
+                (
+                    id,
+                    incident_id,
+                    channel,
+                    recipient,
+                    error.unwrap_or_default(),
+                )
+            })
             .collect())
     }
 }
@@ -449,7 +510,10 @@ impl SqliteStorage {
 impl SqliteStorage {
     /// Per notice and channel: (notice id, channel, state, count), for the newest `limit`
     /// notices.
-    pub async fn delivery_summary(&self, limit: i64) -> Result<Vec<(i64, String, String, i64)>, StorageError> {
+    pub async fn delivery_summary(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, String, i64)>, StorageError> {
         sqlx::query_as(
             "SELECT o.notice_id, o.channel, o.state, COUNT(*) FROM outbox o \
              WHERE o.notice_id IN (SELECT id FROM published_notices ORDER BY id DESC LIMIT ?) \
@@ -469,11 +533,12 @@ impl SqliteStorage {
         draft_id: i64,
     ) -> Result<Option<(super::DraftRecord, super::IncidentRecord)>, StorageError> {
         const OPERATION: &str = "draft_with_incident";
-        let incident_id: Option<i64> = sqlx::query_scalar("SELECT incident_id FROM drafts WHERE id = ?")
-            .bind(draft_id)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(|source| StorageError::new(OPERATION, source))?;
+        let incident_id: Option<i64> =
+            sqlx::query_scalar("SELECT incident_id FROM drafts WHERE id = ?")
+                .bind(draft_id)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(|source| StorageError::new(OPERATION, source))?;
         let Some(incident_id) = incident_id else {
             return Ok(None);
         };
