@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::delivery::RetryPolicy;
 use crate::delivery::{ChannelSender, DeliveryWorker, email::EmailTransport};
+use crate::gauges::GaugeRefresher;
 use crate::http::{AppState, router};
 use crate::incident_worker::{IncidentWorker, WatchdogClock};
 use crate::links::LinkSigner;
@@ -21,6 +22,7 @@ use crate::storage::Storage;
 
 pub struct App {
     state: AppState,
+    gauges: GaugeRefresher,
     review_wake: Arc<tokio::sync::Notify>,
     notifier: ReviewNotifier,
     operator_mail: OperatorMailWorker,
@@ -110,8 +112,15 @@ impl App {
             signer,
             mail_wake,
         };
+        let gauges = GaugeRefresher {
+            storage: state.storage.clone(),
+            config: state.config.clone(),
+            metrics: state.metrics.clone(),
+            watchdog: state.watchdog.clone(),
+        };
         Ok(App {
             state,
+            gauges,
             review_wake,
             notifier,
             operator_mail,
@@ -155,6 +164,7 @@ impl App {
             notifier,
             operator_mail,
             review_wake,
+            gauges,
             ..
         } = self;
         let grace = state.config.server.shutdown_grace;
@@ -163,12 +173,15 @@ impl App {
         workers.spawn(worker.run(stopping.clone()));
         workers.spawn(notifier.run(review_wake, stopping.clone()));
         workers.spawn(operator_mail.run(stopping.clone()));
+        workers.spawn(gauges.run(stopping.clone()));
         for delivery_worker in delivery_workers {
             let stopping = stopping.clone();
             workers.spawn(async move { delivery_worker.run_shared(stopping).await });
         }
         workers.close();
-        let server = axum::serve(listener, router(state.clone()))
+        // Connection info gives handlers the client's address (per-client rate limits).
+        let service = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(listener, service)
             .with_graceful_shutdown(stopping.clone().cancelled_owned())
             .into_future();
         let mut server = tokio::spawn(server);

@@ -92,6 +92,11 @@ pub struct IncidentWorker {
 impl IncidentWorker {
     /// Processes the oldest unprocessed receipt, if any, in one transaction.
     pub async fn process_next_receipt(&self) -> anyhow::Result<StepOutcome> {
+        let _timer = self
+            .metrics
+            .storage_duration
+            .with_label_values(&["incident_step"])
+            .start_timer();
         let mut transaction = self.storage.begin_write().await?;
         let Some(receipt) = transaction.next_unprocessed_receipt().await? else {
             return Ok(StepOutcome::Idle);

@@ -37,6 +37,10 @@ pub async fn ingest_webhook(state: &AppState, body: &[u8]) -> Result<IngestOutco
         })
     })?;
     let dedupe_key = notification.dedupe_key();
+    let _timer = metrics
+        .storage_duration
+        .with_label_values(&["store_notification"])
+        .start_timer();
     let receipt = storage
         .store_notification(&notification, &dedupe_key, raw_payload, Timestamp::now())
         .await

@@ -50,6 +50,22 @@ pub struct Metrics {
     pub draft_escalations: IntCounter,
     /// Time from a draft's creation to an operator's decision (publish or discard).
     pub draft_decision: Histogram,
+    /// Deliveries waiting per channel (queue depth).
+    pub outbox_pending: IntGaugeVec,
+    /// Age of the oldest delivery still waiting, per channel (0 when none waits).
+    pub outbox_oldest_pending_age: prometheus::GaugeVec,
+    /// Open incidents by kind and level.
+    pub incidents_open: IntGaugeVec,
+    /// Stored webhooks the incident worker has not processed yet.
+    pub receipts_pending: IntGauge,
+    /// When the Watchdog alert last arrived (Unix seconds; start-up time until it does).
+    pub watchdog_last_seen: prometheus::Gauge,
+    /// Notices published, by kind and level.
+    pub notices_published: IntCounterVec,
+    /// Time from an incident's first alert to its first published notice.
+    pub first_notice: Histogram,
+    /// Storage operation duration by operation (the hot ones: store, claim, record, step).
+    pub storage_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -202,6 +218,69 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
+        let outbox_pending = IntGaugeVec::new(
+            Opts::new(
+                "samsa_relay_outbox_pending",
+                "Deliveries waiting per channel (queue depth).",
+            ),
+            &["channel"],
+        )
+        .expect("valid metric");
+        let outbox_oldest_pending_age = prometheus::GaugeVec::new(
+            Opts::new(
+                "samsa_relay_outbox_oldest_pending_age_seconds",
+                "Age of the oldest delivery still waiting, per channel (0 when none waits).",
+            ),
+            &["channel"],
+        )
+        .expect("valid metric");
+        let incidents_open = IntGaugeVec::new(
+            Opts::new(
+                "samsa_relay_incidents_open",
+                "Open incidents by kind (outage, monitoring, drill) and level.",
+            ),
+            &["kind", "level"],
+        )
+        .expect("valid metric");
+        let receipts_pending = IntGauge::new(
+            "samsa_relay_receipts_pending",
+            "Stored webhooks the incident worker has not processed yet.",
+        )
+        .expect("valid metric");
+        let watchdog_last_seen = prometheus::Gauge::new(
+            "samsa_relay_watchdog_last_seen_timestamp_seconds",
+            "When the Watchdog alert last arrived (Unix seconds; the start-up time until it does).",
+        )
+        .expect("valid metric");
+        let notices_published = IntCounterVec::new(
+            Opts::new(
+                "samsa_relay_notices_published_total",
+                "Notices published, by kind and level.",
+            ),
+            &["kind", "level"],
+        )
+        .expect("valid metric");
+        let first_notice = Histogram::with_opts(
+            HistogramOpts::new(
+                "samsa_relay_first_notice_seconds",
+                "Time from an incident's first alert to its first published notice.",
+            )
+            .buckets(vec![
+                60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 7200.0,
+            ]),
+        )
+        .expect("valid metric");
+        let storage_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "samsa_relay_storage_operation_duration_seconds",
+                "Storage operation duration by operation.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+            ]),
+            &["operation"],
+        )
+        .expect("valid metric");
         let incident_step_failures = IntCounter::new(
             "samsa_relay_incident_step_failures_total",
             "Incident worker steps that failed and will be retried.",
@@ -228,6 +307,14 @@ impl Metrics {
             Box::new(drafts_pending.clone()),
             Box::new(draft_escalations.clone()),
             Box::new(draft_decision.clone()),
+            Box::new(outbox_pending.clone()),
+            Box::new(outbox_oldest_pending_age.clone()),
+            Box::new(incidents_open.clone()),
+            Box::new(receipts_pending.clone()),
+            Box::new(watchdog_last_seen.clone()),
+            Box::new(notices_published.clone()),
+            Box::new(first_notice.clone()),
+            Box::new(storage_duration.clone()),
         ] {
             registry
                 .register(collector)
@@ -251,6 +338,12 @@ impl Metrics {
         for action in ["created", "revised", "withdrawn"] {
             draft_changes.with_label_values(&[action]);
         }
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metrics register once");
         Metrics {
             registry,
             webhook_requests,
@@ -272,6 +365,14 @@ impl Metrics {
             drafts_pending,
             draft_escalations,
             draft_decision,
+            outbox_pending,
+            outbox_oldest_pending_age,
+            incidents_open,
+            receipts_pending,
+            watchdog_last_seen,
+            notices_published,
+            first_notice,
+            storage_duration,
         }
     }
 

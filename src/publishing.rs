@@ -97,6 +97,11 @@ pub struct Publication {
     pub notice_id: i64,
     pub incident_id: i64,
     pub n_deliveries: usize,
+    pub kind: NoticeKind,
+    pub level: u8,
+    /// How long after the incident's first alert this notice went out, when it is the
+    /// incident's first publication.
+    pub first_notice_after: Option<std::time::Duration>,
 }
 
 /// Why a publish was refused. Shown to operators, so in Swedish.
@@ -294,10 +299,21 @@ pub async fn publish(
         n_deliveries = write.deliveries.len(),
         "notice published"
     );
+    let first_notice_after = incident.incident.published.is_none().then(|| {
+        let waited = now.duration_since(incident.incident.started_at);
+        if waited.is_negative() {
+            std::time::Duration::ZERO
+        } else {
+            waited.unsigned_abs()
+        }
+    });
     Ok(Publication {
         notice_id,
         incident_id: draft.incident_id,
         n_deliveries: write.deliveries.len(),
+        kind: draft.kind,
+        level: level_number,
+        first_notice_after,
     })
 }
 

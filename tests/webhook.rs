@@ -550,22 +550,23 @@ body_template = '{{"rubrik": {{{{ title }}}}, "tecken": {{{{ body|length }}}}, "
 }
 
 #[tokio::test]
-async fn a_body_template_that_is_not_json_is_refused_when_the_channel_is_set_up() {
+async fn a_body_template_that_is_not_json_is_refused_by_check_config() {
     let app = spawn_app_with_tables(APP_TABLES).await;
-    let config = direct_config(
-        &app,
+    let text = format!(
+        "{}\n{}",
+        common::base_config(app.folder.path(), "", "", ""),
         r#"[channels.cms]
 content = "website"
 transport = "webhook"
 url = "http://127.0.0.1:9/cms"
 body_template = '{"rubrik": "{{ title }}"}'
-"#,
+"#
     );
-    let channel = config.channels["cms"].clone();
-    let error = WebhookSender::new(&config, &channel)
+    let errors = samsa_relay::config::Config::from_toml(&text, &Default::default())
         .err()
         .expect("a quoted value is refused");
-    let message = format!("{error:#}");
-    assert!(message.contains("body_template"), "{message}");
+    let message = errors.to_string();
+    assert!(message.contains("channels.cms.body_template"), "{message}");
     assert!(message.contains("not JSON"), "{message}");
+    app.stop().await;
 }

@@ -449,7 +449,17 @@ fn check_channel(
                 url: url?,
                 bearer_token,
                 headers,
-                body_template: raw.body_template.clone(),
+                body_template: match &raw.body_template {
+                    Some(template) => match crate::delivery::webhook::check_body_template(template)
+                    {
+                        Ok(()) => Some(template.clone()),
+                        Err(message) => {
+                            problems.push(&at("body_template"), message);
+                            None
+                        }
+                    },
+                    None => None,
+                },
                 timeout: timeout?,
             })
         }

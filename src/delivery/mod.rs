@@ -200,6 +200,11 @@ impl DeliveryWorker {
 
     /// Claims up to `concurrency` due rows, sends them, records the outcomes.
     pub async fn try_deliver_next(&self) -> anyhow::Result<StepCounts> {
+        let claim_timer = self
+            .metrics
+            .storage_duration
+            .with_label_values(&["claim_deliveries"])
+            .start_timer();
         let claimed = self
             .storage
             .claim_deliveries(
@@ -209,6 +214,7 @@ impl DeliveryWorker {
                 self.lease,
             )
             .await?;
+        claim_timer.observe_duration();
         if claimed.is_empty() {
             return Ok(StepCounts::default());
         }
@@ -301,7 +307,13 @@ impl DeliveryWorker {
             };
             results.push(outcome);
         }
+        let record_timer = self
+            .metrics
+            .storage_duration
+            .with_label_values(&["record_deliveries"])
+            .start_timer();
         self.storage.record_deliveries(&results).await?;
+        record_timer.observe_duration();
         let channel = self.channel.name.as_str();
         self.metrics
             .deliveries
@@ -351,11 +363,12 @@ impl DeliveryWorker {
 }
 
 /// A limiter that never lets more than `per_minute` sends start in any 60-second window:
-/// one send every 60/`per_minute` seconds, with no burst (a burst would let a window hold
-/// up to twice the limit).
+/// one send every 60/`per_minute` seconds plus 1% (so that a closed window, its end
+/// included, still holds at most the limit despite timer jitter), with no burst (a burst
+/// would let a window hold up to twice the limit).
 pub fn rate_limiter(per_minute: u32) -> RateLimiter {
     let per_minute = per_minute.max(1);
-    let period = Duration::from_secs(60) / per_minute;
+    let period = (Duration::from_secs(60) / per_minute).mul_f64(1.01);
     let quota = governor::Quota::with_period(period)
         .expect("a positive period")
         .allow_burst(NonZeroU32::new(1).expect("one"));

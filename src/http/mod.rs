@@ -50,6 +50,13 @@ impl AppState {
     pub async fn publish(&self, request: &PublishRequest) -> Result<Publication, PublishError> {
         let publication = crate::publishing::publish(&self.storage, &self.config, request).await?;
         self.delivery_wake.notify_waiters();
+        self.metrics
+            .notices_published
+            .with_label_values(&[publication.kind.as_str(), &publication.level.to_string()])
+            .inc();
+        if let Some(waited) = publication.first_notice_after {
+            self.metrics.first_notice.observe(waited.as_secs_f64());
+        }
         Ok(publication)
     }
 }

@@ -3,6 +3,7 @@
 //! migrations, so a new backend is a new submodule and a new arm in each method.
 
 mod sqlite;
+mod sqlite_followup;
 mod sqlite_operators;
 
 use jiff::Timestamp;
@@ -832,6 +833,15 @@ impl Storage {
         }
     }
 
+    /// Per channel: (channel, deliveries waiting, when the oldest waiting was enqueued).
+    pub async fn outbox_backlog(
+        &self,
+    ) -> Result<Vec<(String, i64, Option<Timestamp>)>, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.outbox_backlog().await,
+        }
+    }
+
     /// How many receipts wait for the incident worker.
     pub async fn n_unprocessed_receipts(&self) -> Result<i64, StorageError> {
         match self {
@@ -882,6 +892,216 @@ pub(crate) fn parse_time(text: &str) -> anyhow::Result<Timestamp> {
     use anyhow::Context as _;
     text.parse::<Timestamp>()
         .with_context(|| format!("stored time {text:?} is not RFC 3339"))
+}
+
+// ---------------------------------------------------------------------------------------
+// Follow-up (src/storage/sqlite_followup.rs): feedback, lessons learned, entries operators
+// write in the log, and the snapshot the incident report is built from.
+
+/// Feedback to store: plain text, already cleaned and capped by the domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedbackWrite {
+    pub incident_id: i64,
+    pub received_at: Timestamp,
+    pub name: String,
+    pub organisation: String,
+    pub message: String,
+}
+
+/// Stored feedback, read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedbackRecord {
+    pub feedback_id: i64,
+    pub incident_id: i64,
+    pub received_at: Timestamp,
+    pub name: String,
+    pub organisation: String,
+    pub message: String,
+}
+
+/// An evaluation note or a lesson learned, to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LessonWrite {
+    pub incident_id: i64,
+    pub created_at: Timestamp,
+    /// The operator's name.
+    pub created_by: String,
+    /// `evaluation` or `lesson`.
+    pub kind: String,
+    /// For a lesson: `organisations`, `suppliers` or `service_management`.
+    pub audience: Option<String>,
+    pub text: String,
+}
+
+/// A stored evaluation note or lesson, read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LessonRecord {
+    pub lesson_id: i64,
+    pub incident_id: i64,
+    pub created_at: Timestamp,
+    pub created_by: String,
+    pub kind: String,
+    pub audience: Option<String>,
+    pub text: String,
+}
+
+/// One draft of an incident: when it was made, how many versions it had and how it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DraftHistoryRecord {
+    pub draft_id: i64,
+    pub kind: NoticeKind,
+    /// pending, published, withdrawn or discarded.
+    pub state: String,
+    pub state_reason: Option<String>,
+    pub created_at: Timestamp,
+    /// Who made version 1: `relay` or an operator's name.
+    pub created_by: String,
+    /// The draft's last change (its publication, withdrawal or discard once it ended).
+    pub updated_at: Timestamp,
+    pub n_versions: i64,
+    pub published_at: Option<Timestamp>,
+}
+
+/// The outbox rows of one (notice, channel), counted: the report's deliveries come from
+/// here rather than from one log entry per recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryTallyRecord {
+    pub notice_id: i64,
+    pub channel: String,
+    pub n_recipients: i64,
+    pub n_sent: i64,
+    pub n_failed: i64,
+    pub n_pending: i64,
+    /// Every attempt, the first ones included.
+    pub n_attempts: i64,
+    /// Attempts after the first, per row, summed.
+    pub n_retries: i64,
+    pub first_sent_at: Option<Timestamp>,
+    pub last_sent_at: Option<Timestamp>,
+}
+
+/// Operator mail about an incident, counted per purpose and draft (escalations, feedback).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorMailTallyRecord {
+    pub purpose: String,
+    pub draft_id: Option<i64>,
+    pub first_at: Timestamp,
+    pub n_mails: i64,
+}
+
+/// Everything the incident report reads, from one consistent read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FollowupSnapshot {
+    /// The incident without its alerts (the log carries them).
+    pub incident: IncidentRecord,
+    /// The whole log, in order.
+    pub events: Vec<EventRecord>,
+    pub drafts: Vec<DraftHistoryRecord>,
+    /// Oldest first.
+    pub notices: Vec<PublishedNoticeRecord>,
+    pub deliveries: Vec<DeliveryTallyRecord>,
+    /// Channel and recipient of each outbox row the log names (failed and retried
+    /// deliveries), by outbox id.
+    pub outbox_targets: std::collections::BTreeMap<i64, (String, String)>,
+    pub operator_mail: Vec<OperatorMailTallyRecord>,
+    pub feedback: Vec<FeedbackRecord>,
+    pub lessons: Vec<LessonRecord>,
+}
+
+impl Storage {
+    /// Opens an existing database (migrating it); refuses to create one. For commands that
+    /// only read, such as `samsa-relay report`.
+    pub async fn open_existing(config: &DatabaseConfig) -> anyhow::Result<Storage> {
+        match &config.url {
+            DatabaseUrl::Sqlite { path } => {
+                anyhow::ensure!(
+                    path.is_file(),
+                    "the database {} does not exist",
+                    path.display()
+                );
+                Storage::open(config).await
+            }
+        }
+    }
+
+    /// One incident without its alerts, read without taking the write lock.
+    pub async fn followup_incident(
+        &self,
+        incident_id: i64,
+    ) -> Result<Option<IncidentRecord>, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.followup_incident(incident_id).await,
+        }
+    }
+
+    /// Everything the incident report needs, read in one transaction; `None` when the
+    /// incident does not exist.
+    pub async fn followup_snapshot(
+        &self,
+        incident_id: i64,
+    ) -> Result<Option<FollowupSnapshot>, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.followup_snapshot(incident_id).await,
+        }
+    }
+
+    /// The incidents that started in `[from, before)` (either end open), oldest first.
+    pub async fn followup_incident_ids(
+        &self,
+        from: Option<Timestamp>,
+        before: Option<Timestamp>,
+    ) -> Result<Vec<i64>, StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.followup_incident_ids(from, before).await,
+        }
+    }
+}
+
+impl WriteTransaction {
+    /// Appends entries to an incident's log.
+    pub async fn append_events(
+        &mut self,
+        incident_id: i64,
+        events: &[EventWrite],
+    ) -> Result<(), StorageError> {
+        match self {
+            WriteTransaction::Sqlite(transaction) => {
+                sqlite_followup::append_events(transaction, incident_id, events).await
+            }
+        }
+    }
+
+    /// Stores feedback; returns its id.
+    pub async fn insert_feedback(&mut self, write: &FeedbackWrite) -> Result<i64, StorageError> {
+        match self {
+            WriteTransaction::Sqlite(transaction) => {
+                sqlite_followup::insert_feedback(transaction, write).await
+            }
+        }
+    }
+
+    /// Stores an evaluation note or lesson; returns its id.
+    pub async fn insert_lesson(&mut self, write: &LessonWrite) -> Result<i64, StorageError> {
+        match self {
+            WriteTransaction::Sqlite(transaction) => {
+                sqlite_followup::insert_lesson(transaction, write).await
+            }
+        }
+    }
+
+    /// Enqueues operator mail in this transaction, so that it commits together with what
+    /// it tells about; a key already present is skipped. Returns how many were new.
+    pub async fn enqueue_operator_mail(
+        &mut self,
+        mails: &[OperatorMailWrite],
+        now: Timestamp,
+    ) -> Result<u64, StorageError> {
+        match self {
+            WriteTransaction::Sqlite(transaction) => {
+                sqlite_followup::enqueue_operator_mail(transaction, mails, now).await
+            }
+        }
+    }
 }
 
 #[cfg(test)]

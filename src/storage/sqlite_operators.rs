@@ -556,3 +556,28 @@ impl SqliteStorage {
         Ok(draft.zip(incident))
     }
 }
+
+impl SqliteStorage {
+    /// Per channel: deliveries waiting and when the oldest of them was published.
+    pub async fn outbox_backlog(
+        &self,
+    ) -> Result<Vec<(String, i64, Option<Timestamp>)>, StorageError> {
+        const OPERATION: &str = "outbox_backlog";
+        let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(
+            "SELECT channel, COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending' GROUP BY channel",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|source| StorageError::new(OPERATION, source))?;
+        rows.into_iter()
+            .map(|(channel, count, oldest)| {
+                Ok((
+                    channel,
+                    count,
+                    oldest.as_deref().map(parse_time).transpose()?,
+                ))
+            })
+            .collect::<anyhow::Result<_>>()
+            .map_err(|source| StorageError::new(OPERATION, source))
+    }
+}

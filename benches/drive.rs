@@ -1,0 +1,307 @@
+//! The bench's own client tools, run by scripts/bench.sh. Every load is bounded in count
+//! and in time, and only ever goes to the URL given (the script gives 127.0.0.1).
+//!
+//! ```text
+//! drive free-port
+//! drive wait-ready  --url URL --since EPOCH_SECONDS [--timeout S]
+//! drive fixed-rate  --url URL --token T --rate R --seconds S --alerts N --stream K
+//!                   [--max-requests M] [--timeout S]
+//! drive big-payload --url URL --token T --alerts N [--timeout S]
+//! drive metric      --url URL --series 'name{label="value"}'
+//! ```
+//!
+//! `fixed-rate` is an open-loop generator: request i is due at start + i/R whatever
+//! happened to the earlier ones, each carries a payload no other request carries, and its
+//! latency counts from when it was due (so a slow answer cannot hide the requests queued
+//! behind it). Results are printed as `key=value` lines for the script.
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Args, millis, percentile};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper::{Request, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+fn main() -> ExitCode {
+    let mut raw = std::env::args().skip(1).filter(|arg| arg != "--bench");
+    let Some(command) = raw.next() else {
+        println!("drive: {}", common::USAGE_HINT);
+        return ExitCode::SUCCESS;
+    };
+    let result = Args::parse(raw).and_then(|args| run(&command, &args));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(problem) => {
+            eprintln!("drive {command}: {problem}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: &str, args: &Args) -> Result<(), String> {
+    match command {
+        "free-port" => {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+            let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+            println!("{port}");
+            Ok(())
+        }
+        "wait-ready" => wait_ready(args),
+        "fixed-rate" => runtime()?.block_on(fixed_rate(args)),
+        "big-payload" => runtime()?.block_on(big_payload(args)),
+        "metric" => runtime()?.block_on(async {
+            let url = args.string("url")?;
+            let value = metric(&client(), &url, &args.string("series")?).await?;
+            println!("{value}");
+            Ok(())
+        }),
+        other => Err(format!("unknown command {other:?}")),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// `http://127.0.0.1:PORT` to its socket address.
+fn socket_address(url: &str) -> Result<SocketAddr, String> {
+    let host = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: only http:// URLs"))?
+        .trim_end_matches('/');
+    let address: SocketAddr = host
+        .parse()
+        .map_err(|_| format!("{url}: expected http://IP:PORT"))?;
+    if !address.ip().is_loopback() {
+        return Err(format!("{url}: the bench only sends to a loopback address"));
+    }
+    Ok(address)
+}
+
+/// Polls GET /readyz as tightly as it can (a refused connection returns at once; 1 ms
+/// between attempts) and prints the time since `--since` (seconds since the epoch, as
+/// bash's $EPOCHREALTIME, taken just before the relay was spawned).
+fn wait_ready(args: &Args) -> Result<(), String> {
+    let url = args.string("url")?;
+    let address = socket_address(&url)?;
+    let since: f64 = args.number("since", 0.0)?;
+    let timeout = args.seconds("timeout", 10.0)?;
+    let started = Instant::now();
+    let request = format!("GET /readyz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let mut attempts = 0_u64;
+    loop {
+        attempts += 1;
+        if let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(200)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(4)));
+            let mut answer = Vec::new();
+            if stream.write_all(request.as_bytes()).is_ok()
+                && stream.read_to_end(&mut answer).is_ok()
+                && answer.starts_with(b"HTTP/1.1 200")
+            {
+                break;
+            }
+        }
+        if started.elapsed() > timeout {
+            return Err(format!("{url}/readyz not 200 within {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs_f64();
+    println!("ready_ms={:.1}", (now - since) * 1000.0);
+    println!("attempts={attempts}");
+    Ok(())
+}
+
+async fn post(
+    client: &HttpClient,
+    url: &str,
+    token: &str,
+    body: String,
+) -> Result<(u16, Bytes), String> {
+    let request = Request::post(format!("{url}/webhook/alertmanager"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let response = client.request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body))
+}
+
+async fn fixed_rate(args: &Args) -> Result<(), String> {
+    let url = args.string("url")?;
+    socket_address(&url)?;
+    let token = args.string_or("token", "");
+    let rate: f64 = args.number("rate", 200.0)?;
+    let seconds = args.seconds("seconds", 10.0)?;
+    let n_alerts: usize = args.number("alerts", 1)?;
+    let stream: u32 = args.number("stream", 0)?;
+    let max_requests: u64 = args.number("max-requests", 100_000)?;
+    let timeout = args.seconds("timeout", 10.0)?;
+    if !(rate > 0.0 && rate <= 10_000.0) {
+        return Err("--rate must be in (0, 10000]".to_owned());
+    }
+    let n_requests = ((rate * seconds.as_secs_f64()).round() as u64).min(max_requests);
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let client = client();
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut sends = tokio::task::JoinSet::new();
+    let mut worst_lateness = Duration::ZERO;
+    for sequence in 0..n_requests {
+        let due = start + interval.mul_f64(sequence as f64);
+        tokio::time::sleep_until(due).await;
+        worst_lateness = worst_lateness.max(due.elapsed());
+        let body = common::payload(stream, sequence, n_alerts);
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        sends.spawn(async move {
+            let result = tokio::time::timeout(timeout, post(&client, &url, &token, body)).await;
+            let latency = due.elapsed();
+            match result {
+                Ok(Ok((status, _))) => (Some(status), latency),
+                Ok(Err(_)) | Err(_) => (None, latency),
+            }
+        });
+    }
+    let scheduled_for = start.elapsed();
+    let mut latencies = Vec::with_capacity(n_requests as usize);
+    let (mut n_ok, mut n_bad_status, mut n_failed) = (0_u64, 0_u64, 0_u64);
+    let drained = tokio::time::timeout(timeout + Duration::from_secs(1), async {
+        while let Some(joined) = sends.join_next().await {
+            let (status, latency) = joined.map_err(|e| e.to_string())?;
+            match status {
+                Some(200) => {
+                    n_ok += 1;
+                    latencies.push(latency);
+                }
+                Some(_) => n_bad_status += 1,
+                None => n_failed += 1,
+            }
+        }
+        Ok::<(), String>(())
+    })
+    .await;
+    if drained.is_err() {
+        n_failed += sends.len() as u64;
+        sends.abort_all();
+    }
+    drained.unwrap_or(Ok(()))?;
+    latencies.sort_unstable();
+    println!("requests={n_requests}");
+    println!("ok={n_ok}");
+    println!("non_200={n_bad_status}");
+    println!("failed={n_failed}");
+    println!(
+        "achieved_rps={:.1}",
+        n_requests as f64 / scheduled_for.as_secs_f64().max(1e-9)
+    );
+    println!("p50_ms={:.2}", millis(percentile(&latencies, 50.0)));
+    println!("p90_ms={:.2}", millis(percentile(&latencies, 90.0)));
+    println!("p99_ms={:.2}", millis(percentile(&latencies, 99.0)));
+    println!(
+        "max_ms={:.2}",
+        millis(latencies.last().copied().unwrap_or_default())
+    );
+    println!("generator_late_ms={:.2}", millis(worst_lateness));
+    Ok(())
+}
+
+/// The value of one series in /metrics; a series not (yet) there counts as 0.
+async fn metric(client: &HttpClient, url: &str, series: &str) -> Result<f64, String> {
+    let uri: hyper::Uri = format!("{url}/metrics")
+        .parse()
+        .map_err(|_| format!("{url}: not a URL"))?;
+    let response = client
+        .get(uri)
+        .await
+        .map_err(|e| format!("GET /metrics: {e}"))?;
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    Ok(text
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse::<f64>().ok())?
+        })
+        .unwrap_or(0.0))
+}
+
+/// Posts one payload of `--alerts` alerts (each naming one of the inventory's actors in
+/// turn, as a wide outage would) and polls /metrics every 5 ms until the worker has
+/// committed the incident's first draft.
+async fn big_payload(args: &Args) -> Result<(), String> {
+    const DRAFTS_CREATED: &str = r#"samsa_relay_draft_changes_total{action="created"}"#;
+    let url = args.string("url")?;
+    socket_address(&url)?;
+    let token = args.string_or("token", "");
+    let n_alerts: usize = args.number("alerts", 10_000)?;
+    let timeout = args.seconds("timeout", 60.0)?;
+    let inventory = samsa_relay::inventory::Inventory::default_samsa();
+    let actors: Vec<String> = inventory
+        .actors()
+        .iter()
+        .map(|actor| actor.id.clone())
+        .collect();
+    let body = common::payload_with(9999, 0, n_alerts, |index| {
+        actors[index % actors.len()].clone()
+    });
+    let body_bytes = body.len();
+    let client = client();
+    let before = metric(&client, &url, DRAFTS_CREATED).await?;
+    let started = Instant::now();
+    let (status, answer) = tokio::time::timeout(timeout, post(&client, &url, &token, body))
+        .await
+        .map_err(|_| "no answer in time".to_owned())??;
+    let acknowledged = started.elapsed();
+    if status != 200 {
+        return Err(format!(
+            "answered {status}: {}",
+            String::from_utf8_lossy(&answer)
+        ));
+    }
+    loop {
+        if metric(&client, &url, DRAFTS_CREATED).await? > before {
+            break;
+        }
+        if started.elapsed() > timeout {
+            return Err(format!("no draft within {timeout:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let drafted = started.elapsed();
+    println!("body_bytes={body_bytes}");
+    println!("ack_ms={:.1}", millis(acknowledged));
+    println!("draft_ms={:.1}", millis(drafted));
+    println!("ack_to_draft_ms={:.1}", millis(drafted - acknowledged));
+    Ok(())
+}
