@@ -563,8 +563,7 @@ body_template = '{"rubrik": "{{ title }}"}'
 "#
     );
     let errors = samsa_relay::config::Config::from_toml(&text, &Default::default())
-        .err()
-        .expect("a quoted value is refused");
+        .expect_err("a quoted value is refused");
     let message = errors.to_string();
     assert!(message.contains("channels.cms.body_template"), "{message}");
     assert!(message.contains("not JSON"), "{message}");
