@@ -100,7 +100,10 @@ async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
         ),
         Err(problem) => respond(
             StatusCode::BAD_REQUEST,
-            format!(r#"{{"error":{:?},"detail":{:?}}}"#, problem.error, problem.detail),
+            format!(
+                r#"{{"error":{:?},"detail":{:?}}}"#,
+                problem.error, problem.detail
+            ),
         ),
     })
 }

@@ -50,8 +50,9 @@ fn main() -> ExitCode {
 
 async fn run(args: &Args) -> Result<(), String> {
     let smtp = args.string("smtp")?;
-    let smtp_address: std::net::SocketAddr =
-        smtp.parse().map_err(|_| format!("--smtp {smtp:?}: expected IP:PORT"))?;
+    let smtp_address: std::net::SocketAddr = smtp
+        .parse()
+        .map_err(|_| format!("--smtp {smtp:?}: expected IP:PORT"))?;
     if !smtp_address.ip().is_loopback() {
         return Err("--smtp must be a loopback address".to_owned());
     }
@@ -169,10 +170,8 @@ level_3 = ["email"]
 async fn post(url: &str, body: &str) -> Result<(u16, String), String> {
     use http_body_util::{BodyExt as _, Full};
     use hyper::body::Bytes;
-    let client = hyper_util::client::legacy::Client::builder(
-        hyper_util::rt::TokioExecutor::new(),
-    )
-    .build_http::<Full<Bytes>>();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
     let request = hyper::Request::post(format!("{url}/webhook/alertmanager"))
         .header("authorization", format!("Bearer {TOKEN}"))
         .header("content-type", "application/json")
@@ -203,7 +202,11 @@ async fn pending_draft(
             if draft.state == "pending"
                 && let Some(version) = draft.versions.last()
             {
-                return Ok(Some((incident.incident_id, draft.draft_id, version.version)));
+                return Ok(Some((
+                    incident.incident_id,
+                    draft.draft_id,
+                    version.version,
+                )));
             }
         }
     }

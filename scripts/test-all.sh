@@ -13,7 +13,8 @@ set -euo pipefail
 # tests/deploy.rs checks deploy/ with promtool (prometheus), amtool
 # (prometheus-alertmanager), the blackbox exporter, systemd-analyze (systemd) and PyYAML
 # (python3-yaml, for the Kubernetes manifests). tests/email.rs runs a real SMTP server,
-# tests/support/smtp_sink.py, on aiosmtpd (python3-aiosmtpd).
+# tests/support/smtp_sink.py, on aiosmtpd (python3-aiosmtpd). tests/browser.rs drives
+# headless Chromium (chromium) through chromedriver (chromium-driver).
 APT_PACKAGES=(
     prometheus-alertmanager
     python3-aiosmtpd
@@ -21,6 +22,8 @@ APT_PACKAGES=(
     prometheus-blackbox-exporter
     python3-yaml
     systemd
+    chromium
+    chromium-driver
 )
 # Binaries that must exist once the packages are installed.
 REQUIRED_BINARIES=(
@@ -31,6 +34,8 @@ REQUIRED_BINARIES=(
     /usr/bin/systemd-analyze
     /usr/bin/python3
     /usr/bin/aiosmtpd
+    /usr/bin/chromium
+    /usr/bin/chromedriver
 )
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::delivery::RetryPolicy;
 use crate::delivery::{ChannelSender, DeliveryWorker, email::EmailTransport};
 use crate::gauges::GaugeRefresher;
+use crate::http::server::{ServerLimits, serve, tls_acceptor};
 use crate::http::{AppState, router};
 use crate::incident_worker::{IncidentWorker, WatchdogClock};
 use crate::links::LinkSigner;
@@ -179,11 +180,25 @@ impl App {
             workers.spawn(async move { delivery_worker.run_shared(stopping).await });
         }
         workers.close();
-        // Connection info gives handlers the client's address (per-client rate limits).
-        let service = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(listener, service)
-            .with_graceful_shutdown(stopping.clone().cancelled_owned())
-            .into_future();
+        let limits = ServerLimits {
+            max_connections: state.config.server.max_connections,
+            header_read_timeout: state.config.server.header_read_timeout,
+            tls_handshake_timeout: std::time::Duration::from_secs(10),
+        };
+        let tls = match &state.config.server.tls {
+            Some((certificate, key)) => {
+                Some(tls_acceptor(certificate, key).context("cannot set up TLS")?)
+            }
+            None => None,
+        };
+        let server = serve(
+            listener,
+            router(state.clone()),
+            limits,
+            tls,
+            state.metrics.clone(),
+            stopping.clone(),
+        );
         let mut server = tokio::spawn(server);
         tokio::select! {
             result = &mut server => {

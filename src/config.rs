@@ -70,6 +70,11 @@ pub struct ServerConfig {
     pub public_url: url::Url,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    /// (certificate chain, private key) PEM files when the relay serves HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, Clone)]
@@ -263,6 +268,16 @@ pub struct RawServer {
     pub max_body_bytes: usize,
     /// How long shutdown waits for in-flight requests and workers, e.g. `10s`.
     pub shutdown_grace: String,
+    /// Most connections open at once; one more is closed at once.
+    pub max_connections: usize,
+    /// Longest time a client may take to send a request's head, e.g. `10s`.
+    pub header_read_timeout: String,
+    /// Longest time a request may take, body included, before it is answered 408.
+    pub request_timeout: String,
+    /// PEM certificate chain: with `tls_key_file`, the relay serves HTTPS itself.
+    pub tls_certificate_file: Option<String>,
+    /// PEM private key for `tls_certificate_file`.
+    pub tls_key_file: Option<String>,
 }
 
 impl Default for RawServer {
@@ -272,6 +287,11 @@ impl Default for RawServer {
             public_url: "http://127.0.0.1:9095".to_owned(),
             max_body_bytes: 32 * 1024 * 1024,
             shutdown_grace: "10s".to_owned(),
+            max_connections: 1024,
+            header_read_timeout: "10s".to_owned(),
+            request_timeout: "30s".to_owned(),
+            tls_certificate_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -555,6 +575,36 @@ impl Config {
             parse_duration(&raw.server.shutdown_grace),
         );
 
+        if raw.server.max_connections == 0 {
+            problems.push("server.max_connections", "must be at least 1");
+        }
+        let header_read_timeout = problems.check(
+            "server.header_read_timeout",
+            parse_duration(&raw.server.header_read_timeout),
+        );
+        let request_timeout = problems.check(
+            "server.request_timeout",
+            parse_duration(&raw.server.request_timeout),
+        );
+        let tls = match (&raw.server.tls_certificate_file, &raw.server.tls_key_file) {
+            (Some(certificate), Some(key)) => {
+                match crate::http::server::tls_acceptor(Path::new(certificate), Path::new(key)) {
+                    Ok(_) => Some((PathBuf::from(certificate), PathBuf::from(key))),
+                    Err(error) => {
+                        problems.push("server.tls_certificate_file", format!("{error:#}"));
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+            _ => {
+                problems.push(
+                    "server.tls_key_file",
+                    "set both tls_certificate_file and tls_key_file, or neither",
+                );
+                None
+            }
+        };
         let database_url = problems.check("database.url", parse_database_url(&raw.database.url));
         let busy_timeout = problems.check(
             "database.busy_timeout",
@@ -700,6 +750,10 @@ impl Config {
                 public_url: public_url.expect("checked"),
                 max_body_bytes: raw.server.max_body_bytes,
                 shutdown_grace: shutdown_grace.expect("checked"),
+                max_connections: raw.server.max_connections,
+                header_read_timeout: header_read_timeout.expect("checked"),
+                request_timeout: request_timeout.expect("checked"),
+                tls,
             },
             database: DatabaseConfig {
                 url: database_url.expect("checked"),
@@ -738,6 +792,8 @@ impl RawConfig {
                 *path = Some(folder.join(relative).display().to_string());
             }
         };
+        resolve(&mut self.server.tls_certificate_file);
+        resolve(&mut self.server.tls_key_file);
         resolve(&mut self.webhook.token_file);
         resolve(&mut self.webhook.basic_password_file);
         resolve(&mut self.links.secret_file);

@@ -363,8 +363,8 @@ pub fn assemble_report(
         .max()
         .unwrap_or(incident.summary.n_affected)
         .max(incident.summary.n_affected);
-    let whole_service = incident.summary.whole_service
-        || scope.series.iter().any(|point| point.whole_service);
+    let whole_service =
+        incident.summary.whole_service || scope.series.iter().any(|point| point.whole_service);
 
     let first_draft_at = snapshot.drafts.iter().map(|draft| draft.created_at).min();
     let first_publication_at = snapshot
@@ -442,7 +442,7 @@ pub fn assemble_report(
         .collect();
 
     let deliveries = deliveries(snapshot);
-    let escalations = snapshot
+    let escalations: Vec<EscalationEntry> = snapshot
         .operator_mail
         .iter()
         .filter(|mail| mail.purpose == "escalation")
@@ -691,7 +691,8 @@ fn replay_scope(snapshot: &FollowupSnapshot, config: &Config, end: Timestamp) ->
             changes.push((span.end, index, false));
         }
     }
-    changes.sort_by_key(|(at, index, starts)| (*at, *starts, *index));
+    // At one time, starts before ends: a span that ends when it starts never goes below zero.
+    changes.sort_by_key(|(at, index, starts)| (*at, !*starts, *index));
     let mut actor_refcount = vec![0_usize; actors.len()];
     let mut affected_in_subregion = vec![0_usize; subregions.len()];
     let mut n_everything = 0_usize;
@@ -824,22 +825,23 @@ fn deliveries(snapshot: &FollowupSnapshot) -> Deliveries {
     let mut by_channel: BTreeMap<&str, ChannelDeliveries> = BTreeMap::new();
     let mut by_notice = Vec::new();
     for tally in &snapshot.deliveries {
-        let channel = by_channel
-            .entry(tally.channel.as_str())
-            .or_insert_with(|| ChannelDeliveries {
-                channel: tally.channel.clone(),
-                n_deliveries: 0,
-                n_sent: 0,
-                n_failed: 0,
-                n_pending: 0,
-                n_retries: 0,
-                n_operator_retries: operator_retries
-                    .get(tally.channel.as_str())
-                    .copied()
-                    .unwrap_or(0),
-                first_sent_at: None,
-                last_sent_at: None,
-            });
+        let channel =
+            by_channel
+                .entry(tally.channel.as_str())
+                .or_insert_with(|| ChannelDeliveries {
+                    channel: tally.channel.clone(),
+                    n_deliveries: 0,
+                    n_sent: 0,
+                    n_failed: 0,
+                    n_pending: 0,
+                    n_retries: 0,
+                    n_operator_retries: operator_retries
+                        .get(tally.channel.as_str())
+                        .copied()
+                        .unwrap_or(0),
+                    first_sent_at: None,
+                    last_sent_at: None,
+                });
         channel.n_deliveries += tally.n_recipients;
         channel.n_sent += tally.n_sent;
         channel.n_failed += tally.n_failed;
@@ -1034,7 +1036,10 @@ fn describe_alerts(group: &[EventRecord], config: &Config) -> String {
 fn describe_alert(labels: &BTreeMap<String, String>, config: &Config) -> String {
     let inventory = &config.inventory;
     let name = single_line(
-        labels.get("alertname").map(String::as_str).unwrap_or("larm"),
+        labels
+            .get("alertname")
+            .map(String::as_str)
+            .unwrap_or("larm"),
         100,
     );
     let targets: Vec<String> = alert_scopes(labels, &config.incidents)
@@ -1116,11 +1121,7 @@ fn describe_event(
             } else {
                 ""
             };
-            format!(
-                "Utkast {} skapat: {}{by_hand}",
-                number("draft_id"),
-                kind()
-            )
+            format!("Utkast {} skapat: {}{by_hand}", number("draft_id"), kind())
         }
         "draft_revised" => format!(
             "Utkast {} uppdaterat till version {}",
@@ -1137,11 +1138,7 @@ fn describe_event(
             number("draft_id"),
             text("reason")
         ),
-        "draft_discarded" => format!(
-            "Utkast {} kasserat: {}",
-            number("draft_id"),
-            text("reason")
-        ),
+        "draft_discarded" => format!("Utkast {} kasserat: {}", number("draft_id"), text("reason")),
         "decision_recorded" => format!(
             "Beslut om nivå {}: {} ({})",
             number("level"),
@@ -1183,15 +1180,15 @@ fn describe_event(
         ),
         "monitoring_chain_restored" => "Övervakningskedjan fungerar igen".to_owned(),
         "note" => format!("Anteckning: {}", text("text")),
-        "feedback" => match detail_u64(event, "feedback_id")
-            .and_then(|id| feedback_by_id.get(&(id as i64)))
-        {
-            Some(feedback) => format!(
-                "Återkoppling från {} ({})",
-                feedback.name, feedback.organisation
-            ),
-            None => "Återkoppling".to_owned(),
-        },
+        "feedback" => {
+            match detail_u64(event, "feedback_id").and_then(|id| feedback_by_id.get(&(id as i64))) {
+                Some(feedback) => format!(
+                    "Återkoppling från {} ({})",
+                    feedback.name, feedback.organisation
+                ),
+                None => "Återkoppling".to_owned(),
+            }
+        }
         "evaluation_noted" => "Utvärdering antecknad".to_owned(),
         "lesson_recorded" => format!(
             "Erfarenhet antecknad, {}",
@@ -1260,7 +1257,10 @@ static REPORT_TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     environment.add_filter("quote", quote_markdown);
     for (name, source) in [
         ("report.md", include_str!("followup_templates/report.md")),
-        ("report.html", include_str!("followup_templates/report.html")),
+        (
+            "report.html",
+            include_str!("followup_templates/report.html"),
+        ),
     ] {
         environment
             .add_template(name, source)
@@ -1277,12 +1277,12 @@ fn report_formatter(output: &mut Output, state: &State, value: &Value) -> Result
             return Ok(());
         }
         let text = value.to_string();
-        return if value.is_safe() {
+        let written = if value.is_safe() {
             output.write_str(&text)
         } else {
             output.write_str(&escape_markdown(&text))
-        }
-        .map_err(Error::from);
+        };
+        return written.map_err(Error::from);
     }
     minijinja::escape_formatter(output, state, value)
 }
@@ -1328,8 +1328,7 @@ pub fn render_report(report: &IncidentReport, format: ReportFormat) -> anyhow::R
     use anyhow::Context as _;
     match format {
         ReportFormat::Json => {
-            let mut json =
-                serde_json::to_string_pretty(report).context("the report as JSON")?;
+            let mut json = serde_json::to_string_pretty(report).context("the report as JSON")?;
             json.push('\n');
             Ok(json)
         }
@@ -1364,7 +1363,7 @@ struct ReportView {
     facts: Vec<(String, String)>,
     reasons: Vec<String>,
     durations: Vec<(String, String)>,
-    timeline: Vec<TimelineView>,
+    timeline: Vec<TimelineLine>,
     scope_columns: Vec<String>,
     scope_rows: Vec<ScopeRowView>,
     subregions: Vec<SubregionView>,
@@ -1381,12 +1380,37 @@ struct ReportView {
     generated: String,
 }
 
-#[derive(Serialize)]
-struct TimelineView {
-    time: String,
-    offset: String,
-    source: String,
-    text: String,
+/// One timeline line in Swedish words, as the report and the follow-up page show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TimelineLine {
+    /// "28 november 2026 kl. 05:40".
+    pub time: String,
+    /// "+0:30" after the first alert.
+    pub offset: String,
+    /// "Alertmanager", "samsa-relay", "Återkopplingssidan" or an operator's name.
+    pub source: String,
+    pub text: String,
+}
+
+/// The report's timeline in Swedish words.
+pub fn timeline_lines(report: &IncidentReport) -> Vec<TimelineLine> {
+    let start = report.incident.started_at;
+    report
+        .timeline
+        .iter()
+        .map(|entry| {
+            let mut text = entry.text.clone();
+            if let Some(recorded_at) = entry.recorded_at {
+                text.push_str(&format!(" (antecknat {})", clock_time(recorded_at)));
+            }
+            TimelineLine {
+                time: format_swedish_time(entry.at),
+                offset: relative_offset(start, entry.at),
+                source: source_label(&entry.source),
+                text,
+            }
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -1420,7 +1444,7 @@ fn report_view(report: &IncidentReport) -> ReportView {
         format_swedish_duration(std::time::Duration::from_secs(seconds.max(0) as u64))
     };
     let offset = |at: Timestamp| relative_offset(start, at);
-    let kind_label = match incident.kind.as_str() {
+    let incident_kind = match incident.kind.as_str() {
         "drill" => "Övning",
         "monitoring" => "Övervakningen av tjänsten var bruten",
         _ => "Driftstörning",
@@ -1431,7 +1455,7 @@ fn report_view(report: &IncidentReport) -> ReportView {
     };
     let mut facts = vec![
         ("Referens".to_owned(), incident.reference.clone()),
-        ("Typ".to_owned(), kind_label.to_owned()),
+        ("Typ".to_owned(), incident_kind.to_owned()),
         ("Status".to_owned(), status.clone()),
         ("Första larm".to_owned(), time(start)),
     ];
@@ -1523,22 +1547,7 @@ fn report_view(report: &IncidentReport) -> ReportView {
         facts.push((label.to_owned(), optional_time(at)));
     }
 
-    let timeline = report
-        .timeline
-        .iter()
-        .map(|entry| {
-            let mut text = entry.text.clone();
-            if let Some(recorded_at) = entry.recorded_at {
-                text.push_str(&format!(" (antecknat {})", clock_time(recorded_at)));
-            }
-            TimelineView {
-                time: time(entry.at),
-                offset: offset(entry.at),
-                source: source_label(&entry.source),
-                text,
-            }
-        })
-        .collect();
+    let timeline = timeline_lines(report);
 
     let scope_columns = report
         .scope
@@ -1586,8 +1595,7 @@ fn report_view(report: &IncidentReport) -> ReportView {
             } else {
                 format!("{} av {}", subregion.max_affected, subregion.n_actors)
             },
-            downtime: if subregion.downtime_seconds > 0 || subregion.first_affected_at.is_some()
-            {
+            downtime: if subregion.downtime_seconds > 0 || subregion.first_affected_at.is_some() {
                 duration(subregion.downtime_seconds)
             } else {
                 "–".to_owned()
@@ -1760,7 +1768,7 @@ fn report_view(report: &IncidentReport) -> ReportView {
     ReportView {
         title: format!("Incidentrapport {}", incident.reference),
         reference: incident.reference.clone(),
-        kind_label: kind_label.to_owned(),
+        kind_label: incident_kind.to_owned(),
         drill: incident.kind == "drill",
         status,
         facts,
@@ -1923,9 +1931,8 @@ impl Feedback {
     }
 }
 
+/// "ditt namn" -> "Ditt namn" (the labels are chosen to read well both ways).
 fn capitalised(text: &str) -> String {
-    // "ditt namn" -> "Namnet" would need grammar; the labels are chosen to read well as
-    // "Ditt namn får vara …".
     let mut characters = text.chars();
     match characters.next() {
         Some(first) => first.to_uppercase().chain(characters).collect(),
@@ -1938,7 +1945,7 @@ fn swedish_number(number: usize) -> String {
     let digits = number.to_string();
     let mut grouped = String::new();
     for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
             grouped.push('\u{a0}');
         }
         grouped.push(digit);
@@ -1951,9 +1958,7 @@ fn swedish_number(number: usize) -> String {
 pub enum FollowupError {
     #[error("Incidenten finns inte")]
     IncidentNotFound,
-    #[error(
-        "Utvärdering och erfarenheter kan läggas till när incidenten är åtgärdad"
-    )]
+    #[error("Utvärdering och erfarenheter kan läggas till när incidenten är åtgärdad")]
     NotResolved,
     #[error("{0}")]
     Invalid(String),
@@ -2111,9 +2116,7 @@ pub async fn add_note(
 ) -> Result<(), FollowupError> {
     let text = single_line(text, MAX_NOTE_CHARS + 1);
     if text.is_empty() {
-        return Err(FollowupError::Invalid(
-            "Skriv vad som hände.".to_owned(),
-        ));
+        return Err(FollowupError::Invalid("Skriv vad som hände.".to_owned()));
     }
     if text.chars().count() > MAX_NOTE_CHARS {
         return Err(FollowupError::Invalid(format!(
@@ -2367,7 +2370,11 @@ pub async fn list_incidents(
     now: Timestamp,
 ) -> Result<Vec<IncidentListRow>, StorageError> {
     let tz = stockholm();
-    let start_of = |date: Date| date.to_zoned(tz.clone()).ok().map(|zoned| zoned.timestamp());
+    let start_of = |date: Date| {
+        date.to_zoned(tz.clone())
+            .ok()
+            .map(|zoned| zoned.timestamp())
+    };
     let from = filter.from.and_then(start_of);
     let before = filter
         .to
@@ -2380,9 +2387,7 @@ pub async fn list_incidents(
         };
         let row = list_row(&report);
         let passes = filter.kind.admits(&row.kind)
-            && filter
-                .level
-                .is_none_or(|level| row.highest_level == level)
+            && filter.level.is_none_or(|level| row.highest_level == level)
             && filter.subregion.as_deref().is_none_or(|wanted| {
                 report
                     .scope

@@ -7,6 +7,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod followup;
 pub mod gauges;
 pub mod http;
 pub mod incident;

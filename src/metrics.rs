@@ -66,6 +66,12 @@ pub struct Metrics {
     pub first_notice: Histogram,
     /// Storage operation duration by operation (the hot ones: store, claim, record, step).
     pub storage_duration: HistogramVec,
+    /// Connections open now.
+    pub connections_open: IntGauge,
+    /// Connections closed at once because the connection limit was reached.
+    pub connections_refused: IntCounter,
+    /// Requests answered 408 because they took longer than the request timeout.
+    pub requests_timed_out: IntCounter,
 }
 
 impl Metrics {
@@ -281,6 +287,19 @@ impl Metrics {
             &["operation"],
         )
         .expect("valid metric");
+        let connections_open =
+            IntGauge::new("samsa_relay_connections_open", "HTTP connections open now.")
+                .expect("valid metric");
+        let connections_refused = IntCounter::new(
+            "samsa_relay_connections_refused_total",
+            "Connections closed at once because the connection limit was reached.",
+        )
+        .expect("valid metric");
+        let requests_timed_out = IntCounter::new(
+            "samsa_relay_requests_timed_out_total",
+            "Requests answered 408 because they took longer than the request timeout.",
+        )
+        .expect("valid metric");
         let incident_step_failures = IntCounter::new(
             "samsa_relay_incident_step_failures_total",
             "Incident worker steps that failed and will be retried.",
@@ -315,6 +334,9 @@ impl Metrics {
             Box::new(notices_published.clone()),
             Box::new(first_notice.clone()),
             Box::new(storage_duration.clone()),
+            Box::new(connections_open.clone()),
+            Box::new(connections_refused.clone()),
+            Box::new(requests_timed_out.clone()),
         ] {
             registry
                 .register(collector)
@@ -373,6 +395,9 @@ impl Metrics {
             notices_published,
             first_notice,
             storage_duration,
+            connections_open,
+            connections_refused,
+            requests_timed_out,
         }
     }
 

@@ -67,7 +67,10 @@ async fn an_operator_edits_previews_and_publishes_a_level_2_notice_on_a_phone() 
         client.title().await.unwrap(),
         format!("Granska utkast – incident {incident_id} – samsa-relay")
     );
-    assert_eq!(script(client, "return document.documentElement.lang;").await, "sv");
+    assert_eq!(
+        script(client, "return document.documentElement.lang;").await,
+        "sv"
+    );
     assert_eq!(
         heading(client).await,
         format!("Granska utkast: första meddelande – incident {incident_id}")
@@ -80,7 +83,8 @@ async fn an_operator_edits_previews_and_publishes_a_level_2_notice_on_a_phone() 
     );
     shots.save(&browser, "1-before-edit").await;
 
-    let information = labelled_control(client, "Fyll på med för störningen relevant information").await;
+    let information =
+        labelled_control(client, "Fyll på med för störningen relevant information").await;
     assert_eq!(information.tag_name().await.unwrap(), "textarea");
     information.send_keys(ADDED_INFORMATION).await.unwrap();
     // A tap on the label chooses the radio button.
@@ -99,11 +103,19 @@ async fn an_operator_edits_previews_and_publishes_a_level_2_notice_on_a_phone() 
 
     click_and_wait_for_next_page(client, button(client, "Uppdatera förhandsvisningen").await).await;
     assert_eq!(
-        script(client, "return document.querySelector('[role=status]')?.textContent.trim() ?? '';").await,
+        script(
+            client,
+            "return document.querySelector('[role=status]')?.textContent.trim() ?? '';"
+        )
+        .await,
         "Förhandsvisningen är uppdaterad."
     );
     assert_eq!(
-        script(client, "return document.getElementById('preview-heading').textContent.trim();").await,
+        script(
+            client,
+            "return document.getElementById('preview-heading').textContent.trim();"
+        )
+        .await,
         "Förhandsvisning (version 2)"
     );
     let previewed_email = preview_text(client, "E-post: text").await;
@@ -112,13 +124,29 @@ async fn an_operator_edits_previews_and_publishes_a_level_2_notice_on_a_phone() 
         "the preview shows the added text:\n{previewed_email}"
     );
     // The choices survive the round trip, so Publicera needs no retyping.
-    assert!(labelled_control(client, "Nivå 2:").await.is_selected().await.unwrap());
+    assert!(
+        labelled_control(client, "Nivå 2:")
+            .await
+            .is_selected()
+            .await
+            .unwrap()
+    );
     assert_eq!(
-        labelled_control(client, "Vem beslutade").await.prop("value").await.unwrap().as_deref(),
+        labelled_control(client, "Vem beslutade")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
         Some(DECIDED_BY)
     );
     assert_eq!(
-        labelled_control(client, "I vilken roll").await.prop("value").await.unwrap().as_deref(),
+        labelled_control(client, "I vilken roll")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("subregional")
     );
     assert_no_horizontal_overflow(client, "the review page after the preview").await;
@@ -138,13 +166,19 @@ async fn an_operator_edits_previews_and_publishes_a_level_2_notice_on_a_phone() 
     assert_eq!(notice.decided_by.as_deref(), Some(DECIDED_BY));
     assert_eq!(notice.decided_role.as_deref(), Some("subregional"));
     assert_eq!(notice.published_by, OPERATOR_NAME);
-    assert_eq!(notice.draft_version, 2, "the previewed version is what was published");
+    assert_eq!(
+        notice.draft_version, 2,
+        "the previewed version is what was published"
+    );
     assert!(
         notice.rendered.email_text.contains(ADDED_INFORMATION),
         "{}",
         notice.rendered.email_text
     );
-    assert_eq!(notice.rendered.email_text, previewed_email, "exactly what was previewed");
+    assert_eq!(
+        notice.rendered.email_text, previewed_email,
+        "exactly what was previewed"
+    );
     let outbox = app.state.storage.outbox(Some(incident_id)).await.unwrap();
     let mut outbox_channels: Vec<&str> = outbox.iter().map(|row| row.channel.as_str()).collect();
     outbox_channels.sort_unstable();
@@ -156,7 +190,10 @@ async fn an_operator_edits_previews_and_publishes_a_level_2_notice_on_a_phone() 
 
     browser.close().await;
     app.stop().await;
-    report(&format!("browser: review, preview and publish took {:.1?}", started.elapsed()));
+    report(&format!(
+        "browser: review, preview and publish took {:.1?}",
+        started.elapsed()
+    ));
 }
 
 #[tokio::test]
@@ -170,11 +207,20 @@ async fn a_tampered_link_is_refused_and_the_review_page_is_usable_by_keyboard_an
 
     let tampered_path = tamper(&review_path);
     let tampered_url = format!("{}{tampered_path}", app.address);
-    assert_eq!(app.client.get(&tampered_url).send().await.unwrap().status(), 403);
+    assert_eq!(
+        app.client.get(&tampered_url).send().await.unwrap().status(),
+        403
+    );
     client.goto(&tampered_url).await.unwrap();
     assert_eq!(heading(client).await, "Länken gäller inte");
-    assert_eq!(client.title().await.unwrap(), "Länken gäller inte – samsa-relay");
-    assert_eq!(script(client, "return document.documentElement.lang;").await, "sv");
+    assert_eq!(
+        client.title().await.unwrap(),
+        "Länken gäller inte – samsa-relay"
+    );
+    assert_eq!(
+        script(client, "return document.documentElement.lang;").await,
+        "sv"
+    );
     assert_no_horizontal_overflow(client, "the refusal").await;
     shots.save(&browser, "tampered-link").await;
 
@@ -194,12 +240,25 @@ async fn a_tampered_link_is_refused_and_the_review_page_is_usable_by_keyboard_an
     assert_no_horizontal_overflow(client, "the review page").await;
 
     let stops = tab_until_publish(client, &shots).await;
-    let names: Vec<String> = stops.iter().map(|stop| stop["name"].as_str().unwrap_or("").to_owned()).collect();
-    report(&format!("browser: tab order to Publicera: {}", names.join(" → ")));
+    let names: Vec<String> = stops
+        .iter()
+        .map(|stop| stop["name"].as_str().unwrap_or("").to_owned())
+        .collect();
+    report(&format!(
+        "browser: tab order to Publicera: {}",
+        names.join(" → ")
+    ));
     let last = stops.last().expect("at least one tab stop");
-    assert_eq!(last["name"], "button Publicera", "Tab never reached Publicera: {names:?}");
+    assert_eq!(
+        last["name"], "button Publicera",
+        "Tab never reached Publicera: {names:?}"
+    );
     for stop in &stops {
-        assert_ne!(stop["outline"], "none", "no visible focus on {}", stop["name"]);
+        assert_ne!(
+            stop["outline"], "none",
+            "no visible focus on {}",
+            stop["name"]
+        );
     }
     for stop in &stops {
         let covered = stop["covered"].as_f64().unwrap_or(0.0);
@@ -215,7 +274,10 @@ async fn a_tampered_link_is_refused_and_the_review_page_is_usable_by_keyboard_an
 
     browser.close().await;
     app.stop().await;
-    report(&format!("browser: tampered link and accessibility checks took {:.1?}", started.elapsed()));
+    report(&format!(
+        "browser: tampered link and accessibility checks took {:.1?}",
+        started.elapsed()
+    ));
 }
 
 // ---- the scenario ------------------------------------------------------------------
@@ -244,16 +306,21 @@ async fn whole_subregion_outage_and_review_link(app: &TestApp) -> (i64, String) 
         .await;
     let (_, _, suggested) =
         common::pending_draft(app, incident_id, samsa_relay::notice::NoticeKind::Initial).await;
-    assert_eq!(suggested.as_number(), 2, "a whole sub-region suggests level 2");
+    assert_eq!(
+        suggested.as_number(),
+        2,
+        "a whole sub-region suggests level 2"
+    );
 
     // The operator mail outbox marks a mail sent only after the file is written.
     let subject = common::eventually("the review email sent", DEADLINE, || async {
         let mails = app.state.storage.operator_mail().await.ok()?;
         mails.into_iter().find_map(|(key, to, subject, state)| {
-            (key == format!("review:{draft_id}:{version}:{OPERATOR_EMAIL}") && state == "sent").then(|| {
-                assert_eq!(to, OPERATOR_EMAIL);
-                subject
-            })
+            (key == format!("review:{draft_id}:{version}:{OPERATOR_EMAIL}") && state == "sent")
+                .then(|| {
+                    assert_eq!(to, OPERATOR_EMAIL);
+                    subject
+                })
         })
     })
     .await;
@@ -267,7 +334,8 @@ async fn whole_subregion_outage_and_review_link(app: &TestApp) -> (i64, String) 
         .map(str::trim)
         .find(|line| line.contains("/ops/r/"))
         .unwrap_or_else(|| panic!("no review link in the email:\n{body}"));
-    let url = url::Url::parse(link).unwrap_or_else(|error| panic!("{link:?} is not a URL: {error}"));
+    let url =
+        url::Url::parse(link).unwrap_or_else(|error| panic!("{link:?} is not a URL: {error}"));
     assert!(link.starts_with(PUBLIC_URL), "{link}");
     assert!(url.query().is_none() && url.fragment().is_none(), "{link}");
     // The relay listens on a port of its own; the link names the configured public URL.
@@ -284,7 +352,10 @@ fn mail_body(folder: &Path, subject: &str) -> String {
             .parse(&bytes)
             .unwrap_or_else(|| panic!("{} is not a message", path.display()));
         if message.subject() == Some(subject) {
-            let to = message.to().and_then(|to| to.first()).and_then(|to| to.address());
+            let to = message
+                .to()
+                .and_then(|to| to.first())
+                .and_then(|to| to.address());
             assert_eq!(to, Some(OPERATOR_EMAIL));
             bodies.push(message.body_text(0).expect("a text body").into_owned());
         }
@@ -350,7 +421,9 @@ async fn labelled_control(client: &Client, text: &str) -> Element {
 
 async fn button(client: &Client, text: &str) -> Element {
     client
-        .find(Locator::XPath(&format!("//button[normalize-space(.)='{text}']")))
+        .find(Locator::XPath(&format!(
+            "//button[normalize-space(.)='{text}']"
+        )))
         .await
         .unwrap_or_else(|error| panic!("no button {text:?}: {error}"))
 }
@@ -446,23 +519,38 @@ const FOCUSED: &str = "
 /// returns every stop.
 async fn tab_until_publish(client: &Client, shots: &Screenshots) -> Vec<Value> {
     client
-        .execute("document.activeElement?.blur(); window.scrollTo(0, 0);", vec![])
+        .execute(
+            "document.activeElement?.blur(); window.scrollTo(0, 0);",
+            vec![],
+        )
         .await
         .unwrap();
     let mut stops: Vec<Value> = Vec::new();
     for _ in 0..60 {
         let tab = KeyActions::new("keyboard".to_owned())
-            .then(KeyAction::Down { value: Key::Tab.into() })
-            .then(KeyAction::Up { value: Key::Tab.into() });
+            .then(KeyAction::Down {
+                value: Key::Tab.into(),
+            })
+            .then(KeyAction::Up {
+                value: Key::Tab.into(),
+            });
         client.perform_actions(tab).await.unwrap();
         let stop = client.execute(FOCUSED, vec![]).await.unwrap();
         // A date field takes several Tabs (day, month, year, …): one stop.
-        if stops.last().is_some_and(|last| last["name"] == stop["name"]) {
+        if stops
+            .last()
+            .is_some_and(|last| last["name"] == stop["name"])
+        {
             continue;
         }
         let is_publish = stop["name"] == "button Publicera" && stop["value"] == "publish";
-        let hidden = stop["covered"].as_f64().is_some_and(|covered| covered >= 0.99);
-        if hidden && !stops.iter().any(|stop| stop["covered"].as_f64() >= Some(0.99)) {
+        // Evidence for the report: the first control the bar hides completely.
+        let hidden = |stop: &Value| {
+            stop["covered"]
+                .as_f64()
+                .is_some_and(|covered| covered >= 0.99)
+        };
+        if hidden(&stop) && !stops.iter().any(hidden) {
             shots.save_viewport(client, "focus-under-action-bar").await;
         }
         stops.push(stop);
@@ -506,19 +594,20 @@ impl Screenshots {
             .as_u64()
             .expect("a height");
         let height = u32::try_from(height).unwrap_or(u32::MAX).min(12_000);
+        let full_path = self.folder.join(format!("{}-{name}-full.png", self.prefix));
         if height > PHONE_HEIGHT {
             // The whole page: make the viewport as tall as the document, then restore it.
             browser.set_viewport(PHONE_WIDTH, height).await;
             let full = client.screenshot().await.expect("a screenshot");
             browser.set_viewport(PHONE_WIDTH, PHONE_HEIGHT).await;
-            let full_path = self.folder.join(format!("{}-{name}-full.png", self.prefix));
             write_png(&full_path, &full);
             report(&format!("screenshot: {}", full_path.display()));
+        } else {
+            // The page fits: a full-page file from an earlier run would mislead.
+            let _ = std::fs::remove_file(&full_path);
         }
     }
-}
 
-impl Screenshots {
     /// Saves what the phone shows.
     async fn save_viewport(&self, client: &Client, name: &str) {
         let path = self.folder.join(format!("{}-{name}.png", self.prefix));
@@ -529,7 +618,8 @@ impl Screenshots {
 
 fn write_png(path: &Path, png: &[u8]) {
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG image");
-    std::fs::write(path, png).unwrap_or_else(|error| panic!("cannot write {}: {error}", path.display()));
+    std::fs::write(path, png)
+        .unwrap_or_else(|error| panic!("cannot write {}: {error}", path.display()));
 }
 
 /// Prints past the test harness's capture, so the lines show for passing tests too.
@@ -576,15 +666,17 @@ impl Browser {
                     "--disable-sync",
                     "--disable-dev-shm-usage",
                     "--disable-extensions",
+                    "--disable-crash-reporter",
                     "--no-proxy-server",
                     // Only 127.0.0.1 (the relay, chromedriver) can be reached.
                     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-                    "--lang=sv-SE",
                     // Phones overlay their scroll bars; a classic one would take 15 px.
                     "--hide-scrollbars",
                     format!("--window-size={PHONE_WIDTH},{PHONE_HEIGHT}"),
                     format!("--user-data-dir={}", folder.path().join("profile").display()),
                 ],
+                // Accept-Language as a Swedish phone sends it. (The date fields still show
+                // the en-US pattern: Debian's chromium has only the en-US locale.)
                 "prefs": {"intl.accept_languages": "sv-SE,sv"},
             },
         });
@@ -596,7 +688,10 @@ impl Browser {
             .connect(&driver.url())
             .await
             .unwrap_or_else(|error| {
-                panic!("Chromium did not start: {error}\nchromedriver log:\n{}", driver.log())
+                panic!(
+                    "Chromium did not start: {error}\nchromedriver log:\n{}",
+                    driver.log()
+                )
             });
         driver.session_id = client.session_id().await.ok().flatten();
         let mut browser = Browser {
@@ -636,7 +731,11 @@ impl Browser {
 
     /// Ends the session, which quits Chromium; dropping the driver then stops chromedriver.
     async fn close(mut self) {
-        self.client.clone().close().await.expect("the Chromium session ends");
+        self.client
+            .clone()
+            .close()
+            .await
+            .expect("the Chromium session ends");
         self.driver.session_id = None;
     }
 }

@@ -2,9 +2,11 @@
 //! per-route metrics middleware. Handlers extract, call the domain, respond.
 
 mod error;
+mod feedback;
 mod health;
 mod ops;
 mod public;
+pub mod server;
 mod webhook;
 
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 
 pub use error::ApiError;
@@ -71,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .merge(ops::routes())
+        .merge(feedback::routes())
         .route(
             "/public/banner.json",
             get(public::banner_json).options(public::preflight),
@@ -94,6 +97,10 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             record_http_metrics,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_deadline,
         ))
         .with_state(state)
 }
@@ -124,4 +131,26 @@ async fn record_http_metrics(
         .with_label_values(&[&route])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// Bounds every request, body included (slow senders). A webhook that runs out of time is
+/// answered 503 so that Alertmanager retries (a resend is recognised as a duplicate);
+/// anything else 408.
+async fn request_deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let is_webhook = request.uri().path().starts_with("/webhook/");
+    match tokio::time::timeout(state.config.server.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            state.metrics.requests_timed_out.inc();
+            if is_webhook {
+                ApiError::Unavailable.into_response()
+            } else {
+                (
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    "the request took too long\n",
+                )
+                    .into_response()
+            }
+        }
+    }
 }

@@ -286,17 +286,19 @@ async fn read_lessons(
     .await
     .map_err(|source| StorageError::new(OPERATION, source))?;
     rows.into_iter()
-        .map(|(lesson_id, created_at, created_by, kind, audience, text)| {
-            Ok(LessonRecord {
-                lesson_id,
-                incident_id,
-                created_at: parse_time(&created_at)?,
-                created_by,
-                kind,
-                audience,
-                text,
-            })
-        })
+        .map(
+            |(lesson_id, created_at, created_by, kind, audience, text)| {
+                Ok(LessonRecord {
+                    lesson_id,
+                    incident_id,
+                    created_at: parse_time(&created_at)?,
+                    created_by,
+                    kind,
+                    audience,
+                    text,
+                })
+            },
+        )
         .collect::<anyhow::Result<_>>()
         .map_err(|source| StorageError::new(OPERATION, source))
 }
