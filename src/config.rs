@@ -81,6 +81,7 @@ pub struct ServerConfig {
 pub struct DatabaseConfig {
     pub url: DatabaseUrl,
     pub busy_timeout: Duration,
+    pub min_free_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,6 +305,9 @@ pub struct RawDatabase {
     /// How long a write waits for a lock held by another process before the request
     /// answers 503, e.g. `5s`.
     pub busy_timeout: String,
+    /// The relay reports not ready when the database's file system has less free space
+    /// than this (bytes): a nearly full disk refuses webhooks.
+    pub min_free_bytes: u64,
 }
 
 impl Default for RawDatabase {
@@ -311,6 +315,7 @@ impl Default for RawDatabase {
         RawDatabase {
             url: "sqlite://var/samsa-relay.db".to_owned(),
             busy_timeout: "5s".to_owned(),
+            min_free_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -758,6 +763,7 @@ impl Config {
             database: DatabaseConfig {
                 url: database_url.expect("checked"),
                 busy_timeout: busy_timeout.expect("checked"),
+                min_free_bytes: raw.database.min_free_bytes,
             },
             webhook: WebhookConfig {
                 bearer_token,

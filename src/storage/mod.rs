@@ -558,7 +558,7 @@ impl Storage {
     pub async fn open(config: &DatabaseConfig) -> anyhow::Result<Storage> {
         match &config.url {
             DatabaseUrl::Sqlite { path } => Ok(Storage::Sqlite(
-                SqliteStorage::open(path, config.busy_timeout).await?,
+                SqliteStorage::open(path, config.busy_timeout, config.min_free_bytes).await?,
             )),
         }
     }

@@ -33,10 +33,13 @@ const ALERT_ROWS_PER_STATEMENT: usize = 500;
 pub struct SqliteStorage {
     pub(super) writer: SqlitePool,
     pub(super) reader: SqlitePool,
+    /// The database file's folder and the free space it must keep.
+    folder: std::path::PathBuf,
+    min_free_bytes: u64,
 }
 
 impl SqliteStorage {
-    pub async fn open(path: &Path, busy_timeout: Duration) -> anyhow::Result<SqliteStorage> {
+    pub async fn open(path: &Path, busy_timeout: Duration, min_free_bytes: u64) -> anyhow::Result<SqliteStorage> {
         if let Some(folder) = path
             .parent()
             .filter(|folder| !folder.as_os_str().is_empty())
@@ -59,6 +62,15 @@ impl SqliteStorage {
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(acquire_timeout)
+            // A connection whose transaction could neither commit nor roll back (a full
+            // disk, an I/O error) would refuse every later BEGIN: close it instead of
+            // reusing it, and the pool opens a fresh one.
+            .after_release(|connection, _| {
+                Box::pin(async move {
+                    use sqlx::Connection as _;
+                    Ok(!connection.is_in_transaction())
+                })
+            })
             .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot open the database {}", path.display()))?;
@@ -73,7 +85,16 @@ impl SqliteStorage {
             .connect_with(options)
             .await
             .with_context(|| format!("cannot open the database {} for reading", path.display()))?;
-        Ok(SqliteStorage { writer, reader })
+        let folder = match path.parent().filter(|folder| !folder.as_os_str().is_empty()) {
+            Some(folder) => folder.to_owned(),
+            None => std::path::PathBuf::from("."),
+        };
+        Ok(SqliteStorage {
+            writer,
+            reader,
+            folder,
+            min_free_bytes,
+        })
     }
 
     pub async fn close(&self) {
@@ -174,6 +195,16 @@ impl SqliteStorage {
 
     pub async fn check_writable(&self) -> Result<(), StorageError> {
         let error = |source: sqlx::Error| StorageError::new("check_writable", source);
+        // A write of a few bytes can still succeed on a disk too full for a webhook.
+        let free = rustix::fs::statvfs(&self.folder)
+            .map(|stats| stats.f_bavail.saturating_mul(stats.f_frsize))
+            .map_err(|source| StorageError::new("check_free_space", std::io::Error::from(source)))?;
+        if free < self.min_free_bytes {
+            return Err(StorageError::new(
+                "check_free_space",
+                anyhow::anyhow!("{free} bytes free, below the {} required", self.min_free_bytes),
+            ));
+        }
         let mut transaction = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
