@@ -101,7 +101,7 @@ async fn an_operator_edits_previews_and_publishes_a_level_2_notice_on_a_phone() 
         .await
         .unwrap();
 
-    click_and_wait_for_next_page(client, button(client, "Uppdatera förhandsvisningen").await).await;
+    click_and_wait_for_next_page(client, button(client, "Förhandsvisa").await).await;
     assert_eq!(
         script(
             client,
@@ -221,6 +221,15 @@ async fn a_tampered_link_is_refused_and_the_review_page_is_usable_by_keyboard_an
         script(client, "return document.documentElement.lang;").await,
         "sv"
     );
+    assert_eq!(
+        script(
+            client,
+            "return document.querySelector('main a')?.getAttribute('href') ?? '';"
+        )
+        .await,
+        "/ops/login",
+        "the refusal offers a new link"
+    );
     assert_no_horizontal_overflow(client, "the refusal").await;
     shots.save(&browser, "tampered-link").await;
 
@@ -263,8 +272,10 @@ async fn a_tampered_link_is_refused_and_the_review_page_is_usable_by_keyboard_an
     for stop in &stops {
         let covered = stop["covered"].as_f64().unwrap_or(0.0);
         if covered > 0.0 {
+            // A page issue to fix in style.css (WCAG 2.2, 2.4.11 Focus Not Obscured), not
+            // yet asserted: reported so it stays visible.
             report(&format!(
-                "browser: {:.0} % of the focused {} is under the sticky action bar",
+                "browser: page issue: {:.0} % of the focused {} is under the sticky action bar",
                 covered * 100.0,
                 stop["name"]
             ));
@@ -835,8 +846,9 @@ impl Drop for ChromeDriver {
     }
 }
 
-/// A bodiless HTTP/1.1 request to chromedriver, for `Drop` (which cannot await); the
-/// answer is read to the end and ignored.
+/// A bodiless HTTP/1.1 request to chromedriver, for `Drop` (which cannot await). Reads
+/// the answer up to its Content-Length (chromedriver keeps the connection open), at most
+/// ten seconds; the answer itself is ignored.
 fn blocking_request(port: u16, method: &str, path: &str) {
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) else {
@@ -846,7 +858,27 @@ fn blocking_request(port: u16, method: &str, path: &str) {
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
-    if stream.write_all(request.as_bytes()).is_ok() {
-        let _ = stream.read_to_end(&mut Vec::new());
+    if stream.write_all(request.as_bytes()).is_err() {
+        return;
+    }
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n_read @ 1..) = stream.read(&mut chunk) {
+        answer.extend_from_slice(&chunk[..n_read]);
+        let text = String::from_utf8_lossy(&answer);
+        let Some(head_end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let content_length = text[..head_end]
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        if answer.len() >= head_end + 4 + content_length {
+            return;
+        }
     }
 }

@@ -1132,20 +1132,29 @@ async fn review_action(
             match state.publish(&request).await {
                 Ok(publication) => {
                     observe_decision(state, draft_created_at(&draft));
-                    let deliveries = format!(
-                        "{} leveranser är på väg. Följ dem på översikten.",
-                        publication.n_deliveries
+                    let channels: Vec<String> = request
+                        .channels
+                        .iter()
+                        .map(|name| channel_label(state, name))
+                        .collect();
+                    let what = format!(
+                        "Meddelandet om incident {} är publicerat på nivå {} i: {}.",
+                        publication.incident_id,
+                        publication.level,
+                        channels.join(", ")
                     );
+                    let decided = match &request.decision {
+                        Some(decision) => format!("Beslut: {} ({}).", decision.decided_by, decision.role.label()),
+                        None => "Nivå 1 kräver inget beslut.".to_owned(),
+                    };
+                    let deliveries = match publication.n_deliveries {
+                        1 => "1 mottagare får det nu. Följ leveransen på översikten.".to_owned(),
+                        n => format!("{n} mottagare får det nu. Följ leveranserna på översikten."),
+                    };
                     message_page(
                         StatusCode::OK,
                         "Publicerat",
-                        &[
-                            &format!(
-                                "Meddelandet om incident {} är publicerat.",
-                                publication.incident_id
-                            ),
-                            &deliveries,
-                        ],
+                        &[&what, &decided, &deliveries],
                         Some((&session.dashboard_url(state), "Till översikten")),
                     )
                 }
