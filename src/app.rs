@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
@@ -112,6 +113,8 @@ impl App {
             renderer,
             signer,
             mail_wake,
+            workers_running: Default::default(),
+            workers_expected: Default::default(),
         };
         let gauges = GaugeRefresher {
             storage: state.storage.clone(),
@@ -171,13 +174,23 @@ impl App {
         let grace = state.config.server.shutdown_grace;
         let stopping = CancellationToken::new();
         let workers = tokio_util::task::TaskTracker::new();
-        workers.spawn(worker.run(stopping.clone()));
-        workers.spawn(notifier.run(review_wake, stopping.clone()));
-        workers.spawn(operator_mail.run(stopping.clone()));
-        workers.spawn(gauges.run(stopping.clone()));
+        let spawn = |task: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>| {
+            state.workers_expected.fetch_add(1, Ordering::Relaxed);
+            state.workers_running.fetch_add(1, Ordering::Relaxed);
+            let running = state.workers_running.clone();
+            workers.spawn(async move {
+                // Counts down on return and on a panic alike.
+                let _alive = AliveGuard(running);
+                task.await;
+            });
+        };
+        spawn(Box::pin(worker.run(stopping.clone())));
+        spawn(Box::pin(notifier.run(review_wake, stopping.clone())));
+        spawn(Box::pin(operator_mail.run(stopping.clone())));
+        spawn(Box::pin(gauges.run(stopping.clone())));
         for delivery_worker in delivery_workers {
             let stopping = stopping.clone();
-            workers.spawn(async move { delivery_worker.run_shared(stopping).await });
+            spawn(Box::pin(async move { delivery_worker.run_shared(stopping).await }));
         }
         workers.close();
         let limits = ServerLimits {
@@ -259,5 +272,14 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => tracing::info!("SIGINT received"),
         () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// Counts a background loop as running until it ends.
+struct AliveGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -17,6 +17,13 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    use std::sync::atomic::Ordering;
+    let running = state.workers_running.load(Ordering::Relaxed);
+    let expected = state.workers_expected.load(Ordering::Relaxed);
+    if running < expected {
+        tracing::warn!(running, expected, "not ready: a background worker stopped");
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: a background worker stopped\n");
+    }
     let check = tokio::time::timeout(READINESS_TIMEOUT, state.storage.check_writable()).await;
     match check {
         Ok(Ok(())) => {

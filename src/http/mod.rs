@@ -45,6 +45,9 @@ pub struct AppState {
     pub signer: LinkSigner,
     /// Wakes the operator mail worker.
     pub mail_wake: Arc<tokio::sync::Notify>,
+    /// Background loops running now, and how many should be (readiness).
+    pub workers_running: Arc<std::sync::atomic::AtomicUsize>,
+    pub workers_expected: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl AppState {
