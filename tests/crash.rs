@@ -203,12 +203,12 @@ fn recipients_of(mail_folder: &Path) -> (BTreeMap<String, usize>, BTreeSet<Strin
         if header("Subject").is_some_and(|subject| subject.contains("Granska")) {
             continue;
         }
-        if let Some(to) = header("To") {
-            if to.contains("@kommun.example") {
-                *per_recipient.entry(to).or_default() += 1;
-                if let Some(id) = header("Message-ID") {
-                    message_ids.insert(id);
-                }
+        if let Some(to) = header("To")
+            && to.contains("@kommun.example")
+        {
+            *per_recipient.entry(to).or_default() += 1;
+            if let Some(id) = header("Message-ID") {
+                message_ids.insert(id);
             }
         }
     }

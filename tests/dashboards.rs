@@ -145,7 +145,8 @@ fn dashboards_are_current_grafana_json_with_a_datasource_and_an_instance_variabl
                 at("query variable")
             );
             assert!(
-                common::label_values_call(variable["definition"].as_str().unwrap_or_default()).is_some(),
+                common::label_values_call(variable["definition"].as_str().unwrap_or_default())
+                    .is_some(),
                 "{}",
                 at(&format!(
                     "{} is label_values(selector, label)",
@@ -224,9 +225,12 @@ fn dashboards_are_current_grafana_json_with_a_datasource_and_an_instance_variabl
                 assert!(ref_ids.insert(ref_id), "{}", at("unique refIds"));
                 let expr = target["expr"].as_str().unwrap_or_default();
                 assert!(!expr.is_empty(), "{}", at("an expression"));
-                for problem in selector_problems(expr, &names) {
-                    panic!("{}", at(&format!("{expr}: {problem}")));
-                }
+                let problems = selector_problems(expr, &names);
+                assert!(
+                    problems.is_empty(),
+                    "{}",
+                    at(&format!("{expr}: {}", problems.join("; ")))
+                );
             }
         }
         for (index, first) in areas.iter().enumerate() {
@@ -340,7 +344,7 @@ async fn every_panel_query_parses_and_returns_series_after_a_scripted_incident()
     let app = common::spawn_app_with_tables(&relay_tables(&peers.address)).await;
     let relay_target = app.address.trim_start_matches("http://").to_owned();
     let prometheus =
-        Prometheus::start(&prometheus_config(&relay_target, &peers.address), &[]).await;
+        Prometheus::start(&prometheus_config(&relay_target, &peers.address), &[], &[]).await;
     prometheus
         .wait_for_value(
             &format!("up{{job=\"samsa-relay\", instance=\"{relay_target}\"}} == 1"),
@@ -379,6 +383,21 @@ async fn every_panel_query_parses_and_returns_series_after_a_scripted_incident()
         "{} dashboard queries failed:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+
+    // The scenario's alerts started 3 minutes before the first notice was published.
+    let relay = common::load_dashboard("samsa-relay");
+    let average = common::dashboard_queries(&relay)
+        .into_iter()
+        .find(|query| {
+            query.panel_title == "Time from first alert to published notice" && query.ref_id == "A"
+        })
+        .expect("the average time to the first notice");
+    let expr = common::expand_dashboard_variables(&average.expr, &dashboard_variables(&relay));
+    let seconds = prometheus.wait_for_value(&expr, STEP_DEADLINE).await;
+    assert!(
+        (170.0..300.0).contains(&seconds),
+        "{expr} gave {seconds} s, not about 3 minutes"
     );
     eprintln!(
         "{n_queries} dashboard queries checked; the whole test took {:?}",

@@ -25,17 +25,15 @@
 //!
 //! The login pages are served by the test over HTTPS, because the shipped module demands
 //! TLS (`fail_if_not_ssl`): a small axum app answers `/login/ACTOR` (and `/` for the central
-//! page) with a page showing "Logga in", or 503 while the test has taken that actor down,
-//! behind a TLS terminator (Debian's python3 `ssl`, stdlib only) with a throwaway
-//! certificate for 127.0.0.1 made by `openssl`. The exporter trusts it through
-//! `SSL_CERT_FILE`, as it would trust a site's own CA.
+//! page) with a page showing "Logga in", or 503 while the test has taken that actor down.
+//! Its certificate, for 127.0.0.1, is made by rcgen for the run; the exporter trusts it
+//! through `SSL_CERT_FILE`, as it would trust a site's own CA.
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +44,7 @@ use common::{ChildProcess, Prometheus, TOKEN, TestApp, debian_binary, free_port,
 use mail_parser::MessageParser;
 use samsa_relay::notice::{NoticeInput, NoticeKind};
 use serde_json::Value;
+use tower::ServiceExt as _;
 
 /// How long one step (a program starting, an alert travelling the chain) may take.
 const STEP_DEADLINE: Duration = Duration::from_secs(30);
@@ -87,8 +86,17 @@ async fn an_outage_seen_by_the_probes_is_drafted_confirmed_delivered_and_resolve
         "the samsa_login module to accept the fake login page",
         STEP_DEADLINE,
         || async {
-            let body = client.get(&probe_url).send().await.ok()?.text().await.ok()?;
-            body.lines().any(|line| line == "probe_success 1").then_some(())
+            let body = client
+                .get(&probe_url)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            body.lines()
+                .any(|line| line == "probe_success 1")
+                .then_some(())
         },
     )
     .await;
@@ -101,9 +109,31 @@ async fn an_outage_seen_by_the_probes_is_drafted_confirmed_delivered_and_resolve
             STEP_DEADLINE,
         )
         .await;
-    let (config, files) = prometheus_files(&relay_host, &blackbox.address, &alertmanager.address, &site);
-    let prometheus = Prometheus::start(&config, &files).await;
+    let (config, files) =
+        prometheus_files(&relay_host, &blackbox.address, &alertmanager.address, &site);
+    // Prometheus sends a firing alert again only after the resend delay (1m by default):
+    // the Watchdog, firing before Alertmanager is discovered, would wait that long.
+    let prometheus = Prometheus::start(&config, &files, &["--rules.alert.resend-delay=1s"]).await;
     step("relay, blackbox exporter, Alertmanager and Prometheus started");
+    // Prometheus discovers Alertmanagers in batches (every 5 s).
+    let alertmanagers = format!("{}/api/v1/alertmanagers", prometheus.address);
+    common::eventually(
+        "Prometheus to discover Alertmanager",
+        STEP_DEADLINE,
+        || async {
+            let body: Value = client
+                .get(&alertmanagers)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let active = body["data"]["activeAlertmanagers"].as_array()?;
+            (!active.is_empty()).then_some(())
+        },
+    )
+    .await;
 
     prometheus
         .wait_for_value(
@@ -114,7 +144,10 @@ async fn an_outage_seen_by_the_probes_is_drafted_confirmed_delivered_and_resolve
     // The Watchdog went Prometheus -> Alertmanager -> relay: the chain works.
     common::eventually("the Watchdog to reach the relay", STEP_DEADLINE, || async {
         let receipts = app.state.storage.receipts().await.ok()?;
-        (!receipts.is_empty()).then_some(())
+        receipts
+            .iter()
+            .any(|receipt| receipt.payload.contains("\"alertname\":\"Watchdog\""))
+            .then_some(())
     })
     .await;
     assert!(outage_incidents(&app).await.is_empty(), "no outage yet");
@@ -132,9 +165,18 @@ async fn an_outage_seen_by_the_probes_is_drafted_confirmed_delivered_and_resolve
         })
         .await;
     step("Prometheus fired, Alertmanager routed, the relay drafted");
-    assert!(!input.summary.whole_service, "three of nine is not the whole service");
+    assert!(
+        !input.summary.whole_service,
+        "three of nine is not the whole service"
+    );
     assert_eq!(input.classification.level.as_number(), 1);
     let alerts = app.state.storage.alerts().await.expect("alerts");
+    assert!(
+        alerts
+            .iter()
+            .all(|alert| alert.labels.get("alertname").map(String::as_str) != Some("SamsaDown")),
+        "SamsaDown stays silent for three of nine actors"
+    );
     for actor in ACTORS_DOWN {
         let alert = alerts
             .iter()
@@ -175,7 +217,12 @@ async fn an_outage_seen_by_the_probes_is_drafted_confirmed_delivered_and_resolve
     assert_eq!(banner["active"], true, "{banner}");
     assert_eq!(banner["incident_id"], incident_id, "{banner}");
     let notice_email = mail_bodies(&app.folder.path().join("mail"), EMAIL_RECIPIENTS[0]);
-    assert_eq!(notice_email.len(), 1, "one notice to {}", EMAIL_RECIPIENTS[0]);
+    assert_eq!(
+        notice_email.len(),
+        1,
+        "one notice to {}",
+        EMAIL_RECIPIENTS[0]
+    );
     let (subject, text) = &notice_email[0];
     assert!(subject.starts_with("Driftstörning i SAMSA"), "{subject}");
     for name in ["Trollhättan", "Göteborg", "Borås"] {
@@ -199,8 +246,10 @@ async fn an_outage_seen_by_the_probes_is_drafted_confirmed_delivered_and_resolve
 
     // ---- the pages come back ------------------------------------------------------------
     site.bring_back();
-    let resolution_draft_id =
-        common::eventually("the incident resolved, with a resolution draft", STEP_DEADLINE, || async {
+    let resolution_draft_id = common::eventually(
+        "the incident resolved, with a resolution draft",
+        STEP_DEADLINE,
+        || async {
             let incident = outage_incidents(&app)
                 .await
                 .into_iter()
@@ -208,9 +257,12 @@ async fn an_outage_seen_by_the_probes_is_drafted_confirmed_delivered_and_resolve
             incident.resolved_at?;
             let draft = pending_draft_of(&app, incident_id, NoticeKind::Resolved).await?;
             Some(draft.draft_id)
-        })
-        .await;
-    step("the probes recovered; Alertmanager's resolution reached the relay; a resolution draft waits");
+        },
+    )
+    .await;
+    step(
+        "the probes recovered; Alertmanager's resolution reached the relay; a resolution draft waits",
+    );
 
     let link = review_link_from_mail(&app, resolution_draft_id).await;
     let (status, page) = common::publish_through_review_page(&app, &link, &[]).await;
@@ -392,16 +444,14 @@ async fn banner_json(app: &TestApp) -> Value {
 // The fake SAMSA login pages, over HTTPS
 // ---------------------------------------------------------------------------------------
 
-/// The login page per actor: `GET /login/ACTOR` and `GET /` (the central page) answer 200
-/// with the page, or 503 for an actor in the down set. Plain HTTP on one port; the TLS
-/// terminator in front of it is what the probes reach.
+/// The login page per actor, over HTTPS: `GET /login/ACTOR` and `GET /` (the central page)
+/// answer 200 with the page, or 503 for an actor in the down set.
 struct LoginSite {
     /// `https://127.0.0.1:PORT`
     https_base: String,
     down: Arc<Mutex<BTreeSet<String>>>,
-    /// The certificate the exporter is told to trust.
+    /// The site's certificate (PEM), which the exporter is told to trust.
     certificate: PathBuf,
-    _terminator: ChildProcess,
     task: tokio::task::JoinHandle<()>,
     _folder: tempfile::TempDir,
 }
@@ -413,48 +463,23 @@ const LOGIN_PAGE: &str = "<!doctype html>\n<html lang=\"sv\"><head><meta charset
 const MAINTENANCE_PAGE: &str = "<!doctype html>\n<html lang=\"sv\"><head><meta charset=\"utf-8\">\
     <title>SAMSA</title></head>\n<body><h1>Tjänsten är inte tillgänglig</h1></body></html>\n";
 
-/// Terminates TLS on a free port of 127.0.0.1 and pipes each connection to the plain HTTP
-/// port given; prints its port once it listens. Arguments: certificate, key, backend port.
-const TLS_TERMINATOR: &str = r#"
-import asyncio, ssl, sys
-
-certificate, key, backend_port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-context.load_cert_chain(certificate, key)
-
-async def pipe(reader, writer):
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, ssl.SSLError):
-        pass
-    finally:
-        writer.close()
-
-async def handle(client_reader, client_writer):
-    try:
-        backend_reader, backend_writer = await asyncio.open_connection("127.0.0.1", backend_port)
-    except OSError:
-        client_writer.close()
-        return
-    await asyncio.gather(pipe(client_reader, backend_writer), pipe(backend_reader, client_writer))
-
-async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    async with server:
-        await server.serve_forever()
-
-asyncio.run(main())
-"#;
-
 impl LoginSite {
     async fn start() -> LoginSite {
         let folder = tempfile::tempdir().expect("temporary folder");
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+            .expect("a certificate for 127.0.0.1");
         let certificate = folder.path().join("login-page.crt");
-        let key = folder.path().join("login-page.key");
-        make_certificate(&certificate, &key);
+        std::fs::write(&certificate, certified.cert.pem()).expect("write the certificate");
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .expect("the certificate and its key");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
 
         let down = Arc::new(Mutex::new(BTreeSet::new()));
         let router = axum::Router::new()
@@ -464,30 +489,33 @@ impl LoginSite {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the login site's port");
-        let backend_port = listener.local_addr().expect("address").port();
+        let port = listener.local_addr().expect("address").port();
         let task = tokio::spawn(async move {
-            axum::serve(listener, router).await.expect("the login site serves");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let router = router.clone();
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            router.clone().oneshot(request)
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
         });
-
-        let python = debian_binary("python3", "python3");
-        let output_path = folder.path().join("terminator.out");
-        let mut command = Command::new(python);
-        command
-            .arg("-c")
-            .arg(TLS_TERMINATOR)
-            .arg(&certificate)
-            .arg(&key)
-            .arg(backend_port.to_string());
-        let mut terminator = ChildProcess::spawn("TLS terminator", command, output_path.clone());
-        let port = wait_for_first_line(&mut terminator, &output_path)
-            .await
-            .parse::<u16>()
-            .expect("the terminator prints its port");
         LoginSite {
             https_base: format!("https://127.0.0.1:{port}"),
             down,
             certificate,
-            _terminator: terminator,
             task,
             _folder: folder,
         }
@@ -524,61 +552,6 @@ async fn actor_page(
     }
 }
 
-/// A self-signed certificate for 127.0.0.1, valid for two days, with a fresh P-256 key.
-fn make_certificate(certificate: &Path, key: &Path) {
-    let openssl = debian_binary("openssl", "openssl");
-    let output = Command::new(openssl)
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=samsa-login.test",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-addext",
-            "extendedKeyUsage=serverAuth",
-            "-keyout",
-        ])
-        .arg(key)
-        .arg("-out")
-        .arg(certificate)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl");
-    assert!(
-        output.status.success(),
-        "openssl could not make the certificate: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Waits for the first line a child writes to its log, failing if it exits first.
-async fn wait_for_first_line(process: &mut ChildProcess, log_path: &Path) -> String {
-    let started = Instant::now();
-    loop {
-        process.assert_running();
-        if let Ok(file) = std::fs::File::open(log_path) {
-            let mut line = String::new();
-            if std::io::BufReader::new(file).read_line(&mut line).is_ok() && line.ends_with('\n') {
-                return line.trim().to_owned();
-            }
-        }
-        if started.elapsed() > STEP_DEADLINE {
-            panic!("{} printed nothing within {STEP_DEADLINE:?}", process.name);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // The blackbox exporter, Alertmanager and Prometheus with the shipped configuration
 // ---------------------------------------------------------------------------------------
@@ -590,7 +563,9 @@ struct Program {
 }
 
 fn deploy_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(relative)
 }
 
 fn deploy_text(relative: &str) -> String {
@@ -657,8 +632,14 @@ fn start_alertmanager(relay_address: &str) -> Program {
         "deploy/alertmanager/alertmanager.yml",
         &deploy_text("alertmanager/alertmanager.yml"),
         &[
-            ("url: \"http://samsa-relay:9095/webhook/alertmanager\"", &webhook_url),
-            ("credentials_file: /etc/alertmanager/secrets/samsa-relay-token", &credentials),
+            (
+                "url: \"http://samsa-relay:9095/webhook/alertmanager\"",
+                &webhook_url,
+            ),
+            (
+                "credentials_file: /etc/alertmanager/secrets/samsa-relay-token",
+                &credentials,
+            ),
             ("smtp_smarthost: \"smtp.example.org:587\"", &smarthost),
             ("group_wait: 30s", "group_wait: 1s"),
             ("group_interval: 1m", "group_interval: 1s"),

@@ -525,8 +525,8 @@ pub struct Prometheus {
 
 impl Prometheus {
     /// Writes `config` as prometheus.yml, and each of `files` (relative path, text) beside
-    /// it, then starts Prometheus and waits until it is ready.
-    pub async fn start(config: &str, files: &[(&str, String)]) -> Prometheus {
+    /// it, then starts Prometheus with `flags` added and waits until it is ready.
+    pub async fn start(config: &str, files: &[(&str, String)], flags: &[&str]) -> Prometheus {
         let binary = debian_binary("prometheus", "prometheus");
         let folder = tempfile::tempdir().expect("temporary folder");
         let config_path = folder.path().join("prometheus.yml");
@@ -545,6 +545,7 @@ impl Prometheus {
                 folder.path().join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(flags)
             .current_dir(folder.path());
         let process =
             ChildProcess::spawn("Prometheus", command, folder.path().join("prometheus.log"));
@@ -877,7 +878,10 @@ pub async fn dashboard_query_failures(
     let dashboard = load_dashboard(name);
     let variables = dashboard_variables(&dashboard);
     let mut failures = Vec::new();
-    for variable in dashboard["templating"]["list"].as_array().expect("variables") {
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+    {
         if variable["type"] != "query" {
             continue;
         }
@@ -889,17 +893,16 @@ pub async fn dashboard_query_failures(
             failures.push(format!("{name}: variable {}: no values", variable["name"]));
         }
         if variable["name"] == "instance" && !values.iter().any(|value| value == relay_instance) {
-            failures.push(format!("{name}: $instance lacks {relay_instance}: {values:?}"));
+            failures.push(format!(
+                "{name}: $instance lacks {relay_instance}: {values:?}"
+            ));
         }
     }
     let queries = dashboard_queries(&dashboard);
     for query in &queries {
         let expr = expand_dashboard_variables(&query.expr, &variables);
-        let expected_empty = no_data_expected.contains(&(
-            name,
-            query.panel_title.as_str(),
-            query.ref_id.as_str(),
-        ));
+        let expected_empty =
+            no_data_expected.contains(&(name, query.panel_title.as_str(), query.ref_id.as_str()));
         let at = format!("{name}: {:?} {}: {expr}", query.panel_title, query.ref_id);
         let answer = loop {
             match prometheus.query(&expr).await {
