@@ -8,6 +8,7 @@
 //!                   [--max-requests M] [--timeout S]
 //! drive big-payload --url URL --token T --alerts N [--timeout S]
 //! drive metric      --url URL --series 'name{label="value"}'
+//! drive storage     --url URL
 //! ```
 //!
 //! `fixed-rate` is an open-loop generator: request i is due at start + i/R whatever
@@ -59,6 +60,7 @@ fn run(command: &str, args: &Args) -> Result<(), String> {
         "wait-ready" => wait_ready(args),
         "fixed-rate" => runtime()?.block_on(fixed_rate(args)),
         "big-payload" => runtime()?.block_on(big_payload(args)),
+        "storage" => runtime()?.block_on(storage_summary(args)),
         "metric" => runtime()?.block_on(async {
             let url = args.string("url")?;
             let value = metric(&client(), &url, &args.string("series")?).await?;
@@ -233,6 +235,42 @@ async fn fixed_rate(args: &Args) -> Result<(), String> {
 
 /// The value of one series in /metrics; a series not (yet) there counts as 0.
 async fn metric(client: &HttpClient, url: &str, series: &str) -> Result<f64, String> {
+    let text = metrics_text(client, url).await?;
+    Ok(text
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse::<f64>().ok())?
+        })
+        .unwrap_or(0.0))
+}
+
+/// Where a relay's time went, from its own histograms: the mean time of each storage
+/// operation (waiting for the single write connection included) and how many there were.
+/// Operations the relay does not report are left out.
+async fn storage_summary(args: &Args) -> Result<(), String> {
+    let url = args.string("url")?;
+    socket_address(&url)?;
+    let text = metrics_text(&client(), &url).await?;
+    for operation in [
+        "store_notification",
+        "incident_step",
+        "claim_deliveries",
+        "record_deliveries",
+    ] {
+        if let Some((mean, count)) = common::histogram_mean(
+            &text,
+            "samsa_relay_storage_operation_duration_seconds",
+            &format!(r#"{{operation="{operation}"}}"#),
+        ) {
+            println!("{operation}_mean_ms={mean:.2}");
+            println!("{operation}_count={count}");
+        }
+    }
+    Ok(())
+}
+
+async fn metrics_text(client: &HttpClient, url: &str) -> Result<String, String> {
     let uri: hyper::Uri = format!("{url}/metrics")
         .parse()
         .map_err(|_| format!("{url}: not a URL"))?;
@@ -246,14 +284,7 @@ async fn metric(client: &HttpClient, url: &str, series: &str) -> Result<f64, Str
         .await
         .map_err(|e| e.to_string())?
         .to_bytes();
-    let text = String::from_utf8_lossy(&body);
-    Ok(text
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse::<f64>().ok())?
-        })
-        .unwrap_or(0.0))
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Posts one payload of `--alerts` alerts (each naming one of the inventory's actors in

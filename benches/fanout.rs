@@ -158,6 +158,30 @@ level_3 = ["email"]
         println!("all_sent_ms={:.1}", millis(settled));
         println!("sent={sent}");
         println!("not_sent={failed}");
+        // Where the time went, from the relay's own histograms.
+        let metrics = state.metrics.render();
+        for (key, name, labels) in [
+            (
+                "send",
+                "samsa_relay_delivery_attempt_duration_seconds",
+                r#"{channel="email"}"#,
+            ),
+            (
+                "claim",
+                "samsa_relay_storage_operation_duration_seconds",
+                r#"{operation="claim_deliveries"}"#,
+            ),
+            (
+                "record",
+                "samsa_relay_storage_operation_duration_seconds",
+                r#"{operation="record_deliveries"}"#,
+            ),
+        ] {
+            if let Some((mean, count)) = common::histogram_mean(&metrics, name, labels) {
+                println!("{key}_mean_ms={mean:.2}");
+                println!("{key}_count={count}");
+            }
+        }
         Ok(())
     })
     .await

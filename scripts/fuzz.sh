@@ -59,10 +59,17 @@ BUILD_FLAGS=(--fuzz-dir fuzz -O -a --sanitizer "$SANITIZER" --codegen-units 16)
 
 echo "fuzz: building ${TARGETS[*]} (sanitizer: $SANITIZER)"
 build_started=$SECONDS
-for target in "${TARGETS[@]}"; do
-    cargo fuzz build "${BUILD_FLAGS[@]}" "$target"
-done
+if [[ $# -eq 0 ]]; then
+    cargo fuzz build "${BUILD_FLAGS[@]}"
+else
+    for target in "${TARGETS[@]}"; do
+        cargo fuzz build "${BUILD_FLAGS[@]}" "$target"
+    done
+fi
 echo "fuzz: built in $((SECONDS - build_started)) s"
+# The targets run straight from here, not through `cargo fuzz run`: nothing is rebuilt
+# inside the time limit.
+BINARIES="fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/release"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/samsa-relay-fuzz.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
@@ -92,9 +99,9 @@ for target in "${TARGETS[@]}"; do
     # The new corpus folder comes first: libFuzzer adds what it finds there, and only
     # reads the seeds.
     timeout --kill-after=10 "$((SECONDS_PER_TARGET + HARD_TIMEOUT_MARGIN))" \
-        cargo fuzz run "${BUILD_FLAGS[@]}" "$target" "$corpus" "$seeds" -- "${fuzzer_flags[@]}" \
-        >"$log" 2>&1 || status=$?
-    runs="$(grep -oE '^stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1)"
+        "$BINARIES/$target" "${fuzzer_flags[@]}" -artifact_prefix="fuzz/artifacts/$target/" \
+        "$corpus" "$seeds" >"$log" 2>&1 || status=$?
+    runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)"
     found="$(find "$corpus" -type f | wc -l)"
     if [[ "$status" -eq 0 ]]; then
         echo "ok: ${runs:-?} executions, $found new corpus inputs"
@@ -106,13 +113,15 @@ for target in "${TARGETS[@]}"; do
     else
         echo "FAILED (exit $status) after ${runs:-?} executions"
     fi
-    echo "---- last lines of the $target log ----"
+    cp "$log" "fuzz/artifacts/$target/last-run.log"
+    echo "---- the last lines of fuzz/artifacts/$target/last-run.log ----"
     tail -n 60 "$log"
-    echo "---- end of the $target log ----"
+    echo "---- end of the log ----"
     artifact="$(find "fuzz/artifacts/$target" -type f -newer "$started" | head -1)"
     if [[ -n "$artifact" ]]; then
         echo "fuzz: the input is $artifact; reproduce with:"
         echo "  RUSTC_BOOTSTRAP=1 cargo fuzz run ${BUILD_FLAGS[*]} $target $artifact"
+        echo "  (or: $BINARIES/$target $artifact)"
     fi
 done
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command of samsa-relay: installs the system packages the tests need, then
-# runs the formatter check, clippy (warnings are errors) and every test.
+# runs the formatter check, clippy (warnings are errors), the supply-chain checks
+# (scripts/deny.sh), each fuzz target for 15 s (scripts/fuzz.sh) and every test.
 #
 # Usage: bash scripts/test-all.sh
 #
@@ -137,6 +138,13 @@ cargo fmt --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+
+# Before `cargo test`, so that the test summary stays the last thing printed.
+step "Supply chain: cargo deny (licenses, bans, sources; advisories when the database can be fetched)"
+bash scripts/deny.sh
+
+step "Fuzzing: every fuzz target for 15 s (scripts/fuzz.sh)"
+bash scripts/fuzz.sh 15
 
 step "cargo test"
 cargo test

@@ -190,7 +190,9 @@ impl App {
         spawn(Box::pin(gauges.run(stopping.clone())));
         for delivery_worker in delivery_workers {
             let stopping = stopping.clone();
-            spawn(Box::pin(async move { delivery_worker.run_shared(stopping).await }));
+            spawn(Box::pin(async move {
+                delivery_worker.run_shared(stopping).await
+            }));
         }
         workers.close();
         let limits = ServerLimits {

@@ -42,4 +42,43 @@ pub enum Command {
         #[arg(required = true, value_name = "PAYLOAD.json")]
         payloads: Vec<PathBuf>,
     },
+    /// Write the follow-up report of one incident from the configured database: timeline,
+    /// durations, scope per sub-region, decisions, deliveries, feedback and lessons learned.
+    Report {
+        /// The TOML configuration file (its database and inventory are used).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// md (Markdown), html (printable on A4) or json (docs/report-schema.json).
+        #[arg(long, value_enum, default_value = "md")]
+        format: ReportFormatArg,
+        /// Write the report to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// The incident: its number, or its reference such as SAMSA-42.
+        #[arg(value_name = "INCIDENT", value_parser = parse_incident)]
+        incident: i64,
+    },
+}
+
+/// The report's forms on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormatArg {
+    Md,
+    Html,
+    Json,
+}
+
+impl From<ReportFormatArg> for crate::followup::ReportFormat {
+    fn from(format: ReportFormatArg) -> crate::followup::ReportFormat {
+        match format {
+            ReportFormatArg::Md => crate::followup::ReportFormat::Markdown,
+            ReportFormatArg::Html => crate::followup::ReportFormat::Html,
+            ReportFormatArg::Json => crate::followup::ReportFormat::Json,
+        }
+    }
+}
+
+fn parse_incident(text: &str) -> Result<i64, String> {
+    crate::followup::parse_incident_reference(text)
+        .ok_or_else(|| format!("{text:?} is not an incident number (42) or reference (SAMSA-42)"))
 }

@@ -56,6 +56,12 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Report {
+            config,
+            format,
+            output,
+            incident,
+        } => report(&config, format.into(), output.as_deref(), incident),
         Command::Serve { config } => {
             let config = match Config::load(&config) {
                 Ok(config) => config,
@@ -83,6 +89,62 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `report`: exit 0 with the report written, 1 when the incident does not exist or the
+/// database cannot be read, 2 when the config is invalid.
+fn report(
+    config: &std::path::Path,
+    format: samsa_relay::followup::ReportFormat,
+    output: Option<&std::path::Path>,
+    incident_id: i64,
+) -> ExitCode {
+    let config = match Config::load(config) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = match runtime.block_on(samsa_relay::followup::report_from_config(
+        &config,
+        incident_id,
+        format,
+        jiff::Timestamp::now(),
+    )) {
+        Ok(Some(text)) => text,
+        Ok(None) => {
+            eprintln!("report: incident {incident_id} does not exist");
+            return ExitCode::FAILURE;
+        }
+        Err(error) => {
+            eprintln!("report: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let written = match output {
+        Some(path) => std::fs::write(path, text.as_bytes())
+            .map_err(|error| format!("cannot write {}: {error}", path.display())),
+        None => std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())
+            .map_err(|error| format!("cannot write the report: {error}")),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("report: {message}");
+            ExitCode::FAILURE
         }
     }
 }

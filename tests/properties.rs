@@ -37,16 +37,13 @@ fn timestamp() -> impl Strategy<Value = Timestamp> {
         Timestamp::MIN.as_second()..=Timestamp::MAX.as_second() - 1,
         0..1_000_000_000i32,
     )
-        .prop_map(|(second, nanosecond)| {
-            Timestamp::new(second, nanosecond).expect("in range")
-        })
+        .prop_map(|(second, nanosecond)| Timestamp::new(second, nanosecond).expect("in range"))
 }
 
 /// After the Unix epoch: an `endsAt` the relay keeps (earlier ones mean "no end").
 fn end_timestamp() -> impl Strategy<Value = Timestamp> {
-    (1..=Timestamp::MAX.as_second() - 1, 0..1_000_000_000i32).prop_map(|(second, nanosecond)| {
-        Timestamp::new(second, nanosecond).expect("in range")
-    })
+    (1..=Timestamp::MAX.as_second() - 1, 0..1_000_000_000i32)
+        .prop_map(|(second, nanosecond)| Timestamp::new(second, nanosecond).expect("in range"))
 }
 
 fn status() -> impl Strategy<Value = AlertStatus> {

@@ -115,3 +115,23 @@ impl Args {
 
 pub const USAGE_HINT: &str =
     "this is a helper of the bench; run the whole bench with: bash scripts/bench.sh";
+
+/// Mean (in ms) and count of a Prometheus histogram series in /metrics text, e.g.
+/// `histogram_mean(text, "samsa_relay_storage_operation_duration_seconds",
+/// r#"{operation="incident_step"}"#)`. None when the series is not there.
+pub fn histogram_mean(text: &str, name: &str, labels: &str) -> Option<(f64, f64)> {
+    let sample = |suffix: &str| {
+        let series = format!("{name}_{suffix}{labels}");
+        text.lines().find_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            (key == series).then(|| value.parse::<f64>().ok())?
+        })
+    };
+    let (sum, count) = (sample("sum")?, sample("count")?);
+    let mean = if count > 0.0 {
+        sum / count * 1000.0
+    } else {
+        0.0
+    };
+    Some((mean, count))
+}

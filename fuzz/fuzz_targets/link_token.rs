@@ -46,9 +46,15 @@ fuzz_target!(|data: &[u8]| {
 fn arbitrary_token(rest: &[u8]) -> Result<()> {
     let token = String::from_utf8_lossy(rest);
     let now = Timestamp::from_second(1_000).expect("in range");
-    assert!(SIGNER.verify(&token, now).is_err(), "an unsigned token verified");
+    assert!(
+        SIGNER.verify(&token, now).is_err(),
+        "an unsigned token verified"
+    );
     let some_link = SIGNER.sign(&claims(LinkPurpose::Dashboard, "anna@example.org", 2_000));
-    assert!(!SIGNER.check_csrf(&some_link, &token), "a CSRF token guessed");
+    assert!(
+        !SIGNER.check_csrf(&some_link, &token),
+        "a CSRF token guessed"
+    );
     Ok(())
 }
 
@@ -63,9 +69,9 @@ fn signed_claims(input: &mut Unstructured<'_>) -> Result<()> {
     };
     let operator: String = input.arbitrary()?;
     let expires_at: i64 = input.arbitrary()?;
-    let now = Timestamp::from_second(input.int_in_range(
-        Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
-    )?)
+    let now = Timestamp::from_second(
+        input.int_in_range(Timestamp::MIN.as_second()..=Timestamp::MAX.as_second())?,
+    )
     .expect("in range");
     let claims = claims(purpose, &operator, expires_at);
 
@@ -82,7 +88,10 @@ fn signed_claims(input: &mut Unstructured<'_>) -> Result<()> {
     } else {
         assert_eq!(verified, Ok(claims), "a signed token does not verify");
     }
-    assert!(OTHER_SIGNER.verify(&token, now).is_err(), "another key verified");
+    assert!(
+        OTHER_SIGNER.verify(&token, now).is_err(),
+        "another key verified"
+    );
     Ok(())
 }
 

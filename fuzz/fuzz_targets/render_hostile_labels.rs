@@ -38,11 +38,11 @@ use libfuzzer_sys::fuzz_target;
 use samsa_relay::classify::{Level, alert_scopes, classify, summarize};
 use samsa_relay::config::{IncidentsConfig, NoticesConfig};
 use samsa_relay::inventory::Inventory;
-use samsa_relay::publishing::classification_at;
 use samsa_relay::notice::{
-    DRILL_NOTE, DRILL_PREFIX, MAX_BANNER_CHARS, MAX_BODY_CHARS, MAX_SUBJECT_CHARS,
-    MAX_TITLE_CHARS, NoticeInput, NoticeKind, NoticeRenderer, TEMPLATES,
+    DRILL_NOTE, DRILL_PREFIX, MAX_BANNER_CHARS, MAX_BODY_CHARS, MAX_SUBJECT_CHARS, MAX_TITLE_CHARS,
+    NoticeInput, NoticeKind, NoticeRenderer, TEMPLATES,
 };
+use samsa_relay::publishing::classification_at;
 
 static INCIDENTS: LazyLock<IncidentsConfig> = LazyLock::new(IncidentsConfig::default);
 static INVENTORY: LazyLock<Inventory> = LazyLock::new(Inventory::default_samsa);
@@ -120,7 +120,11 @@ fuzz_target!(|data: &[u8]| {
         ("email_subject", &notice.email_subject, MAX_SUBJECT_CHARS),
         ("banner_text", &notice.banner_text, MAX_BANNER_CHARS),
         ("website_title", &notice.website_title, MAX_TITLE_CHARS),
-        ("newsletter_title", &notice.newsletter_title, MAX_TITLE_CHARS),
+        (
+            "newsletter_title",
+            &notice.newsletter_title,
+            MAX_TITLE_CHARS,
+        ),
         ("itnytt_title", &notice.itnytt_title, MAX_TITLE_CHARS),
     ];
     let mut bodies = vec![
@@ -141,7 +145,10 @@ fuzz_target!(|data: &[u8]| {
     for (field, title, max_chars) in titles {
         check_title(field, title, max_chars);
         if case.drill {
-            assert!(title.starts_with(DRILL_PREFIX), "{field} of a drill: {title:?}");
+            assert!(
+                title.starts_with(DRILL_PREFIX),
+                "{field} of a drill: {title:?}"
+            );
         }
     }
     for (field, body) in bodies {
@@ -154,7 +161,10 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if case.drill {
-        assert!(notice.email_html.contains("ÖVNING"), "email_html of a drill");
+        assert!(
+            notice.email_html.contains("ÖVNING"),
+            "email_html of a drill"
+        );
     }
 });
 
@@ -180,7 +190,13 @@ fn read_case(text: &str) -> Case {
         }
         if let Some(directive) = line.strip_prefix('#') {
             let (name, value) = directive.split_once(' ').unwrap_or((directive, ""));
-            let time = || value.trim().parse::<i64>().ok().and_then(|second| Timestamp::from_second(second).ok());
+            let time = || {
+                value
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|second| Timestamp::from_second(second).ok())
+            };
             match name {
                 "kind" => {
                     case.kind = match value.trim() {

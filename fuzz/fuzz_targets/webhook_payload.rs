@@ -84,8 +84,15 @@ fuzz_target!(|data: &[u8]| {
             String::from_utf8_lossy(&rewritten)
         )
     });
-    assert_eq!(again, notification, "the round trip changed the notification");
-    assert_eq!(again.dedupe_key(), key, "the round trip changed the dedupe key");
+    assert_eq!(
+        again, notification,
+        "the round trip changed the notification"
+    );
+    assert_eq!(
+        again.dedupe_key(),
+        key,
+        "the round trip changed the dedupe key"
+    );
 
     // What the incident worker does with it next, up to (not including) rendering, which
     // fuzz_targets/render_hostile_labels.rs covers.
@@ -99,7 +106,10 @@ fuzz_target!(|data: &[u8]| {
         for scope in alert_scopes(&alert.labels, &INCIDENTS) {
             if let AlertScope::Actor(id) | AlertScope::Subregion(id) = &scope {
                 assert!(!id.is_empty() && id.trim() == id, "label id {id:?}");
-                assert!(id.chars().count() <= MAX_LABEL_VALUE_CHARS, "label id {id:?}");
+                assert!(
+                    id.chars().count() <= MAX_LABEL_VALUE_CHARS,
+                    "label id {id:?}"
+                );
             }
             scopes.push(scope);
         }

@@ -47,8 +47,8 @@ use sha2::{Digest as _, Sha256};
 use super::AppState;
 use crate::config::Operator;
 use crate::followup::{
-    Audience, Feedback, FeedbackProblem, FollowupError, IncidentFilter, IncidentReport,
-    KindFilter, LessonKind, MAX_FEEDBACK_MESSAGE_CHARS, MAX_FEEDBACK_NAME_CHARS,
+    Audience, Feedback, FeedbackProblem, FollowupError, IncidentFilter, IncidentReport, KindFilter,
+    LessonKind, MAX_FEEDBACK_MESSAGE_CHARS, MAX_FEEDBACK_NAME_CHARS,
     MAX_FEEDBACK_ORGANISATION_CHARS, MAX_LESSON_CHARS, MAX_NOTE_CHARS, REPORT_STYLESHEET,
     ReportFormat,
 };
@@ -174,7 +174,8 @@ impl FeedbackLimiter {
     }
 
     /// How many clients are remembered.
-    pub fn n_clients(&self) -> usize {
+    #[cfg(test)]
+    fn n_clients(&self) -> usize {
         self.limiter.len()
     }
 
@@ -385,10 +386,13 @@ struct FeedbackFormView<'view> {
     error: Option<&'view str>,
 }
 
+/// The form for `incident_id`; `incident` describes it when it was read (a refused
+/// request is answered without reading it).
 fn feedback_page(
     state: &AppState,
     status: StatusCode,
-    incident: &IncidentRecord,
+    incident_id: i64,
+    incident: Option<&IncidentRecord>,
     view: FeedbackFormView<'_>,
 ) -> Response {
     let problem = |field: &str| {
@@ -409,11 +413,11 @@ fn feedback_page(
             "feedback_form.html",
             context! {
                 service => service,
-                reference => format!("{service}-{}", incident.incident_id),
-                incident_id => incident.incident_id,
-                drill => incident.kind == "drill",
-                started => format_swedish_time(incident.incident.started_at),
-                resolved => incident.resolved_at.map(format_swedish_time),
+                reference => format!("{service}-{incident_id}"),
+                incident_id => incident_id,
+                drill => incident.is_some_and(|incident| incident.kind == "drill"),
+                started => incident.map(|incident| format_swedish_time(incident.incident.started_at)),
+                resolved => incident.and_then(|incident| incident.resolved_at).map(format_swedish_time),
                 info_address => state.config.notices.info_address,
                 name => view.name,
                 organisation => view.organisation,
@@ -426,6 +430,7 @@ fn feedback_page(
                 max_name => MAX_FEEDBACK_NAME_CHARS,
                 max_organisation => MAX_FEEDBACK_ORGANISATION_CHARS,
                 max_message => MAX_FEEDBACK_MESSAGE_CHARS,
+                max_message_text => crate::followup::swedish_number(MAX_FEEDBACK_MESSAGE_CHARS),
             },
         ),
     )
@@ -472,7 +477,8 @@ async fn feedback_form(State(state): State<AppState>, Path(incident_id): Path<St
         Ok(incident) => feedback_page(
             &state,
             StatusCode::OK,
-            &incident,
+            incident.incident_id,
+            Some(&incident),
             FeedbackFormView {
                 name: "",
                 organisation: "",
@@ -498,24 +504,23 @@ async fn feedback_submit(
         Ok(form) => form,
         Err(response) => return response,
     };
-    // Every POST takes a token, before any database work: a flood costs nothing but this.
-    let client =
-        FeedbackLimiter::key(connection.map(|Extension(ConnectInfo(address))| address.ip()));
-    let refused_for = limiter.check(client).err();
-    let incident = match public_incident(&state, &incident_id).await {
-        Ok(incident) => incident,
-        Err(response) => return response,
+    let Some(number) = incident_number(&incident_id) else {
+        return incident_not_found();
     };
     let (name, organisation, message) = (
         field(&form, "name"),
         field(&form, "organisation"),
         field(&form, "message"),
     );
-    if let Some(wait) = refused_for {
+    // Every POST takes a token before any database work: a refused flood costs a parse.
+    let client =
+        FeedbackLimiter::key(connection.map(|Extension(ConnectInfo(address))| address.ip()));
+    if let Err(wait) = limiter.check(client) {
         let mut response = feedback_page(
             &state,
             StatusCode::TOO_MANY_REQUESTS,
-            &incident,
+            number,
+            None,
             FeedbackFormView {
                 name,
                 organisation,
@@ -532,13 +537,18 @@ async fn feedback_submit(
         }
         return response;
     }
+    let incident = match public_incident(&state, &incident_id).await {
+        Ok(incident) => incident,
+        Err(response) => return response,
+    };
     let feedback = match Feedback::parse(name, organisation, message) {
         Ok(feedback) => feedback,
         Err(problems) => {
             return feedback_page(
                 &state,
                 StatusCode::UNPROCESSABLE_ENTITY,
-                &incident,
+                incident.incident_id,
+                Some(&incident),
                 FeedbackFormView {
                     name,
                     organisation,
@@ -577,7 +587,8 @@ async fn feedback_submit(
             let mut response = feedback_page(
                 &state,
                 StatusCode::SERVICE_UNAVAILABLE,
-                &incident,
+                incident.incident_id,
+                Some(&incident),
                 FeedbackFormView {
                     name,
                     organisation,
@@ -611,7 +622,11 @@ async fn feedback_thanks(
                 "Under en pågående störning når du också förvaltningen på {}.",
                 state.config.notices.info_address
             );
-            public_message(StatusCode::OK, "Tack för din återkoppling", &[&thanks, &address])
+            public_message(
+                StatusCode::OK,
+                "Tack för din återkoppling",
+                &[&thanks, &address],
+            )
         }
         Err(response) => response,
     }
@@ -792,8 +807,13 @@ macro_rules! incident_by_link_and_sso {
             match session_from_link(&state, &token) {
                 Ok(session) => match incident_number(&incident_id) {
                     Some(incident_id) => {
-                        $inner(&state, &session, incident_id, query.as_deref().unwrap_or(""))
-                            .await
+                        $inner(
+                            &state,
+                            &session,
+                            incident_id,
+                            query.as_deref().unwrap_or(""),
+                        )
+                        .await
                     }
                     None => operator_not_found(&session),
                 },
@@ -810,8 +830,13 @@ macro_rules! incident_by_link_and_sso {
             match session_from_sso(&state, &headers) {
                 Ok(session) => match incident_number(&incident_id) {
                     Some(incident_id) => {
-                        $inner(&state, &session, incident_id, query.as_deref().unwrap_or(""))
-                            .await
+                        $inner(
+                            &state,
+                            &session,
+                            incident_id,
+                            query.as_deref().unwrap_or(""),
+                        )
+                        .await
                     }
                     None => operator_not_found(&session),
                 },
@@ -837,7 +862,9 @@ async fn incident_action_by_link(
 ) -> Response {
     match session_from_link(&state, &token) {
         Ok(session) => match incident_number(&incident_id) {
-            Some(incident_id) => incident_action(&state, &session, incident_id, &headers, body).await,
+            Some(incident_id) => {
+                incident_action(&state, &session, incident_id, &headers, body).await
+            }
             None => operator_not_found(&session),
         },
         Err(response) => response,
@@ -852,7 +879,9 @@ async fn incident_action_by_sso(
 ) -> Response {
     match session_from_sso(&state, &headers) {
         Ok(session) => match incident_number(&incident_id) {
-            Some(incident_id) => incident_action(&state, &session, incident_id, &headers, body).await,
+            Some(incident_id) => {
+                incident_action(&state, &session, incident_id, &headers, body).await
+            }
             None => operator_not_found(&session),
         },
         Err(response) => response,
@@ -948,8 +977,7 @@ async fn render_incident_page(
             .lessons
             .iter()
             .filter(|lesson| {
-                lesson.kind == kind
-                    && lesson.audience.as_deref() == audience.map(Audience::as_str)
+                lesson.kind == kind && lesson.audience.as_deref() == audience.map(Audience::as_str)
             })
             .map(|lesson| {
                 context! {
@@ -1039,7 +1067,9 @@ async fn incident_action(
         return operator_message(
             StatusCode::FORBIDDEN,
             "Formuläret gäller inte",
-            &["Formuläret saknar eller har fel kontrollkod. Ladda om sidan från länken och försök igen."],
+            &[
+                "Formuläret saknar eller har fel kontrollkod. Ladda om sidan från länken och försök igen.",
+            ],
             None,
         );
     }
@@ -1081,8 +1111,7 @@ async fn incident_action(
                     occurred_at,
                     now,
                 )
-                .await
-                .map(|()| ()),
+                .await,
                 "anteckning",
             )
         }
@@ -1273,7 +1302,13 @@ async fn report_download(
         "attachment"
     };
     let filename = format!("incident-{incident_id}-rapport.{}", format.extension());
-    download(text, format.content_type(), disposition, &filename, format == ReportFormat::Html)
+    download(
+        text,
+        format.content_type(),
+        disposition,
+        &filename,
+        format == ReportFormat::Html,
+    )
 }
 
 fn download(
@@ -1341,7 +1376,11 @@ fn parse_filter(state: &AppState, query: &str) -> (IncidentFilter, Vec<String>) 
     }
     match value("level").as_deref() {
         None | Some("") => {}
-        Some(text) => match text.parse::<u8>().ok().filter(|level| (1..=3).contains(level)) {
+        Some(text) => match text
+            .parse::<u8>()
+            .ok()
+            .filter(|level| (1..=3).contains(level))
+        {
             Some(level) => filter.level = Some(level),
             None => problems.push("Nivå: välj 1, 2 eller 3.".to_owned()),
         },
@@ -1401,7 +1440,8 @@ async fn incident_list(state: &AppState, session: &OperatorSession, query: &str)
         }
     };
     let summary = crate::followup::summarize_incidents(&rows, &state.config);
-    let duration = |seconds: i64| format_swedish_duration(Duration::from_secs(seconds.max(0) as u64));
+    let duration =
+        |seconds: i64| format_swedish_duration(Duration::from_secs(seconds.max(0) as u64));
     let base = format!("{}/followup", session.dashboard_path());
     let incidents: Vec<_> = rows
         .iter()
@@ -1539,7 +1579,10 @@ mod tests {
         }
         let wait = limiter.check(first).expect_err("the burst is used up");
         assert!(wait > Duration::ZERO && wait <= FEEDBACK_REPLENISH);
-        assert!(limiter.check(second).is_ok(), "another client is not affected");
+        assert!(
+            limiter.check(second).is_ok(),
+            "another client is not affected"
+        );
         assert_eq!(limiter.n_clients(), 2);
     }
 
@@ -1556,20 +1599,31 @@ mod tests {
     }
 
     #[test]
-    fn idle_clients_are_forgotten() {
+    fn the_clean_up_runs_once_a_minute_and_keeps_clients_that_used_their_tokens() {
         let limiter = FeedbackLimiter::new();
-        limiter
-            .check(FeedbackLimiter::key(Some("192.0.2.1".parse().unwrap())))
-            .unwrap();
+        let first = FeedbackLimiter::key(Some("192.0.2.1".parse().unwrap()));
+        limiter.check(first).unwrap();
         assert_eq!(limiter.n_clients(), 1);
-        // Pretend the last clean-up was long ago; the client's bucket is nearly full again
-        // only after the replenish period, so it stays until then.
-        *limiter.last_forgotten.lock().unwrap() = Instant::now() - FORGET_IDLE_EVERY;
+        // The last clean-up was a minute ago: the next check runs one. The first client
+        // used a token 0 s ago, so its bucket is not full again and it must stay
+        // remembered (forgetting it would give it a fresh burst).
+        let long_ago = Instant::now() - FORGET_IDLE_EVERY;
+        *limiter.last_forgotten.lock().unwrap() = long_ago;
         limiter
             .check(FeedbackLimiter::key(Some("192.0.2.2".parse().unwrap())))
             .unwrap();
-        assert!(limiter.n_clients() <= 2);
-        assert!(limiter.last_forgotten.lock().unwrap().elapsed() < FORGET_IDLE_EVERY);
+        assert!(
+            *limiter.last_forgotten.lock().unwrap() > long_ago,
+            "a clean-up ran"
+        );
+        assert_eq!(limiter.n_clients(), 2);
+        for _ in 1..FEEDBACK_BURST.get() {
+            limiter.check(first).unwrap();
+        }
+        assert!(
+            limiter.check(first).is_err(),
+            "the clean-up gave no fresh burst"
+        );
     }
 
     #[test]

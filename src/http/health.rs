@@ -22,7 +22,10 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let expected = state.workers_expected.load(Ordering::Relaxed);
     if running < expected {
         tracing::warn!(running, expected, "not ready: a background worker stopped");
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: a background worker stopped\n");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: a background worker stopped\n",
+        );
     }
     let check = tokio::time::timeout(READINESS_TIMEOUT, state.storage.check_writable()).await;
     match check {

@@ -1144,7 +1144,11 @@ async fn review_action(
                         channels.join(", ")
                     );
                     let decided = match &request.decision {
-                        Some(decision) => format!("Beslut: {} ({}).", decision.decided_by, decision.role.label()),
+                        Some(decision) => format!(
+                            "Beslut: {} ({}).",
+                            decision.decided_by,
+                            decision.role.label()
+                        ),
                         None => "Nivå 1 kräver inget beslut.".to_owned(),
                     };
                     let deliveries = match publication.n_deliveries {

@@ -39,7 +39,11 @@ pub struct SqliteStorage {
 }
 
 impl SqliteStorage {
-    pub async fn open(path: &Path, busy_timeout: Duration, min_free_bytes: u64) -> anyhow::Result<SqliteStorage> {
+    pub async fn open(
+        path: &Path,
+        busy_timeout: Duration,
+        min_free_bytes: u64,
+    ) -> anyhow::Result<SqliteStorage> {
         if let Some(folder) = path
             .parent()
             .filter(|folder| !folder.as_os_str().is_empty())
@@ -85,7 +89,10 @@ impl SqliteStorage {
             .connect_with(options)
             .await
             .with_context(|| format!("cannot open the database {} for reading", path.display()))?;
-        let folder = match path.parent().filter(|folder| !folder.as_os_str().is_empty()) {
+        let folder = match path
+            .parent()
+            .filter(|folder| !folder.as_os_str().is_empty())
+        {
             Some(folder) => folder.to_owned(),
             None => std::path::PathBuf::from("."),
         };
@@ -198,11 +205,16 @@ impl SqliteStorage {
         // A write of a few bytes can still succeed on a disk too full for a webhook.
         let free = rustix::fs::statvfs(&self.folder)
             .map(|stats| stats.f_bavail.saturating_mul(stats.f_frsize))
-            .map_err(|source| StorageError::new("check_free_space", std::io::Error::from(source)))?;
+            .map_err(|source| {
+                StorageError::new("check_free_space", std::io::Error::from(source))
+            })?;
         if free < self.min_free_bytes {
             return Err(StorageError::new(
                 "check_free_space",
-                anyhow::anyhow!("{free} bytes free, below the {} required", self.min_free_bytes),
+                anyhow::anyhow!(
+                    "{free} bytes free, below the {} required",
+                    self.min_free_bytes
+                ),
             ));
         }
         let mut transaction = self

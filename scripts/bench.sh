@@ -1,0 +1,470 @@
+#!/usr/bin/env bash
+# The one bench command of samsa-relay. In one run it:
+#
+#   - builds the relay (release) and the bench helpers in benches/ (release);
+#   - drives the relay and the ceiling (benches/ceiling.rs: a bare hyper server that only
+#     parses the same JSON into the same types and answers 200) with the same closed-loop
+#     load from wrk (benches/webhook.lua: a payload no other request carries), for 1- and
+#     20-alert payloads at 2 and 16 connections, and prints webhooks/s, p50, p99 and the
+#     ratio relay/ceiling;
+#   - sends an open-loop 200 requests/s (benches/drive.rs fixed-rate) and prints p50/p99
+#     counted from when each request was due;
+#   - times a 10,000-alert payload from its POST to its committed draft;
+#   - times one notice to 1,000 recipients through a local SMTP server (benches/fanout.rs;
+#     Postfix's smtp-sink, and for comparison the tests' aiosmtpd sink);
+#   - prints idle and peak RSS, time from start to ready, and the machine.
+#
+# Every relay runs the release binary with the shipped deploy/samsa-relay.toml (logging
+# included) and a fresh database under target/, on the same disk as the repository, so
+# that commits are really synced. Every load is bounded in count and in time, only
+# 127.0.0.1 is used, and every process started here is stopped by its PID.
+#
+# Usage: bash scripts/bench.sh
+#
+# Environment:
+#   BENCH_SECONDS=5           length of each closed-loop (wrk) run
+#   BENCH_MAX_REQUESTS=300000 most requests of one closed-loop run
+#   BENCH_RATE_SECONDS=10     length of each 200 requests/s run
+#   SAMSA_RELAY_SKIP_APT=1    skip apt-get when every required binary is present
+set -euo pipefail
+export LC_ALL=C
+
+BENCH_SECONDS="${BENCH_SECONDS:-5}"
+BENCH_MAX_REQUESTS="${BENCH_MAX_REQUESTS:-300000}"
+BENCH_RATE_SECONDS="${BENCH_RATE_SECONDS:-10}"
+RATE=200
+BIG_ALERTS=10000
+N_RECIPIENTS=1000
+# The shipped config's example token (loopback only).
+TOKEN="example-webhook-token-change-me"
+
+# wrk (load), postfix (only for /usr/sbin/smtp-sink; installed with "No configuration",
+# so no mail system is set up or started), python3-aiosmtpd (the tests' SMTP sink),
+# sqlite3 (reads the worker backlog).
+APT_PACKAGES=(wrk postfix python3-aiosmtpd sqlite3)
+REQUIRED_BINARIES=(/usr/bin/wrk /usr/sbin/smtp-sink /usr/bin/python3 /usr/bin/aiosmtpd /usr/bin/sqlite3)
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+fail() {
+    printf 'bench: %s\n' "$*" >&2
+    exit 1
+}
+
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        fail "need root or sudo to run: $*"
+    fi
+}
+
+missing_binaries() {
+    local binary
+    for binary in "${REQUIRED_BINARIES[@]}"; do
+        [[ -x "$binary" ]] || printf '%s\n' "$binary"
+    done
+}
+
+POLICY_RC_D=/usr/sbin/policy-rc.d
+CREATED_POLICY_RC_D=0
+remove_policy_rc_d() {
+    if [[ "$CREATED_POLICY_RC_D" -eq 1 ]]; then
+        as_root rm -f "$POLICY_RC_D"
+        CREATED_POLICY_RC_D=0
+    fi
+}
+
+install_packages() {
+    # No packaged daemon may start during the install (policy-rc.d answers 101), and
+    # postfix is told to configure nothing: only its smtp-sink binary is used.
+    if [[ ! -e "$POLICY_RC_D" ]]; then
+        trap remove_policy_rc_d EXIT
+        printf '#!/bin/sh\n# Written by scripts/bench.sh for the install only.\nexit 101\n' \
+            | as_root tee "$POLICY_RC_D" >/dev/null
+        as_root chmod 0755 "$POLICY_RC_D"
+        CREATED_POLICY_RC_D=1
+    fi
+    echo "postfix postfix/main_mailer_type select No configuration" \
+        | as_root debconf-set-selections
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300 update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef \
+        -o Dpkg::Options::=--force-confold "${APT_PACKAGES[@]}"
+    remove_policy_rc_d
+    trap - EXIT
+}
+
+step "System packages: ${APT_PACKAGES[*]}"
+missing="$(missing_binaries)"
+if [[ -z "$missing" ]]; then
+    echo "every required binary is present" >&2
+elif [[ "${SAMSA_RELAY_SKIP_APT:-0}" == "1" ]]; then
+    fail "SAMSA_RELAY_SKIP_APT=1 but missing: $missing"
+else
+    install_packages
+    missing="$(missing_binaries)"
+    [[ -z "$missing" ]] || fail "still missing after the install: $missing"
+fi
+
+step "Build (release): the relay and benches/"
+cargo build --release --bin samsa-relay >&2
+RELAY_BIN="$REPO_ROOT/target/release/samsa-relay"
+BUILD_JSON="$(cargo build --release --bench ceiling --bench drive --bench fanout \
+    --message-format=json-render-diagnostics)"
+executable() {
+    printf '%s\n' "$BUILD_JSON" | grep -o '"executable":"[^"]*"' | cut -d'"' -f4 \
+        | grep "/$1-[0-9a-f]*\$" | head -n 1
+}
+CEILING_BIN="$(executable ceiling)"
+DRIVE_BIN="$(executable drive)"
+FANOUT_BIN="$(executable fanout)"
+for binary in "$RELAY_BIN" "$CEILING_BIN" "$DRIVE_BIN" "$FANOUT_BIN"; do
+    [[ -x "$binary" ]] || fail "not built: ${binary:-a bench helper}"
+done
+
+mkdir -p "$REPO_ROOT/target"
+WORK="$(mktemp -d "$REPO_ROOT/target/bench.XXXXXX")"
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+        fi
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    [[ -n "${SINK_FD:-}" ]] && exec {SINK_FD}>&- || true
+    rm -rf "$WORK"
+    remove_policy_rc_d
+}
+trap cleanup EXIT
+
+# Stops one process started here: TERM, then KILL after 10 s.
+stop_pid() {
+    local pid="$1"
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# key=value lines on stdin -> the value of one key.
+value() { grep -m1 "^$1=" | cut -d= -f2 || true; }
+# A tool's key=value lines on one line, for the progress log.
+brief() { grep '=' <<<"$1" | tr '\n' ' '; }
+kib_to_mb() { awk -v kib="$1" 'BEGIN { printf "%.1f", kib / 1024 }'; }
+status_kib() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
+
+step "Machine"
+CPU_MODEL="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+MEM_TOTAL_KIB="$(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo)"
+MACHINE="$(nproc) CPUs ($CPU_MODEL), $(kib_to_mb "$MEM_TOTAL_KIB") MB RAM, Linux $(uname -r)"
+DISK="$(df -T "$WORK" | awk 'NR == 2 { print $2 " on " $1 }')"
+REVISION="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [[ -n "$(git status --porcelain -- src migrations Cargo.toml Cargo.lock 2>/dev/null)" ]]; then
+    REVISION="$REVISION + uncommitted changes in src"
+fi
+echo "$MACHINE; database on $DISK; $(rustc --version); wrk $(wrk -v 2>&1 | head -n1 | awk '{print $2}'); revision $REVISION" >&2
+[[ "$DISK" == tmpfs* ]] && echo "warning: the database is on tmpfs; commits are not really synced" >&2
+# Other work on the machine skews every figure; the load average says how much there was.
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+if awk -v load="${LOAD_BEFORE%% *}" -v cpus="$(nproc)" 'BEGIN { exit !(load > cpus / 2) }'; then
+    echo "warning: load average $LOAD_BEFORE before the bench: other processes compete for the CPUs" >&2
+fi
+
+# ---------------------------------------------------------------------------------------
+# The relay: each start gets a fresh database and the shipped config.
+
+READY_SAMPLES=()
+IDLE_SAMPLES=()
+PEAK_KIB=0
+PEAK_WHERE=""
+RELAY_PID=""
+RELAY_URL=""
+
+start_relay() {
+    local name="$1" port t0 ready
+    port="$("$DRIVE_BIN" free-port)"
+    RELAY_URL="http://127.0.0.1:$port"
+    mkdir -p "$WORK/$name"
+    t0="$EPOCHREALTIME"
+    SAMSA_RELAY_LISTEN="127.0.0.1:$port" \
+        SAMSA_RELAY_PUBLIC_URL="$RELAY_URL" \
+        SAMSA_RELAY_DATABASE_URL="sqlite://$WORK/$name/relay.db" \
+        SAMSA_RELAY_SMTP_URL="file://$WORK/$name/mail" \
+        "$RELAY_BIN" serve --config deploy/samsa-relay.toml >"$WORK/$name/relay.log" 2>&1 &
+    RELAY_PID=$!
+    PIDS+=("$RELAY_PID")
+    if ! ready="$("$DRIVE_BIN" wait-ready --url "$RELAY_URL" --since "$t0" --timeout 10)"; then
+        tail -n 20 "$WORK/$name/relay.log" >&2
+        fail "the relay ($name) did not become ready"
+    fi
+    READY_SAMPLES+=("$(value ready_ms <<<"$ready")")
+    # Idle: ready, no request yet, the workers waiting.
+    sleep 1
+    IDLE_SAMPLES+=("$(status_kib "$RELAY_PID" VmRSS)")
+}
+
+stop_relay() {
+    local name="$1" hwm
+    hwm="$(status_kib "$RELAY_PID" VmHWM)"
+    if ((hwm > PEAK_KIB)); then
+        PEAK_KIB="$hwm"
+        PEAK_WHERE="$name"
+    fi
+    stop_pid "$RELAY_PID"
+    RELAY_PID=""
+}
+
+relay_metric() { "$DRIVE_BIN" metric --url "$RELAY_URL" --series "$1"; }
+# The relay's own storage timings (mean ms, waiting for the write connection included).
+internals() {
+    local prefix="$1" out key
+    out="$("$DRIVE_BIN" storage --url "$RELAY_URL")"
+    for key in store_notification_mean_ms incident_step_mean_ms incident_step_count; do
+        RESULT[$prefix.$key]="$(value "$key" <<<"$out")"
+        RESULT[$prefix.$key]="${RESULT[$prefix.$key]:--}"
+    done
+}
+backlog() { sqlite3 "$WORK/$1/relay.db" "SELECT count(*) FROM webhook_receipts WHERE processed_at IS NULL"; }
+
+# ---------------------------------------------------------------------------------------
+step "The ceiling"
+CEILING_PORT="$("$DRIVE_BIN" free-port)"
+"$CEILING_BIN" --listen "127.0.0.1:$CEILING_PORT" --max-seconds 900 >"$WORK/ceiling.log" 2>&1 &
+CEILING_PID=$!
+PIDS+=("$CEILING_PID")
+CEILING_URL="http://127.0.0.1:$CEILING_PORT"
+for _ in $(seq 100); do
+    grep -q '^READY' "$WORK/ceiling.log" && break
+    sleep 0.05
+done
+grep -q '^READY' "$WORK/ceiling.log" || fail "the ceiling did not start"
+
+STREAM=100
+# wrk against URL; prints its key=value lines.
+run_wrk() {
+    local url="$1" alerts="$2" connections="$3" seconds="$4" max="$5"
+    STREAM=$((STREAM + 100))
+    BENCH_ALERTS="$alerts" BENCH_TOKEN="$TOKEN" BENCH_STREAM="$STREAM" \
+        BENCH_MAX_PER_THREAD=$((max / 2)) \
+        timeout $((seconds + 30)) wrk -t 2 -c "$connections" -d "${seconds}s" --timeout 10s \
+        -s benches/webhook.lua "$url/webhook/alertmanager"
+}
+
+declare -A RESULT
+SCENARIOS=()
+for alerts in 1 20; do
+    for connections in 2 16; do
+        scenario="${alerts}a-${connections}c"
+        SCENARIOS+=("$scenario")
+        step "Closed loop: $alerts-alert payloads, $connections connections, ${BENCH_SECONDS} s"
+        run_wrk "$CEILING_URL" "$alerts" "$connections" 1 20000 >/dev/null
+        out="$(run_wrk "$CEILING_URL" "$alerts" "$connections" "$BENCH_SECONDS" "$BENCH_MAX_REQUESTS")"
+        echo "ceiling: $(brief "$out")" >&2
+        RESULT[$scenario.ceiling.rps]="$(value rps <<<"$out")"
+        RESULT[$scenario.ceiling.p50]="$(value p50_ms <<<"$out")"
+        RESULT[$scenario.ceiling.p99]="$(value p99_ms <<<"$out")"
+
+        start_relay "wrk-$scenario"
+        run_wrk "$RELAY_URL" "$alerts" "$connections" 1 20000 >/dev/null
+        before="$(relay_metric 'samsa_relay_webhook_requests_total{outcome="accepted"}')"
+        out="$(run_wrk "$RELAY_URL" "$alerts" "$connections" "$BENCH_SECONDS" "$BENCH_MAX_REQUESTS")"
+        echo "relay:   $(brief "$out")" >&2
+        RESULT[$scenario.relay.rps]="$(value rps <<<"$out")"
+        RESULT[$scenario.relay.p50]="$(value p50_ms <<<"$out")"
+        RESULT[$scenario.relay.p99]="$(value p99_ms <<<"$out")"
+        RESULT[$scenario.relay.not200]="$(( $(value not_200 <<<"$out") + $(value socket_errors <<<"$out") ))"
+        after="$(relay_metric 'samsa_relay_webhook_requests_total{outcome="accepted"}')"
+        RESULT[$scenario.relay.stored]="$(awk -v a="$after" -v b="$before" 'BEGIN { printf "%d", a - b }')"
+        RESULT[$scenario.relay.duplicates]="$(relay_metric samsa_relay_webhook_duplicates_total | awk '{ printf "%d", $1 }')"
+        RESULT[$scenario.relay.backlog]="$(backlog "wrk-$scenario")"
+        internals "$scenario.relay"
+        RESULT[$scenario.ratio]="$(awk -v r="${RESULT[$scenario.relay.rps]}" -v c="${RESULT[$scenario.ceiling.rps]}" \
+            'BEGIN { printf "%.2f", (c > 0 ? r / c : 0) }')"
+        stop_relay "wrk-$scenario"
+    done
+done
+
+# ---------------------------------------------------------------------------------------
+RATE_MAX=$((RATE * BENCH_RATE_SECONDS))
+for alerts in 1 20; do
+    step "Open loop: $RATE requests/s of $alerts-alert payloads for ${BENCH_RATE_SECONDS} s"
+    start_relay "rate-${alerts}a"
+    out="$("$DRIVE_BIN" fixed-rate --url "$RELAY_URL" --token "$TOKEN" --rate "$RATE" \
+        --seconds "$BENCH_RATE_SECONDS" --alerts "$alerts" --stream $((alerts + 50)) \
+        --max-requests "$RATE_MAX" --timeout 10)"
+    echo "relay:   $(brief "$out")" >&2
+    for key in ok requests achieved_rps p50_ms p90_ms p99_ms max_ms generator_late_ms; do
+        RESULT[rate-${alerts}a.relay.$key]="$(value "$key" <<<"$out")"
+    done
+    RESULT[rate-${alerts}a.relay.backlog]="$(backlog "rate-${alerts}a")"
+    internals "rate-${alerts}a.relay"
+    stop_relay "rate-${alerts}a"
+done
+out="$("$DRIVE_BIN" fixed-rate --url "$CEILING_URL" --rate "$RATE" --seconds "$BENCH_RATE_SECONDS" \
+    --alerts 1 --stream 60 --max-requests "$RATE_MAX" --timeout 10)"
+echo "ceiling: $(brief "$out")" >&2
+for key in ok requests p50_ms p99_ms max_ms; do
+    RESULT[rate-1a.ceiling.$key]="$(value "$key" <<<"$out")"
+done
+stop_pid "$CEILING_PID"
+
+# ---------------------------------------------------------------------------------------
+step "A $BIG_ALERTS-alert payload to its draft"
+start_relay big
+out="$("$DRIVE_BIN" big-payload --url "$RELAY_URL" --token "$TOKEN" --alerts "$BIG_ALERTS" --timeout 60)"
+echo "relay:   $(brief "$out")" >&2
+for key in body_bytes ack_ms draft_ms ack_to_draft_ms; do
+    RESULT[big.$key]="$(value "$key" <<<"$out")"
+done
+stop_relay big
+
+# ---------------------------------------------------------------------------------------
+step "One notice to $N_RECIPIENTS recipients through Postfix's smtp-sink"
+SINK_PORT="$("$DRIVE_BIN" free-port)"
+SINK_USER=()
+[[ "$(id -u)" -eq 0 ]] && SINK_USER=(-u nobody)
+/usr/sbin/smtp-sink "${SINK_USER[@]}" -c "127.0.0.1:$SINK_PORT" 256 >"$WORK/smtp-sink.log" 2>&1 &
+SINK_PID=$!
+PIDS+=("$SINK_PID")
+sleep 0.2
+kill -0 "$SINK_PID" 2>/dev/null || fail "smtp-sink did not start: $(cat "$WORK/smtp-sink.log")"
+out="$(timeout 180 "$FANOUT_BIN" --smtp "127.0.0.1:$SINK_PORT" --recipients "$N_RECIPIENTS" \
+    --timeout 120 2>"$WORK/fanout-smtp-sink.log")" || { tail -n 20 "$WORK/fanout-smtp-sink.log" >&2; fail "fanout failed"; }
+echo "relay:   $(brief "$out")" >&2
+for key in publish_commit_ms all_sent_ms sent not_sent send_mean_ms claim_mean_ms claim_count record_mean_ms; do
+    RESULT[fanout.sink.$key]="$(value "$key" <<<"$out")"
+done
+stop_pid "$SINK_PID"
+
+step "The same through the tests' aiosmtpd sink (tests/support/smtp_sink.py)"
+SINK_PORT="$("$DRIVE_BIN" free-port)"
+mkdir -p "$WORK/aiosmtpd"
+mkfifo "$WORK/aiosmtpd.stdin"
+/usr/bin/python3 tests/support/smtp_sink.py --port "$SINK_PORT" --folder "$WORK/aiosmtpd" \
+    --max-seconds 300 <"$WORK/aiosmtpd.stdin" >"$WORK/aiosmtpd.log" 2>&1 &
+AIOSMTPD_PID=$!
+PIDS+=("$AIOSMTPD_PID")
+# The sink runs while its stdin is open.
+exec {SINK_FD}>"$WORK/aiosmtpd.stdin"
+for _ in $(seq 100); do
+    grep -q '^READY' "$WORK/aiosmtpd.log" && break
+    sleep 0.05
+done
+grep -q '^READY' "$WORK/aiosmtpd.log" || fail "the aiosmtpd sink did not start: $(cat "$WORK/aiosmtpd.log")"
+out="$(timeout 180 "$FANOUT_BIN" --smtp "127.0.0.1:$SINK_PORT" --recipients "$N_RECIPIENTS" \
+    --timeout 120 2>"$WORK/fanout-aiosmtpd.log")" || { tail -n 20 "$WORK/fanout-aiosmtpd.log" >&2; fail "fanout failed"; }
+echo "relay:   $(brief "$out")" >&2
+for key in all_sent_ms sent not_sent send_mean_ms; do
+    RESULT[fanout.aiosmtpd.$key]="$(value "$key" <<<"$out")"
+done
+RESULT[fanout.aiosmtpd.received]="$(find "$WORK/aiosmtpd" -name '*.json' | wc -l)"
+exec {SINK_FD}>&-
+SINK_FD=""
+stop_pid "$AIOSMTPD_PID"
+
+# ---------------------------------------------------------------------------------------
+stats() {
+    printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END {
+        printf "median %.1f, max %.1f (%d starts)", v[int((NR + 1) / 2)], v[NR], NR }'
+}
+max_of() { printf '%s\n' "$@" | sort -n | tail -n 1; }
+verdict() { awk -v ok="$1" 'BEGIN { print (ok ? "met" : "MISSED") }'; }
+
+READY_MAX="$(max_of "${READY_SAMPLES[@]}")"
+IDLE_MAX_KIB="$(max_of "${IDLE_SAMPLES[@]}")"
+
+{
+    echo
+    echo "samsa-relay bench, $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo "machine: $MACHINE"
+    echo "database: $DISK; revision $REVISION"
+    echo "load average: $LOAD_BEFORE before, $(cut -d' ' -f1-3 /proc/loadavg) after"
+    echo
+    echo "Closed loop (wrk -t2, ${BENCH_SECONDS} s per run, payloads all distinct; latency from wrk):"
+    printf '%-10s %11s %8s %8s %10s %8s %8s %7s\n' \
+        payload "ceiling/s" "p50 ms" "p99 ms" "relay/s" "p50 ms" "p99 ms" ratio
+    for scenario in "${SCENARIOS[@]}"; do
+        printf '%-10s %11s %8s %8s %10s %8s %8s %7s\n' "$scenario" \
+            "${RESULT[$scenario.ceiling.rps]}" "${RESULT[$scenario.ceiling.p50]}" "${RESULT[$scenario.ceiling.p99]}" \
+            "${RESULT[$scenario.relay.rps]}" "${RESULT[$scenario.relay.p50]}" "${RESULT[$scenario.relay.p99]}" \
+            "${RESULT[$scenario.ratio]}"
+    done
+    echo "  (1a-16c: 1-alert payloads over 16 connections)"
+    echo
+    echo "Inside the relay during those runs (warm-up included):"
+    printf '%-10s %8s %6s %9s %11s %9s %10s\n' payload stored dups backlog "store ms" "steps" "step ms"
+    for scenario in "${SCENARIOS[@]}"; do
+        printf '%-10s %8s %6s %9s %11s %9s %10s\n' "$scenario" \
+            "${RESULT[$scenario.relay.stored]}" "${RESULT[$scenario.relay.duplicates]}" "${RESULT[$scenario.relay.backlog]}" \
+            "${RESULT[$scenario.relay.store_notification_mean_ms]}" "${RESULT[$scenario.relay.incident_step_count]}" \
+            "${RESULT[$scenario.relay.incident_step_mean_ms]}"
+    done
+    echo "  (stored: receipts committed during the measured run; dups: must be 0; backlog: receipts"
+    echo "   the incident worker had not processed at the end; store ms: mean store_notification,"
+    echo "   waiting for the write connection included; steps, step ms: incident worker steps, mean)"
+    echo
+    echo "Open loop, $RATE requests/s for ${BENCH_RATE_SECONDS} s (latency from when each request was due):"
+    for alerts in 1 20; do
+        key="rate-${alerts}a.relay"
+        printf '  relay,   %2s alert(s): %s/%s answered 200, p50 %s ms, p90 %s ms, p99 %s ms, max %s ms\n' \
+            "$alerts" "${RESULT[$key.ok]}" "${RESULT[$key.requests]}" "${RESULT[$key.p50_ms]}" "${RESULT[$key.p90_ms]}" \
+            "${RESULT[$key.p99_ms]}" "${RESULT[$key.max_ms]}"
+        printf '      (generator late by at most %s ms; store %s ms mean; %s worker steps, %s ms mean; backlog %s)\n' \
+            "${RESULT[$key.generator_late_ms]}" "${RESULT[$key.store_notification_mean_ms]}" \
+            "${RESULT[$key.incident_step_count]}" "${RESULT[$key.incident_step_mean_ms]}" "${RESULT[$key.backlog]}"
+    done
+    printf '  ceiling,  1 alert(s): %s/%s answered 200, p50 %s ms, p99 %s ms, max %s ms\n' \
+        "${RESULT[rate-1a.ceiling.ok]}" "${RESULT[rate-1a.ceiling.requests]}" "${RESULT[rate-1a.ceiling.p50_ms]}" \
+        "${RESULT[rate-1a.ceiling.p99_ms]}" "${RESULT[rate-1a.ceiling.max_ms]}"
+    echo
+    printf '%s-alert payload (%s bytes): 200 after %s ms, draft committed %s ms after the POST (%s ms after the 200)\n' \
+        "$BIG_ALERTS" "${RESULT[big.body_bytes]}" "${RESULT[big.ack_ms]}" "${RESULT[big.draft_ms]}" "${RESULT[big.ack_to_draft_ms]}"
+    printf 'One notice to %s recipients, publish to last delivery:\n' "$N_RECIPIENTS"
+    printf '  smtp-sink (Postfix):     %s ms, %s sent, %s not (publish commit %s ms; send %s ms mean; %s claims, %s ms mean; record %s ms mean)\n' \
+        "${RESULT[fanout.sink.all_sent_ms]}" "${RESULT[fanout.sink.sent]}" "${RESULT[fanout.sink.not_sent]}" \
+        "${RESULT[fanout.sink.publish_commit_ms]}" "${RESULT[fanout.sink.send_mean_ms]}" "${RESULT[fanout.sink.claim_count]}" \
+        "${RESULT[fanout.sink.claim_mean_ms]}" "${RESULT[fanout.sink.record_mean_ms]}"
+    printf '  aiosmtpd (tests'"'"' sink): %s ms, %s sent, %s received (send %s ms mean)\n' \
+        "${RESULT[fanout.aiosmtpd.all_sent_ms]}" "${RESULT[fanout.aiosmtpd.sent]}" "${RESULT[fanout.aiosmtpd.received]}" \
+        "${RESULT[fanout.aiosmtpd.send_mean_ms]}"
+    printf 'RSS: idle %s MB (largest of %d starts, 1 s after ready), peak %s MB (VmHWM, in run %s)\n' \
+        "$(kib_to_mb "$IDLE_MAX_KIB")" "${#IDLE_SAMPLES[@]}" "$(kib_to_mb "$PEAK_KIB")" "$PEAK_WHERE"
+    printf 'Start to ready (spawn to first 200 on /readyz, fresh database): %s ms\n' "$(stats "${READY_SAMPLES[@]}")"
+    echo
+    echo "Targets:"
+    for scenario in "${SCENARIOS[@]}"; do
+        printf '  %-40s %s (%s)\n' "ingest >= 1/2 ceiling, $scenario" \
+            "$(verdict "$(awk -v r="${RESULT[$scenario.ratio]}" 'BEGIN { print (r >= 0.5) }')")" "${RESULT[$scenario.ratio]}"
+    done
+    for alerts in 1 20; do
+        printf '  %-40s %s (%s ms)\n' "p99 < 10 ms at $RATE/s, $alerts alert(s)" \
+            "$(verdict "$(awk -v p="${RESULT[rate-${alerts}a.relay.p99_ms]}" -v ok="${RESULT[rate-${alerts}a.relay.ok]}" \
+                -v n="${RESULT[rate-${alerts}a.relay.requests]}" 'BEGIN { print (p < 10 && ok == n) }')")" \
+            "${RESULT[rate-${alerts}a.relay.p99_ms]}"
+    done
+    printf '  %-40s %s (%s ms)\n' "$BIG_ALERTS alerts drafted < 1 s" \
+        "$(verdict "$(awk -v t="${RESULT[big.draft_ms]}" 'BEGIN { print (t < 1000) }')")" "${RESULT[big.draft_ms]}"
+    printf '  %-40s %s (%s ms)\n' "$N_RECIPIENTS recipients < 10 s (smtp-sink)" \
+        "$(verdict "$(awk -v t="${RESULT[fanout.sink.all_sent_ms]}" -v s="${RESULT[fanout.sink.sent]}" -v n="$N_RECIPIENTS" \
+            'BEGIN { print (t < 10000 && s == n) }')")" "${RESULT[fanout.sink.all_sent_ms]}"
+    printf '  %-40s %s (%s MB)\n' "idle RSS < 30 MB" \
+        "$(verdict "$(awk -v k="$IDLE_MAX_KIB" 'BEGIN { print (k < 30 * 1024) }')")" "$(kib_to_mb "$IDLE_MAX_KIB")"
+    printf '  %-40s %s (%s ms, the slowest start)\n' "start to ready < 300 ms" \
+        "$(verdict "$(awk -v t="$READY_MAX" 'BEGIN { print (t < 300) }')")" "$READY_MAX"
+} | tee "$REPO_ROOT/target/bench-last.txt"
