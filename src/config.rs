@@ -453,8 +453,8 @@ impl Default for RawIncidents {
 #[serde(default)]
 pub struct RawNotices {
     /// A folder of templates overriding the embedded ones file by file (same names as
-    /// `deploy/templates/`); relative paths start at the working directory. Unset: the
-    /// embedded templates.
+    /// `deploy/templates/`); a relative path starts at the config file's folder. Unset:
+    /// the embedded templates.
     pub templates_dir: Option<String>,
     /// Where organisations report back during an incident; shown in every notice.
     pub info_address: String,
@@ -535,7 +535,7 @@ impl Config {
                 };
                 return Err(ConfigErrors(vec![ConfigProblem {
                     path: place,
-                    message: error.message().trim().replace('\n', " "),
+                    message: without_quoted_values(error.message().trim()).replace('\n', " "),
                 }]));
             }
         };
@@ -1027,6 +1027,29 @@ pub fn is_email_address_shape(address: &str) -> bool {
         })
 }
 
+/// A TOML error message without the values it quotes in backticks (a wrongly typed
+/// secret would otherwise be printed); key names stay, as they are quoted in the path.
+fn without_quoted_values(message: &str) -> String {
+    if !message.starts_with("invalid type") && !message.starts_with("invalid value") {
+        return message.to_owned();
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut inside = false;
+    for character in message.chars() {
+        if character == '`' {
+            inside = !inside;
+            if inside {
+                out.push_str("`…");
+            } else {
+                out.push('`');
+            }
+        } else if !inside {
+            out.push(character);
+        }
+    }
+    out
+}
+
 /// Parses a duration such as `10s`, `15m` or `1h 30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let signed: jiff::SignedDuration = text
@@ -1415,6 +1438,16 @@ service_name = ""
         let shown = errors.to_string();
         assert!(shown.starts_with("line 2 column"), "{shown}");
         assert!(!shown.contains("a-secret-token-value"), "{shown}");
+    }
+
+    #[test]
+    fn a_wrongly_typed_secret_is_not_printed() {
+        let text = "[webhook]\ntoken = 12345678901234567\n";
+        let shown = Config::from_toml(text, &no_environment())
+            .unwrap_err()
+            .to_string();
+        assert!(!shown.contains("12345678901234567"), "{shown}");
+        assert!(shown.contains("expected a string"), "{shown}");
     }
 
     #[test]

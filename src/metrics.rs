@@ -297,7 +297,7 @@ impl Metrics {
         .expect("valid metric");
         let requests_timed_out = IntCounter::new(
             "samsa_relay_requests_timed_out_total",
-            "Requests answered 408 because they took longer than the request timeout.",
+            "Requests that ran past the request timeout (answered 408, or 503 for webhooks so that Alertmanager retries).",
         )
         .expect("valid metric");
         let incident_step_failures = IntCounter::new(

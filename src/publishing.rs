@@ -474,6 +474,10 @@ pub async fn draft_by_hand(
         .incident_by_id(incident_id)
         .await?
         .ok_or(DraftByHandError::IncidentNotFound)?;
+    if record.kind == "monitoring" {
+        // The broken monitoring chain is for operators only: never a public notice.
+        return Err(DraftByHandError::IncidentNotFound);
+    }
     let now = Timestamp::now();
     let mut incident = record.incident;
     if kind == NoticeKind::Resolved && incident.phase == crate::incident::Phase::Open {
