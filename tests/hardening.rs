@@ -158,3 +158,27 @@ async fn a_certificate_that_cannot_be_read_is_a_config_problem() {
     let errors = samsa_relay::config::Config::from_toml(&text, &Default::default()).unwrap_err();
     assert_eq!(errors.0[0].path, "server.tls_certificate_file");
 }
+
+#[tokio::test]
+async fn a_client_flooding_the_public_endpoints_is_slowed_with_429() {
+    let app = common::spawn_app().await;
+    let mut n_limited = 0;
+    let mut retry_after = None;
+    // 400 requests, as fast as one client can: well past the burst of 200.
+    for _ in 0..400 {
+        let response = app.get("/public/status.json").await;
+        match response.status().as_u16() {
+            200 => {}
+            429 => {
+                n_limited += 1;
+                retry_after = response.headers().get("retry-after").cloned();
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(n_limited > 0, "the flood is limited");
+    assert!(retry_after.is_some(), "429 says when to come back");
+    // The relay itself stays reachable for Alertmanager and probes.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    app.stop().await;
+}

@@ -144,9 +144,14 @@ impl FeedbackLimiter {
     pub const SHARED_KEY: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
     pub fn new() -> FeedbackLimiter {
-        let quota = Quota::with_period(FEEDBACK_REPLENISH)
+        FeedbackLimiter::with_quota(FEEDBACK_REPLENISH, FEEDBACK_BURST)
+    }
+
+    /// A limiter allowing `burst` at once and one more every `replenish`, per client.
+    pub fn with_quota(replenish: Duration, burst: NonZeroU32) -> FeedbackLimiter {
+        let quota = Quota::with_period(replenish)
             .expect("the period is not zero")
-            .allow_burst(FEEDBACK_BURST);
+            .allow_burst(burst);
         FeedbackLimiter {
             limiter: RateLimiter::keyed(quota),
             last_forgotten: Mutex::new(Instant::now()),

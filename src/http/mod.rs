@@ -77,25 +77,29 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .merge(ops::routes())
         .merge(feedback::routes())
-        .route(
-            "/public/banner.json",
-            get(public::banner_json).options(public::preflight),
-        )
-        .route(
-            "/public/banner.html",
-            get(public::banner_html).options(public::preflight),
-        )
-        .route(
-            "/public/banner.js",
-            get(public::banner_js).options(public::preflight),
-        )
-        .route(
-            "/public/status.json",
-            get(public::status_json).options(public::preflight),
-        )
-        .route(
-            "/public/feed.atom",
-            get(public::feed_atom).options(public::preflight),
+        .merge(
+            Router::new()
+                .route(
+                    "/public/banner.json",
+                    get(public::banner_json).options(public::preflight),
+                )
+                .route(
+                    "/public/banner.html",
+                    get(public::banner_html).options(public::preflight),
+                )
+                .route(
+                    "/public/banner.js",
+                    get(public::banner_js).options(public::preflight),
+                )
+                .route(
+                    "/public/status.json",
+                    get(public::status_json).options(public::preflight),
+                )
+                .route(
+                    "/public/feed.atom",
+                    get(public::feed_atom).options(public::preflight),
+                )
+                .route_layer(middleware::from_fn(limit_public_reads)),
         )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -154,6 +158,36 @@ async fn request_deadline(State(state): State<AppState>, request: Request, next:
                 )
                     .into_response()
             }
+        }
+    }
+}
+
+/// The per-client limit on the public read endpoints: generous, since a whole hospital may
+/// sit behind one address and every login page polls the banner, yet a flood from one
+/// client is cut off before it reaches the database.
+static PUBLIC_READ_LIMITER: std::sync::LazyLock<feedback::FeedbackLimiter> =
+    std::sync::LazyLock::new(|| {
+        feedback::FeedbackLimiter::with_quota(
+            std::time::Duration::from_millis(50),
+            std::num::NonZeroU32::new(200).expect("not zero"),
+        )
+    });
+
+async fn limit_public_reads(request: Request, next: Next) -> Response {
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    match PUBLIC_READ_LIMITER.check(feedback::FeedbackLimiter::key(client)) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => {
+            let seconds = wait.as_secs().max(1).to_string();
+            (
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                [(axum::http::header::RETRY_AFTER, seconds)],
+                "too many requests; retry later\n",
+            )
+                .into_response()
         }
     }
 }
