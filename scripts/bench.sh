@@ -23,14 +23,14 @@
 #
 # Environment:
 #   BENCH_SECONDS=5           length of each closed-loop (wrk) run
-#   BENCH_MAX_REQUESTS=300000 most requests of one closed-loop run
+#   BENCH_MAX_REQUESTS=600000 most requests of one closed-loop run
 #   BENCH_RATE_SECONDS=10     length of each 200 requests/s run
 #   SAMSA_RELAY_SKIP_APT=1    skip apt-get when every required binary is present
 set -euo pipefail
 export LC_ALL=C
 
 BENCH_SECONDS="${BENCH_SECONDS:-5}"
-BENCH_MAX_REQUESTS="${BENCH_MAX_REQUESTS:-300000}"
+BENCH_MAX_REQUESTS="${BENCH_MAX_REQUESTS:-600000}"
 BENCH_RATE_SECONDS="${BENCH_RATE_SECONDS:-10}"
 RATE=200
 BIG_ALERTS=10000
@@ -250,10 +250,10 @@ CEILING_PID=$!
 PIDS+=("$CEILING_PID")
 CEILING_URL="http://127.0.0.1:$CEILING_PORT"
 for _ in $(seq 100); do
-    grep -q '^READY' "$WORK/ceiling.log" && break
+    grep -qs '^READY' "$WORK/ceiling.log" && break
     sleep 0.05
 done
-grep -q '^READY' "$WORK/ceiling.log" || fail "the ceiling did not start"
+grep -qs '^READY' "$WORK/ceiling.log" || fail "the ceiling did not start"
 
 STREAM=100
 # wrk against URL; prints its key=value lines.
@@ -363,10 +363,10 @@ PIDS+=("$AIOSMTPD_PID")
 # The sink runs while its stdin is open.
 exec {SINK_FD}>"$WORK/aiosmtpd.stdin"
 for _ in $(seq 100); do
-    grep -q '^READY' "$WORK/aiosmtpd.log" && break
+    grep -qs '^READY' "$WORK/aiosmtpd.log" && break
     sleep 0.05
 done
-grep -q '^READY' "$WORK/aiosmtpd.log" || fail "the aiosmtpd sink did not start: $(cat "$WORK/aiosmtpd.log")"
+grep -qs '^READY' "$WORK/aiosmtpd.log" || fail "the aiosmtpd sink did not start: $(cat "$WORK/aiosmtpd.log")"
 out="$(timeout 180 "$FANOUT_BIN" --smtp "127.0.0.1:$SINK_PORT" --recipients "$N_RECIPIENTS" \
     --timeout 120 2>"$WORK/fanout-aiosmtpd.log")" || { tail -n 20 "$WORK/fanout-aiosmtpd.log" >&2; fail "fanout failed"; }
 echo "relay:   $(brief "$out")" >&2
