@@ -114,8 +114,12 @@ for target in "${TARGETS[@]}"; do
         echo "FAILED (exit $status) after ${runs:-?} executions"
     fi
     cp "$log" "fuzz/artifacts/$target/last-run.log"
+    if grep -q "panicked at" "$log"; then
+        echo "---- the panic ----"
+        grep -m 1 -A 12 "panicked at" "$log" || true
+    fi
     echo "---- the last lines of fuzz/artifacts/$target/last-run.log ----"
-    tail -n 60 "$log"
+    tail -n 25 "$log"
     echo "---- end of the log ----"
     artifact="$(find "fuzz/artifacts/$target" -type f -newer "$started" | head -1)"
     if [[ -n "$artifact" ]]; then
