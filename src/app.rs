@@ -16,6 +16,7 @@ use crate::gauges::GaugeRefresher;
 use crate::http::server::{ServerLimits, serve, tls_acceptor};
 use crate::http::{AppState, router};
 use crate::incident_worker::{IncidentWorker, WatchdogClock};
+use crate::ingest::IngestQueue;
 use crate::links::LinkSigner;
 use crate::metrics::Metrics;
 use crate::notice::NoticeRenderer;
@@ -102,8 +103,15 @@ impl App {
             wake: incident_wake.clone(),
             watchdog: watchdog.clone(),
             review_wake: review_wake.clone(),
+            kept_engine: Default::default(),
         };
+        let ingest = IngestQueue::start(
+            storage.clone(),
+            metrics.clone(),
+            config.server.max_connections,
+        );
         let state = AppState {
+            ingest,
             config,
             storage,
             metrics,

@@ -29,7 +29,7 @@ pub const MAX_LABEL_VALUE_CHARS: usize = 100;
 pub const MAX_UNKNOWN_IDS_SHOWN: usize = 10;
 
 /// What one alert says is unavailable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "type", content = "id")]
 pub enum AlertScope {
     /// The whole service (`scope="all"`, or an alert that names no actor or sub-region).

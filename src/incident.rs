@@ -86,6 +86,24 @@ pub struct Incident {
     pub n_reopened: u32,
 }
 
+impl Incident {
+    /// A copy of everything but the alerts (which can be many): what a step writes and
+    /// renders from.
+    pub fn without_alerts(&self) -> Incident {
+        Incident {
+            incident_id: self.incident_id,
+            phase: self.phase,
+            started_at: self.started_at,
+            alerts: BTreeMap::new(),
+            summary: self.summary.clone(),
+            classification: self.classification.clone(),
+            published: self.published.clone(),
+            pending_draft: self.pending_draft,
+            n_reopened: self.n_reopened,
+        }
+    }
+}
+
 /// What happened, in the words of the incident's log.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -156,6 +174,58 @@ pub struct IncidentEngine {
     /// nothing.
     pub retired_alerts: HashSet<AlertKey>,
     pub next_incident_id: i64,
+    /// The scopes named by the latest incident's firing alerts, kept up to date by
+    /// [`IncidentEngine::apply`] so that a step costs the size of its webhook, not of the
+    /// incident. Derived from `latest.alerts`; rebuilt whenever it belongs to another
+    /// incident.
+    pub firing_scopes: FiringScopes,
+}
+
+/// How many firing alerts of one incident name each scope.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FiringScopes {
+    incident_id: Option<i64>,
+    counts: BTreeMap<AlertScope, usize>,
+}
+
+impl FiringScopes {
+    /// Counts the firing alerts of `incident` from scratch.
+    pub fn of(incident: &Incident, config: &IncidentsConfig) -> FiringScopes {
+        let mut scopes = FiringScopes {
+            incident_id: Some(incident.incident_id),
+            counts: BTreeMap::new(),
+        };
+        for alert in incident.alerts.values() {
+            scopes.add(alert, config);
+        }
+        scopes
+    }
+
+    fn add(&mut self, alert: &TrackedAlert, config: &IncidentsConfig) {
+        if alert.status == AlertStatus::Firing {
+            for scope in alert_scopes(&alert.labels, config) {
+                *self.counts.entry(scope).or_default() += 1;
+            }
+        }
+    }
+
+    fn remove(&mut self, alert: &TrackedAlert, config: &IncidentsConfig) {
+        if alert.status == AlertStatus::Firing {
+            for scope in alert_scopes(&alert.labels, config) {
+                if let Some(count) = self.counts.get_mut(&scope) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.counts.remove(&scope);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each scope named by a firing alert, once, in a fixed order.
+    fn scopes(&self) -> Vec<AlertScope> {
+        self.counts.keys().cloned().collect()
+    }
 }
 
 impl IncidentEngine {
@@ -164,6 +234,7 @@ impl IncidentEngine {
             latest: None,
             retired_alerts: HashSet::new(),
             next_incident_id,
+            firing_scopes: FiringScopes::default(),
         }
     }
 
@@ -181,6 +252,11 @@ impl IncidentEngine {
         let mut events = Vec::new();
         let mut is_new = false;
         let mut reopened = false;
+        if let Some(incident) = &self.latest
+            && self.firing_scopes.incident_id != Some(incident.incident_id)
+        {
+            self.firing_scopes = FiringScopes::of(incident, config);
+        }
         let was_open = matches!(
             self.latest.as_ref().map(|incident| incident.phase),
             Some(Phase::Open)
@@ -197,6 +273,7 @@ impl IncidentEngine {
             if let Some(tracked) = known {
                 match (tracked.status, update.status) {
                     (AlertStatus::Firing, AlertStatus::Resolved) => {
+                        self.firing_scopes.remove(tracked, config);
                         tracked.status = AlertStatus::Resolved;
                         events.push(IncidentEvent::AlertResolved {
                             fingerprint: update.key.fingerprint.clone(),
@@ -204,7 +281,11 @@ impl IncidentEngine {
                         });
                     }
                     (AlertStatus::Firing, AlertStatus::Firing) => {
-                        tracked.labels = update.labels.clone()
+                        if tracked.labels != update.labels {
+                            self.firing_scopes.remove(tracked, config);
+                            tracked.labels = update.labels.clone();
+                            self.firing_scopes.add(tracked, config);
+                        }
                     }
                     // Resolved is final for one (fingerprint, startsAt): a re-fire has a new
                     // startsAt, so a late "firing" is an older message.
@@ -254,6 +335,10 @@ impl IncidentEngine {
                         pending_draft: None,
                         n_reopened: 0,
                     });
+                    self.firing_scopes = FiringScopes {
+                        incident_id: Some(incident_id),
+                        counts: BTreeMap::new(),
+                    };
                     is_new = true;
                     events.push(IncidentEvent::IncidentOpened {
                         started_at: update.key.starts_at,
@@ -266,13 +351,12 @@ impl IncidentEngine {
             }
             let incident = self.latest.as_mut().expect("an open incident exists here");
             incident.started_at = incident.started_at.min(update.key.starts_at);
-            incident.alerts.insert(
-                update.key.clone(),
-                TrackedAlert {
-                    status: AlertStatus::Firing,
-                    labels: update.labels.clone(),
-                },
-            );
+            let tracked = TrackedAlert {
+                status: AlertStatus::Firing,
+                labels: update.labels.clone(),
+            };
+            self.firing_scopes.add(&tracked, config);
+            incident.alerts.insert(update.key.clone(), tracked);
             events.push(IncidentEvent::AlertFiring {
                 fingerprint: update.key.fingerprint.clone(),
                 starts_at: update.key.starts_at,
@@ -286,12 +370,7 @@ impl IncidentEngine {
         }
 
         // Scope and level follow the firing alerts while the incident is open.
-        let firing_scopes: Vec<AlertScope> = incident
-            .alerts
-            .values()
-            .filter(|alert| alert.status == AlertStatus::Firing)
-            .flat_map(|alert| alert_scopes(&alert.labels, config))
-            .collect();
+        let firing_scopes = self.firing_scopes.scopes();
         let resolved_now = firing_scopes.is_empty() && incident.phase == Phase::Open;
         let mut scope_or_level_changed = false;
         if !firing_scopes.is_empty() {

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::alertmanager::{AlertStatus, Notification};
 use crate::classify::{Classification, Level, summarize};
 use crate::config::Config;
-use crate::incident::{AlertKey, AlertUpdate, DraftAction, IncidentEvent, Phase};
+use crate::incident::{AlertKey, AlertUpdate, DraftAction, IncidentEngine, IncidentEvent, Phase};
 use crate::metrics::Metrics;
 use crate::notice::{NoticeInput, NoticeKind, NoticeRenderer, format_swedish_time};
 use crate::storage::{
@@ -27,6 +27,9 @@ use crate::storage::{
 
 /// How often the loop looks again without being woken (watchdog, missed wake-ups).
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Most receipts in one transaction: bounds how long the write connection is held, so
+/// that ingest and the operators' writes get it in between.
+const MAX_BATCH: usize = 64;
 /// Longest pause after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -67,14 +70,18 @@ impl WatchdogClock {
 
     /// Records the Watchdog if this notification carries it firing.
     pub fn observe(&self, notification: &Notification, watchdog_alertname: &str, now: Timestamp) {
-        let carries_watchdog = notification.alerts.iter().any(|alert| {
-            alert.status == AlertStatus::Firing
-                && alert.labels.get("alertname").map(String::as_str) == Some(watchdog_alertname)
-        });
-        if carries_watchdog {
+        if carries_watchdog(notification, watchdog_alertname) {
             self.seen(now);
         }
     }
+}
+
+/// Whether `notification` carries the Watchdog alert firing.
+pub fn carries_watchdog(notification: &Notification, watchdog_alertname: &str) -> bool {
+    notification.alerts.iter().any(|alert| {
+        alert.status == AlertStatus::Firing
+            && alert.labels.get("alertname").map(String::as_str) == Some(watchdog_alertname)
+    })
 }
 
 #[derive(Clone)]
@@ -87,69 +94,107 @@ pub struct IncidentWorker {
     pub watchdog: Arc<WatchdogClock>,
     /// Wakes the operator notifier when drafts changed.
     pub review_wake: Arc<Notify>,
+    /// The correlation engine as the last committed batch left it (see
+    /// [`IncidentWorker::process_receipts`]); shared by clones, and held for a whole batch
+    /// so that batches never interleave.
+    pub kept_engine: Arc<tokio::sync::Mutex<Option<IncidentEngine>>>,
 }
 
 impl IncidentWorker {
     /// Processes the oldest unprocessed receipt, if any, in one transaction.
     pub async fn process_next_receipt(&self) -> anyhow::Result<StepOutcome> {
+        let outcomes = self.process_receipts(1).await?;
+        Ok(outcomes.into_iter().next().unwrap_or(StepOutcome::Idle))
+    }
+
+    /// Processes the oldest unprocessed receipts, at most `limit`, in one transaction:
+    /// one commit (one fsync, one turn of the write connection) for a whole backlog.
+    /// Each receipt is still its own correlation step, in order. Returns one
+    /// [`StepOutcome::Processed`] per receipt; empty when none was waiting.
+    pub async fn process_receipts(&self, limit: usize) -> anyhow::Result<Vec<StepOutcome>> {
+        // The engine of the last committed batch, taken out: it is put back only after
+        // this batch commits, so a failure anywhere leaves nothing stale behind.
+        let mut kept = self.kept_engine.lock().await;
+        let previous = kept.take();
         let _timer = self
             .metrics
             .storage_duration
             .with_label_values(&["incident_step"])
             .start_timer();
         let mut transaction = self.storage.begin_write().await?;
-        let Some(receipt) = transaction.next_unprocessed_receipt().await? else {
-            return Ok(StepOutcome::Idle);
-        };
+        let receipts = transaction.next_unprocessed_receipts(limit).await?;
+        if receipts.is_empty() {
+            *kept = previous;
+            return Ok(Vec::new());
+        }
         let now = Timestamp::now();
-        let notification = match Notification::parse(receipt.payload.as_bytes()) {
-            Ok(notification) => notification,
-            Err(problem) => {
-                // Stored payloads were checked on arrival; one that no longer parses (after
-                // an upgrade, say) must not block every later receipt.
-                tracing::error!(
-                    receipt_id = receipt.receipt_id,
-                    error = %problem.error,
-                    detail = %problem.detail,
-                    "stored payload no longer parses; skipping it"
-                );
-                transaction
-                    .mark_receipt_processed(receipt.receipt_id, now)
-                    .await?;
-                transaction.commit().await?;
-                return Ok(StepOutcome::Processed {
-                    receipt_id: receipt.receipt_id,
-                    incident_id: None,
-                });
+        let watchdog_alertname = &self.config.incidents.watchdog_alertname;
+        let parsed: Vec<Option<Vec<AlertUpdate>>> = receipts
+            .iter()
+            .map(|receipt| match Notification::parse(receipt.payload.as_bytes()) {
+                Ok(notification) => Some(alert_updates(&notification, watchdog_alertname)),
+                Err(problem) => {
+                    // Stored payloads were checked on arrival; one that no longer parses
+                    // (after an upgrade, say) must not block every later receipt.
+                    tracing::error!(
+                        receipt_id = receipt.receipt_id,
+                        error = %problem.error,
+                        detail = %problem.detail,
+                        "stored payload no longer parses; skipping it"
+                    );
+                    None
+                }
+            })
+            .collect();
+        let keys: Vec<AlertKey> = parsed
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|update| update.key.clone())
+            .collect();
+        let mut state = transaction.load_correlation(&keys, previous).await?;
+        let mut outcomes = Vec::with_capacity(receipts.len());
+        let mut changes = Vec::new();
+        for (receipt, updates) in receipts.iter().zip(parsed) {
+            let mut incident_id = None;
+            if let Some(updates) = updates {
+                let write = plan_step(
+                    &mut state,
+                    &updates,
+                    receipt.received_at,
+                    &self.config,
+                    &self.renderer,
+                )
+                .with_context(|| format!("cannot plan receipt {}", receipt.receipt_id))?;
+                let created = transaction.write_incident_step(&write).await?;
+                // A draft created in this batch may be revised by a later receipt of it.
+                if let Some(draft_id) = created
+                    && let Some(pending) = state.pending_draft.as_mut()
+                {
+                    pending.draft_id = draft_id;
+                }
+                if let Some(change) = write.change {
+                    incident_id = Some(change.incident.incident_id);
+                    changes.push((receipt.receipt_id, change));
+                }
             }
-        };
-        let updates = alert_updates(&notification, &self.config.incidents.watchdog_alertname);
-        let keys: Vec<AlertKey> = updates.iter().map(|update| update.key.clone()).collect();
-        let mut state = transaction.load_correlation(&keys).await?;
-        let write = plan_step(
-            &mut state,
-            &updates,
-            receipt.received_at,
-            &self.config,
-            &self.renderer,
-        )
-        .with_context(|| format!("cannot plan receipt {}", receipt.receipt_id))?;
-        transaction.write_incident_step(&write).await?;
-        transaction
-            .mark_receipt_processed(receipt.receipt_id, now)
-            .await?;
+            transaction
+                .mark_receipt_processed(receipt.receipt_id, now)
+                .await?;
+            outcomes.push(StepOutcome::Processed {
+                receipt_id: receipt.receipt_id,
+                incident_id,
+            });
+        }
         transaction.commit().await?;
-        let incident_id = write
-            .change
-            .as_ref()
-            .map(|change| change.incident.incident_id);
-        if let Some(change) = &write.change {
+        *kept = Some(state.engine);
+        drop(kept);
+        let mut drafts_changed = false;
+        for (receipt_id, change) in &changes {
             self.record_metrics(change);
-            if !change.drafts.is_empty() {
-                self.review_wake.notify_one();
-            }
+            drafts_changed |= !change.drafts.is_empty();
             tracing::info!(
-                receipt_id = receipt.receipt_id,
+                receipt_id,
                 incident_id = change.incident.incident_id,
                 is_new = change.is_new,
                 level = change.incident.classification.level.as_number(),
@@ -157,10 +202,10 @@ impl IncidentWorker {
                 "incident updated"
             );
         }
-        Ok(StepOutcome::Processed {
-            receipt_id: receipt.receipt_id,
-            incident_id,
-        })
+        if drafts_changed {
+            self.review_wake.notify_one();
+        }
+        Ok(outcomes)
     }
 
     /// Opens or resolves the internal "monitoring chain broken" incident from the
@@ -219,13 +264,13 @@ impl IncidentWorker {
             if let Err(error) = self.check_watchdog(Timestamp::now()).await {
                 tracing::warn!(error = ?error, "watchdog check failed");
             }
-            let outcome = self.process_next_receipt().await;
+            let outcome = self.process_receipts(MAX_BATCH).await;
             let wait = match outcome {
-                Ok(StepOutcome::Processed { .. }) => {
+                Ok(outcomes) if !outcomes.is_empty() => {
                     backoff = Duration::ZERO;
                     continue;
                 }
-                Ok(StepOutcome::Idle) => {
+                Ok(_) => {
                     backoff = Duration::ZERO;
                     IDLE_POLL
                 }
@@ -307,25 +352,27 @@ pub fn plan_step(
             change: None,
         });
     };
-    let incident = state
+    let latest = state
         .engine
         .latest
-        .clone()
+        .as_ref()
         .expect("a step always leaves a latest incident");
     if step.is_new {
         // A new incident has no draft yet; a pending one belonged to the previous incident.
         state.pending_draft = None;
     }
 
+    // Only the alerts this webhook touched are written, and only they are copied.
     let mut alerts = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for update in updates {
-        if let Some(alert) = incident.alerts.get(&update.key)
+        if let Some(alert) = latest.alerts.get(&update.key)
             && seen.insert(&update.key)
         {
             alerts.push((update.key.clone(), alert.clone()));
         }
     }
+    let incident = latest.without_alerts();
 
     let events = step
         .events

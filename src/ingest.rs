@@ -1,11 +1,24 @@
 //! Ingest: the domain operation behind `POST /webhook/alertmanager`. Parse the body once
 //! into a [`Notification`], store it durably (or recognise a resend), count it.
+//!
+//! Storing uses group commit: every request hands its webhook to one committer task
+//! ([`IngestQueue`]), which stores whatever is waiting in one transaction and answers
+//! each request after that commit. One fsync then serves many webhooks, and every 2xx
+//! still follows a durable commit. Nothing waits on purpose: a webhook that arrives while
+//! the write connection is idle is committed alone, at once.
 
 use jiff::Timestamp;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::alertmanager::{AlertStatus, Notification, PayloadError};
 use crate::http::AppState;
-use crate::storage::{StorageError, StoredReceipt};
+use crate::incident_worker::carries_watchdog;
+use crate::metrics::Metrics;
+use crate::storage::{NewReceipt, Storage, StorageError, StoredReceipt};
+
+/// Most webhooks in one commit. Bounds one transaction's time, so that the incident
+/// worker and the operators' writes get the write connection in between.
+pub const MAX_BATCH: usize = 256;
 
 /// What happened to an accepted webhook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,10 +37,126 @@ pub enum IngestError {
     Storage(#[from] StorageError),
 }
 
+/// One webhook waiting for the committer.
+struct Pending {
+    notification: Notification,
+    dedupe_key: String,
+    raw_payload: String,
+    received_at: Timestamp,
+    reply: oneshot::Sender<Result<StoredReceipt, StorageError>>,
+}
+
+/// The queue in front of the group committer. Cloning shares the queue. The committer
+/// task ends when the last clone is dropped.
+#[derive(Clone)]
+pub struct IngestQueue {
+    sender: mpsc::Sender<Pending>,
+}
+
+impl IngestQueue {
+    /// Starts the committer task on the current Tokio runtime. `capacity` bounds the
+    /// webhooks waiting (the server's connection limit bounds them anyway).
+    pub fn start(storage: Storage, metrics: Metrics, capacity: usize) -> IngestQueue {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        tokio::spawn(run_committer(storage, metrics, receiver));
+        IngestQueue { sender }
+    }
+
+    /// False once the committer task has ended (it only ends after a panic while the
+    /// queue is still in use): readiness reports it.
+    pub fn is_running(&self) -> bool {
+        !self.sender.is_closed()
+    }
+
+    /// Stores one webhook in the next group commit and waits for that commit.
+    async fn store(
+        &self,
+        notification: Notification,
+        dedupe_key: String,
+        raw_payload: String,
+        received_at: Timestamp,
+    ) -> Result<StoredReceipt, StorageError> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            notification,
+            dedupe_key,
+            raw_payload,
+            received_at,
+            reply,
+        };
+        let committer_gone = || {
+            StorageError::new(
+                "store_notification",
+                anyhow::anyhow!("the ingest committer is not running"),
+            )
+        };
+        self.sender
+            .send(pending)
+            .await
+            .map_err(|_| committer_gone())?;
+        answer.await.map_err(|_| committer_gone())?
+    }
+}
+
+/// Takes whatever is queued (at least one, at most [`MAX_BATCH`]), stores it in one
+/// transaction and answers each request. A request that gave up meanwhile (its deadline
+/// passed and it answered 503) is still stored: the resend is then a duplicate, and
+/// nothing that was received is lost.
+async fn run_committer(storage: Storage, metrics: Metrics, mut receiver: mpsc::Receiver<Pending>) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let receipts: Vec<NewReceipt<'_>> = batch
+            .iter()
+            .map(|pending| NewReceipt {
+                notification: &pending.notification,
+                dedupe_key: &pending.dedupe_key,
+                raw_payload: &pending.raw_payload,
+                received_at: pending.received_at,
+            })
+            .collect();
+        let result = {
+            let _timer = metrics
+                .storage_duration
+                .with_label_values(&["store_notification"])
+                .start_timer();
+            storage.store_notifications(&receipts).await
+        };
+        drop(receipts);
+        metrics.ingest_batch_size.observe(batch.len() as f64);
+        match result {
+            Ok(stored) => {
+                for (pending, receipt) in batch.drain(..).zip(stored) {
+                    let _ = pending.reply.send(Ok(receipt));
+                }
+            }
+            Err(error) => {
+                metrics
+                    .storage_errors
+                    .with_label_values(&[error.operation])
+                    .inc();
+                // Every webhook of the batch gets the error (and answers 503): the first
+                // the error itself, the others its text.
+                let text = format!("{:#}", error.source);
+                let operation = error.operation;
+                let mut first = Some(error);
+                for pending in batch.drain(..) {
+                    let error = first.take().unwrap_or_else(|| {
+                        StorageError::new(
+                            operation,
+                            anyhow::anyhow!("the group commit failed: {text}"),
+                        )
+                    });
+                    let _ = pending.reply.send(Err(error));
+                }
+            }
+        }
+    }
+}
+
 /// Parses, deduplicates and durably stores one webhook body, then wakes the incident
 /// worker. Returns after the commit.
 pub async fn ingest_webhook(state: &AppState, body: &[u8]) -> Result<IngestOutcome, IngestError> {
-    let (storage, metrics) = (&state.storage, &state.metrics);
+    let metrics = &state.metrics;
     let notification = Notification::parse(body).map_err(IngestError::Invalid)?;
     // Notification::parse accepted it as JSON, so it is UTF-8.
     let raw_payload = std::str::from_utf8(body).map_err(|_| {
@@ -37,46 +166,39 @@ pub async fn ingest_webhook(state: &AppState, body: &[u8]) -> Result<IngestOutco
         })
     })?;
     let dedupe_key = notification.dedupe_key();
-    let _timer = metrics
-        .storage_duration
-        .with_label_values(&["store_notification"])
-        .start_timer();
-    let receipt = storage
-        .store_notification(&notification, &dedupe_key, raw_payload, Timestamp::now())
-        .await
-        .inspect_err(|error| {
-            metrics
-                .storage_errors
-                .with_label_values(&[error.operation])
-                .inc();
-        })?;
+    let n_alerts = notification.alerts.len();
+    let n_firing = notification
+        .alerts
+        .iter()
+        .filter(|alert| alert.status == AlertStatus::Firing)
+        .count();
+    let watchdog_seen =
+        carries_watchdog(&notification, &state.config.incidents.watchdog_alertname);
+    let receipt = state
+        .ingest
+        .store(
+            notification,
+            dedupe_key,
+            raw_payload.to_owned(),
+            Timestamp::now(),
+        )
+        .await?;
     // A resend of the Watchdog is a duplicate, and still proves that the chain works.
-    state.watchdog.observe(
-        &notification,
-        &state.config.incidents.watchdog_alertname,
-        Timestamp::now(),
-    );
+    if watchdog_seen {
+        state.watchdog.seen(Timestamp::now());
+    }
     if receipt.duplicate {
         metrics.webhook_duplicates.inc();
     } else {
         state.incident_wake.notify_one();
-        let n_firing = notification
-            .alerts
-            .iter()
-            .filter(|alert| alert.status == AlertStatus::Firing)
-            .count() as u64;
-        let n_resolved = notification.alerts.len() as u64 - n_firing;
         metrics
             .alerts_received
             .with_label_values(&["firing"])
-            .inc_by(n_firing);
+            .inc_by(n_firing as u64);
         metrics
             .alerts_received
             .with_label_values(&["resolved"])
-            .inc_by(n_resolved);
+            .inc_by((n_alerts - n_firing) as u64);
     }
-    Ok(IngestOutcome {
-        receipt,
-        n_alerts: notification.alerts.len(),
-    })
+    Ok(IngestOutcome { receipt, n_alerts })
 }

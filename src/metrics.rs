@@ -20,6 +20,8 @@ pub struct Metrics {
     pub webhook_duplicates: IntCounter,
     /// Time from the request's arrival to its answer, for webhooks that reached storage.
     pub ingest_duration: Histogram,
+    /// Webhooks stored together in one commit (group commit).
+    pub ingest_batch_size: Histogram,
     /// Storage operations that failed, by operation.
     pub storage_errors: IntCounterVec,
     /// HTTP requests by route pattern, method and status class.
@@ -106,6 +108,14 @@ impl Metrics {
             .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ]),
+        )
+        .expect("valid metric");
+        let ingest_batch_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "samsa_relay_ingest_batch_webhooks",
+                "Webhooks stored together in one durable commit (group commit).",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
         )
         .expect("valid metric");
         let storage_errors = IntCounterVec::new(
@@ -311,6 +321,7 @@ impl Metrics {
             Box::new(alerts_received.clone()),
             Box::new(webhook_duplicates.clone()),
             Box::new(ingest_duration.clone()),
+            Box::new(ingest_batch_size.clone()),
             Box::new(storage_errors.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_duration.clone()),
@@ -372,6 +383,7 @@ impl Metrics {
             alerts_received,
             webhook_duplicates,
             ingest_duration,
+            ingest_batch_size,
             storage_errors,
             http_requests,
             http_duration,

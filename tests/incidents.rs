@@ -262,3 +262,142 @@ async fn a_silent_watchdog_opens_an_internal_incident_and_its_return_resolves_it
     );
     app.stop().await;
 }
+
+/// Webhooks of a whole outage and the next one: opened, grown, raised to level 3,
+/// resolved before publication (draft withdrawn), a new incident after the flap window,
+/// a resend that changes nothing, and its resolution. Times are fixed, so two databases
+/// that process them must end up identical.
+fn two_outages() -> Vec<(jiff::Timestamp, Value)> {
+    let at = |text: &str| text.parse::<jiff::Timestamp>().expect("a valid time");
+    let login = |fingerprint: &str, status: &str, labels: Value, starts_at: &str| {
+        let mut labels = labels;
+        labels["alertname"] = json!("SamsaLoginDown");
+        labels["service"] = json!("samsa");
+        alert(fingerprint, status, labels, starts_at)
+    };
+    let first = "2026-11-28T04:10:00Z";
+    let second = "2026-11-28T08:00:00Z";
+    vec![
+        (
+            at("2026-11-28T04:11:00Z"),
+            payload(
+                "firing",
+                vec![login("a1", "firing", json!({"actor": "kommun-uddevalla"}), first)],
+            ),
+        ),
+        (
+            at("2026-11-28T04:12:00Z"),
+            payload(
+                "firing",
+                vec![login("a2", "firing", json!({"actor": "kommun-boras"}), first)],
+            ),
+        ),
+        (
+            at("2026-11-28T04:13:00Z"),
+            payload(
+                "firing",
+                vec![login("a3", "firing", json!({"scope": "all"}), first)],
+            ),
+        ),
+        (
+            at("2026-11-28T04:40:00Z"),
+            payload(
+                "resolved",
+                vec![
+                    login("a1", "resolved", json!({"actor": "kommun-uddevalla"}), first),
+                    login("a2", "resolved", json!({"actor": "kommun-boras"}), first),
+                    login("a3", "resolved", json!({"scope": "all"}), first),
+                ],
+            ),
+        ),
+        (
+            at("2026-11-28T08:01:00Z"),
+            payload(
+                "firing",
+                vec![login("b1", "firing", json!({"subregion": "skaraborg"}), second)],
+            ),
+        ),
+        (
+            at("2026-11-28T08:02:00Z"),
+            payload(
+                "firing",
+                vec![
+                    login("b1", "firing", json!({"subregion": "skaraborg"}), second),
+                    login("b2", "firing", json!({"actor": "kommun-mark"}), second),
+                ],
+            ),
+        ),
+        (
+            at("2026-11-28T08:30:00Z"),
+            payload(
+                "resolved",
+                vec![login("b2", "resolved", json!({"actor": "kommun-mark"}), second)],
+            ),
+        ),
+    ]
+}
+
+/// Everything the worker wrote, read back: incidents, their drafts and their logs.
+async fn everything_written(
+    app: &samsa_relay::app::App,
+) -> Vec<(IncidentRecord, Vec<DraftRecord>, Vec<samsa_relay::storage::EventRecord>)> {
+    let storage = &app.state().storage;
+    let mut written = Vec::new();
+    for record in storage.incidents().await.unwrap() {
+        let drafts = storage.drafts(record.incident_id).await.unwrap();
+        let events = storage.incident_events(record.incident_id).await.unwrap();
+        written.push((record, drafts, events));
+    }
+    written
+}
+
+#[tokio::test]
+async fn a_batch_of_receipts_writes_exactly_what_one_step_per_receipt_writes() {
+    use samsa_relay::alertmanager::Notification;
+    use samsa_relay::incident_worker::StepOutcome;
+
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let folder = tempfile::tempdir().expect("temporary folder");
+        let config = common::config_with_tables(folder.path(), "");
+        let app = samsa_relay::app::App::build(config).await.expect("app builds");
+        for (received_at, body) in two_outages() {
+            let text = body.to_string();
+            let notification = Notification::parse(text.as_bytes()).expect("a valid payload");
+            app.state()
+                .storage
+                .store_notification(&notification, &notification.dedupe_key(), &text, received_at)
+                .await
+                .expect("stored");
+        }
+        apps.push((app, folder));
+    }
+    let n_receipts = two_outages().len();
+
+    // One step per receipt, as a quiet relay would do them.
+    let (one_by_one, _) = &apps[0];
+    for _ in 0..n_receipts {
+        let outcome = one_by_one.worker().process_next_receipt().await.unwrap();
+        assert!(matches!(outcome, StepOutcome::Processed { .. }), "{outcome:?}");
+    }
+    assert_eq!(
+        one_by_one.worker().process_next_receipt().await.unwrap(),
+        StepOutcome::Idle
+    );
+
+    // All of them in one transaction, as a busy relay does: a draft created early in the
+    // batch is revised and withdrawn later in the same batch.
+    let (batched, _) = &apps[1];
+    let outcomes = batched.worker().process_receipts(64).await.unwrap();
+    assert_eq!(outcomes.len(), n_receipts, "{outcomes:?}");
+    assert!(batched.worker().process_receipts(64).await.unwrap().is_empty());
+
+    let expected = everything_written(one_by_one).await;
+    let written = everything_written(batched).await;
+    assert_eq!(expected.len(), 2, "two incidents: {expected:#?}");
+    let first_drafts = &expected[0].1;
+    assert_eq!(first_drafts.len(), 1);
+    assert_eq!(first_drafts[0].state, "withdrawn");
+    assert!(first_drafts[0].versions.len() >= 2, "{first_drafts:#?}");
+    assert_eq!(written, expected);
+}

@@ -27,6 +27,13 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             "not ready: a background worker stopped\n",
         );
     }
+    if !state.ingest.is_running() {
+        tracing::error!("not ready: the ingest committer stopped");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the ingest committer stopped\n",
+        );
+    }
     let check = tokio::time::timeout(READINESS_TIMEOUT, state.storage.check_writable()).await;
     match check {
         Ok(Ok(())) => {

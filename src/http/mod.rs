@@ -35,6 +35,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub storage: Storage,
     pub metrics: Metrics,
+    /// The group committer that stores webhooks.
+    pub ingest: crate::ingest::IngestQueue,
     /// Wakes the incident worker after a new receipt is stored.
     pub incident_wake: Arc<tokio::sync::Notify>,
     /// Wakes the delivery workers after a publication.

@@ -408,3 +408,45 @@ proptest! {
         prop_assert_eq!(first, second);
     }
 }
+
+proptest! {
+    /// The firing scopes kept step by step are what counting the latest incident's alerts
+    /// from scratch gives, and the summary is the one of those alerts: keeping the counts
+    /// changes the cost of a step, never its outcome.
+    #[test]
+    fn kept_firing_scopes_match_a_recount(sequence in arbitrary_sequence()) {
+        let inventory = Inventory::default_samsa();
+        let config = config();
+        let mut engine = IncidentEngine::new(1);
+        let mut minute = 0;
+        for (step_minutes, alerts) in &sequence {
+            minute += step_minutes;
+            let updates: Vec<AlertUpdate> = alerts
+                .iter()
+                .map(|(fingerprint, firing, start, actor)| {
+                    update(
+                        &format!("f{fingerprint}"),
+                        if *firing { Firing } else { Resolved },
+                        ACTORS[*actor as usize],
+                        *start as i64 * 20,
+                    )
+                })
+                .collect();
+            let step = engine.apply(&updates, at(minute), &config, &inventory, &mut Vec::new());
+            let Some(latest) = &engine.latest else { continue };
+            let recount = FiringScopes::of(latest, &config);
+            prop_assert_eq!(&engine.firing_scopes, &recount);
+            // A step without events (the same labels again) leaves the summary as it was.
+            if step.is_some() && latest.phase == Phase::Open {
+                let scopes: std::collections::BTreeSet<AlertScope> = latest
+                    .alerts
+                    .values()
+                    .filter(|alert| alert.status == Firing)
+                    .flat_map(|alert| alert_scopes(&alert.labels, &config))
+                    .collect();
+                let scopes: Vec<AlertScope> = scopes.into_iter().collect();
+                prop_assert_eq!(&latest.summary, &summarize(&scopes, &inventory));
+            }
+        }
+    }
+}

@@ -84,6 +84,15 @@ pub struct PendingDraft {
     pub fields: DraftFields,
 }
 
+/// A webhook to store: the parsed notification and its raw body.
+#[derive(Debug, Clone, Copy)]
+pub struct NewReceipt<'a> {
+    pub notification: &'a Notification,
+    pub dedupe_key: &'a str,
+    pub raw_payload: &'a str,
+    pub received_at: Timestamp,
+}
+
 /// What the incident worker needs to correlate one receipt.
 #[derive(Debug, Clone)]
 pub struct CorrelationState {
@@ -133,6 +142,7 @@ pub struct IncidentWrite {
 /// The latest incident after a step, and what the step added to it.
 #[derive(Debug, Clone)]
 pub struct IncidentChange {
+    /// The incident after the step, without its alerts (see `alerts`).
     pub incident: crate::incident::Incident,
     pub is_new: bool,
     /// Alerts of the incident that the step added or changed.
@@ -349,30 +359,40 @@ pub enum WriteTransaction {
 }
 
 impl WriteTransaction {
-    /// The oldest receipt the incident worker has not processed.
-    pub async fn next_unprocessed_receipt(
+    /// The oldest receipts the incident worker has not processed, at most `limit`.
+    pub async fn next_unprocessed_receipts(
         &mut self,
-    ) -> Result<Option<UnprocessedReceipt>, StorageError> {
+        limit: usize,
+    ) -> Result<Vec<UnprocessedReceipt>, StorageError> {
         match self {
             WriteTransaction::Sqlite(transaction) => {
-                sqlite::next_unprocessed_receipt(transaction).await
+                sqlite::next_unprocessed_receipts(transaction, limit).await
             }
         }
     }
 
     /// The latest outage incident, its pending draft, and which of `keys` belong elsewhere.
+    /// `previous` is the engine of the last committed step, if the caller kept it: when
+    /// its latest incident is still the latest, its alerts (which only the incident
+    /// worker changes) are taken from there instead of being read again; everything else
+    /// is read from the database.
     pub async fn load_correlation(
         &mut self,
         keys: &[AlertKey],
+        previous: Option<IncidentEngine>,
     ) -> Result<CorrelationState, StorageError> {
         match self {
             WriteTransaction::Sqlite(transaction) => {
-                sqlite::load_correlation(transaction, keys).await
+                sqlite::load_correlation(transaction, keys, previous).await
             }
         }
     }
 
-    pub async fn write_incident_step(&mut self, write: &IncidentWrite) -> Result<(), StorageError> {
+    /// Writes one step; returns the id of the draft it created, if any.
+    pub async fn write_incident_step(
+        &mut self,
+        write: &IncidentWrite,
+    ) -> Result<Option<i64>, StorageError> {
         match self {
             WriteTransaction::Sqlite(transaction) => {
                 sqlite::write_incident_step(transaction, write).await
@@ -572,12 +592,24 @@ impl Storage {
         raw_payload: &str,
         received_at: Timestamp,
     ) -> Result<StoredReceipt, StorageError> {
+        let receipt = NewReceipt {
+            notification,
+            dedupe_key,
+            raw_payload,
+            received_at,
+        };
+        let mut stored = self.store_notifications(&[receipt]).await?;
+        Ok(stored.pop().expect("one answer per notification"))
+    }
+
+    /// Stores notifications in one transaction (group commit), answering each in order;
+    /// see [`Storage::store_notification`]. Returns only after the commit is durable.
+    pub async fn store_notifications(
+        &self,
+        batch: &[NewReceipt<'_>],
+    ) -> Result<Vec<StoredReceipt>, StorageError> {
         match self {
-            Storage::Sqlite(sqlite) => {
-                sqlite
-                    .store_notification(notification, dedupe_key, raw_payload, received_at)
-                    .await
-            }
+            Storage::Sqlite(sqlite) => sqlite.store_notifications(batch).await,
         }
     }
 

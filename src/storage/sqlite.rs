@@ -18,12 +18,12 @@ use sqlx::{QueryBuilder, Row as _, Sqlite};
 use super::{
     AlertRecord, AlreadyPublished, ClaimedDelivery, CorrelationState, DeliveryResult, DraftFields,
     DraftForPublish, DraftRecord, DraftVersionRecord, DraftWrite, EventRecord, EventWrite,
-    IncidentChange, IncidentRecord, IncidentWrite, OutboxRecord, PendingDraft, PublicationWrite,
+    IncidentChange, IncidentRecord, IncidentWrite, NewReceipt, OutboxRecord, PendingDraft, PublicationWrite,
     PublishedNoticeRecord, ReceiptRecord, StorageError, StoredReceipt, UnprocessedReceipt,
     format_time, parse_time,
 };
-use crate::alertmanager::{Alert, AlertStatus, Notification};
-use crate::incident::{AlertKey, Incident, IncidentEngine, Phase, TrackedAlert};
+use crate::alertmanager::{Alert, AlertStatus};
+use crate::incident::{AlertKey, FiringScopes, Incident, IncidentEngine, Phase, TrackedAlert};
 use crate::notice::{NoticeKind, RenderedNotice};
 
 /// Rows per multi-row INSERT: 10 parameters each stays far below SQLite's 32,766.
@@ -109,95 +109,25 @@ impl SqliteStorage {
         self.writer.close().await;
     }
 
-    pub async fn store_notification(
+    /// Stores a batch of notifications in one transaction (group commit): one answer per
+    /// notification, in order. A notification already stored (before, or earlier in the
+    /// same batch) is answered as a duplicate.
+    pub async fn store_notifications(
         &self,
-        notification: &Notification,
-        dedupe_key: &str,
-        raw_payload: &str,
-        received_at: Timestamp,
-    ) -> Result<StoredReceipt, StorageError> {
-        const OPERATION: &str = "store_notification";
-        let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
+        batch: &[NewReceipt<'_>],
+    ) -> Result<Vec<StoredReceipt>, StorageError> {
+        let error = |source: sqlx::Error| StorageError::new(STORE_NOTIFICATION, source);
         let mut transaction = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(error)?;
-        let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO webhook_receipts \
-             (dedupe_key, received_at, group_key, status, receiver, external_url, n_alerts, truncated_alerts, payload) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
-        )
-        .bind(dedupe_key)
-        .bind(format_time(received_at))
-        .bind(&notification.group_key)
-        .bind(notification.status.as_str())
-        .bind(&notification.receiver)
-        .bind(&notification.external_url)
-        .bind(notification.alerts.len() as i64)
-        .bind(notification.truncated_alerts as i64)
-        .bind(raw_payload)
-        .fetch_optional(&mut *transaction)
-        .await
-        .map_err(error)?;
-        let Some(receipt_id) = inserted else {
-            let existing: i64 =
-                sqlx::query_scalar("SELECT id FROM webhook_receipts WHERE dedupe_key = ?")
-                    .bind(dedupe_key)
-                    .fetch_one(&mut *transaction)
-                    .await
-                    .map_err(error)?;
-            transaction.rollback().await.map_err(error)?;
-            return Ok(StoredReceipt {
-                receipt_id: existing,
-                duplicate: true,
-            });
-        };
-
-        let updated_at = format_time(received_at);
-        let alerts = latest_per_key(&notification.alerts);
-        for chunk in alerts.chunks(ALERT_ROWS_PER_STATEMENT) {
-            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, ends_at, \
-                 generator_url, first_receipt_id, last_receipt_id, updated_at) ",
-            );
-            builder.push_values(chunk, |mut row, alert| {
-                row.push_bind(alert.fingerprint.as_str())
-                    .push_bind(format_time(alert.starts_at))
-                    .push_bind(alert.status.as_str())
-                    .push_bind(serde_json::to_string(&alert.labels).expect("map of strings"))
-                    .push_bind(serde_json::to_string(&alert.annotations).expect("map of strings"))
-                    .push_bind(alert.ends_at.map(format_time))
-                    .push_bind(alert.generator_url.as_str())
-                    .push_bind(receipt_id)
-                    .push_bind(receipt_id)
-                    .push_bind(updated_at.as_str());
-            });
-            // A resolved alert stays resolved: a late "firing" for the same
-            // (fingerprint, startsAt) is an older message, not a new outage (a re-fire
-            // has a new startsAt).
-            builder.push(
-                " ON CONFLICT (fingerprint, starts_at) DO UPDATE SET \
-                 status = CASE WHEN alerts.status = 'resolved' THEN alerts.status ELSE excluded.status END, \
-                 ends_at = CASE WHEN alerts.status = 'resolved' THEN alerts.ends_at ELSE excluded.ends_at END, \
-                 labels = CASE WHEN alerts.status = 'resolved' THEN alerts.labels ELSE excluded.labels END, \
-                 annotations = CASE WHEN alerts.status = 'resolved' THEN alerts.annotations ELSE excluded.annotations END, \
-                 generator_url = excluded.generator_url, \
-                 last_receipt_id = excluded.last_receipt_id, \
-                 updated_at = excluded.updated_at",
-            );
-            builder
-                .build()
-                .execute(&mut *transaction)
-                .await
-                .map_err(error)?;
+        let mut receipts = Vec::with_capacity(batch.len());
+        for receipt in batch {
+            receipts.push(insert_receipt(&mut transaction, receipt).await?);
         }
         transaction.commit().await.map_err(error)?;
-        Ok(StoredReceipt {
-            receipt_id,
-            duplicate: false,
-        })
+        Ok(receipts)
     }
 
     pub async fn check_writable(&self) -> Result<(), StorageError> {
@@ -283,6 +213,95 @@ impl SqliteStorage {
             .collect::<anyhow::Result<_>>()
             .map_err(|source| StorageError::new(OPERATION, source))
     }
+}
+
+/// The operation name of storing webhooks, in errors and metrics.
+const STORE_NOTIFICATION: &str = "store_notification";
+
+/// Inserts one receipt and upserts its alerts, inside the caller's transaction.
+async fn insert_receipt(
+    connection: &mut Connection,
+    receipt: &NewReceipt<'_>,
+) -> Result<StoredReceipt, StorageError> {
+    let error = |source: sqlx::Error| StorageError::new(STORE_NOTIFICATION, source);
+    let NewReceipt {
+        notification,
+        dedupe_key,
+        raw_payload,
+        received_at,
+    } = *receipt;
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO webhook_receipts \
+         (dedupe_key, received_at, group_key, status, receiver, external_url, n_alerts, truncated_alerts, payload) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+    )
+    .bind(dedupe_key)
+    .bind(format_time(received_at))
+    .bind(&notification.group_key)
+    .bind(notification.status.as_str())
+    .bind(&notification.receiver)
+    .bind(&notification.external_url)
+    .bind(notification.alerts.len() as i64)
+    .bind(notification.truncated_alerts as i64)
+    .bind(raw_payload)
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(error)?;
+    let Some(receipt_id) = inserted else {
+        let existing: i64 = sqlx::query_scalar("SELECT id FROM webhook_receipts WHERE dedupe_key = ?")
+            .bind(dedupe_key)
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(error)?;
+        return Ok(StoredReceipt {
+            receipt_id: existing,
+            duplicate: true,
+        });
+    };
+
+    let updated_at = format_time(received_at);
+    let alerts = latest_per_key(&notification.alerts);
+    for chunk in alerts.chunks(ALERT_ROWS_PER_STATEMENT) {
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, ends_at, \
+             generator_url, first_receipt_id, last_receipt_id, updated_at) ",
+        );
+        builder.push_values(chunk, |mut row, alert| {
+            row.push_bind(alert.fingerprint.as_str())
+                .push_bind(format_time(alert.starts_at))
+                .push_bind(alert.status.as_str())
+                .push_bind(serde_json::to_string(&alert.labels).expect("map of strings"))
+                .push_bind(serde_json::to_string(&alert.annotations).expect("map of strings"))
+                .push_bind(alert.ends_at.map(format_time))
+                .push_bind(alert.generator_url.as_str())
+                .push_bind(receipt_id)
+                .push_bind(receipt_id)
+                .push_bind(updated_at.as_str());
+        });
+        // A resolved alert stays resolved: a late "firing" for the same
+        // (fingerprint, startsAt) is an older message, not a new outage (a re-fire
+        // has a new startsAt).
+        builder.push(
+            " ON CONFLICT (fingerprint, starts_at) DO UPDATE SET \
+             status = CASE WHEN alerts.status = 'resolved' THEN alerts.status ELSE excluded.status END, \
+             ends_at = CASE WHEN alerts.status = 'resolved' THEN alerts.ends_at ELSE excluded.ends_at END, \
+             labels = CASE WHEN alerts.status = 'resolved' THEN alerts.labels ELSE excluded.labels END, \
+             annotations = CASE WHEN alerts.status = 'resolved' THEN alerts.annotations ELSE excluded.annotations END, \
+             generator_url = excluded.generator_url, \
+             last_receipt_id = excluded.last_receipt_id, \
+             updated_at = excluded.updated_at",
+        );
+        builder
+            .build()
+            .execute(&mut *connection)
+            .await
+            .map_err(error)?;
+    }
+    Ok(StoredReceipt {
+        receipt_id,
+        duplicate: false,
+    })
 }
 
 /// One alert per (fingerprint, startsAt), so that one statement never touches a row twice
@@ -454,28 +473,27 @@ impl SqliteStorage {
     }
 }
 
-pub(super) async fn next_unprocessed_receipt(
+pub(super) async fn next_unprocessed_receipts(
     connection: &mut Connection,
-) -> Result<Option<UnprocessedReceipt>, StorageError> {
-    const OPERATION: &str = "next_unprocessed_receipt";
-    let row = sqlx::query(
-        "SELECT id, received_at, payload FROM webhook_receipts WHERE processed_at IS NULL ORDER BY id LIMIT 1",
+    limit: usize,
+) -> Result<Vec<UnprocessedReceipt>, StorageError> {
+    const OPERATION: &str = "next_unprocessed_receipts";
+    let rows = sqlx::query(
+        "SELECT id, received_at, payload FROM webhook_receipts WHERE processed_at IS NULL ORDER BY id LIMIT ?",
     )
-    .fetch_optional(&mut *connection)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(&mut *connection)
     .await
     .map_err(|source| StorageError::new(OPERATION, source))?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let parse = || -> anyhow::Result<UnprocessedReceipt> {
-        Ok(UnprocessedReceipt {
-            receipt_id: row.try_get("id")?,
-            received_at: parse_time(row.try_get("received_at")?)?,
-            payload: row.try_get("payload")?,
+    rows.iter()
+        .map(|row| -> anyhow::Result<UnprocessedReceipt> {
+            Ok(UnprocessedReceipt {
+                receipt_id: row.try_get("id")?,
+                received_at: parse_time(row.try_get("received_at")?)?,
+                payload: row.try_get("payload")?,
+            })
         })
-    };
-    parse()
-        .map(Some)
+        .collect::<anyhow::Result<_>>()
         .map_err(|source| StorageError::new(OPERATION, source))
 }
 
@@ -496,6 +514,7 @@ pub(super) async fn mark_receipt_processed(
 pub(super) async fn load_correlation(
     connection: &mut Connection,
     keys: &[AlertKey],
+    previous: Option<IncidentEngine>,
 ) -> Result<CorrelationState, StorageError> {
     const OPERATION: &str = "load_correlation";
     let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
@@ -512,9 +531,23 @@ pub(super) async fn load_correlation(
     .map_err(error)?;
     let mut latest = None;
     let mut pending_draft = None;
+    let mut firing_scopes = FiringScopes::default();
     if let Some(row) = latest_row {
         let incident_id: i64 = row.try_get("id").map_err(error)?;
-        let alerts = load_incident_alerts(connection, incident_id).await?;
+        // Only the incident worker changes an outage incident's alerts, so those of the
+        // last committed step are still what the database holds.
+        let kept = previous.and_then(|previous| {
+            let kept_latest = previous.latest?;
+            (kept_latest.incident_id == incident_id)
+                .then_some((kept_latest.alerts, previous.firing_scopes))
+        });
+        let alerts = match kept {
+            Some((alerts, scopes)) => {
+                firing_scopes = scopes;
+                alerts
+            }
+            None => load_incident_alerts(connection, incident_id).await?,
+        };
         let record = incident_from_row(&row, alerts)
             .map_err(|source| StorageError::new(OPERATION, source))?;
         latest = Some(record.incident);
@@ -584,6 +617,7 @@ pub(super) async fn load_correlation(
             latest,
             retired_alerts,
             next_incident_id,
+            firing_scopes,
         },
         pending_draft,
     })
@@ -592,7 +626,7 @@ pub(super) async fn load_correlation(
 pub(super) async fn write_incident_step(
     connection: &mut Connection,
     write: &IncidentWrite,
-) -> Result<(), StorageError> {
+) -> Result<Option<i64>, StorageError> {
     const OPERATION: &str = "write_incident_step";
     let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
     for chunk in write.retired_unseen.chunks(ALERT_ROWS_PER_STATEMENT) {
@@ -615,15 +649,16 @@ pub(super) async fn write_incident_step(
     }
     match &write.change {
         Some(change) => write_incident_change(connection, change, write.at).await,
-        None => Ok(()),
+        None => Ok(None),
     }
 }
 
+/// Returns the id of the draft created, if any.
 async fn write_incident_change(
     connection: &mut Connection,
     change: &IncidentChange,
     now: Timestamp,
-) -> Result<(), StorageError> {
+) -> Result<Option<i64>, StorageError> {
     const OPERATION: &str = "write_incident_change";
     let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
     let json_error = |source: serde_json::Error| StorageError::new(OPERATION, source);
@@ -700,6 +735,7 @@ async fn write_incident_change(
             .map_err(error)?;
     }
     let mut events = change.events.clone();
+    let mut created = None;
     for draft in &change.drafts {
         match draft {
             DraftWrite::Create {
@@ -723,6 +759,7 @@ async fn write_incident_change(
                     connection, draft_id, 1, &at, "relay", fields, input, rendered,
                 )
                 .await?;
+                created = Some(draft_id);
                 events.push(EventWrite {
                     at: now,
                     source: "relay".to_owned(),
@@ -780,7 +817,8 @@ async fn write_incident_change(
             }
         }
     }
-    insert_events(connection, incident.incident_id, &events).await
+    insert_events(connection, incident.incident_id, &events).await?;
+    Ok(created)
 }
 
 #[allow(clippy::too_many_arguments)]
