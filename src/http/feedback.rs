@@ -40,25 +40,23 @@ use base64::Engine as _;
 use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use jiff::Timestamp;
-use jiff::tz::TimeZone;
-use minijinja::{Environment, context};
+use minijinja::context;
 use sha2::{Digest as _, Sha256};
 
 use super::AppState;
-use crate::config::Operator;
+use super::pages::{
+    Links, MAX_FORM_BYTES, Session, csrf_refused, message_page, page, parse_local_time, render,
+    security_headers, session_from_link, session_from_sso, stockholm, storage_unavailable,
+};
 use crate::followup::{
     Audience, Feedback, FeedbackProblem, FollowupError, IncidentFilter, IncidentReport, KindFilter,
     LessonKind, MAX_FEEDBACK_MESSAGE_CHARS, MAX_FEEDBACK_NAME_CHARS,
     MAX_FEEDBACK_ORGANISATION_CHARS, MAX_LESSON_CHARS, MAX_NOTE_CHARS, REPORT_STYLESHEET,
     ReportFormat,
 };
-use crate::links::{LinkError, LinkPurpose};
 use crate::notice::format_swedish_time;
 use crate::storage::IncidentRecord;
-use crate::swedish::{SWEDISH_TIME_ZONE, format_swedish_duration};
-
-/// Largest form body on these pages; larger ones get 413 before they are read.
-pub const MAX_FORM_BYTES: usize = 64 * 1024;
+use crate::swedish::format_swedish_duration;
 
 pub fn routes() -> Router<AppState> {
     let limiter = Arc::new(FeedbackLimiter::new());
@@ -205,39 +203,6 @@ impl Default for FeedbackLimiter {
 // ---------------------------------------------------------------------------------------
 // Pages.
 
-static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
-    let mut environment = Environment::new();
-    for (name, source) in [
-        ("layout.html", include_str!("ops_templates/layout.html")),
-        ("message.html", include_str!("ops_templates/message.html")),
-        (
-            "public_layout.html",
-            include_str!("feedback_templates/public_layout.html"),
-        ),
-        (
-            "feedback_form.html",
-            include_str!("feedback_templates/feedback_form.html"),
-        ),
-        (
-            "feedback_message.html",
-            include_str!("feedback_templates/feedback_message.html"),
-        ),
-        (
-            "followup_incident.html",
-            include_str!("feedback_templates/followup_incident.html"),
-        ),
-        (
-            "followup_list.html",
-            include_str!("feedback_templates/followup_list.html"),
-        ),
-    ] {
-        environment
-            .add_template(name, source)
-            .expect("the follow-up page templates compile");
-    }
-    environment
-});
-
 /// The Content-Security-Policy of the HTML report: nothing but its own inline stylesheet,
 /// allowed by hash.
 static REPORT_HTML_POLICY: LazyLock<HeaderValue> = LazyLock::new(|| {
@@ -249,50 +214,6 @@ static REPORT_HTML_POLICY: LazyLock<HeaderValue> = LazyLock::new(|| {
     .expect("the policy is a valid header value")
 });
 
-fn render(name: &str, context: minijinja::Value) -> String {
-    match TEMPLATES
-        .get_template(name)
-        .and_then(|template| template.render(context))
-    {
-        Ok(html) => html,
-        Err(error) => {
-            tracing::error!(error = %error, template = name, "follow-up page failed to render");
-            "<!DOCTYPE html><html lang=\"sv\"><title>Fel</title><p>Sidan kunde inte visas.</p></html>".to_owned()
-        }
-    }
-}
-
-/// A page with the security headers every page here carries.
-fn page(status: StatusCode, html: String) -> Response {
-    let mut response = (status, html).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    security_headers(headers);
-    response
-}
-
-fn security_headers(headers: &mut HeaderMap) {
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-}
-
 fn public_message(status: StatusCode, heading: &str, paragraphs: &[&str]) -> Response {
     page(
         status,
@@ -301,30 +222,6 @@ fn public_message(status: StatusCode, heading: &str, paragraphs: &[&str]) -> Res
             context! { heading => heading, paragraphs => paragraphs },
         ),
     )
-}
-
-fn operator_message(
-    status: StatusCode,
-    heading: &str,
-    paragraphs: &[&str],
-    link: Option<(&str, &str)>,
-) -> Response {
-    page(
-        status,
-        render(
-            "message.html",
-            context! {
-                heading => heading,
-                paragraphs => paragraphs,
-                link => link.map(|(url, _)| url),
-                link_text => link.map(|(_, text)| text),
-            },
-        ),
-    )
-}
-
-fn stockholm() -> TimeZone {
-    TimeZone::get(SWEDISH_TIME_ZONE).unwrap_or(TimeZone::UTC)
 }
 
 /// A path segment that must be an incident number; anything else is "not found".
@@ -640,132 +537,14 @@ async fn feedback_thanks(
 // ---------------------------------------------------------------------------------------
 // Operators: who is asking, through what.
 
-#[derive(Debug, Clone)]
-enum Access {
-    /// The dashboard's signed link; the token is in the path.
-    Link { token: String },
-    /// A single sign-on proxy vouched for the operator.
-    Sso,
-}
-
-#[derive(Debug, Clone)]
-struct OperatorSession {
-    operator: Operator,
-    access: Access,
-}
-
-impl OperatorSession {
-    /// The dashboard's URL; the follow-up pages live under it.
-    fn dashboard_path(&self) -> String {
-        match &self.access {
-            Access::Link { token } => format!("/ops/d/{token}"),
-            Access::Sso => "/ops/sso/d".to_owned(),
-        }
-    }
-
-    /// The same CSRF label as the dashboard's own forms.
-    fn csrf_label(&self) -> String {
-        match &self.access {
-            Access::Link { token } => token.clone(),
-            Access::Sso => format!("sso\0{}", self.operator.email),
-        }
-    }
-
-    fn csrf(&self, state: &AppState) -> String {
-        state.signer.csrf_token(&self.csrf_label())
-    }
-
-    fn check_csrf(&self, state: &AppState, posted: &str) -> bool {
-        !posted.is_empty() && state.signer.check_csrf(&self.csrf_label(), posted)
-    }
-}
-
+/// The follow-up opens under the dashboard's link only; a review link opens its draft only.
 #[allow(clippy::result_large_err)]
-fn session_from_link(state: &AppState, token: &str) -> Result<OperatorSession, Response> {
-    let claims = match state.signer.verify(token, Timestamp::now()) {
-        Ok(claims) => claims,
-        Err(error) => return Err(link_refused(error)),
-    };
-    // Only the dashboard's link opens the follow-up; a review link opens its draft only.
-    if claims.purpose != LinkPurpose::Dashboard {
-        return Err(link_refused(LinkError::BadSignature));
-    }
-    let operator = state
-        .config
-        .review
-        .operator(&claims.operator)
-        .cloned()
-        .ok_or_else(not_an_operator)?;
-    Ok(OperatorSession {
-        operator,
-        access: Access::Link {
-            token: token.to_owned(),
-        },
-    })
+fn dashboard_session(state: &AppState, token: &str) -> Result<Session, Response> {
+    session_from_link(state, token, Links::DashboardOnly).map(|(session, _)| session)
 }
 
-#[allow(clippy::result_large_err)]
-fn session_from_sso(state: &AppState, headers: &HeaderMap) -> Result<OperatorSession, Response> {
-    let Some(header_name) = &state.config.review.trusted_user_header else {
-        return Err(operator_message(
-            StatusCode::NOT_FOUND,
-            "Inloggning via SSO är inte påslagen",
-            &["Använd länken i e-postmeddelandet."],
-            Some(("/ops/login", "Be om en länk")),
-        ));
-    };
-    let email = headers
-        .get(header_name)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
-    let operator = state
-        .config
-        .review
-        .operator(email)
-        .cloned()
-        .ok_or_else(not_an_operator)?;
-    Ok(OperatorSession {
-        operator,
-        access: Access::Sso,
-    })
-}
-
-fn link_refused(error: LinkError) -> Response {
-    let (heading, text) = match error {
-        LinkError::Expired => ("Länken har gått ut", "Be om en ny länk till översikten."),
-        LinkError::Malformed | LinkError::BadSignature => (
-            "Länken gäller inte",
-            "Länken är ofullständig eller ändrad. Använd länken i e-postmeddelandet eller be om en ny.",
-        ),
-    };
-    operator_message(
-        StatusCode::FORBIDDEN,
-        heading,
-        &[text],
-        Some(("/ops/login", "Be om en ny länk")),
-    )
-}
-
-fn not_an_operator() -> Response {
-    operator_message(
-        StatusCode::FORBIDDEN,
-        "Ingen behörighet",
-        &["Adressen är inte längre en operatör i samsa-relay."],
-        None,
-    )
-}
-
-fn storage_unavailable() -> Response {
-    operator_message(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Försök igen om en stund",
-        &["Lagringen svarar inte just nu. Inget har ändrats."],
-        None,
-    )
-}
-
-fn operator_not_found(session: &OperatorSession) -> Response {
-    operator_message(
+fn operator_not_found(session: &Session) -> Response {
+    message_page(
         StatusCode::NOT_FOUND,
         "Incidenten finns inte",
         &[],
@@ -783,7 +562,7 @@ macro_rules! by_link_and_sso {
             Path(token): Path<String>,
             RawQuery(query): RawQuery,
         ) -> Response {
-            match session_from_link(&state, &token) {
+            match dashboard_session(&state, &token) {
                 Ok(session) => $inner(&state, &session, query.as_deref().unwrap_or("")).await,
                 Err(response) => response,
             }
@@ -809,7 +588,7 @@ macro_rules! incident_by_link_and_sso {
             Path((token, incident_id)): Path<(String, String)>,
             RawQuery(query): RawQuery,
         ) -> Response {
-            match session_from_link(&state, &token) {
+            match dashboard_session(&state, &token) {
                 Ok(session) => match incident_number(&incident_id) {
                     Some(incident_id) => {
                         $inner(
@@ -865,7 +644,7 @@ async fn incident_action_by_link(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match session_from_link(&state, &token) {
+    match dashboard_session(&state, &token) {
         Ok(session) => match incident_number(&incident_id) {
             Some(incident_id) => {
                 incident_action(&state, &session, incident_id, &headers, body).await
@@ -908,7 +687,7 @@ struct IncidentForms {
 
 async fn incident_page(
     state: &AppState,
-    session: &OperatorSession,
+    session: &Session,
     incident_id: i64,
     query: &str,
 ) -> Response {
@@ -935,7 +714,7 @@ async fn incident_page(
 
 async fn render_incident_page(
     state: &AppState,
-    session: &OperatorSession,
+    session: &Session,
     incident_id: i64,
     status: StatusCode,
     flash: Option<&str>,
@@ -1059,7 +838,7 @@ async fn render_incident_page(
 
 async fn incident_action(
     state: &AppState,
-    session: &OperatorSession,
+    session: &Session,
     incident_id: i64,
     headers: &HeaderMap,
     body: Body,
@@ -1069,14 +848,7 @@ async fn incident_action(
         Err(response) => return response,
     };
     if !session.check_csrf(state, field(&form, "csrf")) {
-        return operator_message(
-            StatusCode::FORBIDDEN,
-            "Formuläret gäller inte",
-            &[
-                "Formuläret saknar eller har fel kontrollkod. Ladda om sidan från länken och försök igen.",
-            ],
-            None,
-        );
+        return csrf_refused();
     }
     let operator = session.operator.name.as_str();
     let now = Timestamp::now();
@@ -1227,22 +999,12 @@ async fn incident_action(
     }
 }
 
-/// `2026-11-28T05:40` (a datetime-local field) in Swedish time.
-fn parse_local_time(text: &str) -> Option<Timestamp> {
-    let text = text.trim().replace(' ', "T");
-    let civil: jiff::civil::DateTime = text.parse().ok()?;
-    civil
-        .to_zoned(stockholm())
-        .ok()
-        .map(|zoned| zoned.timestamp())
-}
-
 // ---------------------------------------------------------------------------------------
 // Operators: the report in its three forms.
 
 async fn report_md(
     state: &AppState,
-    session: &OperatorSession,
+    session: &Session,
     incident_id: i64,
     _query: &str,
 ) -> Response {
@@ -1251,7 +1013,7 @@ async fn report_md(
 
 async fn report_html(
     state: &AppState,
-    session: &OperatorSession,
+    session: &Session,
     incident_id: i64,
     _query: &str,
 ) -> Response {
@@ -1260,7 +1022,7 @@ async fn report_html(
 
 async fn report_json(
     state: &AppState,
-    session: &OperatorSession,
+    session: &Session,
     incident_id: i64,
     _query: &str,
 ) -> Response {
@@ -1269,7 +1031,7 @@ async fn report_json(
 
 async fn report_download(
     state: &AppState,
-    session: &OperatorSession,
+    session: &Session,
     incident_id: i64,
     format: ReportFormat,
 ) -> Response {
@@ -1292,7 +1054,7 @@ async fn report_download(
         Ok(text) => text,
         Err(error) => {
             tracing::error!(error = ?error, "cannot render the report");
-            return operator_message(
+            return message_page(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Rapporten kunde inte skapas",
                 &[],
@@ -1428,7 +1190,7 @@ fn filter_query(filter: &IncidentFilter) -> String {
     serializer.finish()
 }
 
-async fn incident_list(state: &AppState, session: &OperatorSession, query: &str) -> Response {
+async fn incident_list(state: &AppState, session: &Session, query: &str) -> Response {
     let (filter, problems) = parse_filter(state, query);
     let rows = match crate::followup::list_incidents(
         &state.storage,
@@ -1529,7 +1291,7 @@ async fn incident_list(state: &AppState, session: &OperatorSession, query: &str)
     )
 }
 
-async fn incidents_csv(state: &AppState, _session: &OperatorSession, query: &str) -> Response {
+async fn incidents_csv(state: &AppState, _session: &Session, query: &str) -> Response {
     let (filter, _) = parse_filter(state, query);
     match crate::followup::list_incidents(&state.storage, &state.config, &filter, Timestamp::now())
         .await
@@ -1548,7 +1310,7 @@ async fn incidents_csv(state: &AppState, _session: &OperatorSession, query: &str
     }
 }
 
-async fn summary_csv(state: &AppState, _session: &OperatorSession, query: &str) -> Response {
+async fn summary_csv(state: &AppState, _session: &Session, query: &str) -> Response {
     let (filter, _) = parse_filter(state, query);
     match crate::followup::list_incidents(&state.storage, &state.config, &filter, Timestamp::now())
         .await

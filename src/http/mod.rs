@@ -5,6 +5,7 @@ mod error;
 mod feedback;
 mod health;
 mod ops;
+mod pages;
 mod public;
 pub mod server;
 mod webhook;

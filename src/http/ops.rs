@@ -5,7 +5,6 @@
 //! links); every POST needs the page's CSRF token and a valid link.
 
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -14,16 +13,19 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use jiff::Timestamp;
-use jiff::tz::TimeZone;
-use minijinja::{Environment, context};
+use minijinja::context;
 use serde::Serialize;
 
 use super::AppState;
+use super::pages::{
+    Links, MAX_FORM_BYTES, Session, csrf_refused, link_refused, message_page, page,
+    parse_local_time, render, session_from_link, session_from_sso, stockholm, storage_unavailable,
+};
 use crate::classify::{AlertScope, Level};
-use crate::config::{ChannelContent, Operator};
+use crate::config::ChannelContent;
 use crate::links::{LinkError, LinkPurpose};
 use crate::notice::{NoticeInput, NoticeKind, RenderedNotice, format_swedish_time};
-use crate::operators::{login_mail, signed_link};
+use crate::operators::login_mail;
 use crate::publishing::{
     Decision, DecisionRole, DraftByHandError, PublishRequest, draft_by_hand, kind_label,
     revise_draft, start_drill,
@@ -52,254 +54,7 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
-    let mut environment = Environment::new();
-    for (name, source) in [
-        ("layout.html", include_str!("ops_templates/layout.html")),
-        ("message.html", include_str!("ops_templates/message.html")),
-        ("login.html", include_str!("ops_templates/login.html")),
-        (
-            "dashboard.html",
-            include_str!("ops_templates/dashboard.html"),
-        ),
-        ("review.html", include_str!("ops_templates/review.html")),
-    ] {
-        environment
-            .add_template(name, source)
-            .expect("the operator page templates compile");
-    }
-    environment
-});
-
 const STYLESHEET: &str = include_str!("ops_templates/style.css");
-/// Longest form body accepted on operator pages.
-const MAX_FORM_BYTES: usize = 64 * 1024;
-
-/// Who is acting, and through what.
-#[derive(Debug, Clone)]
-struct Session {
-    operator: Operator,
-    access: Access,
-}
-
-#[derive(Debug, Clone)]
-enum Access {
-    /// A signed link: the token in the path, and what it opens.
-    Link { token: String },
-    /// A single sign-on proxy vouched for the operator.
-    Sso,
-}
-
-impl Session {
-    fn csrf(&self, state: &AppState) -> String {
-        match &self.access {
-            Access::Link { token } => state.signer.csrf_token(token),
-            Access::Sso => state
-                .signer
-                .csrf_token(&format!("sso\0{}", self.operator.email)),
-        }
-    }
-
-    fn check_csrf(&self, state: &AppState, posted: Option<&str>) -> bool {
-        let Some(posted) = posted else {
-            return false;
-        };
-        match &self.access {
-            Access::Link { token } => state.signer.check_csrf(token, posted),
-            Access::Sso => state
-                .signer
-                .check_csrf(&format!("sso\0{}", self.operator.email), posted),
-        }
-    }
-
-    fn dashboard_url(&self, state: &AppState) -> String {
-        match &self.access {
-            Access::Link { .. } => {
-                signed_link(
-                    &state.config,
-                    &state.signer,
-                    &self.operator,
-                    LinkPurpose::Dashboard,
-                    Timestamp::now(),
-                )
-                .0
-            }
-            Access::Sso => "/ops/sso/d".to_owned(),
-        }
-    }
-
-    fn review_url(&self, state: &AppState, draft_id: i64, version: i64) -> String {
-        match &self.access {
-            Access::Link { .. } => {
-                signed_link(
-                    &state.config,
-                    &state.signer,
-                    &self.operator,
-                    LinkPurpose::Review { draft_id, version },
-                    Timestamp::now(),
-                )
-                .0
-            }
-            Access::Sso => format!("/ops/sso/r/{draft_id}"),
-        }
-    }
-}
-
-/// A page response with the security headers every operator page carries.
-fn page(status: StatusCode, html: String) -> Response {
-    let mut response = (status, html).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    response
-}
-
-fn render(name: &str, context: minijinja::Value) -> String {
-    match TEMPLATES
-        .get_template(name)
-        .and_then(|template| template.render(context))
-    {
-        Ok(html) => html,
-        Err(error) => {
-            tracing::error!(error = %error, template = name, "operator page failed to render");
-            "<!DOCTYPE html><html lang=\"sv\"><title>Fel</title><p>Sidan kunde inte visas.</p></html>".to_owned()
-        }
-    }
-}
-
-fn message_page(
-    status: StatusCode,
-    heading: &str,
-    paragraphs: &[&str],
-    link: Option<(&str, &str)>,
-) -> Response {
-    page(
-        status,
-        render(
-            "message.html",
-            context! {
-                heading => heading,
-                paragraphs => paragraphs,
-                link => link.map(|(url, _)| url),
-                link_text => link.map(|(_, text)| text),
-            },
-        ),
-    )
-}
-
-fn link_refused(error: LinkError) -> Response {
-    let (heading, text) = match error {
-        LinkError::Expired => ("Länken har gått ut", "Be om en ny länk till översikten."),
-        LinkError::Malformed | LinkError::BadSignature => (
-            "Länken gäller inte",
-            "Länken är ofullständig eller ändrad. Använd länken i e-postmeddelandet eller be om en ny.",
-        ),
-    };
-    message_page(
-        StatusCode::FORBIDDEN,
-        heading,
-        &[text],
-        Some(("/ops/login", "Be om en ny länk")),
-    )
-}
-
-fn not_an_operator() -> Response {
-    message_page(
-        StatusCode::FORBIDDEN,
-        "Ingen behörighet",
-        &["Adressen är inte längre en operatör i samsa-relay."],
-        None,
-    )
-}
-
-fn storage_unavailable() -> Response {
-    message_page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Försök igen om en stund",
-        &["Lagringen svarar inte just nu. Inget har ändrats."],
-        None,
-    )
-}
-
-fn csrf_refused() -> Response {
-    message_page(
-        StatusCode::FORBIDDEN,
-        "Formuläret gäller inte",
-        &[
-            "Formuläret saknar eller har fel kontrollkod. Ladda om sidan från länken och försök igen.",
-        ],
-        None,
-    )
-}
-
-// The error is the page to answer with; it is built once per request, so its size
-// does not matter.
-#[allow(clippy::result_large_err)]
-fn session_from_link(state: &AppState, token: &str) -> Result<(Session, LinkPurpose), Response> {
-    let claims = state
-        .signer
-        .verify(token, Timestamp::now())
-        .map_err(link_refused)?;
-    let operator = state
-        .config
-        .review
-        .operator(&claims.operator)
-        .cloned()
-        .ok_or_else(not_an_operator)?;
-    Ok((
-        Session {
-            operator,
-            access: Access::Link {
-                token: token.to_owned(),
-            },
-        },
-        claims.purpose,
-    ))
-}
-
-#[allow(clippy::result_large_err)]
-fn session_from_sso(state: &AppState, headers: &HeaderMap) -> Result<Session, Response> {
-    let Some(header_name) = &state.config.review.trusted_user_header else {
-        return Err(message_page(
-            StatusCode::NOT_FOUND,
-            "Inloggning via SSO är inte påslagen",
-            &["Använd länken i e-postmeddelandet."],
-            Some(("/ops/login", "Be om en länk")),
-        ));
-    };
-    let email = headers
-        .get(header_name)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
-    let operator = state
-        .config
-        .review
-        .operator(email)
-        .cloned()
-        .ok_or_else(not_an_operator)?;
-    Ok(Session {
-        operator,
-        access: Access::Sso,
-    })
-}
 
 /// The form fields, with repeated names (channels) kept.
 struct FormFields(Vec<(String, String)>);
@@ -394,7 +149,7 @@ async fn login_submit(State(state): State<AppState>, body: Bytes) -> Response {
 // Dashboard.
 
 async fn dashboard_by_link(State(state): State<AppState>, Path(token): Path<String>) -> Response {
-    match session_from_link(&state, &token) {
+    match session_from_link(&state, &token, Links::Any) {
         Ok((session, LinkPurpose::Dashboard)) => dashboard(&state, &session, None, None).await,
         // A review link opens only its draft.
         Ok((_, LinkPurpose::Review { .. })) => link_refused(LinkError::BadSignature),
@@ -414,7 +169,7 @@ async fn dashboard_action_by_link(
     Path(token): Path<String>,
     body: Bytes,
 ) -> Response {
-    match session_from_link(&state, &token) {
+    match session_from_link(&state, &token, Links::Any) {
         Ok((session, LinkPurpose::Dashboard)) => dashboard_action(&state, &session, &body).await,
         Ok((_, LinkPurpose::Review { .. })) => link_refused(LinkError::BadSignature),
         Err(response) => response,
@@ -565,10 +320,7 @@ async fn dashboard(
             context! { outbox_id, incident_id, channel, recipient, error }
         })
         .collect();
-    let action_url = match &session.access {
-        Access::Link { token } => format!("/ops/d/{token}"),
-        Access::Sso => "/ops/sso/d".to_owned(),
-    };
+    let action_url = session.dashboard_path();
     let subregions: Vec<_> = state
         .config
         .inventory
@@ -614,7 +366,7 @@ async fn dashboard_action(state: &AppState, session: &Session, body: &[u8]) -> R
         );
     }
     let form = FormFields::parse(body);
-    if !session.check_csrf(state, form.get("csrf")) {
+    if !session.check_csrf(state, form.get("csrf").unwrap_or("")) {
         return csrf_refused();
     }
     let operator = session.operator.name.as_str();
@@ -724,7 +476,7 @@ async fn dashboard_action(state: &AppState, session: &Session, body: &[u8]) -> R
 // Review.
 
 async fn review_by_link(State(state): State<AppState>, Path(token): Path<String>) -> Response {
-    match session_from_link(&state, &token) {
+    match session_from_link(&state, &token, Links::Any) {
         Ok((session, LinkPurpose::Review { draft_id, version })) => {
             review(&state, &session, draft_id, Some(version), None, None, None).await
         }
@@ -749,7 +501,7 @@ async fn review_action_by_link(
     Path(token): Path<String>,
     body: Bytes,
 ) -> Response {
-    match session_from_link(&state, &token) {
+    match session_from_link(&state, &token, Links::Any) {
         Ok((session, LinkPurpose::Review { draft_id, .. })) => {
             review_action(&state, &session, draft_id, &body).await
         }
@@ -855,10 +607,7 @@ async fn review(
             }
         })
         .collect();
-    let action_url = match &session.access {
-        Access::Link { token } => format!("/ops/r/{token}"),
-        Access::Sso => format!("/ops/sso/r/{draft_id}"),
-    };
+    let action_url = session.review_path(draft_id);
     let subregions: Vec<_> = input
         .summary
         .subregions
@@ -946,7 +695,7 @@ async fn review_action(
         );
     }
     let form = FormFields::parse(body);
-    if !session.check_csrf(state, form.get("csrf")) {
+    if !session.check_csrf(state, form.get("csrf").unwrap_or("")) {
         return csrf_refused();
     }
     let operator = session.operator.name.clone();
@@ -1246,20 +995,6 @@ fn fields_from_form(form: &FormFields) -> Result<DraftFields, String> {
         next_update: time("next_update", "Nästa uppdatering")?,
         additional_information,
     })
-}
-
-fn stockholm() -> TimeZone {
-    TimeZone::get("Europe/Stockholm").unwrap_or(TimeZone::UTC)
-}
-
-/// `2026-11-28T09:00` (a datetime-local field) in Swedish time.
-fn parse_local_time(text: &str) -> Option<Timestamp> {
-    let text = text.replace(' ', "T");
-    let civil: jiff::civil::DateTime = text.parse().ok()?;
-    civil
-        .to_zoned(stockholm())
-        .ok()
-        .map(|zoned| zoned.timestamp())
 }
 
 fn channel_label(state: &AppState, name: &str) -> String {
