@@ -196,6 +196,9 @@ impl App {
         spawn(Box::pin(notifier.run(review_wake, stopping.clone())));
         spawn(Box::pin(operator_mail.run(stopping.clone())));
         spawn(Box::pin(gauges.run(stopping.clone())));
+        spawn(Box::pin(
+            state.storage.clone().run_checkpointer(stopping.clone()),
+        ));
         for delivery_worker in delivery_workers {
             let stopping = stopping.clone();
             spawn(Box::pin(async move {

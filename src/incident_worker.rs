@@ -21,8 +21,8 @@ use crate::incident::{AlertKey, AlertUpdate, DraftAction, IncidentEngine, Incide
 use crate::metrics::Metrics;
 use crate::notice::{NoticeInput, NoticeKind, NoticeRenderer, format_swedish_time};
 use crate::storage::{
-    CorrelationState, DraftFields, DraftWrite, EventWrite, IncidentChange, IncidentWrite,
-    PendingDraft, Storage,
+    CorrelationState, DraftFields, DraftWrite, EventWrite, IncidentBatch, IncidentChange,
+    IncidentWrite, PendingDraft, Storage,
 };
 
 /// How often the loop looks again without being woken (watchdog, missed wake-ups).
@@ -131,20 +131,22 @@ impl IncidentWorker {
         let watchdog_alertname = &self.config.incidents.watchdog_alertname;
         let parsed: Vec<Option<Vec<AlertUpdate>>> = receipts
             .iter()
-            .map(|receipt| match Notification::parse(receipt.payload.as_bytes()) {
-                Ok(notification) => Some(alert_updates(&notification, watchdog_alertname)),
-                Err(problem) => {
-                    // Stored payloads were checked on arrival; one that no longer parses
-                    // (after an upgrade, say) must not block every later receipt.
-                    tracing::error!(
-                        receipt_id = receipt.receipt_id,
-                        error = %problem.error,
-                        detail = %problem.detail,
-                        "stored payload no longer parses; skipping it"
-                    );
-                    None
-                }
-            })
+            .map(
+                |receipt| match Notification::parse(receipt.payload.as_bytes()) {
+                    Ok(notification) => Some(alert_updates(&notification, watchdog_alertname)),
+                    Err(problem) => {
+                        // Stored payloads were checked on arrival; one that no longer parses
+                        // (after an upgrade, say) must not block every later receipt.
+                        tracing::error!(
+                            receipt_id = receipt.receipt_id,
+                            error = %problem.error,
+                            detail = %problem.detail,
+                            "stored payload no longer parses; skipping it"
+                        );
+                        None
+                    }
+                },
+            )
             .collect();
         let keys: Vec<AlertKey> = parsed
             .iter()
@@ -155,6 +157,7 @@ impl IncidentWorker {
         let mut state = transaction.load_correlation(&keys, previous).await?;
         let mut outcomes = Vec::with_capacity(receipts.len());
         let mut changes = Vec::new();
+        let mut batch = IncidentBatch::default();
         for (receipt, updates) in receipts.iter().zip(parsed) {
             let mut incident_id = None;
             if let Some(updates) = updates {
@@ -166,7 +169,7 @@ impl IncidentWorker {
                     &self.renderer,
                 )
                 .with_context(|| format!("cannot plan receipt {}", receipt.receipt_id))?;
-                let created = transaction.write_incident_step(&write).await?;
+                let created = transaction.stage_incident_step(&write, &mut batch).await?;
                 // A draft created in this batch may be revised by a later receipt of it.
                 if let Some(draft_id) = created
                     && let Some(pending) = state.pending_draft.as_mut()
@@ -178,14 +181,13 @@ impl IncidentWorker {
                     changes.push((receipt.receipt_id, change));
                 }
             }
-            transaction
-                .mark_receipt_processed(receipt.receipt_id, now)
-                .await?;
+            batch.receipt_ids.push(receipt.receipt_id);
             outcomes.push(StepOutcome::Processed {
                 receipt_id: receipt.receipt_id,
                 incident_id,
             });
         }
+        transaction.finish_incident_batch(&batch, now).await?;
         transaction.commit().await?;
         *kept = Some(state.engine);
         drop(kept);

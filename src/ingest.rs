@@ -172,8 +172,7 @@ pub async fn ingest_webhook(state: &AppState, body: &[u8]) -> Result<IngestOutco
         .iter()
         .filter(|alert| alert.status == AlertStatus::Firing)
         .count();
-    let watchdog_seen =
-        carries_watchdog(&notification, &state.config.incidents.watchdog_alertname);
+    let watchdog_seen = carries_watchdog(&notification, &state.config.incidents.watchdog_alertname);
     let receipt = state
         .ingest
         .store(

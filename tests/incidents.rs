@@ -282,14 +282,24 @@ fn two_outages() -> Vec<(jiff::Timestamp, Value)> {
             at("2026-11-28T04:11:00Z"),
             payload(
                 "firing",
-                vec![login("a1", "firing", json!({"actor": "kommun-uddevalla"}), first)],
+                vec![login(
+                    "a1",
+                    "firing",
+                    json!({"actor": "kommun-uddevalla"}),
+                    first,
+                )],
             ),
         ),
         (
             at("2026-11-28T04:12:00Z"),
             payload(
                 "firing",
-                vec![login("a2", "firing", json!({"actor": "kommun-boras"}), first)],
+                vec![login(
+                    "a2",
+                    "firing",
+                    json!({"actor": "kommun-boras"}),
+                    first,
+                )],
             ),
         ),
         (
@@ -304,7 +314,12 @@ fn two_outages() -> Vec<(jiff::Timestamp, Value)> {
             payload(
                 "resolved",
                 vec![
-                    login("a1", "resolved", json!({"actor": "kommun-uddevalla"}), first),
+                    login(
+                        "a1",
+                        "resolved",
+                        json!({"actor": "kommun-uddevalla"}),
+                        first,
+                    ),
                     login("a2", "resolved", json!({"actor": "kommun-boras"}), first),
                     login("a3", "resolved", json!({"scope": "all"}), first),
                 ],
@@ -314,7 +329,12 @@ fn two_outages() -> Vec<(jiff::Timestamp, Value)> {
             at("2026-11-28T08:01:00Z"),
             payload(
                 "firing",
-                vec![login("b1", "firing", json!({"subregion": "skaraborg"}), second)],
+                vec![login(
+                    "b1",
+                    "firing",
+                    json!({"subregion": "skaraborg"}),
+                    second,
+                )],
             ),
         ),
         (
@@ -331,7 +351,12 @@ fn two_outages() -> Vec<(jiff::Timestamp, Value)> {
             at("2026-11-28T08:30:00Z"),
             payload(
                 "resolved",
-                vec![login("b2", "resolved", json!({"actor": "kommun-mark"}), second)],
+                vec![login(
+                    "b2",
+                    "resolved",
+                    json!({"actor": "kommun-mark"}),
+                    second,
+                )],
             ),
         ),
     ]
@@ -340,7 +365,11 @@ fn two_outages() -> Vec<(jiff::Timestamp, Value)> {
 /// Everything the worker wrote, read back: incidents, their drafts and their logs.
 async fn everything_written(
     app: &samsa_relay::app::App,
-) -> Vec<(IncidentRecord, Vec<DraftRecord>, Vec<samsa_relay::storage::EventRecord>)> {
+) -> Vec<(
+    IncidentRecord,
+    Vec<DraftRecord>,
+    Vec<samsa_relay::storage::EventRecord>,
+)> {
     let storage = &app.state().storage;
     let mut written = Vec::new();
     for record in storage.incidents().await.unwrap() {
@@ -360,13 +389,20 @@ async fn a_batch_of_receipts_writes_exactly_what_one_step_per_receipt_writes() {
     for _ in 0..2 {
         let folder = tempfile::tempdir().expect("temporary folder");
         let config = common::config_with_tables(folder.path(), "");
-        let app = samsa_relay::app::App::build(config).await.expect("app builds");
+        let app = samsa_relay::app::App::build(config)
+            .await
+            .expect("app builds");
         for (received_at, body) in two_outages() {
             let text = body.to_string();
             let notification = Notification::parse(text.as_bytes()).expect("a valid payload");
             app.state()
                 .storage
-                .store_notification(&notification, &notification.dedupe_key(), &text, received_at)
+                .store_notification(
+                    &notification,
+                    &notification.dedupe_key(),
+                    &text,
+                    received_at,
+                )
                 .await
                 .expect("stored");
         }
@@ -378,7 +414,10 @@ async fn a_batch_of_receipts_writes_exactly_what_one_step_per_receipt_writes() {
     let (one_by_one, _) = &apps[0];
     for _ in 0..n_receipts {
         let outcome = one_by_one.worker().process_next_receipt().await.unwrap();
-        assert!(matches!(outcome, StepOutcome::Processed { .. }), "{outcome:?}");
+        assert!(
+            matches!(outcome, StepOutcome::Processed { .. }),
+            "{outcome:?}"
+        );
     }
     assert_eq!(
         one_by_one.worker().process_next_receipt().await.unwrap(),
@@ -390,7 +429,14 @@ async fn a_batch_of_receipts_writes_exactly_what_one_step_per_receipt_writes() {
     let (batched, _) = &apps[1];
     let outcomes = batched.worker().process_receipts(64).await.unwrap();
     assert_eq!(outcomes.len(), n_receipts, "{outcomes:?}");
-    assert!(batched.worker().process_receipts(64).await.unwrap().is_empty());
+    assert!(
+        batched
+            .worker()
+            .process_receipts(64)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let expected = everything_written(one_by_one).await;
     let written = everything_written(batched).await;

@@ -156,6 +156,74 @@ async fn resolution_updates_the_alert_and_a_late_firing_does_not_undo_it() {
     app.stop().await;
 }
 
+/// What one group commit must do with a batch: the first copy of a notification is new,
+/// a later copy in the same batch and a copy stored by an earlier batch are duplicates of
+/// it, and the alerts of several webhooks apply in arrival order (a resolution in the
+/// batch wins over the firing before it, and a late firing after it does not undo it).
+#[tokio::test]
+async fn one_group_commit_dedupes_within_and_across_batches_and_applies_alerts_in_order() {
+    use samsa_relay::alertmanager::Notification;
+    use samsa_relay::storage::NewReceipt;
+
+    let app = spawn_app().await;
+    let storage = &app.state.storage;
+    let at =
+        |second: i64| jiff::Timestamp::from_second(1_795_000_000 + second).expect("a valid time");
+    let earlier = samsa_down("kommun-mark", "e1", "firing").to_string();
+    let earlier_notification = Notification::parse(earlier.as_bytes()).unwrap();
+    let stored = storage
+        .store_notification(
+            &earlier_notification,
+            &earlier_notification.dedupe_key(),
+            &earlier,
+            at(0),
+        )
+        .await
+        .unwrap();
+    assert!(!stored.duplicate);
+
+    let firing = samsa_down("kommun-tanum", "a1", "firing").to_string();
+    let resolved = samsa_down("kommun-tanum", "a1", "resolved").to_string();
+    let mut late = samsa_down("kommun-tanum", "a1", "firing");
+    late["alerts"][0]["annotations"]["summary"] = json!("late copy");
+    let late = late.to_string();
+    let bodies = [&firing, &resolved, &firing, &earlier, &late];
+    let notifications: Vec<Notification> = bodies
+        .iter()
+        .map(|body| Notification::parse(body.as_bytes()).unwrap())
+        .collect();
+    let keys: Vec<String> = notifications.iter().map(Notification::dedupe_key).collect();
+    let batch: Vec<NewReceipt<'_>> = (0..bodies.len())
+        .map(|index| NewReceipt {
+            notification: &notifications[index],
+            dedupe_key: &keys[index],
+            raw_payload: bodies[index],
+            received_at: at(index as i64 + 1),
+        })
+        .collect();
+    let answers = storage.store_notifications(&batch).await.unwrap();
+    let duplicates: Vec<bool> = answers.iter().map(|answer| answer.duplicate).collect();
+    assert_eq!(duplicates, [false, false, true, true, false]);
+    assert_eq!(answers[2].receipt_id, answers[0].receipt_id);
+    assert_eq!(answers[3].receipt_id, stored.receipt_id);
+    let ids: std::collections::BTreeSet<i64> =
+        answers.iter().map(|answer| answer.receipt_id).collect();
+    assert_eq!(ids.len(), 4, "{answers:?}");
+
+    let receipts = storage.receipts().await.unwrap();
+    assert_eq!(receipts.len(), 4);
+    let alerts = storage.alerts().await.unwrap();
+    let a1 = alerts
+        .iter()
+        .find(|alert| alert.fingerprint == "a1")
+        .unwrap();
+    assert_eq!(a1.status, AlertStatus::Resolved);
+    assert_eq!(a1.annotations["summary"], "SAMSA login page unreachable");
+    assert_eq!(a1.first_receipt_id, answers[0].receipt_id);
+    assert_eq!(a1.last_receipt_id, answers[4].receipt_id);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn missing_or_wrong_credentials_get_401_with_a_json_error() {
     let app = spawn_app().await;

@@ -139,6 +139,19 @@ pub struct IncidentWrite {
     pub change: Option<IncidentChange>,
 }
 
+/// What the steps of one batch write together at its end, in the order the steps left
+/// it: a few statements for the whole batch instead of a few per receipt.
+#[derive(Debug, Default)]
+pub struct IncidentBatch {
+    /// The receipts of the batch, to be marked processed.
+    pub receipt_ids: Vec<i64>,
+    pub retired_unseen: Vec<AlertKey>,
+    /// Each incident changed, as the last step left it, and when.
+    pub headers: std::collections::BTreeMap<i64, (crate::incident::Incident, Timestamp)>,
+    pub alerts: Vec<(i64, AlertKey, TrackedAlert)>,
+    pub events: Vec<(i64, EventWrite)>,
+}
+
 /// The latest incident after a step, and what the step added to it.
 #[derive(Debug, Clone)]
 pub struct IncidentChange {
@@ -388,26 +401,30 @@ impl WriteTransaction {
         }
     }
 
-    /// Writes one step; returns the id of the draft it created, if any.
-    pub async fn write_incident_step(
+    /// Writes what one step of a batch must write at once (a new incident, its drafts)
+    /// and adds the rest to `batch`. Returns the id of the draft it created, if any.
+    pub async fn stage_incident_step(
         &mut self,
         write: &IncidentWrite,
+        batch: &mut IncidentBatch,
     ) -> Result<Option<i64>, StorageError> {
         match self {
             WriteTransaction::Sqlite(transaction) => {
-                sqlite::write_incident_step(transaction, write).await
+                sqlite::stage_incident_step(transaction, write, batch).await
             }
         }
     }
 
-    pub async fn mark_receipt_processed(
+    /// Writes the rest of a batch's steps (incident headers, alerts, log entries) and
+    /// marks its receipts processed.
+    pub async fn finish_incident_batch(
         &mut self,
-        receipt_id: i64,
-        at: Timestamp,
+        batch: &IncidentBatch,
+        processed_at: Timestamp,
     ) -> Result<(), StorageError> {
         match self {
             WriteTransaction::Sqlite(transaction) => {
-                sqlite::mark_receipt_processed(transaction, receipt_id, at).await
+                sqlite::finish_incident_batch(transaction, batch, processed_at).await
             }
         }
     }
@@ -573,6 +590,9 @@ impl StorageError {
     }
 }
 
+/// How often the write-ahead log is checkpointed off the commit path.
+pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl Storage {
     /// Opens (creating if missing) and migrates the configured database.
     pub async fn open(config: &DatabaseConfig) -> anyhow::Result<Storage> {
@@ -610,6 +630,27 @@ impl Storage {
     ) -> Result<Vec<StoredReceipt>, StorageError> {
         match self {
             Storage::Sqlite(sqlite) => sqlite.store_notifications(batch).await,
+        }
+    }
+
+    /// Checkpoints the write-ahead log off the commit path; see [`SqliteStorage::checkpoint`].
+    pub async fn checkpoint(&self) -> Result<(i64, i64), StorageError> {
+        match self {
+            Storage::Sqlite(sqlite) => sqlite.checkpoint().await,
+        }
+    }
+
+    /// Checkpoints every [`CHECKPOINT_INTERVAL`] until `shutdown`, so that no commit (and
+    /// no webhook waiting for one) pays for a checkpoint.
+    pub async fn run_checkpointer(self, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(CHECKPOINT_INTERVAL) => {}
+            }
+            if let Err(error) = self.checkpoint().await {
+                tracing::warn!(error = ?anyhow::Error::from(error), "checkpoint failed; retrying");
+            }
         }
     }
 

@@ -18,9 +18,9 @@ use sqlx::{QueryBuilder, Row as _, Sqlite};
 use super::{
     AlertRecord, AlreadyPublished, ClaimedDelivery, CorrelationState, DeliveryResult, DraftFields,
     DraftForPublish, DraftRecord, DraftVersionRecord, DraftWrite, EventRecord, EventWrite,
-    IncidentChange, IncidentRecord, IncidentWrite, NewReceipt, OutboxRecord, PendingDraft, PublicationWrite,
-    PublishedNoticeRecord, ReceiptRecord, StorageError, StoredReceipt, UnprocessedReceipt,
-    format_time, parse_time,
+    IncidentBatch, IncidentRecord, IncidentWrite, NewReceipt, OutboxRecord, PendingDraft,
+    PublicationWrite, PublishedNoticeRecord, ReceiptRecord, StorageError, StoredReceipt,
+    UnprocessedReceipt, format_time, parse_time,
 };
 use crate::alertmanager::{Alert, AlertStatus};
 use crate::incident::{AlertKey, FiringScopes, Incident, IncidentEngine, Phase, TrackedAlert};
@@ -28,6 +28,12 @@ use crate::notice::{NoticeKind, RenderedNotice};
 
 /// Rows per multi-row INSERT: 10 parameters each stays far below SQLite's 32,766.
 const ALERT_ROWS_PER_STATEMENT: usize = 500;
+
+/// WAL pages after which a commit checkpoints by itself, in the committing request's
+/// time. The checkpointer ([`SqliteStorage::checkpoint`], run by the app every
+/// [`super::CHECKPOINT_INTERVAL`]) does it long before, off the commit path; this is the
+/// bound if it cannot (80 MB with 4 KiB pages).
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 20_000;
 
 #[derive(Clone)]
 pub struct SqliteStorage {
@@ -59,7 +65,8 @@ impl SqliteStorage {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(busy_timeout);
+            .busy_timeout(busy_timeout)
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string());
         // Waiting for the single writer connection is bounded like waiting for a lock.
         let acquire_timeout = busy_timeout + Duration::from_secs(1);
         let writer = SqlitePoolOptions::new()
@@ -104,6 +111,23 @@ impl SqliteStorage {
         })
     }
 
+    /// Copies committed WAL pages into the database file without waiting for any reader or
+    /// writer (a passive checkpoint), on a reading connection so that commits go on.
+    /// Returns the WAL's pages and how many of them are in the database now.
+    pub async fn checkpoint(&self) -> Result<(i64, i64), StorageError> {
+        let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(|source| StorageError::new("checkpoint", source))?;
+        let pages: i64 = row
+            .try_get(1)
+            .map_err(|source| StorageError::new("checkpoint", source))?;
+        let checkpointed: i64 = row
+            .try_get(2)
+            .map_err(|source| StorageError::new("checkpoint", source))?;
+        Ok((pages, checkpointed))
+    }
+
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
@@ -111,7 +135,8 @@ impl SqliteStorage {
 
     /// Stores a batch of notifications in one transaction (group commit): one answer per
     /// notification, in order. A notification already stored (before, or earlier in the
-    /// same batch) is answered as a duplicate.
+    /// same batch) is answered as a duplicate. A few statements serve the whole batch, since
+    /// every statement is a round trip to the connection's thread.
     pub async fn store_notifications(
         &self,
         batch: &[NewReceipt<'_>],
@@ -122,10 +147,7 @@ impl SqliteStorage {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(error)?;
-        let mut receipts = Vec::with_capacity(batch.len());
-        for receipt in batch {
-            receipts.push(insert_receipt(&mut transaction, receipt).await?);
-        }
+        let receipts = insert_receipts(&mut transaction, batch).await?;
         transaction.commit().await.map_err(error)?;
         Ok(receipts)
     }
@@ -218,56 +240,126 @@ impl SqliteStorage {
 /// The operation name of storing webhooks, in errors and metrics.
 const STORE_NOTIFICATION: &str = "store_notification";
 
-/// Inserts one receipt and upserts its alerts, inside the caller's transaction.
-async fn insert_receipt(
+/// Rows per multi-row INSERT of receipts: 9 parameters each.
+const RECEIPT_ROWS_PER_STATEMENT: usize = 1_000;
+
+/// Inserts the receipts of a batch and upserts their alerts, inside the caller's
+/// transaction; one answer per receipt, in order.
+async fn insert_receipts(
     connection: &mut Connection,
-    receipt: &NewReceipt<'_>,
-) -> Result<StoredReceipt, StorageError> {
+    batch: &[NewReceipt<'_>],
+) -> Result<Vec<StoredReceipt>, StorageError> {
     let error = |source: sqlx::Error| StorageError::new(STORE_NOTIFICATION, source);
-    let NewReceipt {
-        notification,
-        dedupe_key,
-        raw_payload,
-        received_at,
-    } = *receipt;
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO webhook_receipts \
-         (dedupe_key, received_at, group_key, status, receiver, external_url, n_alerts, truncated_alerts, payload) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
-    )
-    .bind(dedupe_key)
-    .bind(format_time(received_at))
-    .bind(&notification.group_key)
-    .bind(notification.status.as_str())
-    .bind(&notification.receiver)
-    .bind(&notification.external_url)
-    .bind(notification.alerts.len() as i64)
-    .bind(notification.truncated_alerts as i64)
-    .bind(raw_payload)
-    .fetch_optional(&mut *connection)
-    .await
-    .map_err(error)?;
-    let Some(receipt_id) = inserted else {
-        let existing: i64 = sqlx::query_scalar("SELECT id FROM webhook_receipts WHERE dedupe_key = ?")
-            .bind(dedupe_key)
-            .fetch_one(&mut *connection)
+    // The first of a dedupe key in the batch is the one that may be new.
+    let mut first_of_key: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
+    let mut candidates: Vec<&NewReceipt<'_>> = Vec::with_capacity(batch.len());
+    for (index, receipt) in batch.iter().enumerate() {
+        if let std::collections::hash_map::Entry::Vacant(entry) =
+            first_of_key.entry(receipt.dedupe_key)
+        {
+            entry.insert(index);
+            candidates.push(receipt);
+        }
+    }
+    let mut inserted: HashMap<String, i64> = HashMap::with_capacity(candidates.len());
+    for chunk in candidates.chunks(RECEIPT_ROWS_PER_STATEMENT) {
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO webhook_receipts \
+             (dedupe_key, received_at, group_key, status, receiver, external_url, n_alerts, truncated_alerts, payload) ",
+        );
+        builder.push_values(chunk, |mut row, receipt| {
+            let notification = receipt.notification;
+            row.push_bind(receipt.dedupe_key)
+                .push_bind(format_time(receipt.received_at))
+                .push_bind(notification.group_key.as_str())
+                .push_bind(notification.status.as_str())
+                .push_bind(notification.receiver.as_str())
+                .push_bind(notification.external_url.as_str())
+                .push_bind(notification.alerts.len() as i64)
+                .push_bind(notification.truncated_alerts as i64)
+                .push_bind(receipt.raw_payload);
+        });
+        builder.push(" ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key");
+        let rows = builder
+            .build()
+            .fetch_all(&mut *connection)
             .await
             .map_err(error)?;
-        return Ok(StoredReceipt {
-            receipt_id: existing,
-            duplicate: true,
-        });
-    };
+        for row in rows {
+            inserted.insert(
+                row.try_get("dedupe_key").map_err(error)?,
+                row.try_get("id").map_err(error)?,
+            );
+        }
+    }
+    // Keys stored by an earlier batch.
+    let mut existing: HashMap<String, i64> = HashMap::new();
+    let stored_before: Vec<&str> = candidates
+        .iter()
+        .map(|receipt| receipt.dedupe_key)
+        .filter(|key| !inserted.contains_key(*key))
+        .collect();
+    for chunk in stored_before.chunks(RECEIPT_ROWS_PER_STATEMENT) {
+        let mut builder: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT id, dedupe_key FROM webhook_receipts WHERE dedupe_key IN (");
+        let mut separated = builder.separated(", ");
+        for key in chunk {
+            separated.push_bind(*key);
+        }
+        builder.push(")");
+        for row in builder
+            .build()
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(error)?
+        {
+            existing.insert(
+                row.try_get("dedupe_key").map_err(error)?,
+                row.try_get("id").map_err(error)?,
+            );
+        }
+    }
 
-    let updated_at = format_time(received_at);
-    let alerts = latest_per_key(&notification.alerts);
-    for chunk in alerts.chunks(ALERT_ROWS_PER_STATEMENT) {
+    let mut answers = Vec::with_capacity(batch.len());
+    // The alerts of the new receipts, in arrival order, so that a later webhook's copy of
+    // an alert is applied after an earlier one's.
+    let mut alert_rows: Vec<(&Alert, i64, String)> = Vec::new();
+    for (index, receipt) in batch.iter().enumerate() {
+        let key = receipt.dedupe_key;
+        let is_first = first_of_key.get(key) == Some(&index);
+        let answer = match (inserted.get(key), existing.get(key)) {
+            (Some(&receipt_id), _) => {
+                if is_first {
+                    let updated_at = format_time(receipt.received_at);
+                    for alert in latest_per_key(&receipt.notification.alerts) {
+                        alert_rows.push((alert, receipt_id, updated_at.clone()));
+                    }
+                }
+                StoredReceipt {
+                    receipt_id,
+                    duplicate: !is_first,
+                }
+            }
+            (None, Some(&receipt_id)) => StoredReceipt {
+                receipt_id,
+                duplicate: true,
+            },
+            (None, None) => {
+                return Err(StorageError::new(
+                    STORE_NOTIFICATION,
+                    anyhow::anyhow!("receipt {key:?} neither inserted nor found"),
+                ));
+            }
+        };
+        answers.push(answer);
+    }
+
+    for chunk in alert_rows.chunks(ALERT_ROWS_PER_STATEMENT) {
         let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, ends_at, \
              generator_url, first_receipt_id, last_receipt_id, updated_at) ",
         );
-        builder.push_values(chunk, |mut row, alert| {
+        builder.push_values(chunk, |mut row, (alert, receipt_id, updated_at)| {
             row.push_bind(alert.fingerprint.as_str())
                 .push_bind(format_time(alert.starts_at))
                 .push_bind(alert.status.as_str())
@@ -275,13 +367,14 @@ async fn insert_receipt(
                 .push_bind(serde_json::to_string(&alert.annotations).expect("map of strings"))
                 .push_bind(alert.ends_at.map(format_time))
                 .push_bind(alert.generator_url.as_str())
-                .push_bind(receipt_id)
-                .push_bind(receipt_id)
+                .push_bind(*receipt_id)
+                .push_bind(*receipt_id)
                 .push_bind(updated_at.as_str());
         });
         // A resolved alert stays resolved: a late "firing" for the same
-        // (fingerprint, startsAt) is an older message, not a new outage (a re-fire
-        // has a new startsAt).
+        // (fingerprint, startsAt) is an older message, not a new outage (a re-fire has a
+        // new startsAt). SQLite applies the rows in order, so when several webhooks of
+        // the batch carry the same alert, each later copy updates the earlier one.
         builder.push(
             " ON CONFLICT (fingerprint, starts_at) DO UPDATE SET \
              status = CASE WHEN alerts.status = 'resolved' THEN alerts.status ELSE excluded.status END, \
@@ -298,14 +391,11 @@ async fn insert_receipt(
             .await
             .map_err(error)?;
     }
-    Ok(StoredReceipt {
-        receipt_id,
-        duplicate: false,
-    })
+    Ok(answers)
 }
 
-/// One alert per (fingerprint, startsAt), so that one statement never touches a row twice
-/// (PostgreSQL refuses that); a resolved copy wins, otherwise the last one.
+/// One alert per (fingerprint, startsAt) of one webhook: a resolved copy wins, otherwise
+/// the last one.
 fn latest_per_key(alerts: &[Alert]) -> Vec<&Alert> {
     let mut position: HashMap<(&str, Timestamp), usize> = HashMap::with_capacity(alerts.len());
     let mut chosen: Vec<&Alert> = Vec::with_capacity(alerts.len());
@@ -497,20 +587,6 @@ pub(super) async fn next_unprocessed_receipts(
         .map_err(|source| StorageError::new(OPERATION, source))
 }
 
-pub(super) async fn mark_receipt_processed(
-    connection: &mut Connection,
-    receipt_id: i64,
-    at: Timestamp,
-) -> Result<(), StorageError> {
-    sqlx::query("UPDATE webhook_receipts SET processed_at = ? WHERE id = ?")
-        .bind(format_time(at))
-        .bind(receipt_id)
-        .execute(&mut *connection)
-        .await
-        .map_err(|source| StorageError::new("mark_receipt_processed", source))?;
-    Ok(())
-}
-
 pub(super) async fn load_correlation(
     connection: &mut Connection,
     keys: &[AlertKey],
@@ -623,118 +699,65 @@ pub(super) async fn load_correlation(
     })
 }
 
-pub(super) async fn write_incident_step(
+/// Writes what one step must write at once (a new incident's row, its drafts, whose ids
+/// later steps of the batch need) and adds the rest to `batch`, which
+/// [`finish_incident_batch`] writes in a few statements. Returns the id of the draft
+/// created, if any.
+pub(super) async fn stage_incident_step(
     connection: &mut Connection,
     write: &IncidentWrite,
+    batch: &mut IncidentBatch,
 ) -> Result<Option<i64>, StorageError> {
-    const OPERATION: &str = "write_incident_step";
-    let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
-    for chunk in write.retired_unseen.chunks(ALERT_ROWS_PER_STATEMENT) {
-        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO incident_alerts (fingerprint, starts_at, incident_id, status, labels) ",
-        );
-        builder.push_values(chunk, |mut row, key| {
-            row.push_bind(key.fingerprint.as_str())
-                .push_bind(format_time(key.starts_at))
-                .push_bind(None::<i64>)
-                .push_bind("resolved")
-                .push_bind("{}");
-        });
-        builder.push(" ON CONFLICT (fingerprint, starts_at) DO NOTHING");
-        builder
-            .build()
-            .execute(&mut *connection)
-            .await
-            .map_err(error)?;
-    }
-    match &write.change {
-        Some(change) => write_incident_change(connection, change, write.at).await,
-        None => Ok(None),
-    }
-}
-
-/// Returns the id of the draft created, if any.
-async fn write_incident_change(
-    connection: &mut Connection,
-    change: &IncidentChange,
-    now: Timestamp,
-) -> Result<Option<i64>, StorageError> {
-    const OPERATION: &str = "write_incident_change";
-    let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
-    let json_error = |source: serde_json::Error| StorageError::new(OPERATION, source);
-    let incident = &change.incident;
-    let (phase, resolved_at) = match incident.phase {
-        Phase::Open => ("open", None),
-        Phase::Resolved { at } => ("resolved", Some(format_time(at))),
+    batch
+        .retired_unseen
+        .extend(write.retired_unseen.iter().cloned());
+    let Some(change) = &write.change else {
+        return Ok(None);
     };
-    let summary = serde_json::to_string(&incident.summary).map_err(json_error)?;
-    let classification = serde_json::to_string(&incident.classification).map_err(json_error)?;
-    let published = incident
-        .published
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(json_error)?;
-    let at = format_time(now);
+    const OPERATION: &str = "stage_incident_step";
+    let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
+    let incident = &change.incident;
+    let incident_id = incident.incident_id;
+    let at = format_time(write.at);
     if change.is_new {
+        // The previous incident's last state first: at most one outage is open.
+        update_headers(connection, &batch.headers).await?;
+        batch.headers.clear();
+        let header =
+            IncidentHeader::of(incident).map_err(|source| StorageError::new(OPERATION, source))?;
         sqlx::query(
             "INSERT INTO incidents (id, kind, phase, started_at, resolved_at, n_reopened, summary, classification, \
              published, created_at, updated_at) VALUES (?, 'outage', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(incident.incident_id)
-        .bind(phase)
-        .bind(format_time(incident.started_at))
-        .bind(resolved_at)
-        .bind(incident.n_reopened as i64)
-        .bind(summary)
-        .bind(classification)
-        .bind(published)
+        .bind(incident_id)
+        .bind(header.phase)
+        .bind(&header.started_at)
+        .bind(&header.resolved_at)
+        .bind(header.n_reopened)
+        .bind(&header.summary)
+        .bind(&header.classification)
+        .bind(&header.published)
         .bind(&at)
         .bind(&at)
-        .execute(&mut *connection)
-        .await
-        .map_err(error)?;
-    } else {
-        sqlx::query(
-            "UPDATE incidents SET phase = ?, started_at = ?, resolved_at = ?, n_reopened = ?, summary = ?, \
-             classification = ?, published = ?, updated_at = ? WHERE id = ?",
-        )
-        .bind(phase)
-        .bind(format_time(incident.started_at))
-        .bind(resolved_at)
-        .bind(incident.n_reopened as i64)
-        .bind(summary)
-        .bind(classification)
-        .bind(published)
-        .bind(&at)
-        .bind(incident.incident_id)
         .execute(&mut *connection)
         .await
         .map_err(error)?;
     }
+    // The header as the last step of the batch leaves it is written once, at the end.
+    batch
+        .headers
+        .insert(incident_id, (incident.clone(), write.at));
+    for (key, alert) in &change.alerts {
+        batch.alerts.push((incident_id, key.clone(), alert.clone()));
+    }
+    batch.events.extend(
+        change
+            .events
+            .iter()
+            .map(|event| (incident_id, event.clone())),
+    );
 
-    for chunk in change.alerts.chunks(ALERT_ROWS_PER_STATEMENT) {
-        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO incident_alerts (fingerprint, starts_at, incident_id, status, labels) ",
-        );
-        builder.push_values(chunk, |mut row, (key, alert)| {
-            row.push_bind(key.fingerprint.as_str())
-                .push_bind(format_time(key.starts_at))
-                .push_bind(incident.incident_id)
-                .push_bind(alert.status.as_str())
-                .push_bind(serde_json::to_string(&alert.labels).expect("map of strings"));
-        });
-        builder.push(
-            " ON CONFLICT (fingerprint, starts_at) DO UPDATE SET incident_id = excluded.incident_id, \
-             status = excluded.status, labels = excluded.labels",
-        );
-        builder
-            .build()
-            .execute(&mut *connection)
-            .await
-            .map_err(error)?;
-    }
-    let mut events = change.events.clone();
+    let now = write.at;
     let mut created = None;
     for draft in &change.drafts {
         match draft {
@@ -748,7 +771,7 @@ async fn write_incident_change(
                     "INSERT INTO drafts (incident_id, kind, state, created_at, updated_at) \
                      VALUES (?, ?, 'pending', ?, ?) RETURNING id",
                 )
-                .bind(incident.incident_id)
+                .bind(incident_id)
                 .bind(kind.as_str())
                 .bind(&at)
                 .bind(&at)
@@ -760,12 +783,15 @@ async fn write_incident_change(
                 )
                 .await?;
                 created = Some(draft_id);
-                events.push(EventWrite {
-                    at: now,
-                    source: "relay".to_owned(),
-                    event: "draft_created".to_owned(),
-                    detail: serde_json::json!({"draft_id": draft_id, "kind": kind, "version": 1}),
-                });
+                batch.events.push((
+                    incident_id,
+                    EventWrite {
+                        at: now,
+                        source: "relay".to_owned(),
+                        event: "draft_created".to_owned(),
+                        detail: serde_json::json!({"draft_id": draft_id, "kind": kind, "version": 1}),
+                    },
+                ));
             }
             DraftWrite::Revise {
                 draft_id,
@@ -790,12 +816,15 @@ async fn write_incident_change(
                     .execute(&mut *connection)
                     .await
                     .map_err(error)?;
-                events.push(EventWrite {
-                    at: now,
-                    source: "relay".to_owned(),
-                    event: "draft_revised".to_owned(),
-                    detail: serde_json::json!({"draft_id": draft_id, "version": version}),
-                });
+                batch.events.push((
+                    incident_id,
+                    EventWrite {
+                        at: now,
+                        source: "relay".to_owned(),
+                        event: "draft_revised".to_owned(),
+                        detail: serde_json::json!({"draft_id": draft_id, "version": version}),
+                    },
+                ));
             }
             DraftWrite::Withdraw { draft_id, reason } => {
                 sqlx::query(
@@ -808,17 +837,151 @@ async fn write_incident_change(
                 .execute(&mut *connection)
                 .await
                 .map_err(error)?;
-                events.push(EventWrite {
-                    at: now,
-                    source: "relay".to_owned(),
-                    event: "draft_withdrawn".to_owned(),
-                    detail: serde_json::json!({"draft_id": draft_id, "reason": reason}),
-                });
+                batch.events.push((
+                    incident_id,
+                    EventWrite {
+                        at: now,
+                        source: "relay".to_owned(),
+                        event: "draft_withdrawn".to_owned(),
+                        detail: serde_json::json!({"draft_id": draft_id, "reason": reason}),
+                    },
+                ));
             }
         }
     }
-    insert_events(connection, incident.incident_id, &events).await?;
     Ok(created)
+}
+
+/// Writes what the steps of a batch left in `batch`, in the order they left it, and marks
+/// the receipts processed.
+pub(super) async fn finish_incident_batch(
+    connection: &mut Connection,
+    batch: &IncidentBatch,
+    processed_at: Timestamp,
+) -> Result<(), StorageError> {
+    const OPERATION: &str = "finish_incident_batch";
+    let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
+    for chunk in batch.retired_unseen.chunks(ALERT_ROWS_PER_STATEMENT) {
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO incident_alerts (fingerprint, starts_at, incident_id, status, labels) ",
+        );
+        builder.push_values(chunk, |mut row, key| {
+            row.push_bind(key.fingerprint.as_str())
+                .push_bind(format_time(key.starts_at))
+                .push_bind(None::<i64>)
+                .push_bind("resolved")
+                .push_bind("{}");
+        });
+        builder.push(" ON CONFLICT (fingerprint, starts_at) DO NOTHING");
+        builder
+            .build()
+            .execute(&mut *connection)
+            .await
+            .map_err(error)?;
+    }
+    update_headers(connection, &batch.headers).await?;
+    // SQLite applies the rows in order: a later step's copy of an alert wins.
+    for chunk in batch.alerts.chunks(ALERT_ROWS_PER_STATEMENT) {
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO incident_alerts (fingerprint, starts_at, incident_id, status, labels) ",
+        );
+        builder.push_values(chunk, |mut row, (incident_id, key, alert)| {
+            row.push_bind(key.fingerprint.as_str())
+                .push_bind(format_time(key.starts_at))
+                .push_bind(*incident_id)
+                .push_bind(alert.status.as_str())
+                .push_bind(serde_json::to_string(&alert.labels).expect("map of strings"));
+        });
+        builder.push(
+            " ON CONFLICT (fingerprint, starts_at) DO UPDATE SET incident_id = excluded.incident_id, \
+             status = excluded.status, labels = excluded.labels",
+        );
+        builder
+            .build()
+            .execute(&mut *connection)
+            .await
+            .map_err(error)?;
+    }
+    insert_events_of(connection, &batch.events).await?;
+    for chunk in batch.receipt_ids.chunks(RECEIPT_ROWS_PER_STATEMENT) {
+        let mut builder: QueryBuilder<Sqlite> =
+            QueryBuilder::new("UPDATE webhook_receipts SET processed_at = ");
+        builder.push_bind(format_time(processed_at));
+        builder.push(" WHERE id IN (");
+        let mut separated = builder.separated(", ");
+        for receipt_id in chunk {
+            separated.push_bind(*receipt_id);
+        }
+        builder.push(")");
+        builder
+            .build()
+            .execute(&mut *connection)
+            .await
+            .map_err(error)?;
+    }
+    Ok(())
+}
+
+/// Writes each incident's header as the last step left it.
+async fn update_headers(
+    connection: &mut Connection,
+    headers: &BTreeMap<i64, (Incident, Timestamp)>,
+) -> Result<(), StorageError> {
+    const OPERATION: &str = "update_incident_headers";
+    for (incident_id, (incident, at)) in headers {
+        let header =
+            IncidentHeader::of(incident).map_err(|source| StorageError::new(OPERATION, source))?;
+        sqlx::query(
+            "UPDATE incidents SET phase = ?, started_at = ?, resolved_at = ?, n_reopened = ?, summary = ?, \
+             classification = ?, published = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(header.phase)
+        .bind(&header.started_at)
+        .bind(&header.resolved_at)
+        .bind(header.n_reopened)
+        .bind(&header.summary)
+        .bind(&header.classification)
+        .bind(&header.published)
+        .bind(format_time(*at))
+        .bind(incident_id)
+        .execute(&mut *connection)
+        .await
+        .map_err(|source| StorageError::new(OPERATION, source))?;
+    }
+    Ok(())
+}
+
+/// An incident's columns as stored.
+struct IncidentHeader {
+    phase: &'static str,
+    started_at: String,
+    resolved_at: Option<String>,
+    n_reopened: i64,
+    summary: String,
+    classification: String,
+    published: Option<String>,
+}
+
+impl IncidentHeader {
+    fn of(incident: &Incident) -> Result<IncidentHeader, serde_json::Error> {
+        let (phase, resolved_at) = match incident.phase {
+            Phase::Open => ("open", None),
+            Phase::Resolved { at } => ("resolved", Some(format_time(at))),
+        };
+        Ok(IncidentHeader {
+            phase,
+            started_at: format_time(incident.started_at),
+            resolved_at,
+            n_reopened: i64::from(incident.n_reopened),
+            summary: serde_json::to_string(&incident.summary)?,
+            classification: serde_json::to_string(&incident.classification)?,
+            published: incident
+                .published
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?,
+        })
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -892,12 +1055,24 @@ pub(super) async fn insert_events(
     incident_id: i64,
     events: &[EventWrite],
 ) -> Result<(), StorageError> {
+    let events: Vec<(i64, EventWrite)> = events
+        .iter()
+        .map(|event| (incident_id, event.clone()))
+        .collect();
+    insert_events_of(connection, &events).await
+}
+
+/// Appends log entries of one or more incidents, in order.
+async fn insert_events_of(
+    connection: &mut Connection,
+    events: &[(i64, EventWrite)],
+) -> Result<(), StorageError> {
     for chunk in events.chunks(ALERT_ROWS_PER_STATEMENT) {
         let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO incident_events (incident_id, at, source, event, detail) ",
         );
-        builder.push_values(chunk, |mut row, event| {
-            row.push_bind(incident_id)
+        builder.push_values(chunk, |mut row, (incident_id, event)| {
+            row.push_bind(*incident_id)
                 .push_bind(format_time(event.at))
                 .push_bind(event.source.as_str())
                 .push_bind(event.event.as_str())
