@@ -9,6 +9,7 @@
 //! drive big-payload --url URL --token T --alerts N [--timeout S]
 //! drive metric      --url URL --series 'name{label="value"}'
 //! drive storage     --url URL
+//! drive fsync       --dir DIR [--count N]
 //! ```
 //!
 //! `fixed-rate` is an open-loop generator: request i is due at start + i/R whatever
@@ -60,6 +61,7 @@ fn run(command: &str, args: &Args) -> Result<(), String> {
         "wait-ready" => wait_ready(args),
         "fixed-rate" => runtime()?.block_on(fixed_rate(args)),
         "big-payload" => runtime()?.block_on(big_payload(args)),
+        "fsync" => fsync(args),
         "storage" => runtime()?.block_on(storage_summary(args)),
         "metric" => runtime()?.block_on(async {
             let url = args.string("url")?;
@@ -95,6 +97,54 @@ fn socket_address(url: &str) -> Result<SocketAddr, String> {
         return Err(format!("{url}: the bench only sends to a loopback address"));
     }
     Ok(address)
+}
+
+/// The disk's own price of durability: `count` times, write 4 KiB and `fdatasync`, once
+/// over blocks already written (as SQLite reuses its write-ahead log) and once at the end
+/// of a growing file (as a fresh log grows). A durable commit cannot be faster, so with c
+/// connections each waiting for its own 2xx, c / this time bounds webhooks per second.
+fn fsync(args: &Args) -> Result<(), String> {
+    let dir = std::path::PathBuf::from(args.string("dir")?);
+    let count: usize = args.number("count", 2000)?;
+    let count = count.clamp(1, 20_000);
+    let block = [0x5a_u8; 4096];
+    let report = |name: &str, append: bool| -> Result<(), String> {
+        use std::os::unix::fs::FileExt as _;
+        let path = dir.join(format!("fsync-probe-{name}"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let blocks: u64 = 64;
+        if !append {
+            for index in 0..blocks {
+                file.write_all_at(&block, index * 4096)
+                    .map_err(|e| e.to_string())?;
+            }
+            file.sync_all().map_err(|e| e.to_string())?;
+        }
+        let mut samples = Vec::with_capacity(count);
+        for index in 0..count as u64 {
+            let offset = if append { index } else { index % blocks } * 4096;
+            file.write_all_at(&block, offset)
+                .map_err(|e| e.to_string())?;
+            let started = Instant::now();
+            file.sync_data().map_err(|e| e.to_string())?;
+            samples.push(started.elapsed());
+        }
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        samples.sort_unstable();
+        println!("{name}_p50_ms={:.3}", millis(percentile(&samples, 50.0)));
+        println!("{name}_p99_ms={:.3}", millis(percentile(&samples, 99.0)));
+        Ok(())
+    };
+    report("overwrite", false)?;
+    report("append", true)?;
+    Ok(())
 }
 
 /// Polls GET /readyz as tightly as it can (a refused connection returns at once; 1 ms
@@ -266,6 +316,12 @@ async fn storage_summary(args: &Args) -> Result<(), String> {
             println!("{operation}_mean_ms={mean:.2}");
             println!("{operation}_count={count}");
         }
+    }
+    // histogram_mean gives seconds as milliseconds; a batch size is a plain count.
+    if let Some((mean_times_1000, _)) =
+        common::histogram_mean(&text, "samsa_relay_ingest_batch_webhooks", "")
+    {
+        println!("ingest_batch_mean={:.1}", mean_times_1000 / 1000.0);
     }
     Ok(())
 }

@@ -30,6 +30,8 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Most receipts in one transaction: bounds how long the write connection is held, so
 /// that ingest and the operators' writes get it in between.
 const MAX_BATCH: usize = 64;
+/// After a batch, how long the next receipts may gather before the worker takes them.
+const GATHER: Duration = Duration::from_millis(10);
 /// Longest pause after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -268,8 +270,19 @@ impl IncidentWorker {
             }
             let outcome = self.process_receipts(MAX_BATCH).await;
             let wait = match outcome {
-                Ok(outcomes) if !outcomes.is_empty() => {
+                Ok(outcomes) if outcomes.len() >= MAX_BATCH => {
                     backoff = Duration::ZERO;
+                    continue;
+                }
+                Ok(outcomes) if !outcomes.is_empty() => {
+                    // Busy: let the next receipts gather for a moment, so that ingest
+                    // gets the write connection more often and batches are larger. The
+                    // first receipt after a quiet spell is still taken at once.
+                    backoff = Duration::ZERO;
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(GATHER) => {}
+                    }
                     continue;
                 }
                 Ok(_) => {
