@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Operator};
 use crate::delivery::email::EmailTransport;
-use crate::delivery::{DeliveryError, RetryPolicy, StepCounts};
+use crate::delivery::{DeliveryError, Outcomes, RetryPolicy, StepCounts};
 use crate::incident_worker::public_link;
 use crate::links::{LinkClaims, LinkPurpose, LinkSigner};
 use crate::metrics::Metrics;
@@ -428,8 +428,7 @@ impl OperatorMailWorker {
             .storage
             .claim_operator_mail(8, Timestamp::now(), timeout * 2 + Duration::from_secs(60))
             .await?;
-        let mut counts = StepCounts::default();
-        let mut results = Vec::new();
+        let mut outcomes = Outcomes::new(self.policy);
         for mail in claimed {
             let outcome = match self.message(
                 &mail.to_address,
@@ -446,34 +445,15 @@ impl OperatorMailWorker {
                 Err(error) => Err(error),
             };
             let now = Timestamp::now();
-            results.push(match outcome {
-                Ok(()) => {
-                    counts.sent += 1;
-                    DeliveryResult::Sent {
-                        outbox_id: mail.mail_id,
-                        at: now,
-                    }
-                }
-                Err(DeliveryError::Transient { reason, retry_after }) => {
-                    counts.retried += 1;
-                    let delay = self.policy.delay(mail.attempt, retry_after);
-                    DeliveryResult::Retry {
-                        outbox_id: mail.mail_id,
-                        next_attempt_at: now + SignedDuration::try_from(delay).unwrap_or(SignedDuration::MAX),
-                        error: reason,
-                    }
-                }
-                Err(DeliveryError::Permanent { reason }) => {
-                    counts.failed += 1;
-                    tracing::error!(to = %mail.to_address, error = %reason, "operator email failed for good");
-                    DeliveryResult::Failed {
-                        outbox_id: mail.mail_id,
-                        at: now,
-                        error: reason,
-                    }
-                }
-            });
+            if let DeliveryResult::Failed { error, .. } =
+                outcomes.add(mail.mail_id, mail.attempt, outcome, now)
+            {
+                tracing::error!(to = %mail.to_address, error = %error, "operator email failed for good");
+            }
         }
+        let Outcomes {
+            results, counts, ..
+        } = outcomes;
         self.storage.record_operator_mail(&results).await?;
         Ok(counts)
     }

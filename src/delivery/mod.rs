@@ -158,6 +158,65 @@ impl StepCounts {
     }
 }
 
+/// The results of one step's sends, to record together, and their counts. Shared by the
+/// delivery worker and the operator mail worker.
+pub struct Outcomes {
+    pub policy: RetryPolicy,
+    pub results: Vec<DeliveryResult>,
+    pub counts: StepCounts,
+}
+
+impl Outcomes {
+    pub fn new(policy: RetryPolicy) -> Outcomes {
+        Outcomes {
+            policy,
+            results: Vec::new(),
+            counts: StepCounts::default(),
+        }
+    }
+
+    /// Adds the outcome of a send of outbox row `outbox_id` (its `attempt`-th): sent; a
+    /// transient failure retried after the policy's delay for that attempt; a permanent
+    /// failure failed for good. Returns the result to record.
+    pub fn add(
+        &mut self,
+        outbox_id: i64,
+        attempt: i64,
+        outcome: Result<(), DeliveryError>,
+        now: Timestamp,
+    ) -> &DeliveryResult {
+        let result = match outcome {
+            Ok(()) => {
+                self.counts.sent += 1;
+                DeliveryResult::Sent { outbox_id, at: now }
+            }
+            Err(DeliveryError::Transient {
+                reason,
+                retry_after,
+            }) => {
+                self.counts.retried += 1;
+                let delay = self.policy.delay(attempt, retry_after);
+                DeliveryResult::Retry {
+                    outbox_id,
+                    next_attempt_at: now
+                        + SignedDuration::try_from(delay).unwrap_or(SignedDuration::MAX),
+                    error: reason,
+                }
+            }
+            Err(DeliveryError::Permanent { reason }) => {
+                self.counts.failed += 1;
+                DeliveryResult::Failed {
+                    outbox_id,
+                    at: now,
+                    error: reason,
+                }
+            }
+        };
+        self.results.push(result);
+        self.results.last().expect("just pushed")
+    }
+}
+
 type RateLimiter = governor::DefaultDirectRateLimiter;
 
 pub struct DeliveryWorker {
@@ -251,62 +310,45 @@ impl DeliveryWorker {
                 (delivery, result)
             });
         }
-        let mut results = Vec::new();
-        let mut counts = StepCounts::default();
+        let mut outcomes = Outcomes::new(self.policy);
         while let Some(joined) = sends.join_next().await {
             let (delivery, result) = joined?;
             let now = Timestamp::now();
-            let outcome = match result {
-                Ok(()) => {
-                    counts.sent += 1;
+            match outcomes.add(delivery.outbox_id, delivery.attempt, result, now) {
+                DeliveryResult::Sent { .. } => {
                     let latency = now.duration_since(delivery.notice.published_at);
                     self.metrics
                         .delivery_latency
                         .with_label_values(&[&self.channel.name])
                         .observe(latency.as_secs_f64().max(0.0));
-                    DeliveryResult::Sent {
-                        outbox_id: delivery.outbox_id,
-                        at: now,
-                    }
                 }
-                Err(DeliveryError::Transient {
-                    reason,
-                    retry_after,
-                }) => {
-                    counts.retried += 1;
-                    let delay = self.policy.delay(delivery.attempt, retry_after);
+                DeliveryResult::Retry {
+                    next_attempt_at,
+                    error,
+                    ..
+                } => {
                     tracing::warn!(
                         channel = %self.channel.name,
                         outbox_id = delivery.outbox_id,
                         attempt = delivery.attempt,
-                        retry_in_seconds = delay.as_secs_f64(),
-                        error = %reason,
+                        retry_in_seconds = next_attempt_at.duration_since(now).as_secs_f64(),
+                        error = %error,
                         "delivery failed; will retry"
                     );
-                    DeliveryResult::Retry {
-                        outbox_id: delivery.outbox_id,
-                        next_attempt_at: now
-                            + SignedDuration::try_from(delay).unwrap_or(SignedDuration::MAX),
-                        error: reason,
-                    }
                 }
-                Err(DeliveryError::Permanent { reason }) => {
-                    counts.failed += 1;
+                DeliveryResult::Failed { error, .. } => {
                     tracing::error!(
                         channel = %self.channel.name,
                         outbox_id = delivery.outbox_id,
-                        error = %reason,
+                        error = %error,
                         "delivery failed permanently; an operator can retry it"
                     );
-                    DeliveryResult::Failed {
-                        outbox_id: delivery.outbox_id,
-                        at: now,
-                        error: reason,
-                    }
                 }
-            };
-            results.push(outcome);
+            }
         }
+        let Outcomes {
+            results, counts, ..
+        } = outcomes;
         let record_timer = self
             .metrics
             .storage_duration

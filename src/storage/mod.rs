@@ -5,6 +5,7 @@
 mod sqlite;
 mod sqlite_followup;
 mod sqlite_operators;
+mod sqlite_outbox;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};

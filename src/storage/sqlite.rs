@@ -1412,23 +1412,15 @@ impl SqliteStorage {
     ) -> Result<Vec<ClaimedDelivery>, StorageError> {
         const OPERATION: &str = "claim_deliveries";
         let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
-        let now_text = format_time(now);
-        let lease_until = format_time(
-            now + jiff::SignedDuration::try_from(lease).unwrap_or(jiff::SignedDuration::MAX),
-        );
         let mut transaction = self.begin_write().await?;
-        let rows = sqlx::query(
-            "UPDATE outbox SET lease_until = ?, attempts = attempts + 1 WHERE id IN ( \
-               SELECT id FROM outbox WHERE channel = ? AND state = 'pending' AND next_attempt_at <= ? \
-               AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at, id LIMIT ?) \
-             RETURNING id, notice_id, channel, recipient, delivery_id, attempts, created_at",
+        let rows = super::sqlite_outbox::claim_due(
+            &mut transaction,
+            &super::sqlite_outbox::OUTBOX,
+            Some(("channel", channel)),
+            max,
+            now,
+            lease,
         )
-        .bind(&lease_until)
-        .bind(channel)
-        .bind(&now_text)
-        .bind(&now_text)
-        .bind(max as i64)
-        .fetch_all(&mut *transaction)
         .await
         .map_err(error)?;
         let mut notices: HashMap<i64, PublishedNoticeRecord> = HashMap::new();
@@ -1466,74 +1458,8 @@ impl SqliteStorage {
     }
 
     pub async fn record_deliveries(&self, results: &[DeliveryResult]) -> Result<(), StorageError> {
-        const OPERATION: &str = "record_deliveries";
-        let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
-        if results.is_empty() {
-            return Ok(());
-        }
-        let mut transaction = self.begin_write().await?;
-        for result in results {
-            match result {
-                DeliveryResult::Sent { outbox_id, at } => {
-                    sqlx::query(
-                        "UPDATE outbox SET state = 'sent', sent_at = ?, lease_until = NULL, last_error = NULL \
-                         WHERE id = ? AND state = 'pending'",
-                    )
-                    .bind(format_time(*at))
-                    .bind(outbox_id)
-                    .execute(&mut *transaction)
-                    .await
-                    .map_err(error)?;
-                }
-                DeliveryResult::Retry {
-                    outbox_id,
-                    next_attempt_at,
-                    error: message,
-                } => {
-                    sqlx::query(
-                        "UPDATE outbox SET next_attempt_at = ?, lease_until = NULL, last_error = ? \
-                         WHERE id = ? AND state = 'pending'",
-                    )
-                    .bind(format_time(*next_attempt_at))
-                    .bind(message)
-                    .bind(outbox_id)
-                    .execute(&mut *transaction)
-                    .await
-                    .map_err(error)?;
-                }
-                DeliveryResult::Failed {
-                    outbox_id,
-                    at,
-                    error: message,
-                } => {
-                    let incident_id: Option<i64> = sqlx::query_scalar(
-                        "UPDATE outbox SET state = 'failed', lease_until = NULL, last_error = ? \
-                         WHERE id = ? AND state = 'pending' \
-                         RETURNING (SELECT incident_id FROM published_notices p WHERE p.id = outbox.notice_id)",
-                    )
-                    .bind(message)
-                    .bind(outbox_id)
-                    .fetch_optional(&mut *transaction)
-                    .await
-                    .map_err(error)?;
-                    if let Some(incident_id) = incident_id {
-                        insert_events(
-                            &mut transaction,
-                            incident_id,
-                            &[EventWrite {
-                                at: *at,
-                                source: "relay".to_owned(),
-                                event: "delivery_failed".to_owned(),
-                                detail: serde_json::json!({"outbox_id": outbox_id, "error": message}),
-                            }],
-                        )
-                        .await?;
-                    }
-                }
-            }
-        }
-        transaction.commit().await.map_err(error)?;
-        Ok(())
+        self.record_sends(&super::sqlite_outbox::OUTBOX, "record_deliveries", results)
+            .await
     }
 
     pub async fn release_delivery_leases(&self) -> Result<u64, StorageError> {

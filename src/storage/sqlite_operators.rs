@@ -11,6 +11,7 @@ use super::sqlite::{
     Connection, INCIDENT_COLUMNS, SqliteStorage, incident_from_row, insert_draft_version,
     insert_events, parse_kind,
 };
+use super::sqlite_outbox::{OPERATOR_MAIL, claim_due};
 use super::{
     ClaimedOperatorMail, DeliveryResult, DraftFields, EventWrite, IncidentOverview, NextUpdateDue,
     OperatorMailWrite, PendingDraftOverview, StorageError, format_time, parse_time,
@@ -94,24 +95,10 @@ impl SqliteStorage {
     ) -> Result<Vec<ClaimedOperatorMail>, StorageError> {
         const OPERATION: &str = "claim_operator_mail";
         let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
-        let now_text = format_time(now);
-        let lease_until = format_time(
-            now + jiff::SignedDuration::try_from(lease).unwrap_or(jiff::SignedDuration::MAX),
-        );
         let mut transaction = self.begin_write().await?;
-        let rows = sqlx::query(
-            "UPDATE operator_mail SET lease_until = ?, attempts = attempts + 1 WHERE id IN ( \
-               SELECT id FROM operator_mail WHERE state = 'pending' AND next_attempt_at <= ? \
-               AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at, id LIMIT ?) \
-             RETURNING id, dedupe_key, purpose, incident_id, to_address, subject, body, attempts",
-        )
-        .bind(&lease_until)
-        .bind(&now_text)
-        .bind(&now_text)
-        .bind(max as i64)
-        .fetch_all(&mut *transaction)
-        .await
-        .map_err(error)?;
+        let rows = claim_due(&mut transaction, &OPERATOR_MAIL, None, max, now, lease)
+            .await
+            .map_err(error)?;
         transaction.commit().await.map_err(error)?;
         let mut claimed = rows
             .iter()
@@ -137,46 +124,8 @@ impl SqliteStorage {
         &self,
         results: &[DeliveryResult],
     ) -> Result<(), StorageError> {
-        const OPERATION: &str = "record_operator_mail";
-        let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
-        if results.is_empty() {
-            return Ok(());
-        }
-        let mut transaction = self.begin_write().await?;
-        for result in results {
-            let query = match result {
-                DeliveryResult::Sent { outbox_id, at } => sqlx::query(
-                    "UPDATE operator_mail SET state = 'sent', sent_at = ?, lease_until = NULL, last_error = NULL \
-                     WHERE id = ? AND state = 'pending'",
-                )
-                .bind(format_time(*at))
-                .bind(outbox_id),
-                DeliveryResult::Retry {
-                    outbox_id,
-                    next_attempt_at,
-                    error: message,
-                } => sqlx::query(
-                    "UPDATE operator_mail SET next_attempt_at = ?, lease_until = NULL, last_error = ? \
-                     WHERE id = ? AND state = 'pending'",
-                )
-                .bind(format_time(*next_attempt_at))
-                .bind(message.clone())
-                .bind(outbox_id),
-                DeliveryResult::Failed {
-                    outbox_id,
-                    error: message,
-                    ..
-                } => sqlx::query(
-                    "UPDATE operator_mail SET state = 'failed', lease_until = NULL, last_error = ? \
-                     WHERE id = ? AND state = 'pending'",
-                )
-                .bind(message.clone())
-                .bind(outbox_id),
-            };
-            query.execute(&mut *transaction).await.map_err(error)?;
-        }
-        transaction.commit().await.map_err(error)?;
-        Ok(())
+        self.record_sends(&OPERATOR_MAIL, "record_operator_mail", results)
+            .await
     }
 
     pub async fn operator_mail(
