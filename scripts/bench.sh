@@ -243,7 +243,10 @@ internals() {
         RESULT[$prefix.$key]="${RESULT[$prefix.$key]:--}"
     done
 }
-backlog() { sqlite3 "$WORK/$1/relay.db" "SELECT count(*) FROM webhook_receipts WHERE processed_at IS NULL"; }
+backlog() {
+    sqlite3 "$WORK/$1/relay.db" \
+        "SELECT count(*) FROM webhook_receipts WHERE id > (SELECT COALESCE(MAX(receipt_id), 0) FROM receipts_processed)"
+}
 
 # ---------------------------------------------------------------------------------------
 step "The ceiling"

@@ -487,3 +487,110 @@ async fn stored_webhooks_survive_a_restart() {
     assert_eq!(resend.json::<Value>().await.unwrap()["duplicate"], true);
     again.stop().await;
 }
+
+/// A database written before migration 0006 (when a receipt's own `processed_at` marked
+/// it) keeps its backlog exactly: processed receipts stay processed, the rest is still
+/// waiting, in order.
+#[tokio::test]
+async fn a_database_from_before_receipts_processed_keeps_its_backlog() {
+    use sha2::{Digest as _, Sha384};
+
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let path = folder.path().join("relay.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let mut connection = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    let earlier: [(i64, &str, &str); 5] = [
+        (
+            1,
+            "ingest",
+            include_str!("../migrations/sqlite/0001_ingest.sql"),
+        ),
+        (
+            2,
+            "incidents",
+            include_str!("../migrations/sqlite/0002_incidents.sql"),
+        ),
+        (
+            3,
+            "publishing",
+            include_str!("../migrations/sqlite/0003_publishing.sql"),
+        ),
+        (
+            4,
+            "operators",
+            include_str!("../migrations/sqlite/0004_operators.sql"),
+        ),
+        (
+            5,
+            "followup",
+            include_str!("../migrations/sqlite/0005_followup.sql"),
+        ),
+    ];
+    sqlx::raw_sql(
+        "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
+         installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL, \
+         checksum BLOB NOT NULL, execution_time BIGINT NOT NULL)",
+    )
+    .execute(&mut connection)
+    .await
+    .unwrap();
+    for (version, description, sql) in earlier {
+        sqlx::raw_sql(sql).execute(&mut connection).await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (?, ?, TRUE, ?, 0)",
+        )
+        .bind(version)
+        .bind(description)
+        .bind(Sha384::digest(sql.as_bytes()).to_vec())
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    }
+    for (id, processed_at) in [
+        (1, Some("2026-11-28T04:12:01.000000000Z")),
+        (2, Some("2026-11-28T04:12:02.000000000Z")),
+        (3, None),
+        (4, None),
+    ] {
+        let body = samsa_down("kommun-mark", &format!("f{id}"), "firing").to_string();
+        sqlx::query(
+            "INSERT INTO webhook_receipts (id, dedupe_key, received_at, group_key, status, receiver, \
+             external_url, n_alerts, truncated_alerts, payload, processed_at) \
+             VALUES (?, ?, '2026-11-28T04:12:00.000000000Z', 'g', 'firing', 'samsa-relay', 'http://am', 1, 0, ?, ?)",
+        )
+        .bind(id)
+        .bind(format!("key-{id}"))
+        .bind(body)
+        .bind(processed_at)
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    }
+    connection.close().await.unwrap();
+
+    let config = common::config_with_tables(folder.path(), "");
+    let app = samsa_relay::app::App::build(config)
+        .await
+        .expect("the app migrates and starts");
+    assert_eq!(
+        app.state().storage.n_unprocessed_receipts().await.unwrap(),
+        2
+    );
+    let outcome = app.worker().process_next_receipt().await.unwrap();
+    assert!(
+        matches!(
+            outcome,
+            samsa_relay::incident_worker::StepOutcome::Processed { receipt_id: 3, .. }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        app.state().storage.n_unprocessed_receipts().await.unwrap(),
+        1
+    );
+}

@@ -240,6 +240,10 @@ impl SqliteStorage {
 /// The operation name of storing webhooks, in errors and metrics.
 const STORE_NOTIFICATION: &str = "store_notification";
 
+/// The highest receipt id the incident worker has processed (0 for none): receipts are
+/// processed in id order and ids only grow, so every receipt above it is waiting.
+const LAST_PROCESSED: &str = "(SELECT COALESCE(MAX(receipt_id), 0) FROM receipts_processed)";
+
 /// Rows per multi-row INSERT of receipts: 9 parameters each.
 const RECEIPT_ROWS_PER_STATEMENT: usize = 1_000;
 
@@ -556,10 +560,12 @@ impl SqliteStorage {
     }
 
     pub async fn n_unprocessed_receipts(&self) -> Result<i64, StorageError> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM webhook_receipts WHERE processed_at IS NULL")
-            .fetch_one(&self.reader)
-            .await
-            .map_err(|source| StorageError::new("n_unprocessed_receipts", source))
+        sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM webhook_receipts WHERE id > {LAST_PROCESSED}"
+        ))
+        .fetch_one(&self.reader)
+        .await
+        .map_err(|source| StorageError::new("n_unprocessed_receipts", source))
     }
 }
 
@@ -568,9 +574,10 @@ pub(super) async fn next_unprocessed_receipts(
     limit: usize,
 ) -> Result<Vec<UnprocessedReceipt>, StorageError> {
     const OPERATION: &str = "next_unprocessed_receipts";
-    let rows = sqlx::query(
-        "SELECT id, received_at, payload FROM webhook_receipts WHERE processed_at IS NULL ORDER BY id LIMIT ?",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT id, received_at, payload FROM webhook_receipts WHERE id > {LAST_PROCESSED} \
+             ORDER BY id LIMIT ?"
+    ))
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(&mut *connection)
     .await
@@ -903,16 +910,13 @@ pub(super) async fn finish_incident_batch(
             .map_err(error)?;
     }
     insert_events_of(connection, &batch.events).await?;
+    let processed_at = format_time(processed_at);
     for chunk in batch.receipt_ids.chunks(RECEIPT_ROWS_PER_STATEMENT) {
         let mut builder: QueryBuilder<Sqlite> =
-            QueryBuilder::new("UPDATE webhook_receipts SET processed_at = ");
-        builder.push_bind(format_time(processed_at));
-        builder.push(" WHERE id IN (");
-        let mut separated = builder.separated(", ");
-        for receipt_id in chunk {
-            separated.push_bind(*receipt_id);
-        }
-        builder.push(")");
+            QueryBuilder::new("INSERT INTO receipts_processed (receipt_id, processed_at) ");
+        builder.push_values(chunk, |mut row, receipt_id| {
+            row.push_bind(*receipt_id).push_bind(processed_at.as_str());
+        });
         builder
             .build()
             .execute(&mut *connection)
