@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use common::{TestApp, alert, payload};
 use jiff::Timestamp;
-use samsa_relay::alertmanager::Notification;
 use samsa_relay::app::App;
 use samsa_relay::classify::Level;
 use samsa_relay::followup::{
@@ -138,18 +137,7 @@ fn check_golden(name: &str, actual: &str) {
 
 /// Stores a webhook as if it arrived at `received` and runs the worker's step on it.
 async fn arrive(app: &App, received: &str, body: &Value) {
-    let text = body.to_string();
-    let notification = Notification::parse(text.as_bytes()).expect("a valid payload");
-    app.state()
-        .storage
-        .store_notification(
-            &notification,
-            &notification.dedupe_key(),
-            &text,
-            at(received),
-        )
-        .await
-        .expect("stored");
+    common::store_at(&app.state().storage, at(received), body).await;
     app.worker()
         .process_next_receipt()
         .await

@@ -382,7 +382,6 @@ async fn everything_written(
 
 #[tokio::test]
 async fn a_batch_of_receipts_writes_exactly_what_one_step_per_receipt_writes() {
-    use samsa_relay::alertmanager::Notification;
     use samsa_relay::incident_worker::StepOutcome;
 
     let mut apps = Vec::new();
@@ -393,18 +392,7 @@ async fn a_batch_of_receipts_writes_exactly_what_one_step_per_receipt_writes() {
             .await
             .expect("app builds");
         for (received_at, body) in two_outages() {
-            let text = body.to_string();
-            let notification = Notification::parse(text.as_bytes()).expect("a valid payload");
-            app.state()
-                .storage
-                .store_notification(
-                    &notification,
-                    &notification.dedupe_key(),
-                    &text,
-                    received_at,
-                )
-                .await
-                .expect("stored");
+            common::store_at(&app.state().storage, received_at, &body).await;
         }
         apps.push((app, folder));
     }

@@ -343,6 +343,21 @@ const ACTORS: [&str; 8] = [
     "kommun-okand",
 ];
 
+/// A generated webhook's alerts as correlation input.
+fn generated_updates(alerts: &[GeneratedAlert]) -> Vec<AlertUpdate> {
+    alerts
+        .iter()
+        .map(|(fingerprint, firing, start, actor)| {
+            update(
+                &format!("f{fingerprint}"),
+                if *firing { Firing } else { Resolved },
+                ACTORS[*actor as usize],
+                *start as i64 * 20,
+            )
+        })
+        .collect()
+}
+
 fn run(
     sequence: &[GeneratedWebhook],
 ) -> (BTreeMap<i64, Incident>, BTreeMap<AlertKey, AlertStatus>) {
@@ -353,17 +368,7 @@ fn run(
     let mut minute = 0;
     for (step_minutes, alerts) in sequence {
         minute += step_minutes;
-        let updates: Vec<AlertUpdate> = alerts
-            .iter()
-            .map(|(fingerprint, firing, start, actor)| {
-                update(
-                    &format!("f{fingerprint}"),
-                    if *firing { Firing } else { Resolved },
-                    ACTORS[*actor as usize],
-                    *start as i64 * 20,
-                )
-            })
-            .collect();
+        let updates = generated_updates(alerts);
         for update in &updates {
             let status = effective.entry(update.key.clone()).or_insert(update.status);
             if update.status == Resolved {
@@ -421,17 +426,7 @@ proptest! {
         let mut minute = 0;
         for (step_minutes, alerts) in &sequence {
             minute += step_minutes;
-            let updates: Vec<AlertUpdate> = alerts
-                .iter()
-                .map(|(fingerprint, firing, start, actor)| {
-                    update(
-                        &format!("f{fingerprint}"),
-                        if *firing { Firing } else { Resolved },
-                        ACTORS[*actor as usize],
-                        *start as i64 * 20,
-                    )
-                })
-                .collect();
+            let updates = generated_updates(alerts);
             let step = engine.apply(&updates, at(minute), &config, &inventory, &mut Vec::new());
             let Some(latest) = &engine.latest else { continue };
             let recount = FiringScopes::of(latest, &config);

@@ -174,6 +174,26 @@ pub fn alert(fingerprint: &str, status: &str, labels: Value, starts_at: &str) ->
     })
 }
 
+/// Stores a webhook body as if it had arrived at `received_at`, past HTTP and the clock.
+pub async fn store_at(
+    storage: &samsa_relay::storage::Storage,
+    received_at: jiff::Timestamp,
+    body: &Value,
+) -> samsa_relay::storage::StoredReceipt {
+    let text = body.to_string();
+    let notification =
+        samsa_relay::alertmanager::Notification::parse(text.as_bytes()).expect("a valid payload");
+    storage
+        .store_notification(
+            &notification,
+            &notification.dedupe_key(),
+            &text,
+            received_at,
+        )
+        .await
+        .expect("stored")
+}
+
 /// A whole webhook payload around `alerts`.
 pub fn payload(status: &str, alerts: Vec<Value>) -> Value {
     json!({
