@@ -75,6 +75,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// (certificate chain, private key) PEM files when the relay serves HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (for per-client limits).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -279,6 +281,11 @@ pub struct RawServer {
     pub tls_certificate_file: Option<String>,
     /// PEM private key for `tls_certificate_file`.
     pub tls_key_file: Option<String>,
+    /// Addresses or networks (CIDR) of the reverse proxies in front of the relay. A request
+    /// from one of them is counted, for the per-client limits of the public pages, under
+    /// the address its `X-Forwarded-For` gives. Empty: every request counts under its own
+    /// connection's address.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -291,6 +298,7 @@ impl Default for RawServer {
             max_connections: 1024,
             header_read_timeout: "10s".to_owned(),
             request_timeout: "30s".to_owned(),
+            trusted_proxies: Vec::new(),
             tls_certificate_file: None,
             tls_key_file: None,
         }
@@ -591,6 +599,16 @@ impl Config {
             "server.request_timeout",
             parse_duration(&raw.server.request_timeout),
         );
+        let mut trusted_proxies = Vec::with_capacity(raw.server.trusted_proxies.len());
+        for (index, text) in raw.server.trusted_proxies.iter().enumerate() {
+            match parse_network(text) {
+                Some(network) => trusted_proxies.push(network),
+                None => problems.push(
+                    &format!("server.trusted_proxies[{index}]"),
+                    format!("{text:?} is not an IP address or a network such as 10.0.0.0/8"),
+                ),
+            }
+        }
         let tls = match (&raw.server.tls_certificate_file, &raw.server.tls_key_file) {
             (Some(certificate), Some(key)) => {
                 match crate::http::server::tls_acceptor(Path::new(certificate), Path::new(key)) {
@@ -759,6 +777,7 @@ impl Config {
                 header_read_timeout: header_read_timeout.expect("checked"),
                 request_timeout: request_timeout.expect("checked"),
                 tls,
+                trusted_proxies,
             },
             database: DatabaseConfig {
                 url: database_url.expect("checked"),
@@ -840,6 +859,16 @@ impl RawConfig {
 
 #[derive(Default)]
 struct Problems(Vec<ConfigProblem>);
+
+/// `10.0.0.0/8`, `fd00::/8`, or one address (a network of one).
+fn parse_network(text: &str) -> Option<ipnet::IpNet> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>().ok().or_else(|| {
+        text.parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
+}
 
 impl Problems {
     fn push(&mut self, path: &str, message: impl Into<String>) {
@@ -1178,6 +1207,7 @@ secret = "a-link-secret-that-is-long-enough-0123"
 listen = "nowhere"
 public_url = "ftp://x"
 colour = "blue"
+trusted_proxies = ["10.0.0.0/8", "the ingress"]
 [database]
 url = "mysql://x"
 busy_timeout = "soon"
@@ -1197,6 +1227,7 @@ key = 1
             .collect();
         for expected in [
             "server.colour",
+            "server.trusted_proxies[1]",
             "extra",
             "server.listen",
             "server.public_url",

@@ -182,3 +182,35 @@ async fn a_client_flooding_the_public_endpoints_is_slowed_with_429() {
     assert_eq!(app.get("/healthz").await.status(), 200);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    let app = spawn_app_with(r#"trusted_proxies = ["127.0.0.1"]"#, "", "").await;
+    let url = format!("{}/public/status.json", app.address);
+    let get_as = |forwarded: &'static str| {
+        app.client
+            .get(&url)
+            .header("x-forwarded-for", forwarded)
+            .send()
+    };
+    // One client behind the proxy floods: it is limited.
+    let mut n_limited = 0;
+    for _ in 0..400 {
+        match get_as("198.51.100.7").await.unwrap().status().as_u16() {
+            200 => {}
+            429 => n_limited += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(n_limited > 0, "the flood is limited");
+    // Another client behind the same proxy is not, even when the flooding client's address
+    // comes first in its header: only the hop the proxy appended counts.
+    for forwarded in ["198.51.100.8", "198.51.100.7, 198.51.100.9"] {
+        assert_eq!(
+            get_as(forwarded).await.unwrap().status(),
+            200,
+            "{forwarded}"
+        );
+    }
+    app.stop().await;
+}

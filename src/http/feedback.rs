@@ -415,8 +415,11 @@ async fn feedback_submit(
         field(&form, "message"),
     );
     // Every POST takes a token before any database work: a refused flood costs a parse.
-    let client =
-        FeedbackLimiter::key(connection.map(|Extension(ConnectInfo(address))| address.ip()));
+    let client = FeedbackLimiter::key(super::client_address(
+        &state.config.server.trusted_proxies,
+        connection.map(|Extension(ConnectInfo(address))| address.ip()),
+        &headers,
+    ));
     if let Err(wait) = limiter.check(client) {
         let mut response = feedback_page(
             &state,

@@ -102,7 +102,10 @@ pub fn router(state: AppState) -> Router {
                     "/public/feed.atom",
                     get(public::feed_atom).options(public::preflight),
                 )
-                .route_layer(middleware::from_fn(limit_public_reads)),
+                .route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    limit_public_reads,
+                )),
         )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -176,11 +179,59 @@ static PUBLIC_READ_LIMITER: std::sync::LazyLock<feedback::FeedbackLimiter> =
         )
     });
 
-async fn limit_public_reads(request: Request, next: Next) -> Response {
-    let client = request
+/// The client's address for per-client limits: the connection's peer, or, when the peer
+/// is one of `server.trusted_proxies`, the nearest address in `X-Forwarded-For` (read
+/// from the right) that is not a trusted proxy itself. A client cannot choose its key by
+/// sending the header: only what trusted proxies appended is read.
+pub fn client_address(
+    trusted_proxies: &[ipnet::IpNet],
+    peer: Option<std::net::IpAddr>,
+    headers: &axum::http::HeaderMap,
+) -> Option<std::net::IpAddr> {
+    let is_trusted = |address: &std::net::IpAddr| {
+        let address = address.to_canonical();
+        trusted_proxies
+            .iter()
+            .any(|network| network.contains(&address))
+    };
+    let mut client = peer?;
+    if !is_trusted(&client) {
+        return Some(client);
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in hops.iter().rev() {
+        // A malformed entry ends the trusted chain: nothing left of it can be believed.
+        let Ok(address) = hop.parse::<std::net::IpAddr>() else {
+            break;
+        };
+        client = address;
+        if !is_trusted(&address) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+async fn limit_public_reads(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|info| info.0.ip());
+    let client = client_address(
+        &state.config.server.trusted_proxies,
+        peer,
+        request.headers(),
+    );
     match PUBLIC_READ_LIMITER.check(feedback::FeedbackLimiter::key(client)) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
@@ -192,5 +243,73 @@ async fn limit_public_reads(request: Request, next: Next) -> Response {
             )
                 .into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod client_address_tests {
+    use std::net::IpAddr;
+
+    use axum::http::HeaderMap;
+
+    use super::client_address;
+
+    fn networks(texts: &[&str]) -> Vec<ipnet::IpNet> {
+        texts.iter().map(|text| text.parse().unwrap()).collect()
+    }
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append("x-forwarded-for", value.parse().unwrap());
+        }
+        headers
+    }
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
+        let trusted = networks(&["10.0.0.0/8"]);
+        let headers = forwarded(&["203.0.113.9"]);
+        assert_eq!(
+            client_address(&trusted, ip("198.51.100.7"), &headers),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            client_address(&[], ip("10.1.2.3"), &headers),
+            ip("10.1.2.3")
+        );
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_nearest_untrusted_hop_is_the_client() {
+        let trusted = networks(&["10.0.0.0/8", "192.0.2.1/32"]);
+        // The client put a made-up address first; the proxies appended the real one.
+        let headers = forwarded(&["203.0.113.9, 198.51.100.7", "192.0.2.1"]);
+        assert_eq!(
+            client_address(&trusted, ip("10.0.0.5"), &headers),
+            ip("198.51.100.7")
+        );
+        // No header: the proxy itself.
+        assert_eq!(
+            client_address(&trusted, ip("10.0.0.5"), &HeaderMap::new()),
+            ip("10.0.0.5")
+        );
+        // A malformed entry ends the chain at the last address that could be read.
+        let headers = forwarded(&["198.51.100.7, nonsense, 10.0.0.9"]);
+        assert_eq!(
+            client_address(&trusted, ip("10.0.0.5"), &headers),
+            ip("10.0.0.9")
+        );
+        // An IPv4 peer seen as IPv4-mapped IPv6 is still trusted.
+        let headers = forwarded(&["198.51.100.7"]);
+        assert_eq!(
+            client_address(&trusted, ip("::ffff:10.0.0.5"), &headers),
+            ip("198.51.100.7")
+        );
+        assert_eq!(client_address(&trusted, None, &headers), None);
     }
 }
