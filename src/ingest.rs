@@ -20,6 +20,11 @@ use crate::storage::{NewReceipt, Storage, StorageError, StoredReceipt};
 /// worker and the operators' writes get the write connection in between.
 pub const MAX_BATCH: usize = 256;
 
+/// Most payload bytes in one commit: a storm of 10,000-alert webhooks (3 MB each) is
+/// committed a few at a time, so that no transaction (and write-ahead log) grows huge. A
+/// larger webhook is committed alone.
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
 /// What happened to an accepted webhook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IngestOutcome {
@@ -99,55 +104,87 @@ impl IngestQueue {
 }
 
 /// Takes whatever is queued (at least one, at most [`MAX_BATCH`]), stores it in one
-/// transaction and answers each request. A request that gave up meanwhile (its deadline
-/// passed and it answered 503) is still stored: the resend is then a duplicate, and
-/// nothing that was received is lost.
+/// transaction per [`MAX_BATCH_BYTES`] and answers each request. A request that gave up
+/// meanwhile (its deadline passed and it answered 503) is still stored: the resend is
+/// then a duplicate, and nothing that was received is lost.
 async fn run_committer(storage: Storage, metrics: Metrics, mut receiver: mpsc::Receiver<Pending>) {
-    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let receipts: Vec<NewReceipt<'_>> = batch
+    let mut queued: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    while receiver.recv_many(&mut queued, MAX_BATCH).await > 0 {
+        let sizes: Vec<usize> = queued
             .iter()
-            .map(|pending| NewReceipt {
-                notification: &pending.notification,
-                dedupe_key: &pending.dedupe_key,
-                raw_payload: &pending.raw_payload,
-                received_at: pending.received_at,
-            })
+            .map(|pending| pending.raw_payload.len())
             .collect();
-        let result = {
-            let _timer = metrics
-                .storage_duration
-                .with_label_values(&["store_notification"])
-                .start_timer();
-            storage.store_notifications(&receipts).await
-        };
-        drop(receipts);
-        metrics.ingest_batch_size.observe(batch.len() as f64);
-        match result {
-            Ok(stored) => {
-                for (pending, receipt) in batch.drain(..).zip(stored) {
-                    let _ = pending.reply.send(Ok(receipt));
-                }
+        let mut rest = queued.drain(..);
+        for n_in_batch in batch_lengths(&sizes, MAX_BATCH_BYTES) {
+            let batch: Vec<Pending> = rest.by_ref().take(n_in_batch).collect();
+            commit_batch(&storage, &metrics, batch).await;
+        }
+    }
+}
+
+/// Splits queued webhooks of these payload sizes into consecutive batches of at most
+/// `max_bytes` each (a larger one alone); returns each batch's length.
+fn batch_lengths(sizes: &[usize], max_bytes: usize) -> Vec<usize> {
+    let mut lengths = Vec::new();
+    let (mut length, mut bytes) = (0_usize, 0_usize);
+    for &size in sizes {
+        if length > 0 && bytes.saturating_add(size) > max_bytes {
+            lengths.push(length);
+            (length, bytes) = (0, 0);
+        }
+        length += 1;
+        bytes = bytes.saturating_add(size);
+    }
+    if length > 0 {
+        lengths.push(length);
+    }
+    lengths
+}
+
+/// Stores one batch in one transaction and answers each of its requests.
+async fn commit_batch(storage: &Storage, metrics: &Metrics, batch: Vec<Pending>) {
+    let receipts: Vec<NewReceipt<'_>> = batch
+        .iter()
+        .map(|pending| NewReceipt {
+            notification: &pending.notification,
+            dedupe_key: &pending.dedupe_key,
+            raw_payload: &pending.raw_payload,
+            received_at: pending.received_at,
+        })
+        .collect();
+    let result = {
+        let _timer = metrics
+            .storage_duration
+            .with_label_values(&["store_notification"])
+            .start_timer();
+        storage.store_notifications(&receipts).await
+    };
+    drop(receipts);
+    metrics.ingest_batch_size.observe(batch.len() as f64);
+    match result {
+        Ok(stored) => {
+            for (pending, receipt) in batch.into_iter().zip(stored) {
+                let _ = pending.reply.send(Ok(receipt));
             }
-            Err(error) => {
-                metrics
-                    .storage_errors
-                    .with_label_values(&[error.operation])
-                    .inc();
-                // Every webhook of the batch gets the error (and answers 503): the first
-                // the error itself, the others its text.
-                let text = format!("{:#}", error.source);
-                let operation = error.operation;
-                let mut first = Some(error);
-                for pending in batch.drain(..) {
-                    let error = first.take().unwrap_or_else(|| {
-                        StorageError::new(
-                            operation,
-                            anyhow::anyhow!("the group commit failed: {text}"),
-                        )
-                    });
-                    let _ = pending.reply.send(Err(error));
-                }
+        }
+        Err(error) => {
+            metrics
+                .storage_errors
+                .with_label_values(&[error.operation])
+                .inc();
+            // Every webhook of the batch gets the error (and answers 503): the first the
+            // error itself, the others its text.
+            let text = format!("{:#}", error.source);
+            let operation = error.operation;
+            let mut first = Some(error);
+            for pending in batch {
+                let error = first.take().unwrap_or_else(|| {
+                    StorageError::new(
+                        operation,
+                        anyhow::anyhow!("the group commit failed: {text}"),
+                    )
+                });
+                let _ = pending.reply.send(Err(error));
             }
         }
     }
@@ -200,4 +237,19 @@ pub async fn ingest_webhook(state: &AppState, body: &[u8]) -> Result<IngestOutco
             .inc_by((n_alerts - n_firing) as u64);
     }
     Ok(IngestOutcome { receipt, n_alerts })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch_lengths;
+
+    #[test]
+    fn batches_are_cut_by_payload_bytes_and_a_large_webhook_goes_alone() {
+        assert_eq!(batch_lengths(&[], 10), Vec::<usize>::new());
+        assert_eq!(batch_lengths(&[3, 3, 3], 10), [3]);
+        assert_eq!(batch_lengths(&[3, 3, 3, 3], 10), [3, 1]);
+        assert_eq!(batch_lengths(&[4, 25, 4, 4], 10), [1, 1, 2]);
+        assert_eq!(batch_lengths(&[25], 10), [1]);
+        assert_eq!(batch_lengths(&[10, 1], 10), [1, 1]);
+    }
 }
