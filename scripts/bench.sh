@@ -53,51 +53,11 @@ fail() {
     exit 1
 }
 
-as_root() {
-    if [[ "$(id -u)" -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        fail "need root or sudo to run: $*"
-    fi
-}
-
-missing_binaries() {
-    local binary
-    for binary in "${REQUIRED_BINARIES[@]}"; do
-        [[ -x "$binary" ]] || printf '%s\n' "$binary"
-    done
-}
-
-POLICY_RC_D=/usr/sbin/policy-rc.d
-CREATED_POLICY_RC_D=0
-remove_policy_rc_d() {
-    if [[ "$CREATED_POLICY_RC_D" -eq 1 ]]; then
-        as_root rm -f "$POLICY_RC_D"
-        CREATED_POLICY_RC_D=0
-    fi
-}
-
-install_packages() {
-    # No packaged daemon may start during the install (policy-rc.d answers 101), and
-    # postfix is told to configure nothing: only its smtp-sink binary is used.
-    if [[ ! -e "$POLICY_RC_D" ]]; then
-        trap remove_policy_rc_d EXIT
-        printf '#!/bin/sh\n# Written by scripts/bench.sh for the install only.\nexit 101\n' \
-            | as_root tee "$POLICY_RC_D" >/dev/null
-        as_root chmod 0755 "$POLICY_RC_D"
-        CREATED_POLICY_RC_D=1
-    fi
-    echo "postfix postfix/main_mailer_type select No configuration" \
-        | as_root debconf-set-selections
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300 update
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef \
-        -o Dpkg::Options::=--force-confold "${APT_PACKAGES[@]}"
-    remove_policy_rc_d
-    trap - EXIT
-}
+# as_root, missing_binaries, install_packages.
+# shellcheck source=scripts/lib/apt.sh
+source "$REPO_ROOT/scripts/lib/apt.sh"
+# postfix is told to configure nothing: only its smtp-sink binary is used.
+DEBCONF_SELECTIONS="postfix postfix/main_mailer_type select No configuration"
 
 step "System packages: ${APT_PACKAGES[*]}"
 missing="$(missing_binaries)"

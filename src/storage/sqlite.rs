@@ -545,16 +545,7 @@ impl SqliteStorage {
         .await
         .map_err(|source| StorageError::new(OPERATION, source))?;
         rows.iter()
-            .map(|row| -> anyhow::Result<EventRecord> {
-                Ok(EventRecord {
-                    event_id: row.try_get("id")?,
-                    incident_id: row.try_get("incident_id")?,
-                    at: parse_time(row.try_get("at")?)?,
-                    source: row.try_get("source")?,
-                    event: row.try_get("event")?,
-                    detail: serde_json::from_str(row.try_get("detail")?)?,
-                })
-            })
+            .map(event_from_row)
             .collect::<anyhow::Result<_>>()
             .map_err(|source| StorageError::new(OPERATION, source))
     }
@@ -909,7 +900,12 @@ pub(super) async fn finish_incident_batch(
             .await
             .map_err(error)?;
     }
-    insert_events_of(connection, &batch.events).await?;
+    let events: Vec<(i64, &EventWrite)> = batch
+        .events
+        .iter()
+        .map(|(incident_id, event)| (*incident_id, event))
+        .collect();
+    insert_events_of(connection, &events).await?;
     let processed_at = format_time(processed_at);
     for chunk in batch.receipt_ids.chunks(RECEIPT_ROWS_PER_STATEMENT) {
         let mut builder: QueryBuilder<Sqlite> =
@@ -1059,17 +1055,14 @@ pub(super) async fn insert_events(
     incident_id: i64,
     events: &[EventWrite],
 ) -> Result<(), StorageError> {
-    let events: Vec<(i64, EventWrite)> = events
-        .iter()
-        .map(|event| (incident_id, event.clone()))
-        .collect();
+    let events: Vec<(i64, &EventWrite)> = events.iter().map(|event| (incident_id, event)).collect();
     insert_events_of(connection, &events).await
 }
 
 /// Appends log entries of one or more incidents, in order.
 async fn insert_events_of(
     connection: &mut Connection,
-    events: &[(i64, EventWrite)],
+    events: &[(i64, &EventWrite)],
 ) -> Result<(), StorageError> {
     for chunk in events.chunks(ALERT_ROWS_PER_STATEMENT) {
         let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -1089,6 +1082,18 @@ async fn insert_events_of(
             .map_err(|source| StorageError::new("insert_events", source))?;
     }
     Ok(())
+}
+
+/// One row of `incident_events` (id, incident_id, at, source, event, detail), read back.
+pub(super) fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<EventRecord> {
+    Ok(EventRecord {
+        event_id: row.try_get("id")?,
+        incident_id: row.try_get("incident_id")?,
+        at: parse_time(row.try_get("at")?)?,
+        source: row.try_get("source")?,
+        event: row.try_get("event")?,
+        detail: serde_json::from_str(row.try_get("detail")?)?,
+    })
 }
 
 pub(super) async fn load_incident_alerts(

@@ -109,16 +109,7 @@ async fn read_events(
     .await
     .map_err(|source| StorageError::new(OPERATION, source))?;
     rows.iter()
-        .map(|row| -> anyhow::Result<EventRecord> {
-            Ok(EventRecord {
-                event_id: row.try_get("id")?,
-                incident_id: row.try_get("incident_id")?,
-                at: parse_time(row.try_get("at")?)?,
-                source: row.try_get("source")?,
-                event: row.try_get("event")?,
-                detail: serde_json::from_str(row.try_get("detail")?)?,
-            })
-        })
+        .map(super::sqlite::event_from_row)
         .collect::<anyhow::Result<_>>()
         .map_err(|source| StorageError::new(OPERATION, source))
 }

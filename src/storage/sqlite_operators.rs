@@ -48,42 +48,16 @@ impl SqliteStorage {
         mails: &[OperatorMailWrite],
         now: Timestamp,
     ) -> Result<u64, StorageError> {
-        const OPERATION: &str = "enqueue_operator_mail";
         if mails.is_empty() {
             return Ok(0);
         }
-        let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
-        let at = format_time(now);
         let mut transaction = self.begin_write().await?;
-        let mut inserted = 0;
-        for chunk in mails.chunks(300) {
-            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO operator_mail (dedupe_key, purpose, incident_id, draft_id, draft_version, to_address, \
-                 subject, body, state, attempts, next_attempt_at, created_at) ",
-            );
-            builder.push_values(chunk, |mut row, mail| {
-                row.push_bind(mail.dedupe_key.as_str())
-                    .push_bind(mail.purpose.as_str())
-                    .push_bind(mail.incident_id)
-                    .push_bind(mail.draft_id)
-                    .push_bind(mail.draft_version)
-                    .push_bind(mail.to_address.as_str())
-                    .push_bind(mail.subject.as_str())
-                    .push_bind(mail.body.as_str())
-                    .push_bind("pending")
-                    .push_bind(0_i64)
-                    .push_bind(at.as_str())
-                    .push_bind(at.as_str());
-            });
-            builder.push(" ON CONFLICT (dedupe_key) DO NOTHING");
-            inserted += builder
-                .build()
-                .execute(&mut *transaction)
-                .await
-                .map_err(error)?
-                .rows_affected();
-        }
-        transaction.commit().await.map_err(error)?;
+        let inserted =
+            super::sqlite_followup::enqueue_operator_mail(&mut transaction, mails, now).await?;
+        transaction
+            .commit()
+            .await
+            .map_err(|source| StorageError::new("enqueue_operator_mail", source))?;
         Ok(inserted)
     }
 
