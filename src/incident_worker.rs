@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::notice::{NoticeInput, NoticeKind, NoticeRenderer, format_swedish_time};
 use crate::storage::{
     CorrelationState, DraftFields, DraftWrite, EventWrite, IncidentBatch, IncidentChange,
-    IncidentWrite, PendingDraft, Storage,
+    IncidentWrite, PendingDraft, ReceivedAlerts, Storage,
 };
 
 /// How often the loop looks again without being woken (watchdog, missed wake-ups).
@@ -131,11 +131,20 @@ impl IncidentWorker {
         }
         let now = Timestamp::now();
         let watchdog_alertname = &self.config.incidents.watchdog_alertname;
+        let mut batch = IncidentBatch::default();
         let parsed: Vec<Option<Vec<AlertUpdate>>> = receipts
             .iter()
             .map(
                 |receipt| match Notification::parse(receipt.payload.as_bytes()) {
-                    Ok(notification) => Some(alert_updates(&notification, watchdog_alertname)),
+                    Ok(notification) => {
+                        let updates = alert_updates(&notification, watchdog_alertname);
+                        batch.received.push(ReceivedAlerts {
+                            receipt_id: receipt.receipt_id,
+                            received_at: receipt.received_at,
+                            alerts: notification.alerts,
+                        });
+                        Some(updates)
+                    }
                     Err(problem) => {
                         // Stored payloads were checked on arrival; one that no longer parses
                         // (after an upgrade, say) must not block every later receipt.
@@ -159,7 +168,6 @@ impl IncidentWorker {
         let mut state = transaction.load_correlation(&keys, previous).await?;
         let mut outcomes = Vec::with_capacity(receipts.len());
         let mut changes = Vec::new();
-        let mut batch = IncidentBatch::default();
         for (receipt, updates) in receipts.iter().zip(parsed) {
             let mut incident_id = None;
             if let Some(updates) = updates {

@@ -170,7 +170,7 @@ async fn an_outage_seen_by_the_probes_is_drafted_confirmed_delivered_and_resolve
         "three of nine is not the whole service"
     );
     assert_eq!(input.classification.level.as_number(), 1);
-    let alerts = app.state.storage.alerts().await.expect("alerts");
+    let alerts = app.alerts_when_processed().await;
     assert!(
         alerts
             .iter()

@@ -40,7 +40,7 @@ async fn a_payload_is_persisted_and_read_back() {
     assert_eq!(receipts[0].status, AlertStatus::Firing);
     assert_eq!(receipts[0].receiver, "samsa-relay");
 
-    let alerts = app.state.storage.alerts().await.unwrap();
+    let alerts = app.alerts_when_processed().await;
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].fingerprint, "f00d");
     assert_eq!(alerts[0].labels["actor"], "kommun-uddevalla");
@@ -78,7 +78,7 @@ async fn a_resend_is_counted_as_duplicate_and_stored_once() {
     assert_eq!(second["duplicate"], true);
     assert_eq!(second["receipt_id"], first["receipt_id"]);
     assert_eq!(app.state.storage.receipts().await.unwrap().len(), 1);
-    assert_eq!(app.state.storage.alerts().await.unwrap().len(), 1);
+    assert_eq!(app.alerts_when_processed().await.len(), 1);
     assert_eq!(
         app.metric("samsa_relay_webhook_duplicates_total").await,
         1.0
@@ -138,7 +138,7 @@ async fn resolution_updates_the_alert_and_a_late_firing_does_not_undo_it() {
         .post_webhook(samsa_down("kommun-lysekil", "abc", "resolved").to_string())
         .await;
     assert_eq!(resolved.status(), 200);
-    let alerts = app.state.storage.alerts().await.unwrap();
+    let alerts = app.alerts_when_processed().await;
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].status, AlertStatus::Resolved);
     assert_eq!(
@@ -150,7 +150,7 @@ async fn resolution_updates_the_alert_and_a_late_firing_does_not_undo_it() {
     let mut late = samsa_down("kommun-lysekil", "abc", "firing");
     late["alerts"][0]["annotations"]["summary"] = json!("late copy");
     assert_eq!(app.post_webhook(late.to_string()).await.status(), 200);
-    let alerts = app.state.storage.alerts().await.unwrap();
+    let alerts = app.alerts_when_processed().await;
     assert_eq!(alerts[0].status, AlertStatus::Resolved);
     assert_eq!(app.state.storage.receipts().await.unwrap().len(), 3);
     app.stop().await;
@@ -212,7 +212,7 @@ async fn one_group_commit_dedupes_within_and_across_batches_and_applies_alerts_i
 
     let receipts = storage.receipts().await.unwrap();
     assert_eq!(receipts.len(), 4);
-    let alerts = storage.alerts().await.unwrap();
+    let alerts = app.alerts_when_processed().await;
     let a1 = alerts
         .iter()
         .find(|alert| alert.fingerprint == "a1")
@@ -362,7 +362,7 @@ async fn unknown_fields_are_accepted() {
     body["alerts"][0]["silencedBy"] = json!([]);
     let response = app.post_webhook(body.to_string()).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(app.state.storage.alerts().await.unwrap().len(), 1);
+    assert_eq!(app.alerts_when_processed().await.len(), 1);
     app.stop().await;
 }
 
@@ -392,7 +392,7 @@ async fn a_10000_alert_payload_is_accepted_and_every_alert_stored() {
     assert_eq!(response.status(), 200);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["alerts"], 10_000);
-    assert_eq!(app.state.storage.alerts().await.unwrap().len(), 10_000);
+    assert_eq!(app.alerts_when_processed().await.len(), 10_000);
     assert_eq!(
         app.metric(r#"samsa_relay_alerts_received_total{status="firing"}"#)
             .await,
@@ -471,7 +471,7 @@ async fn stored_webhooks_survive_a_restart() {
         .await;
     let config_text = common::base_config(app.folder.path(), "", "", "");
     let receipts_before = app.state.storage.receipts().await.unwrap();
-    let alerts_before = app.state.storage.alerts().await.unwrap();
+    let alerts_before = app.alerts_when_processed().await;
     let folder = app.stop().await;
 
     let config = samsa_relay::config::Config::from_toml(&config_text, &Default::default()).unwrap();
@@ -480,7 +480,7 @@ async fn stored_webhooks_survive_a_restart() {
         again.state.storage.receipts().await.unwrap(),
         receipts_before
     );
-    assert_eq!(again.state.storage.alerts().await.unwrap(), alerts_before);
+    assert_eq!(again.alerts_when_processed().await, alerts_before);
     let resend = again
         .post_webhook(samsa_down("kommun-orust", "1", "firing").to_string())
         .await;

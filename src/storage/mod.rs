@@ -151,6 +151,17 @@ pub struct IncidentBatch {
     pub headers: std::collections::BTreeMap<i64, (crate::incident::Incident, Timestamp)>,
     pub alerts: Vec<(i64, AlertKey, TrackedAlert)>,
     pub events: Vec<(i64, EventWrite)>,
+    /// The alerts each receipt carried, in receipt order, for the `alerts` table (the
+    /// latest state of every alert received).
+    pub received: Vec<ReceivedAlerts>,
+}
+
+/// The alerts of one processed receipt.
+#[derive(Debug)]
+pub struct ReceivedAlerts {
+    pub receipt_id: i64,
+    pub received_at: Timestamp,
+    pub alerts: Vec<crate::alertmanager::Alert>,
 }
 
 /// The latest incident after a step, and what the step added to it.
@@ -604,8 +615,9 @@ impl Storage {
         }
     }
 
-    /// Stores a notification and its alerts in one transaction, unless the same
-    /// notification was stored before. Returns only after the commit is durable.
+    /// Stores a notification's receipt in one transaction, unless the same notification
+    /// was stored before. Returns only after the commit is durable. Its alerts reach
+    /// [`Storage::alerts`] when the incident worker processes the receipt.
     pub async fn store_notification(
         &self,
         notification: &Notification,

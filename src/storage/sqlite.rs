@@ -19,8 +19,8 @@ use super::{
     AlertRecord, AlreadyPublished, ClaimedDelivery, CorrelationState, DeliveryResult, DraftFields,
     DraftForPublish, DraftRecord, DraftVersionRecord, DraftWrite, EventRecord, EventWrite,
     IncidentBatch, IncidentRecord, IncidentWrite, NewReceipt, OutboxRecord, PendingDraft,
-    PublicationWrite, PublishedNoticeRecord, ReceiptRecord, StorageError, StoredReceipt,
-    UnprocessedReceipt, format_time, parse_time,
+    PublicationWrite, PublishedNoticeRecord, ReceiptRecord, ReceivedAlerts, StorageError,
+    StoredReceipt, UnprocessedReceipt, format_time, parse_time,
 };
 use crate::alertmanager::{Alert, AlertStatus};
 use crate::incident::{AlertKey, FiringScopes, Incident, IncidentEngine, Phase, TrackedAlert};
@@ -247,8 +247,9 @@ const LAST_PROCESSED: &str = "(SELECT COALESCE(MAX(receipt_id), 0) FROM receipts
 /// Rows per multi-row INSERT of receipts: 9 parameters each.
 const RECEIPT_ROWS_PER_STATEMENT: usize = 1_000;
 
-/// Inserts the receipts of a batch and upserts their alerts, inside the caller's
-/// transaction; one answer per receipt, in order.
+/// Inserts the receipts of a batch inside the caller's transaction; one answer per
+/// receipt, in order. Their alerts go into `alerts` when the incident worker processes
+/// them ([`finish_incident_batch`]), so that a webhook's commit writes its receipt only.
 async fn insert_receipts(
     connection: &mut Connection,
     batch: &[NewReceipt<'_>],
@@ -324,40 +325,45 @@ async fn insert_receipts(
         }
     }
 
-    let mut answers = Vec::with_capacity(batch.len());
-    // The alerts of the new receipts, in arrival order, so that a later webhook's copy of
-    // an alert is applied after an earlier one's.
-    let mut alert_rows: Vec<(&Alert, i64, String)> = Vec::new();
-    for (index, receipt) in batch.iter().enumerate() {
-        let key = receipt.dedupe_key;
-        let is_first = first_of_key.get(key) == Some(&index);
-        let answer = match (inserted.get(key), existing.get(key)) {
-            (Some(&receipt_id), _) => {
-                if is_first {
-                    let updated_at = format_time(receipt.received_at);
-                    for alert in latest_per_key(&receipt.notification.alerts) {
-                        alert_rows.push((alert, receipt_id, updated_at.clone()));
-                    }
-                }
-                StoredReceipt {
+    batch
+        .iter()
+        .enumerate()
+        .map(|(index, receipt)| {
+            let key = receipt.dedupe_key;
+            let is_first = first_of_key.get(key) == Some(&index);
+            match (inserted.get(key), existing.get(key)) {
+                (Some(&receipt_id), _) => Ok(StoredReceipt {
                     receipt_id,
                     duplicate: !is_first,
-                }
-            }
-            (None, Some(&receipt_id)) => StoredReceipt {
-                receipt_id,
-                duplicate: true,
-            },
-            (None, None) => {
-                return Err(StorageError::new(
+                }),
+                (None, Some(&receipt_id)) => Ok(StoredReceipt {
+                    receipt_id,
+                    duplicate: true,
+                }),
+                (None, None) => Err(StorageError::new(
                     STORE_NOTIFICATION,
                     anyhow::anyhow!("receipt {key:?} neither inserted nor found"),
-                ));
+                )),
             }
-        };
-        answers.push(answer);
-    }
+        })
+        .collect()
+}
 
+/// Upserts the alerts the receipts of a batch carried into `alerts`, in receipt order, so
+/// that a later webhook's copy of an alert is applied after an earlier one's.
+async fn upsert_received_alerts(
+    connection: &mut Connection,
+    received: &[ReceivedAlerts],
+) -> Result<(), StorageError> {
+    const OPERATION: &str = "upsert_alerts";
+    let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
+    let mut alert_rows: Vec<(&Alert, i64, String)> = Vec::new();
+    for receipt in received {
+        let updated_at = format_time(receipt.received_at);
+        for alert in latest_per_key(&receipt.alerts) {
+            alert_rows.push((alert, receipt.receipt_id, updated_at.clone()));
+        }
+    }
     for chunk in alert_rows.chunks(ALERT_ROWS_PER_STATEMENT) {
         let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, ends_at, \
@@ -395,7 +401,7 @@ async fn insert_receipts(
             .await
             .map_err(error)?;
     }
-    Ok(answers)
+    Ok(())
 }
 
 /// One alert per (fingerprint, startsAt) of one webhook: a resolved copy wins, otherwise
@@ -877,6 +883,7 @@ pub(super) async fn finish_incident_batch(
             .await
             .map_err(error)?;
     }
+    upsert_received_alerts(connection, &batch.received).await?;
     update_headers(connection, &batch.headers).await?;
     // SQLite applies the rows in order: a later step's copy of an alert wins.
     for chunk in batch.alerts.chunks(ALERT_ROWS_PER_STATEMENT) {

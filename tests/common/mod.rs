@@ -116,6 +116,27 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// The `alerts` table once the incident worker has taken every stored receipt into
+    /// account: it writes each receipt's alerts there as it processes it.
+    pub async fn alerts_when_processed(&self) -> Vec<samsa_relay::storage::AlertRecord> {
+        self.state.incident_wake.notify_one();
+        eventually(
+            "every receipt processed",
+            Duration::from_secs(30),
+            || async {
+                let backlog = self
+                    .state
+                    .storage
+                    .n_unprocessed_receipts()
+                    .await
+                    .expect("backlog");
+                (backlog == 0).then_some(())
+            },
+        )
+        .await;
+        self.state.storage.alerts().await.expect("alerts")
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))
