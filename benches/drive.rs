@@ -10,6 +10,7 @@
 //! drive metric      --url URL --series 'name{label="value"}'
 //! drive storage     --url URL
 //! drive fsync       --dir DIR [--count N]
+//! drive store-floor --dir DIR --batch B --alerts N [--seconds S] [--max-webhooks M]
 //! ```
 //!
 //! `fixed-rate` is an open-loop generator: request i is due at start + i/R whatever
@@ -62,6 +63,7 @@ fn run(command: &str, args: &Args) -> Result<(), String> {
         "fixed-rate" => runtime()?.block_on(fixed_rate(args)),
         "big-payload" => runtime()?.block_on(big_payload(args)),
         "fsync" => fsync(args),
+        "store-floor" => runtime()?.block_on(store_floor(args)),
         "storage" => runtime()?.block_on(storage_summary(args)),
         "metric" => runtime()?.block_on(async {
             let url = args.string("url")?;
@@ -144,6 +146,84 @@ fn fsync(args: &Args) -> Result<(), String> {
     };
     report("overwrite", false)?;
     report("append", true)?;
+    Ok(())
+}
+
+/// The relay's durable store alone, without HTTP or the incident worker: webhooks with
+/// `alerts` alerts each, distinct, stored by `Storage::store_notifications` in batches of
+/// `batch` (one transaction and fsync each, as a group commit of that size) into a fresh
+/// database in `dir`. Only the calls are timed; parsing and keys are made before each.
+/// What the relay can answer per second cannot exceed this at that commit size.
+async fn store_floor(args: &Args) -> Result<(), String> {
+    use samsa_relay::alertmanager::Notification;
+    use samsa_relay::storage::{NewReceipt, SqliteStorage, Storage};
+
+    let dir = std::path::PathBuf::from(args.string("dir")?);
+    let batch: usize = args.number("batch", 16)?;
+    let n_alerts: usize = args.number("alerts", 1)?;
+    let seconds = args.seconds("seconds", 3.0)?;
+    let max_webhooks: u64 = args.number("max-webhooks", 200_000)?;
+    if !(1..=256).contains(&batch) {
+        return Err("--batch must be in 1..=256".to_owned());
+    }
+    let path = dir.join(format!("store-floor-{batch}x{n_alerts}.db"));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let storage = Storage::Sqlite(
+        SqliteStorage::open(&path, Duration::from_secs(5), 0)
+            .await
+            .map_err(|e| format!("{e:#}"))?,
+    );
+    let mut stored: u64 = 0;
+    let mut spent = Duration::ZERO;
+    let mut sequence: u64 = 0;
+    let deadline = Instant::now() + seconds;
+    while Instant::now() < deadline && stored < max_webhooks {
+        let bodies: Vec<String> = (0..batch)
+            .map(|_| {
+                sequence += 1;
+                common::payload(u32::MAX >> 16, sequence, n_alerts)
+            })
+            .collect();
+        let notifications: Vec<Notification> = bodies
+            .iter()
+            .map(|body| Notification::parse(body.as_bytes()).map_err(|e| e.error))
+            .collect::<Result<_, _>>()?;
+        let keys: Vec<String> = notifications.iter().map(Notification::dedupe_key).collect();
+        let at = jiff::Timestamp::now();
+        let receipts: Vec<NewReceipt<'_>> = (0..batch)
+            .map(|index| NewReceipt {
+                notification: &notifications[index],
+                dedupe_key: &keys[index],
+                raw_payload: &bodies[index],
+                received_at: at,
+            })
+            .collect();
+        let started = Instant::now();
+        let answers = storage
+            .store_notifications(&receipts)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        spent += started.elapsed();
+        if answers.iter().any(|answer| answer.duplicate) {
+            return Err("a distinct webhook was taken for a duplicate".to_owned());
+        }
+        stored += batch as u64;
+    }
+    storage.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    println!("webhooks={stored}");
+    println!(
+        "webhooks_per_s={:.0}",
+        stored as f64 / spent.as_secs_f64().max(1e-9)
+    );
+    println!(
+        "commit_ms={:.3}",
+        millis(spent) / (stored as f64 / batch as f64).max(1.0)
+    );
     Ok(())
 }
 

@@ -9,6 +9,9 @@
 #     ratio relay/ceiling;
 #   - sends an open-loop 200 requests/s (benches/drive.rs fixed-rate) and prints p50/p99
 #     counted from when each request was due;
+#   - measures the durable store alone (benches/drive.rs store-floor: no HTTP, no incident
+#     worker) at 1 and 16 webhooks per commit, the bound for any relay that answers after
+#     a durable commit;
 #   - times a 10,000-alert payload from its POST to its committed draft;
 #   - times one notice to 1,000 recipients through a local SMTP server (benches/fanout.rs;
 #     Postfix's smtp-sink, and for comparison the tests' aiosmtpd sink);
@@ -233,6 +236,20 @@ run_wrk() {
 }
 
 declare -A RESULT
+
+step "The durable store alone (no HTTP, no incident worker)"
+# Storage::store_notifications called directly, at the group-commit sizes that 2 and 16
+# connections allow (1 and 16): no relay that answers after a durable commit can answer
+# more webhooks per second than this at that commit size.
+FLOOR_SHAPES=("1 1" "16 1" "1 20" "16 20")
+for shape in "${FLOOR_SHAPES[@]}"; do
+    read -r batch alerts <<<"$shape"
+    out="$("$DRIVE_BIN" store-floor --dir "$WORK" --batch "$batch" --alerts "$alerts" --seconds 3)" \
+        || fail "store-floor failed"
+    echo "batch $batch, $alerts alert(s): $(brief "$out")" >&2
+    RESULT[floor.$batch.$alerts]="$(value webhooks_per_s <<<"$out")"
+    RESULT[floor.$batch.$alerts.commit]="$(value commit_ms <<<"$out")"
+done
 SCENARIOS=()
 for alerts in 1 20; do
     for connections in 2 16; do
@@ -373,6 +390,14 @@ IDLE_MAX_KIB="$(max_of "${IDLE_SAMPLES[@]}")"
             "${RESULT[$scenario.ratio]}"
     done
     echo "  (1a-16c: 1-alert payloads over 16 connections)"
+    echo
+    echo "The durable store alone (Storage::store_notifications, no HTTP, no incident worker), 3 s each:"
+    for shape in "${FLOOR_SHAPES[@]}"; do
+        read -r batch alerts <<<"$shape"
+        printf '  %2s webhook(s) per commit, %2s alert(s): %s webhooks/s, %s ms per commit\n' "$batch" "$alerts" \
+            "${RESULT[floor.$batch.$alerts]}" "${RESULT[floor.$batch.$alerts.commit]}"
+    done
+    echo "  (an upper bound for the relay at 2 connections (1 per commit) and 16 (at most 16))"
     echo
     echo "Inside the relay during those runs (warm-up included):"
     printf '%-10s %8s %6s %9s %8s %9s %11s %9s %10s\n' payload stored dups backlog commits "per commit" "commit ms" \
