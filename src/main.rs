@@ -8,6 +8,11 @@ use samsa_relay::app::{App, shutdown_signal};
 use samsa_relay::cli::{Cli, Command};
 use samsa_relay::config::Config;
 
+/// mimalloc instead of the C library's malloc: under load, glibc's malloc (and its
+/// `malloc_consolidate`) took about 40 % of the relay's CPU (ARCHITECTURE.md, Dependencies).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
