@@ -365,6 +365,9 @@ pub struct RawSmtp {
     pub timeout: String,
     /// Connections kept open to the server.
     pub pool_max_connections: u32,
+    /// PEM file of CA certificates trusted for the SMTP server's certificate, besides the
+    /// built-in public roots: for a server with a certificate from an internal CA.
+    pub ca_file: Option<String>,
 }
 
 impl Default for RawSmtp {
@@ -379,6 +382,7 @@ impl Default for RawSmtp {
             starttls: "starttls".to_owned(),
             timeout: "30s".to_owned(),
             pool_max_connections: 4,
+            ca_file: None,
         }
     }
 }
@@ -823,6 +827,7 @@ impl RawConfig {
         resolve(&mut self.webhook.basic_password_file);
         resolve(&mut self.links.secret_file);
         resolve(&mut self.smtp.password_file);
+        resolve(&mut self.smtp.ca_file);
         resolve(&mut self.inventory.file);
         resolve(&mut self.notices.templates_dir);
         for channel in self
@@ -1243,6 +1248,44 @@ key = 1
             );
         }
         assert_eq!(errors.to_string().lines().count(), errors.0.len());
+    }
+
+    #[test]
+    fn smtp_ca_file_must_hold_certificates() {
+        let folder = tempfile::tempdir().unwrap();
+        let with_ca = |path: &std::path::Path| {
+            format!(
+                "{MINIMAL}\n[smtp]\nurl = \"smtp://mail.example.org\"\nca_file = \"{}\"\n",
+                path.display()
+            )
+        };
+        let problem_of = |path: &std::path::Path| {
+            let errors = Config::from_toml(&with_ca(path), &no_environment()).unwrap_err();
+            let problem = errors
+                .0
+                .iter()
+                .find(|problem| problem.path == "smtp.ca_file")
+                .unwrap_or_else(|| panic!("no smtp.ca_file problem in {errors}"));
+            problem.message.clone()
+        };
+        let missing = folder.path().join("missing.pem");
+        assert!(problem_of(&missing).contains("cannot read"));
+        let key_only = folder.path().join("key.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&key_only, key.serialize_pem()).unwrap();
+        assert!(problem_of(&key_only).contains("no PEM certificate"));
+
+        let ca = folder.path().join("ca.pem");
+        let certificate = rcgen::CertificateParams::new(vec!["mail.example.org".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(&ca, certificate.pem()).unwrap();
+        let config = Config::from_toml(&with_ca(&ca), &no_environment()).unwrap();
+        assert_eq!(
+            config.smtp.details.ca_certificates_pem.as_deref(),
+            Some(certificate.pem().as_bytes())
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct SmtpDetails {
     pub starttls: StartTls,
     pub timeout: Duration,
     pub pool_max_connections: u32,
+    /// `smtp.ca_file`'s certificates (PEM, at least one), trusted besides the public roots.
+    pub ca_certificates_pem: Option<Vec<u8>>,
 }
 
 /// One channel as written under `[channels.NAME]`.
@@ -285,6 +287,15 @@ pub(super) fn check_smtp_details(
         problems.push("smtp.pool_max_connections", "must be at least 1");
         ok = false;
     }
+    let ca_certificates_pem = match raw.ca_file.as_deref().map(read_ca_certificates) {
+        None => None,
+        Some(Ok(pem)) => Some(pem),
+        Some(Err(problem)) => {
+            problems.push("smtp.ca_file", problem);
+            ok = false;
+            None
+        }
+    };
     if !ok {
         return None;
     }
@@ -295,7 +306,24 @@ pub(super) fn check_smtp_details(
         starttls: starttls?,
         timeout: timeout?,
         pool_max_connections: raw.pool_max_connections,
+        ca_certificates_pem,
     })
+}
+
+/// Reads a PEM file that must hold at least one certificate and nothing malformed.
+fn read_ca_certificates(path: &str) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let pem = std::fs::read(path).map_err(|error| format!("cannot read {path}: {error}"))?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("{path}: not PEM certificates: {error}"))?;
+    if certificates.is_empty() {
+        return Err(format!(
+            "{path}: no PEM certificate (BEGIN CERTIFICATE) in it"
+        ));
+    }
+    Ok(pem)
 }
 
 pub(super) fn check_channels(

@@ -36,7 +36,7 @@ use anyhow::Context as _;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::{AsyncSmtpTransportBuilder, PoolConfig};
 use lettre::{
     Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor,
@@ -97,7 +97,14 @@ impl EmailTransport {
             }
             SmtpUrl::Smtp { host, port } | SmtpUrl::Smtps { host, port } => {
                 let tls_parameters = || {
-                    TlsParameters::new(host.clone())
+                    let mut builder = TlsParameters::builder(host.clone());
+                    if let Some(pem) = &details.ca_certificates_pem {
+                        builder = builder.add_root_certificate(
+                            Certificate::from_pem(pem).context("smtp.ca_file")?,
+                        );
+                    }
+                    builder
+                        .build()
                         .with_context(|| format!("cannot set up TLS for {host}"))
                 };
                 let tls = match (&config.smtp.url, details.starttls) {
