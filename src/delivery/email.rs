@@ -15,32 +15,20 @@
 //! else (4xx, connection, TLS, timeouts, a server that lacks a required extension) is
 //! transient. The reason carries the server's own text, never credentials.
 //!
-//! **Timeouts and the pool.** lettre's `timeout` bounds only the TCP connect; reads and
-//! writes have no deadline of their own, so [`super::DeliveryWorker`] wraps every send in
-//! `smtp.timeout` and drops the send's future when it runs out. lettre 0.11 then hands the
-//! connection back to its pool (`PooledConnection`'s `Drop` spawns `Pool::recycle`), and
-//! the pool keeps it, because only an SMTP or I/O *error* marks a connection broken. A
-//! connection cut off mid-command still has the server's late answer in flight; reused,
-//! every reply is off by one (its NOOP check reads the stale `250`), and lettre reports
-//! the next message accepted although the server never got it (`tests/email.rs`, the
-//! stalled-server test, fails that way without the discard). So a send that is dropped
-//! before it finishes discards the whole pool it came from
-//! ([`DiscardPoolIfCancelled`]), and the next send opens fresh connections. The old pool
-//! closes its idle connections when its last user lets go.
+//! **Timeouts and the pool.** The connections are the relay's own pool
+//! ([`super::smtp::SmtpPool`], `TCP_NODELAY`, a connection never outlives a send that was
+//! cut short). Connecting is bounded by `smtp.timeout`; [`super::DeliveryWorker`] wraps
+//! every whole send in `smtp.timeout` as well.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::Context as _;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::transport::smtp::{AsyncSmtpTransportBuilder, PoolConfig};
-use lettre::{
-    Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor,
-};
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
+use lettre::{Address, AsyncFileTransport, AsyncTransport as _, Message, Tokio1Executor};
 
 use crate::config::{ChannelConfig, ChannelContent, Config, SmtpUrl, StartTls};
 use crate::notice::RenderedNotice;
@@ -48,6 +36,7 @@ use crate::storage::ClaimedDelivery;
 use crate::swedish::single_line;
 
 use super::DeliveryError;
+use super::smtp::{Security, SendError, SmtpPool};
 
 /// Longest subject line; the templates keep theirs far shorter.
 const MAX_SUBJECT_CHARS: usize = 250;
@@ -62,25 +51,13 @@ pub struct EmailTransport {
 }
 
 enum TransportInner {
-    Smtp(Box<SmtpPool>),
+    Smtp {
+        /// `host:port`, for reasons and logs.
+        server: String,
+        pool: Box<SmtpPool>,
+    },
     /// `file://FOLDER`: each message a file `UUID.eml` in the folder.
     File(AsyncFileTransport<Tokio1Executor>),
-}
-
-/// lettre's pooled transport, built when first needed (building it spawns the pool's
-/// clean-up task, which needs the runtime) and rebuilt after a send was cut short.
-struct SmtpPool {
-    /// `host:port`, for reasons and logs.
-    server: String,
-    builder: AsyncSmtpTransportBuilder,
-    current: Mutex<Option<PoolGeneration>>,
-    n_built: AtomicU64,
-}
-
-#[derive(Clone)]
-struct PoolGeneration {
-    generation: u64,
-    transport: AsyncSmtpTransport<Tokio1Executor>,
 }
 
 impl EmailTransport {
@@ -96,40 +73,43 @@ impl EmailTransport {
                 TransportInner::File(AsyncFileTransport::<Tokio1Executor>::new(folder))
             }
             SmtpUrl::Smtp { host, port } | SmtpUrl::Smtps { host, port } => {
-                let tls_parameters = || {
+                let ca = details.ca_certificates_pem.as_deref();
+                let starttls = |required: bool| -> anyhow::Result<Security> {
                     let mut builder = TlsParameters::builder(host.clone());
-                    if let Some(pem) = &details.ca_certificates_pem {
+                    if let Some(pem) = ca {
                         builder = builder.add_root_certificate(
                             Certificate::from_pem(pem).context("smtp.ca_file")?,
                         );
                     }
-                    builder
+                    let parameters = builder
                         .build()
-                        .with_context(|| format!("cannot set up TLS for {host}"))
+                        .with_context(|| format!("cannot set up TLS for {host}"))?;
+                    Ok(Security::StartTls {
+                        parameters,
+                        required,
+                    })
                 };
-                let tls = match (&config.smtp.url, details.starttls) {
-                    (SmtpUrl::Smtps { .. }, _) => Tls::Wrapper(tls_parameters()?),
-                    (_, StartTls::Opportunistic) => Tls::Opportunistic(tls_parameters()?),
-                    (_, StartTls::Required) => Tls::Required(tls_parameters()?),
-                    (_, StartTls::Never) => Tls::None,
+                let security = match (&config.smtp.url, details.starttls) {
+                    (SmtpUrl::Smtps { .. }, _) => Security::implicit(host, ca)
+                        .with_context(|| format!("cannot set up TLS for {host}"))?,
+                    (_, StartTls::Opportunistic) => starttls(false)?,
+                    (_, StartTls::Required) => starttls(true)?,
+                    (_, StartTls::Never) => Security::Plain,
                 };
-                let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-                    .port(*port)
-                    .tls(tls)
-                    .timeout(Some(details.timeout))
-                    .pool_config(PoolConfig::new().max_size(details.pool_max_connections));
-                if let Some((username, password)) = &details.credentials {
-                    builder = builder.credentials(Credentials::new(
-                        username.clone(),
-                        password.expose().to_owned(),
-                    ));
-                }
-                TransportInner::Smtp(Box::new(SmtpPool {
+                let credentials = details.credentials.as_ref().map(|(username, password)| {
+                    Credentials::new(username.clone(), password.expose().to_owned())
+                });
+                TransportInner::Smtp {
                     server: format!("{host}:{port}"),
-                    builder,
-                    current: Mutex::new(None),
-                    n_built: AtomicU64::new(0),
-                }))
+                    pool: Box::new(SmtpPool::new(
+                        host.clone(),
+                        *port,
+                        security,
+                        credentials,
+                        details.timeout,
+                        details.pool_max_connections,
+                    )),
+                }
             }
         };
         Ok(EmailTransport {
@@ -148,79 +128,21 @@ impl EmailTransport {
                     "cannot write the message file: {error}"
                 )))),
             },
-            TransportInner::Smtp(pool) => {
-                let current = pool.checkout();
-                let guard = DiscardPoolIfCancelled {
-                    pool,
-                    generation: current.generation,
-                    finished: false,
-                };
-                let result = current.transport.send(message).await;
-                guard.finish();
-                match result {
-                    Ok(response) => {
-                        tracing::debug!(
-                            server = %pool.server,
-                            code = %response.code(),
-                            answer = %single_line(&response.message().collect::<Vec<_>>().join(" "), 200),
-                            "message accepted"
-                        );
-                        Ok(())
-                    }
-                    Err(error) => Err(classify_smtp_error(&pool.server, &error)),
+            TransportInner::Smtp { server, pool } => match pool.send(&message).await {
+                Ok(response) => {
+                    tracing::debug!(
+                        server = %server,
+                        code = %response.code(),
+                        answer = %single_line(&response.message().collect::<Vec<_>>().join(" "), 200),
+                        "message accepted"
+                    );
+                    Ok(())
                 }
-            }
-        }
-    }
-}
-
-impl SmtpPool {
-    fn checkout(&self) -> PoolGeneration {
-        let mut current = self.current.lock().expect("smtp pool lock");
-        current
-            .get_or_insert_with(|| PoolGeneration {
-                generation: self.n_built.fetch_add(1, Ordering::Relaxed),
-                transport: self.builder.clone().build(),
-            })
-            .clone()
-    }
-
-    /// Forgets the pool of `generation` (if it is still the current one); sends in flight
-    /// on it finish, and it closes its connections when the last of them is done.
-    fn discard(&self, generation: u64) {
-        let mut current = self.current.lock().expect("smtp pool lock");
-        if current
-            .as_ref()
-            .is_some_and(|pool| pool.generation == generation)
-        {
-            *current = None;
-            tracing::warn!(
-                server = %self.server,
-                "an SMTP send was cut short; its connections are not reused"
-            );
-        }
-    }
-}
-
-/// Discards the pool a send took its connection from when the send's future is dropped
-/// before it finished (the worker's timeout), because lettre would put that connection,
-/// in an unknown state, back into the pool.
-struct DiscardPoolIfCancelled<'a> {
-    pool: &'a SmtpPool,
-    generation: u64,
-    finished: bool,
-}
-
-impl DiscardPoolIfCancelled<'_> {
-    fn finish(mut self) {
-        self.finished = true;
-    }
-}
-
-impl Drop for DiscardPoolIfCancelled<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.pool.discard(self.generation);
+                Err(SendError::Smtp(error)) => Err(classify_smtp_error(server, &error)),
+                Err(SendError::Connect(reason)) => Err(DeliveryError::transient(bounded(
+                    &format!("SMTP {server}: {reason}"),
+                ))),
+            },
         }
     }
 }

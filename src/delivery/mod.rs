@@ -10,6 +10,7 @@
 //! operator retries it.
 
 pub mod email;
+pub mod smtp;
 pub mod webhook;
 
 use std::num::NonZeroU32;

@@ -24,7 +24,8 @@ server's behaviour while it runs:
 A rule answers RCPT for recipients matching `pattern` (a regular expression) with
 `reply`, for the first `times` attempts of each recipient (always without `times`).
 While `stall_data` is true the server answers nothing after the message data; when it
-turns false the message is accepted and recorded with "stalled": true.
+turns false the message is accepted and recorded with "stalled": true, even if the client
+has closed the connection meanwhile.
 
 The server exits when its standard input closes (the test process is gone) or after
 --max-seconds, so that it never outlives a test run.
@@ -54,6 +55,8 @@ class Sink:
         self.sequence = 0
         # (rule index, recipient) -> how many times the rule has answered it.
         self.rule_hits = {}
+        # DATA handlings in progress, kept until done (see handle_DATA).
+        self.handling = set()
 
     def control(self):
         if not self.control_path:
@@ -94,6 +97,15 @@ class Sink:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        # A real server that has the whole message delivers it even when the client hangs
+        # up before the answer (Postfix has queued it by then). aiosmtpd cancels the
+        # handler when the connection closes, so the handling is shielded and kept.
+        handling = asyncio.ensure_future(self.accept_data(session, envelope))
+        self.handling.add(handling)
+        handling.add_done_callback(self.handling.discard)
+        return await asyncio.shield(handling)
+
+    async def accept_data(self, session, envelope):
         data_received_at = time.time()
         stalled = False
         stall_deadline = time.monotonic() + MAX_STALL_SECONDS
