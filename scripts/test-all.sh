@@ -13,9 +13,10 @@ set -euo pipefail
 # System packages the tests run for real. Add new ones here, and their binaries below.
 # tests/deploy.rs checks deploy/ with promtool (prometheus), amtool
 # (prometheus-alertmanager), the blackbox exporter, systemd-analyze (systemd) and PyYAML
-# (python3-yaml, for the Kubernetes manifests). tests/email.rs runs a real SMTP server,
-# tests/support/smtp_sink.py, on aiosmtpd (python3-aiosmtpd). tests/browser.rs drives
-# headless Chromium (chromium) through chromedriver (chromium-driver).
+# (python3-yaml, for the Kubernetes manifests). tests/email.rs and tests/email_tls.rs run
+# a real SMTP server, tests/support/smtp_sink.py, on aiosmtpd (python3-aiosmtpd).
+# tests/browser.rs drives headless Chromium (chromium) through chromedriver
+# (chromium-driver).
 APT_PACKAGES=(
     prometheus-alertmanager
     python3-aiosmtpd

@@ -1,7 +1,8 @@
 //! Email delivery against a real SMTP server: `tests/support/smtp_sink.py` (aiosmtpd, the
-//! Debian package python3-aiosmtpd), started as a child process on a free local port. It
-//! records each message it accepts, parsed by Python's own email package, and can refuse
-//! recipients (4xx a number of times, or 5xx always) or stall after the data.
+//! Debian package python3-aiosmtpd), started as a child process on a free local port
+//! (`common::smtp_sink`). It records each message it accepts, parsed by Python's own email
+//! package, and can refuse recipients (4xx a number of times, or 5xx always) or stall
+//! after the data. Delivery over TLS is in tests/email_tls.rs.
 //!
 //! Tests that need fast retries build the app without running it and drive their own
 //! `DeliveryWorker` with a short retry policy, one step at a time; the others run the
@@ -10,12 +11,10 @@
 mod common;
 
 use std::collections::{BTreeSet, HashSet};
-use std::io::BufRead as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::TestApp;
+use common::smtp_sink::{Received, SmtpSink, lines};
 use samsa_relay::app::App;
 use samsa_relay::classify::Level;
 use samsa_relay::delivery::email::{EmailTransport, message_id};
@@ -23,16 +22,12 @@ use samsa_relay::delivery::{ChannelSender, DeliveryWorker, RetryPolicy, StepCoun
 use samsa_relay::http::AppState;
 use samsa_relay::publishing::{Publication, PublishRequest};
 use samsa_relay::storage::{OutboxRecord, PublishedNoticeRecord};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const FROM_ADDRESS: &str = "noreply.samsa@samsa.example";
 const FROM: &str = "SAMSA förvaltning <noreply.samsa@samsa.example>";
 const REPLY_TO_ADDRESS: &str = "info.samsa@samsa.example";
-const SINK_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_sink.py");
-/// Debian's python3, where python3-aiosmtpd is installed (another python may come first
-/// on PATH).
-const PYTHON: &str = "/usr/bin/python3";
 
 #[tokio::test]
 async fn every_recipient_of_a_list_gets_exactly_one_message_with_the_right_headers() {
@@ -443,192 +438,6 @@ async fn the_file_transport_writes_one_message_file_per_recipient() {
         );
     }
     app.stop().await;
-}
-
-// ---- the SMTP sink -----------------------------------------------------------------
-
-/// `tests/support/smtp_sink.py` as a child process, killed (by its PID) when dropped; it
-/// also exits by itself when its standard input closes.
-struct SmtpSink {
-    child: Child,
-    address: String,
-    received: PathBuf,
-    control: PathBuf,
-    _folder: tempfile::TempDir,
-}
-
-impl SmtpSink {
-    fn start() -> SmtpSink {
-        const READY_DEADLINE: Duration = Duration::from_secs(20);
-        let folder = tempfile::tempdir().unwrap();
-        let received = folder.path().join("received");
-        let control = folder.path().join("control.json");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free local port")
-            .port();
-        let mut child = Command::new(PYTHON)
-            .arg(SINK_SCRIPT)
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--folder")
-            .arg(&received)
-            .arg("--control")
-            .arg(&control)
-            .arg("--max-seconds")
-            .arg("300")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("cannot start {PYTHON} {SINK_SCRIPT} ({error}); scripts/test-all.sh installs python3-aiosmtpd")
-            });
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (lines, ready) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut first_line = String::new();
-            let _ = std::io::BufReader::new(stdout).read_line(&mut first_line);
-            let _ = lines.send(first_line);
-        });
-        let line = match ready.recv_timeout(READY_DEADLINE) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the SMTP sink did not get ready within {READY_DEADLINE:?}");
-            }
-        };
-        let Some(address) = line.trim().strip_prefix("READY ").map(str::to_owned) else {
-            let _ = child.kill();
-            let status = child.wait();
-            panic!(
-                "the SMTP sink did not start (first line {line:?}, {status:?}); is python3-aiosmtpd installed?"
-            );
-        };
-        SmtpSink {
-            child,
-            address,
-            received,
-            control,
-            _folder: folder,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("smtp://{}", self.address)
-    }
-
-    /// Replaces the control file in one rename; the sink reads it on every RCPT and DATA.
-    fn control(&self, control: Value) {
-        let temporary = self.control.with_extension("tmp");
-        std::fs::write(&temporary, control.to_string()).unwrap();
-        std::fs::rename(&temporary, &self.control).unwrap();
-    }
-
-    /// Every accepted message, in the order received.
-    fn messages(&self) -> Vec<Received> {
-        let Ok(entries) = std::fs::read_dir(&self.received) else {
-            return Vec::new();
-        };
-        let mut paths: Vec<PathBuf> = entries
-            .map(|entry| entry.unwrap().path())
-            .filter(|path| {
-                path.extension()
-                    .is_some_and(|extension| extension == "json")
-            })
-            .collect();
-        paths.sort();
-        paths.iter().map(|path| Received(read_json(path))).collect()
-    }
-
-    /// Every refused recipient, in order.
-    fn rejections(&self) -> Vec<Value> {
-        match std::fs::read_to_string(self.received.join("rejections.jsonl")) {
-            Ok(text) => text
-                .lines()
-                .map(|line| serde_json::from_str(line).unwrap())
-                .collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One message as the sink recorded it.
-#[derive(Debug, Clone)]
-struct Received(Value);
-
-impl Received {
-    fn rcpt_tos(&self) -> Vec<&str> {
-        self.0["rcpt_tos"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|value| value.as_str().unwrap())
-            .collect()
-    }
-
-    fn mail_from(&self) -> &str {
-        self.0["mail_from"].as_str().unwrap()
-    }
-
-    fn peer(&self) -> &str {
-        self.0["peer"].as_str().unwrap()
-    }
-
-    fn stalled(&self) -> bool {
-        self.0["stalled"].as_bool().unwrap()
-    }
-
-    fn received_at(&self) -> f64 {
-        self.0["received_at"].as_f64().unwrap()
-    }
-
-    /// The header, decoded, when it occurs exactly once.
-    fn header(&self, name: &str) -> Option<&str> {
-        match self.0["headers"][name].as_array()?.as_slice() {
-            [value] => value.as_str(),
-            values => panic!("{name} occurs {} times", values.len()),
-        }
-    }
-
-    fn content_type(&self) -> &str {
-        self.0["content_type"].as_str().unwrap()
-    }
-
-    /// (content type, text with `\n` line ends and no trailing whitespace) of each part.
-    fn parts(&self) -> Vec<(String, String)> {
-        self.0["parts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|part| {
-                (
-                    part["content_type"].as_str().unwrap().to_owned(),
-                    lines(part["text"].as_str().unwrap_or_default()),
-                )
-            })
-            .collect()
-    }
-
-    fn defects(&self) -> Vec<Value> {
-        self.0["defects"].as_array().cloned().unwrap_or_default()
-    }
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn lines(text: &str) -> String {
-    text.replace("\r\n", "\n").trim_end().to_owned()
 }
 
 // ---- the relay -----------------------------------------------------------------------

@@ -1,6 +1,8 @@
 //! Test harness: start the real app on port 0 with a throwaway database, and build
-//! Alertmanager payloads.
+//! Alertmanager payloads. `smtp_sink` runs the email tests' SMTP server.
 #![allow(dead_code)]
+
+pub mod smtp_sink;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -2,13 +2,26 @@
 """A real SMTP server for the email tests (aiosmtpd, Debian package python3-aiosmtpd).
 
 Usage: smtp_sink.py --port PORT --folder FOLDER [--control FILE] [--max-seconds N]
+                    [--certificate PEM --key PEM [--require-starttls | --implicit-tls]]
 
 Listens on 127.0.0.1:PORT and prints "READY 127.0.0.1:PORT" once it accepts connections.
 Every accepted message is written to FOLDER as NNNNNN.eml (the bytes received) and
-NNNNNN.json (envelope, peer, times, and the message parsed by Python's own email package,
-so that the tests check what a real mail reader sees). The .json file appears last, in
-one rename, so a reader never sees half a record. Every refused recipient is appended to
-FOLDER/rejections.jsonl.
+NNNNNN.json (envelope, peer, times, TLS, and the message parsed by Python's own email
+package, so that the tests check what a real mail reader sees). The .json file appears
+last, in one rename, so a reader never sees half a record. Every refused recipient is
+appended to FOLDER/rejections.jsonl.
+
+TLS, with the server certificate (and its chain) in --certificate and its key in --key:
+
+  * without another option the server offers STARTTLS and also takes mail without it;
+  * --require-starttls refuses every command but EHLO, HELO, NOOP, QUIT and STARTTLS
+    until the session has switched to TLS (530);
+  * --implicit-tls speaks TLS from the first byte (smtps), and offers no STARTTLS.
+
+Each message's record says how its session was protected: "tls" is null for plain text,
+else {"mode": "starttls" or "implicit", "version": "TLSv1.3", "cipher": "..."}. A
+STARTTLS handshake the client breaks off (it does not trust the certificate, say) is
+appended to FOLDER/tls_failures.jsonl with the time and the server's view of the error.
 
 The control file (JSON) is read again on every RCPT and DATA, so a test changes the
 server's behaviour while it runs:
@@ -36,12 +49,14 @@ import asyncio
 import email
 import email.policy
 import json
+import logging
 import os
 import re
+import ssl
 import sys
 import time
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, TLSSetupException
 
 STALL_POLL_SECONDS = 0.05
 # A stall never lasts longer than this, whatever the control file says.
@@ -112,14 +127,34 @@ class Sink:
         while self.control().get("stall_data") and time.monotonic() < stall_deadline:
             stalled = True
             await asyncio.sleep(STALL_POLL_SECONDS)
-        self.record(session, envelope, data_received_at, stalled)
+        self.record(session, envelope, data_received_at, stalled, tls_of(server, session))
         return "250 2.0.0 Message accepted"
 
-    def append_rejection(self, rejection):
-        with open(os.path.join(self.folder, "rejections.jsonl"), "a", encoding="utf-8") as log:
-            log.write(json.dumps(rejection) + "\n")
+    async def handle_exception(self, error):
+        """A failed STARTTLS handshake is recorded (aiosmtpd closes the connection and
+        sends no answer); any other error is logged and answered as aiosmtpd does without
+        this hook, except that the log line lacks the peer, which the hook is not given."""
+        if isinstance(error, TLSSetupException):
+            cause = error.__cause__
+            self.append_line(
+                "tls_failures.jsonl",
+                {
+                    "at": time.time(),
+                    "error": f"{type(cause).__name__}: {cause}" if cause else repr(error),
+                },
+            )
+            return "421 4.7.0 TLS handshake failed"
+        logging.getLogger("mail.log").exception("SMTP session exception")
+        return "500 Error: ({}) {}".format(error.__class__.__name__, str(error))
 
-    def record(self, session, envelope, data_received_at, stalled):
+    def append_rejection(self, rejection):
+        self.append_line("rejections.jsonl", rejection)
+
+    def append_line(self, name, record):
+        with open(os.path.join(self.folder, name), "a", encoding="utf-8") as log:
+            log.write(json.dumps(record) + "\n")
+
+    def record(self, session, envelope, data_received_at, stalled, tls):
         self.sequence += 1
         name = f"{self.sequence:06d}"
         raw = envelope.original_content or envelope.content
@@ -133,6 +168,7 @@ class Sink:
             "rcpt_tos": list(envelope.rcpt_tos),
             "peer": peer_text(session),
             "stalled": stalled,
+            "tls": tls,
             "eml": name + ".eml",
         }
         record.update(parse_message(raw))
@@ -140,6 +176,21 @@ class Sink:
         with open(temporary, "w", encoding="utf-8") as json_file:
             json.dump(record, json_file, ensure_ascii=False, indent=1)
         os.rename(temporary, os.path.join(self.folder, name + ".json"))
+
+
+def tls_of(server, session):
+    """How the session that carries a message is protected; None for plain text."""
+    transport = server.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    if ssl_object is None:
+        return None
+    cipher = ssl_object.cipher()
+    return {
+        # aiosmtpd sets session.ssl only when a session switches with STARTTLS.
+        "mode": "starttls" if session.ssl is not None else "implicit",
+        "version": ssl_object.version(),
+        "cipher": cipher[0] if cipher else None,
+    }
 
 
 def peer_text(session):
@@ -189,10 +240,25 @@ async def main():
     parser.add_argument("--folder", required=True)
     parser.add_argument("--control")
     parser.add_argument("--max-seconds", type=float, default=600.0)
+    parser.add_argument("--certificate", help="PEM: the server certificate (and chain)")
+    parser.add_argument("--key", help="PEM: the certificate's private key")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--require-starttls", action="store_true")
+    modes.add_argument("--implicit-tls", action="store_true")
     arguments = parser.parse_args()
+    if bool(arguments.certificate) != bool(arguments.key):
+        parser.error("--certificate and --key go together")
+    if (arguments.require_starttls or arguments.implicit_tls) and not arguments.certificate:
+        parser.error("--require-starttls and --implicit-tls need --certificate and --key")
+    tls_context = None
+    if arguments.certificate:
+        # A server context: no client certificate asked for, no host name checked.
+        tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls_context.load_cert_chain(arguments.certificate, arguments.key)
     os.makedirs(arguments.folder, exist_ok=True)
     sink = Sink(arguments.folder, arguments.control)
     loop = asyncio.get_running_loop()
+    starttls_context = None if arguments.implicit_tls else tls_context
     server = await loop.create_server(
         lambda: SMTP(
             sink,
@@ -200,9 +266,12 @@ async def main():
             ident="samsa-relay test sink",
             decode_data=False,
             enable_SMTPUTF8=True,
+            tls_context=starttls_context,
+            require_starttls=arguments.require_starttls,
         ),
         host="127.0.0.1",
         port=arguments.port,
+        ssl=tls_context if arguments.implicit_tls else None,
     )
     port = server.sockets[0].getsockname()[1]
     print(f"READY 127.0.0.1:{port}", flush=True)
