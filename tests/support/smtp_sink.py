@@ -115,12 +115,12 @@ class Sink:
         # A real server that has the whole message delivers it even when the client hangs
         # up before the answer (Postfix has queued it by then). aiosmtpd cancels the
         # handler when the connection closes, so the handling is shielded and kept.
-        handling = asyncio.ensure_future(self.accept_data(session, envelope))
+        handling = asyncio.ensure_future(self.accept_data(server, session, envelope))
         self.handling.add(handling)
         handling.add_done_callback(self.handling.discard)
         return await asyncio.shield(handling)
 
-    async def accept_data(self, session, envelope):
+    async def accept_data(self, server, session, envelope):
         data_received_at = time.time()
         stalled = False
         stall_deadline = time.monotonic() + MAX_STALL_SECONDS
