@@ -355,6 +355,54 @@ async fn a_stalled_server_times_out_and_the_retry_uses_a_fresh_connection() {
     );
 }
 
+/// The relay's own SMTP pool: the next send takes the idle connection, and after the
+/// server restarts (the idle connection is dead) the send opens a new one at once: no
+/// attempt fails.
+#[tokio::test]
+async fn an_idle_connection_is_reused_and_a_dead_one_replaced_without_a_failed_send() {
+    let sink = SmtpSink::start();
+    // One send per step, in recipient order.
+    let direct = DirectApp::build(
+        &sink,
+        "5s",
+        "recipients = [\"a-first@kommun.example\", \"b-second@kommun.example\", \"c-after-restart@kommun.example\"]\nconcurrency = 1",
+    )
+    .await;
+    let incident_id = direct.open_incident().await;
+    publish_pending_draft(direct.state(), incident_id).await;
+    for _ in 0..2 {
+        let step = direct.worker.try_deliver_next().await.unwrap();
+        assert_eq!((step.sent, step.retried), (1, 0));
+    }
+    let before = sink.messages();
+    assert_eq!(before.len(), 2);
+    assert_eq!(
+        before[0].peer(),
+        before[1].peer(),
+        "the second send reused the first one's connection"
+    );
+
+    let port = sink.port();
+    drop(sink);
+    let sink = SmtpSink::start_on(&common::smtp_sink::SinkTls::None, port);
+    let step = direct.worker.try_deliver_next().await.unwrap();
+    assert_eq!(
+        (step.sent, step.retried),
+        (1, 0),
+        "the dead idle connection was noticed before sending"
+    );
+    let row = outbox_row(
+        direct.state(),
+        incident_id,
+        "c-after-restart@kommun.example",
+    )
+    .await;
+    assert_eq!((row.state.as_str(), row.attempts), ("sent", 1));
+    let after = sink.messages();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].rcpt_tos(), ["c-after-restart@kommun.example"]);
+}
+
 #[tokio::test]
 async fn the_rate_limit_never_lets_more_than_its_share_into_any_second() {
     const N_RECIPIENTS: usize = 20;

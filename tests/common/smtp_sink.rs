@@ -46,14 +46,19 @@ impl SmtpSink {
     }
 
     pub fn start_with_tls(tls: &SinkTls) -> SmtpSink {
-        const READY_DEADLINE: Duration = Duration::from_secs(20);
-        let folder = tempfile::tempdir().unwrap();
-        let received = folder.path().join("received");
-        let control = folder.path().join("control.json");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free local port")
             .port();
+        SmtpSink::start_on(tls, port)
+    }
+
+    /// A server on `port`: a restart of one that was stopped, say.
+    pub fn start_on(tls: &SinkTls, port: u16) -> SmtpSink {
+        const READY_DEADLINE: Duration = Duration::from_secs(20);
+        let folder = tempfile::tempdir().unwrap();
+        let received = folder.path().join("received");
+        let control = folder.path().join("control.json");
         let mut command = Command::new(PYTHON);
         command
             .arg(SINK_SCRIPT)
@@ -124,6 +129,15 @@ impl SmtpSink {
             control,
             _folder: folder,
         }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.address
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .expect("the sink's address ends in its port")
     }
 
     /// `smtp://127.0.0.1:PORT`, or `smtps://…` for implicit TLS.
