@@ -32,49 +32,53 @@ const RECIPIENTS: [&str; 3] = [
 
 #[tokio::test]
 async fn starttls_with_the_ca_file_delivers_every_message_inside_tls() {
-    let ca = TestCa::new("SAMSA test-CA");
-    let sink = SmtpSink::start_with_tls(&SinkTls::RequiredStartTls {
-        certificate: ca.server_certificate.clone(),
-        key: ca.server_key.clone(),
-    });
-    assert!(
-        sink.url().starts_with("smtp://127.0.0.1:"),
-        "{}",
-        sink.url()
-    );
-    let app = common::spawn_app_with_smtp(
-        &smtp_table(&sink.url(), Some("required"), Some(&ca.ca_file)),
-        &email_channel(),
-    )
-    .await;
-
-    let outbox = publish_and_try_once(&app).await;
-
-    assert_delivered_over_tls(&sink, &outbox, "starttls");
-    app.stop().await;
+    delivers_inside_tls_with_the_ca_file(TlsMode::StartTls).await;
 }
 
 #[tokio::test]
 async fn implicit_tls_with_the_ca_file_delivers_every_message_inside_tls() {
+    delivers_inside_tls_with_the_ca_file(TlsMode::Implicit).await;
+}
+
+/// How the server speaks TLS, and so how the relay is configured to.
+#[derive(Clone, Copy)]
+enum TlsMode {
+    /// `smtp://` with STARTTLS required.
+    StartTls,
+    /// `smtps://`.
+    Implicit,
+}
+
+/// A server with a certificate from a test CA, and the relay trusting that CA through
+/// `smtp.ca_file`: every recipient gets the notice, each inside a TLS session of `mode`.
+async fn delivers_inside_tls_with_the_ca_file(mode: TlsMode) {
     let ca = TestCa::new("SAMSA test-CA");
-    let sink = SmtpSink::start_with_tls(&SinkTls::Implicit {
-        certificate: ca.server_certificate.clone(),
-        key: ca.server_key.clone(),
-    });
-    assert!(
-        sink.url().starts_with("smtps://127.0.0.1:"),
-        "{}",
-        sink.url()
-    );
+    let (certificate, key) = (ca.server_certificate.clone(), ca.server_key.clone());
+    let (sink_tls, scheme, starttls, session_mode) = match mode {
+        TlsMode::StartTls => (
+            SinkTls::RequiredStartTls { certificate, key },
+            "smtp://127.0.0.1:",
+            Some("required"),
+            "starttls",
+        ),
+        TlsMode::Implicit => (
+            SinkTls::Implicit { certificate, key },
+            "smtps://127.0.0.1:",
+            None,
+            "implicit",
+        ),
+    };
+    let sink = SmtpSink::start_with_tls(&sink_tls);
+    assert!(sink.url().starts_with(scheme), "{}", sink.url());
     let app = common::spawn_app_with_smtp(
-        &smtp_table(&sink.url(), None, Some(&ca.ca_file)),
+        &smtp_table(&sink.url(), starttls, Some(&ca.ca_file)),
         &email_channel(),
     )
     .await;
 
     let outbox = publish_and_try_once(&app).await;
 
-    assert_delivered_over_tls(&sink, &outbox, "implicit");
+    assert_delivered_over_tls(&sink, &outbox, session_mode);
     app.stop().await;
 }
 

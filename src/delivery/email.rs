@@ -51,11 +51,7 @@ pub struct EmailTransport {
 }
 
 enum TransportInner {
-    Smtp {
-        /// `host:port`, for reasons and logs.
-        server: String,
-        pool: Box<SmtpPool>,
-    },
+    Smtp(Box<SmtpPool>),
     /// `file://FOLDER`: each message a file `UUID.eml` in the folder.
     File(AsyncFileTransport<Tokio1Executor>),
 }
@@ -99,17 +95,14 @@ impl EmailTransport {
                 let credentials = details.credentials.as_ref().map(|(username, password)| {
                     Credentials::new(username.clone(), password.expose().to_owned())
                 });
-                TransportInner::Smtp {
-                    server: format!("{host}:{port}"),
-                    pool: Box::new(SmtpPool::new(
-                        host.clone(),
-                        *port,
-                        security,
-                        credentials,
-                        details.timeout,
-                        details.pool_max_connections,
-                    )),
-                }
+                TransportInner::Smtp(Box::new(SmtpPool::new(
+                    host.clone(),
+                    *port,
+                    security,
+                    credentials,
+                    details.timeout,
+                    details.pool_max_connections,
+                )))
             }
         };
         Ok(EmailTransport {
@@ -128,19 +121,19 @@ impl EmailTransport {
                     "cannot write the message file: {error}"
                 )))),
             },
-            TransportInner::Smtp { server, pool } => match pool.send(&message).await {
+            TransportInner::Smtp(pool) => match pool.send(&message).await {
                 Ok(response) => {
                     tracing::debug!(
-                        server = %server,
+                        server = %pool.server(),
                         code = %response.code(),
                         answer = %single_line(&response.message().collect::<Vec<_>>().join(" "), 200),
                         "message accepted"
                     );
                     Ok(())
                 }
-                Err(SendError::Smtp(error)) => Err(classify_smtp_error(server, &error)),
+                Err(SendError::Smtp(error)) => Err(classify_smtp_error(&pool.server(), &error)),
                 Err(SendError::Connect(reason)) => Err(DeliveryError::transient(bounded(
-                    &format!("SMTP {server}: {reason}"),
+                    &format!("SMTP {}: {reason}", pool.server()),
                 ))),
             },
         }

@@ -125,6 +125,11 @@ impl SmtpPool {
         }
     }
 
+    /// `host:port`, for reasons and logs.
+    pub fn server(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
     /// Sends one message on an idle connection that still answers, or a new one. The
     /// connection goes back to the pool only after a send that fully succeeded.
     pub async fn send(
@@ -175,7 +180,6 @@ impl SmtpPool {
 
     /// Opens, secures and (with credentials) authenticates a new connection.
     async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
-        let server = format!("{}:{}", self.host, self.port);
         let opened = tokio::time::timeout(self.connect_timeout, async {
             let tcp = TcpStream::connect((self.host.as_str(), self.port))
                 .await
@@ -199,7 +203,8 @@ impl SmtpPool {
         .await
         .map_err(|_| {
             SendError::Connect(format!(
-                "no SMTP greeting from {server} within {:?}",
+                "no SMTP greeting from {} within {:?}",
+                self.server(),
                 self.connect_timeout
             ))
         })?;
