@@ -18,13 +18,20 @@ use serde::Deserialize;
 use serde::de::value::{Error as TraceError, StrDeserializer};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 
-const REFERENCE: &str = include_str!("../docs/configuration.md");
+/// The page, relative to the crate's root; read when the tests run, so that an edit of the
+/// page needs no rebuild and the test file may move.
 const REFERENCE_PATH: &str = "docs/configuration.md";
+
+fn reference() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(REFERENCE_PATH);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()))
+}
 
 #[test]
 fn every_config_key_is_documented_and_every_documented_key_exists() {
     let accepted = accepted_keys();
-    let documented = documented_keys(REFERENCE).unwrap_or_else(|problems| {
+    let documented = documented_keys(&reference()).unwrap_or_else(|problems| {
         panic!(
             "{REFERENCE_PATH} has key table rows in the wrong format:\n{}",
             problems.join("\n")
@@ -49,7 +56,7 @@ fn every_config_key_is_documented_and_every_documented_key_exists() {
 
 #[test]
 fn the_loader_accepts_every_traced_and_every_documented_key() {
-    let documented = documented_keys(REFERENCE).unwrap_or_default();
+    let documented = documented_keys(&reference()).unwrap_or_default();
     let keys: BTreeSet<String> = accepted_keys().union(&documented).cloned().collect();
     assert!(!keys.is_empty());
     for key in &keys {
@@ -79,7 +86,7 @@ fn the_loader_refuses_a_key_that_is_not_in_the_structs() {
 
 #[test]
 fn every_toml_example_in_the_reference_uses_only_known_keys() {
-    let examples = toml_examples(REFERENCE);
+    let examples = toml_examples(&reference());
     assert!(
         examples.len() >= 10,
         "expected a TOML example per section in {REFERENCE_PATH}, found {}",
@@ -105,7 +112,7 @@ fn every_toml_example_in_the_reference_uses_only_known_keys() {
 fn every_key_is_set_in_an_example() {
     let accepted = accepted_keys();
     let mut set = BTreeSet::new();
-    for (line, example) in toml_examples(REFERENCE) {
+    for (line, example) in toml_examples(&reference()) {
         let table: toml::Table = toml::from_str(&example).unwrap_or_else(|error| {
             panic!("the TOML example at {REFERENCE_PATH}:{line} is not TOML: {error}")
         });
