@@ -42,7 +42,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
 ];
 
 /// The webhook token and link secret shipped in `deploy/samsa-relay.toml`. They let the
-/// relay run on loopback with no setup; the relay refuses to listen anywhere else with them.
+/// relay run on loopback with no setup; the relay refuses them when it listens anywhere else
+/// or its `server.public_url` is not a loopback URL.
 pub const SHIPPED_EXAMPLE_SECRETS: &[&str] = &[
     "example-webhook-token-change-me",
     "example-link-secret-change-me-0123456789",
@@ -698,17 +699,27 @@ impl Config {
             None => publishing::check_plan(&mut problems, RawPlan::default(), &channels),
         };
 
-        if let Some(listen) = listen
-            && !listen.ip().is_loopback()
-        {
-            let uses_example = bearer_token
-                .iter()
-                .chain(link_secret.iter())
-                .any(|secret| SHIPPED_EXAMPLE_SECRETS.contains(&secret.expose()));
-            if uses_example {
+        // The example secrets are public: a relay that anyone but this host can reach, be it
+        // directly (listen) or through a proxy (public_url), must not accept them.
+        let uses_example = bearer_token
+            .iter()
+            .chain(link_secret.iter())
+            .any(|secret| SHIPPED_EXAMPLE_SECRETS.contains(&secret.expose()));
+        if uses_example {
+            if let Some(listen) = listen
+                && !listen.ip().is_loopback()
+            {
                 problems.push(
                     "server.listen",
                     "the shipped example token or link secret may only be used on a loopback address; set your own",
+                );
+            }
+            if let Some(public_url) = &public_url
+                && !is_loopback_url(public_url)
+            {
+                problems.push(
+                    "server.public_url",
+                    "the shipped example token or link secret may only be used while the public URL is a loopback address (127.0.0.1, [::1] or localhost); set your own",
                 );
             }
         }
@@ -1047,6 +1058,19 @@ fn parse_http_url(text: &str) -> Result<url::Url, String> {
     }
 }
 
+/// Whether a URL names this host only: a loopback address or `localhost`.
+fn is_loopback_url(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
 fn parse_database_url(text: &str) -> Result<DatabaseUrl, String> {
     if let Some(path) = text.strip_prefix("sqlite://") {
         if path.is_empty() {
@@ -1294,6 +1318,51 @@ key = 1
         );
         let errors = Config::from_toml(&text, &no_environment()).unwrap_err();
         assert_eq!(errors.0[0].path, "server.listen");
+    }
+
+    /// Behind a proxy on the same host the relay listens on loopback, yet anyone who can
+    /// reach the public URL can use links signed with the public example secret.
+    #[test]
+    fn shipped_example_secrets_are_refused_behind_a_public_url() {
+        let with = |public_url: &str, token: &str, link_secret: &str| {
+            let text = format!(
+                "[server]\nlisten = \"127.0.0.1:9095\"\npublic_url = \"{public_url}\"\n[webhook]\ntoken = \"{token}\"\n[links]\nsecret = \"{link_secret}\"\n"
+            );
+            Config::from_toml(&text, &no_environment())
+        };
+        let own_token = "an-own-webhook-token-0123";
+        let own_secret = "a-link-secret-that-is-long-enough-0123";
+        for public_url in ["https://samsa-relay.example.org", "http://10.1.2.3:9095"] {
+            for (token, link_secret) in [
+                (own_token, SHIPPED_EXAMPLE_SECRETS[1]),
+                (SHIPPED_EXAMPLE_SECRETS[0], own_secret),
+            ] {
+                let errors = with(public_url, token, link_secret).unwrap_err();
+                let paths: Vec<&str> = errors
+                    .0
+                    .iter()
+                    .map(|problem| problem.path.as_str())
+                    .collect();
+                assert_eq!(paths, ["server.public_url"], "{public_url}");
+                assert!(!errors.to_string().contains("change-me"), "{errors}");
+            }
+        }
+        for public_url in [
+            "http://127.0.0.1:9095",
+            "http://127.1.2.3:9095",
+            "http://[::1]:9095",
+            "http://localhost:9095/",
+            "http://relay.localhost",
+        ] {
+            with(
+                public_url,
+                SHIPPED_EXAMPLE_SECRETS[0],
+                SHIPPED_EXAMPLE_SECRETS[1],
+            )
+            .unwrap_or_else(|errors| panic!("{public_url}: {errors}"));
+        }
+        // Own secrets: any public URL.
+        with("https://samsa-relay.example.org", own_token, own_secret).unwrap();
     }
 
     #[test]
