@@ -75,8 +75,14 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub max_connections: usize,
+    /// Connections one client may hold open (trusted proxies: no cap of their own).
+    pub max_connections_per_client: usize,
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
+    /// Longest time writing one response may take.
+    pub write_timeout: Duration,
+    /// Where `/metrics` is served instead of `listen`, when set.
+    pub metrics_listen: Option<SocketAddr>,
     /// (certificate chain, private key) PEM files when the relay serves HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Reverse proxies whose `X-Forwarded-For` names the client (for per-client limits).
@@ -207,12 +213,24 @@ pub struct RawServer {
     pub max_body_bytes: usize,
     /// How long shutdown waits for in-flight requests and workers, e.g. `10s`.
     pub shutdown_grace: String,
-    /// Most connections open at once; one more is closed at once.
+    /// Most connections open at once; at the cap a newcomer takes the place of the oldest
+    /// connection of the client holding the most, or is closed at once.
     pub max_connections: usize,
-    /// Longest time a client may take to send a request's head, e.g. `10s`.
+    /// Most connections one client (an IPv4 address, an IPv6 /64) may hold open; one more
+    /// is closed at once. A trusted proxy has no cap of its own.
+    pub max_connections_per_client: usize,
+    /// Longest time a client may take to send a request's head, counted from when the
+    /// connection is ready for one (so also how long a kept-alive connection may idle),
+    /// e.g. `10s`.
     pub header_read_timeout: String,
     /// Longest time a request may take, body included, before it is answered 408.
     pub request_timeout: String,
+    /// Longest time writing one response may take; a client that does not read it in
+    /// time is disconnected, e.g. `30s`.
+    pub write_timeout: String,
+    /// A second address and port serving only `GET /metrics` (plain HTTP), e.g.
+    /// `127.0.0.1:9096`; `/metrics` then leaves `listen`. Unset: `/metrics` is on `listen`.
+    pub metrics_listen: Option<String>,
     /// PEM certificate chain: with `tls_key_file`, the relay serves HTTPS itself.
     pub tls_certificate_file: Option<String>,
     /// PEM private key for `tls_certificate_file`.
@@ -232,8 +250,11 @@ impl Default for RawServer {
             max_body_bytes: 32 * 1024 * 1024,
             shutdown_grace: "10s".to_owned(),
             max_connections: 1024,
+            max_connections_per_client: 64,
             header_read_timeout: "10s".to_owned(),
             request_timeout: "30s".to_owned(),
+            write_timeout: "30s".to_owned(),
+            metrics_listen: None,
             trusted_proxies: Vec::new(),
             tls_certificate_file: None,
             tls_key_file: None,
@@ -550,6 +571,31 @@ impl Config {
             "server.request_timeout",
             parse_duration(&raw.server.request_timeout),
         );
+        if raw.server.max_connections_per_client == 0 {
+            problems.push("server.max_connections_per_client", "must be at least 1");
+        }
+        let write_timeout = problems.check(
+            "server.write_timeout",
+            parse_duration(&raw.server.write_timeout),
+        );
+        let metrics_listen = match &raw.server.metrics_listen {
+            None => Some(None),
+            Some(text) => problems.check(
+                "server.metrics_listen",
+                text.parse::<SocketAddr>().map(Some).map_err(|error| {
+                    format!("expected ADDRESS:PORT such as 127.0.0.1:9096 ({error})")
+                }),
+            ),
+        };
+        if let (Some(listen), Some(Some(metrics_listen))) = (listen, metrics_listen)
+            && listen == metrics_listen
+            && listen.port() != 0
+        {
+            problems.push(
+                "server.metrics_listen",
+                "must differ from server.listen (leave it unset to serve /metrics there)",
+            );
+        }
         let mut trusted_proxies = Vec::with_capacity(raw.server.trusted_proxies.len());
         for (index, text) in raw.server.trusted_proxies.iter().enumerate() {
             match parse_network(text) {
@@ -735,8 +781,11 @@ impl Config {
                 max_body_bytes: raw.server.max_body_bytes,
                 shutdown_grace: shutdown_grace.expect("checked"),
                 max_connections: raw.server.max_connections,
+                max_connections_per_client: raw.server.max_connections_per_client,
                 header_read_timeout: header_read_timeout.expect("checked"),
                 request_timeout: request_timeout.expect("checked"),
+                write_timeout: write_timeout.expect("checked"),
+                metrics_listen: metrics_listen.expect("checked"),
                 tls,
                 trusted_proxies,
             },

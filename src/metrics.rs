@@ -72,6 +72,10 @@ pub struct Metrics {
     pub connections_open: IntGauge,
     /// Connections closed at once because the connection limit was reached.
     pub connections_refused: IntCounter,
+    /// Connections closed at once because their client held its share already.
+    pub client_connections_refused: IntCounter,
+    /// Open connections the server closed, by reason (a deadline, or a newcomer's place).
+    pub connections_cut: IntCounterVec,
     /// Requests answered 408 because they took longer than the request timeout.
     pub requests_timed_out: IntCounter,
 }
@@ -305,6 +309,19 @@ impl Metrics {
             "Connections closed at once because the connection limit was reached.",
         )
         .expect("valid metric");
+        let client_connections_refused = IntCounter::new(
+            "samsa_relay_client_connections_refused_total",
+            "Connections closed at once because their client had server.max_connections_per_client open.",
+        )
+        .expect("valid metric");
+        let connections_cut = IntCounterVec::new(
+            Opts::new(
+                "samsa_relay_connections_cut_total",
+                "Open connections the server closed: header_timeout (no complete request head in time, idle keep-alive included), write_timeout (the client did not read its response in time), evicted (closed at the connection cap for a client with fewer connections).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         let requests_timed_out = IntCounter::new(
             "samsa_relay_requests_timed_out_total",
             "Requests that ran past the request timeout (answered 408, or 503 for webhooks so that Alertmanager retries).",
@@ -347,6 +364,8 @@ impl Metrics {
             Box::new(storage_duration.clone()),
             Box::new(connections_open.clone()),
             Box::new(connections_refused.clone()),
+            Box::new(client_connections_refused.clone()),
+            Box::new(connections_cut.clone()),
             Box::new(requests_timed_out.clone()),
         ] {
             registry
@@ -364,6 +383,9 @@ impl Metrics {
             "unavailable",
         ] {
             webhook_requests.with_label_values(&[outcome]);
+        }
+        for reason in ["header_timeout", "write_timeout", "evicted"] {
+            connections_cut.with_label_values(&[reason]);
         }
         for status in ["firing", "resolved"] {
             alerts_received.with_label_values(&[status]);
@@ -409,6 +431,8 @@ impl Metrics {
             storage_duration,
             connections_open,
             connections_refused,
+            client_connections_refused,
+            connections_cut,
             requests_timed_out,
         }
     }

@@ -77,7 +77,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .merge(metrics_on_main_listener(&state))
         .merge(ops::routes())
         .merge(feedback::routes())
         .merge(
@@ -107,6 +107,30 @@ pub fn router(state: AppState) -> Router {
                     limit_public_reads,
                 )),
         )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_http_metrics,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_deadline,
+        ))
+        .with_state(state)
+}
+
+/// `/metrics` on the main listener, unless `server.metrics_listen` gives it its own.
+fn metrics_on_main_listener(state: &AppState) -> Router<AppState> {
+    match state.config.server.metrics_listen {
+        Some(_) => Router::new(),
+        None => Router::new().route("/metrics", get(health::metrics)),
+    }
+}
+
+/// The router of `server.metrics_listen`: `GET /metrics` only, counted and bounded like
+/// every other request.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             record_http_metrics,
