@@ -167,6 +167,31 @@ pub async fn serve(
     Ok(())
 }
 
+/// Raises the process's soft limit on open files to `wanted`, or to its hard limit if
+/// that is lower, and returns the soft limit now in force. Every open connection is a
+/// file descriptor; a soft limit of 1,024 (the default of many systems and container
+/// runtimes) would run out below `server.max_connections`.
+pub fn raise_open_files_limit(wanted: u64) -> std::io::Result<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // None means unlimited.
+    let Some(current) = limit.current else {
+        return Ok(u64::MAX);
+    };
+    let target = limit.maximum.map_or(wanted, |maximum| wanted.min(maximum));
+    if current >= target {
+        return Ok(current);
+    }
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(target),
+            maximum: limit.maximum,
+        },
+    )?;
+    Ok(target)
+}
+
 /// The address to print for people: where the server listens.
 pub fn describe(address: SocketAddr, tls: bool) -> String {
     format!("{}://{address}", if tls { "https" } else { "http" })
