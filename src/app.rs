@@ -49,14 +49,12 @@ impl App {
             .await
             .context("cannot open storage")?;
         let metrics = Metrics::new();
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
-            .await
+        let listener = crate::http::server::bind(config.server.listen)
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let local_addr = listener.local_addr().context("listener address")?;
         let metrics_listener = match config.server.metrics_listen {
             Some(address) => {
-                let listener = tokio::net::TcpListener::bind(address)
-                    .await
+                let listener = crate::http::server::bind(address)
                     .with_context(|| format!("cannot listen for /metrics on {address}"))?;
                 let local_addr = listener.local_addr().context("metrics listener address")?;
                 Some((listener, local_addr))

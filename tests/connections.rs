@@ -206,9 +206,13 @@ async fn a_flood_of_idle_and_never_reading_clients_does_not_lock_out_alertmanage
     )
     .await;
     let address = relay.address;
-    // Alertmanager, like any Go HTTP client, reads each answer and keeps its connection
-    // open for the next webhook. The first one opens it before the flood starts.
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    // Alertmanager sends a group's webhooks minutes apart, and the relay closes an idle
+    // connection after header_read_timeout: each webhook comes on a new connection.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let url = format!("http://{address}/webhook/alertmanager");
     let post = |index: usize| {
         client

@@ -167,6 +167,25 @@ pub async fn serve(
     Ok(())
 }
 
+/// How many connections the kernel may hold for the accept loop: more than the usual
+/// 1,024, so that a burst of connections (a flood, or many browsers at once) does not fill
+/// the queue and drop Alertmanager's while the loop catches up. The kernel caps it at
+/// `net.core.somaxconn` (4,096 on current Linux).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with [`LISTEN_BACKLOG`].
+pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std and tokio do: a restarted relay can bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Raises the process's soft limit on open files to `wanted`, or to its hard limit if
 /// that is lower, and returns the soft limit now in force. Every open connection is a
 /// file descriptor; a soft limit of 1,024 (the default of many systems and container
