@@ -72,6 +72,8 @@ pub struct Metrics {
     pub connections_open: IntGauge,
     /// Connections closed at once because the connection limit was reached.
     pub connections_refused: IntCounter,
+    /// What webhooks carried over the size limits, cut before storing, by kind.
+    pub webhook_values_cut: IntCounterVec,
     /// Connections closed at once because their client held its share already.
     pub client_connections_refused: IntCounter,
     /// Open connections the server closed, by reason (a deadline, or a newcomer's place).
@@ -309,6 +311,14 @@ impl Metrics {
             "Connections closed at once because the connection limit was reached.",
         )
         .expect("valid metric");
+        let webhook_values_cut = IntCounterVec::new(
+            Opts::new(
+                "samsa_relay_webhook_values_cut_total",
+                "Parts of accepted webhooks cut to the size limits before storing: label_value, annotation_value, entry_dropped (a label or annotation over the count or with a too long name), other_string.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
         let client_connections_refused = IntCounter::new(
             "samsa_relay_client_connections_refused_total",
             "Connections closed at once because their client had server.max_connections_per_client open.",
@@ -365,6 +375,7 @@ impl Metrics {
             Box::new(connections_open.clone()),
             Box::new(connections_refused.clone()),
             Box::new(client_connections_refused.clone()),
+            Box::new(webhook_values_cut.clone()),
             Box::new(connections_cut.clone()),
             Box::new(requests_timed_out.clone()),
         ] {
@@ -383,6 +394,14 @@ impl Metrics {
             "unavailable",
         ] {
             webhook_requests.with_label_values(&[outcome]);
+        }
+        for kind in [
+            "label_value",
+            "annotation_value",
+            "entry_dropped",
+            "other_string",
+        ] {
+            webhook_values_cut.with_label_values(&[kind]);
         }
         for reason in ["header_timeout", "write_timeout", "evicted"] {
             connections_cut.with_label_values(&[reason]);
@@ -432,6 +451,7 @@ impl Metrics {
             connections_open,
             connections_refused,
             client_connections_refused,
+            webhook_values_cut,
             connections_cut,
             requests_timed_out,
         }

@@ -1,6 +1,7 @@
-//! No client can lock Alertmanager out (issue 15, finding 1): the per-client connection
-//! cap, the eviction at the global cap, the deadlines on a connection, and `/metrics` on a
-//! listener of its own.
+//! Issue 15 (security), findings 1 and 7. No client can lock Alertmanager out: the
+//! per-client connection cap, the eviction at the global cap, the deadlines on a
+//! connection, and `/metrics` on a listener of its own. Oversized webhooks are cut before
+//! they are stored, and errors do not echo them back.
 //!
 //! A test binary of its own: it floods `/public/`, whose per-client limiter is one static
 //! shared by every test in a process. It needs nothing but Rust: the flood comes from
@@ -474,5 +475,78 @@ async fn metrics_move_to_their_own_listener_when_one_is_configured() {
         .await
         .unwrap();
     assert_eq!(main.status(), 200);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_25_mb_label_is_cut_before_it_is_stored_and_errors_echo_no_input() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let relay = start("").await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://{}/webhook/alertmanager", relay.address);
+    let huge = "x".repeat(25 * 1024 * 1024);
+    let body = webhook(1).replace(
+        r#""actor":"actor-1""#,
+        &format!(r#""actor":"actor-1","instance":"{huge}""#),
+    );
+    let response = client
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    let receipts = relay.state.storage.receipts().await.unwrap();
+    assert_eq!(receipts.len(), 1);
+    assert!(
+        receipts[0].payload.len() < 64 * 1024,
+        "stored {} bytes",
+        receipts[0].payload.len()
+    );
+    let cut = |kind: &str| {
+        relay
+            .state
+            .metrics
+            .webhook_values_cut
+            .with_label_values(&[kind])
+            .get()
+    };
+    assert_eq!(cut("label_value"), 1);
+    // The incident worker acts on the cut payload: the alert it stores is short too.
+    relay.state.incident_wake.notify_one();
+    let start = tokio::time::Instant::now();
+    let alerts = loop {
+        let alerts = relay.state.storage.alerts().await.unwrap();
+        if !alerts.is_empty() {
+            break alerts;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no alert stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let instance = &alerts[0].labels["instance"];
+    assert_eq!(
+        instance.chars().count(),
+        samsa_relay::alertmanager::MAX_LABEL_VALUE_CHARS + 1
+    );
+    assert!(instance.ends_with('…'));
+
+    // A 1 MB version is refused with a short excerpt of it.
+    let long_version = "4".repeat(1024 * 1024);
+    let body = webhook(2).replace(
+        r#""version":"4""#,
+        &format!(r#""version":"{long_version}""#),
+    );
+    let response = client
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let text = response.text().await.unwrap();
+    assert!(text.len() < 1024, "a 400 of {} bytes", text.len());
+    assert!(text.contains("unsupported payload version"), "{text}");
     relay.stop().await;
 }
