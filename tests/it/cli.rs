@@ -1,7 +1,7 @@
 //! The `samsa-relay` binary as operators run it: `check-config` and `serve`, exit codes,
 //! environment overrides, SIGTERM and a restart on the same database.
 
-mod common;
+use crate::common;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! `POST /webhook/alertmanager` end to end against the real app and a real SQLite file.
 
-mod common;
+use crate::common;
 
 use common::{TOKEN, alert, many_alerts, payload, spawn_app, spawn_app_with};
 use samsa_relay::alertmanager::AlertStatus;
@@ -507,27 +507,27 @@ async fn a_database_from_before_receipts_processed_keeps_its_backlog() {
         (
             1,
             "ingest",
-            include_str!("../migrations/sqlite/0001_ingest.sql"),
+            include_str!("../../migrations/sqlite/0001_ingest.sql"),
         ),
         (
             2,
             "incidents",
-            include_str!("../migrations/sqlite/0002_incidents.sql"),
+            include_str!("../../migrations/sqlite/0002_incidents.sql"),
         ),
         (
             3,
             "publishing",
-            include_str!("../migrations/sqlite/0003_publishing.sql"),
+            include_str!("../../migrations/sqlite/0003_publishing.sql"),
         ),
         (
             4,
             "operators",
-            include_str!("../migrations/sqlite/0004_operators.sql"),
+            include_str!("../../migrations/sqlite/0004_operators.sql"),
         ),
         (
             5,
             "followup",
-            include_str!("../migrations/sqlite/0005_followup.sql"),
+            include_str!("../../migrations/sqlite/0005_followup.sql"),
         ),
     ];
     sqlx::raw_sql(

@@ -7,7 +7,7 @@
 //! database) and drive `DeliveryWorker::try_deliver_next` themselves with a short retry
 //! policy, so nothing races and no test waits for the default 5-second backoff.
 
-mod common;
+use crate::common;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

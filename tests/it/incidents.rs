@@ -1,6 +1,6 @@
 //! From stored webhooks to incidents and drafts, through the real app and its worker.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

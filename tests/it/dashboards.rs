@@ -11,20 +11,27 @@
 //! dashboard has data as well. Each query must parse, and must return at least one series
 //! unless [`NO_DATA_EXPECTED`] says why the scenario cannot produce one.
 
-mod common;
+use crate::common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use common::{Prometheus, TestApp, dashboard_panels, dashboard_variables};
-use jiff::{SignedDuration, Timestamp};
-use samsa_relay::notice::NoticeKind;
+use common::{dashboard_panels, dashboard_variables};
 use serde_json::{Value, json};
+
+// The query test against a real Prometheus (system tier).
+#[cfg(feature = "system-tests")]
+use {
+    axum::extract::{Query, State},
+    axum::http::StatusCode,
+    axum::response::IntoResponse,
+    common::{Prometheus, TestApp},
+    jiff::{SignedDuration, Timestamp},
+    samsa_relay::notice::NoticeKind,
+    std::collections::BTreeMap,
+    std::sync::Arc,
+    std::sync::atomic::{AtomicUsize, Ordering},
+    std::time::{Duration, Instant},
+};
 
 const DASHBOARDS: [&str; 2] = ["samsa-relay", "samsa-availability"];
 
@@ -35,6 +42,7 @@ fn datasource() -> Value {
 
 /// Queries that return no series after the scripted incident, as (dashboard uid, panel
 /// title, refId), each with the reason.
+#[cfg(feature = "system-tests")]
 const NO_DATA_EXPECTED: &[(&str, &str, &str)] = &[
     // samsa_relay_storage_errors_total has a series per operation only after that
     // operation's first failure, and the scenario's storage never fails.
@@ -42,13 +50,17 @@ const NO_DATA_EXPECTED: &[(&str, &str, &str)] = &[
 ];
 
 /// How long the queries together may take to show the scenario's series.
+#[cfg(feature = "system-tests")]
 const QUERY_DEADLINE: Duration = Duration::from_secs(30);
+#[cfg(feature = "system-tests")]
 const STEP_DEADLINE: Duration = Duration::from_secs(20);
 
+#[cfg(feature = "system-tests")]
 const OPERATOR_EMAIL: &str = "anna@example.org";
 
 /// The probed actors of the fake exporter (ids from deploy/inventory.toml) and whether
 /// their login page is up.
+#[cfg(feature = "system-tests")]
 const PROBED_ACTORS: &[(&str, &str, bool)] = &[
     ("kommun-trollhattan", "fyrbodal", true),
     ("kommun-uddevalla", "fyrbodal", false),
@@ -59,6 +71,7 @@ const PROBED_ACTORS: &[(&str, &str, bool)] = &[
 ];
 
 /// The actors the scripted incident reports down.
+#[cfg(feature = "system-tests")]
 const INCIDENT_ACTORS: &[(&str, &str)] = &[
     ("kommun-trollhattan", "fyrbodal"),
     ("kommun-goteborg", "goteborg"),
@@ -337,6 +350,7 @@ fn selectors(expr: &str) -> Vec<(String, String)> {
 // Every query against a real Prometheus
 // ---------------------------------------------------------------------------------------
 
+#[cfg(feature = "system-tests")]
 #[tokio::test]
 async fn every_panel_query_parses_and_returns_series_after_a_scripted_incident() {
     let started = Instant::now();
@@ -410,6 +424,7 @@ async fn every_panel_query_parses_and_returns_series_after_a_scripted_incident()
 /// Refused webhooks, an outage of three actors and a resend, the initial notice published
 /// on every channel with one permanent and one transient webhook failure, then the
 /// resolution published through the review page.
+#[cfg(feature = "system-tests")]
 async fn scripted_incident(app: &TestApp, peers: &Peers) {
     let refused = app
         .client
@@ -473,6 +488,7 @@ async fn scripted_incident(app: &TestApp, peers: &Peers) {
 }
 
 /// Waits until `n_rows` outbox rows exist and none is pending; returns them.
+#[cfg(feature = "system-tests")]
 async fn wait_until_settled(
     app: &TestApp,
     n_rows: usize,
@@ -486,6 +502,7 @@ async fn wait_until_settled(
 }
 
 /// A webhook about the incident's actors, firing or resolved.
+#[cfg(feature = "system-tests")]
 fn incident_payload(status: &str, started_at: Timestamp, ends_at: Option<Timestamp>) -> Value {
     let alerts = INCIDENT_ACTORS
         .iter()
@@ -511,6 +528,7 @@ fn incident_payload(status: &str, started_at: Timestamp, ends_at: Option<Timesta
 }
 
 /// The relay's operator, channels and plan: everything a publication can reach.
+#[cfg(feature = "system-tests")]
 fn relay_tables(peers: &str) -> String {
     format!(
         r#"
@@ -558,6 +576,7 @@ level_3 = ["banner", "website", "email", "cms", "itnytt"]
 /// deploy/prometheus/prometheus.yml pointed at the test's fake exporter. The probed URLs
 /// are only labels (the address is rewritten to the exporter), under `.invalid`, which
 /// never resolves.
+#[cfg(feature = "system-tests")]
 fn prometheus_config(relay_target: &str, peers: &str) -> String {
     let exporter = peers.trim_start_matches("http://");
     let mut login_targets = String::new();
@@ -607,12 +626,14 @@ scrape_configs:
 /// One local HTTP server: `POST /cms` answers 400 (a permanent failure), `POST /itnytt`
 /// answers 503 with `Retry-After: 1` once and then 200, and `GET /probe` answers like the
 /// blackbox exporter for [`PROBED_ACTORS`] and the central page.
+#[cfg(feature = "system-tests")]
 struct Peers {
     address: String,
     itnytt_requests: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
+#[cfg(feature = "system-tests")]
 impl Peers {
     async fn start() -> Peers {
         let itnytt_requests = Arc::new(AtomicUsize::new(0));
@@ -655,6 +676,7 @@ impl Peers {
     }
 }
 
+#[cfg(feature = "system-tests")]
 impl Drop for Peers {
     fn drop(&mut self) {
         self.task.abort();
@@ -663,6 +685,7 @@ impl Drop for Peers {
 
 /// The blackbox exporter's answer for one target: the series the availability dashboard
 /// reads, in Prometheus' text format.
+#[cfg(feature = "system-tests")]
 async fn probe(Query(parameters): Query<BTreeMap<String, String>>) -> impl IntoResponse {
     let target = parameters.get("target").cloned().unwrap_or_default();
     let up = PROBED_ACTORS

@@ -12,14 +12,14 @@
 //! through `claim_deliveries`/`record_deliveries` at given times; feedback, notes and
 //! lessons through the follow-up functions, which take the time as an argument. Only
 //! `generated_at` of the report differs between runs, and the scripted report fixes it.
-//! After an intended change, regenerate with `UPDATE_GOLDEN=1 cargo test --test followup`
+//! After an intended change, regenerate with `UPDATE_GOLDEN=1 cargo test --test it followup::`
 //! and read the diff.
 //!
 //! The other tests run the real app over HTTP with the real clock and check behaviour, not
 //! bytes: the feedback page (hostile input, the body limit, the rate limit), the operator
 //! pages and downloads, and the JSON of a live incident against `docs/report-schema.json`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -126,7 +126,7 @@ fn check_golden(name: &str, actual: &str) {
             .unwrap_or_else(|| "the lengths differ".to_owned());
         panic!(
             "{} differs from the report ({first_difference}); if the change is intended, run \
-             UPDATE_GOLDEN=1 cargo test --test followup and read the diff",
+             UPDATE_GOLDEN=1 cargo test --test it followup:: and read the diff",
             path.display()
         );
     }

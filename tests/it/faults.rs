@@ -2,7 +2,7 @@
 //! ready, lose nothing it acknowledged, and recover fully when the fault clears. Mounting
 //! needs root, as scripts/test-all.sh runs the tests.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -11,15 +11,20 @@
 //! `systemd` (systemd-analyze) and `python3-yaml` (the YAML parser). Docker cannot run in
 //! the test environment, so the Dockerfile is only checked for its structure.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use samsa_relay::config::{IncidentsConfig, parse_duration};
-use samsa_relay::inventory::Inventory;
-use serde_json::Value;
+use samsa_relay::config::parse_duration;
+
+// The tests that run the deployment's own tools (system tier).
+#[cfg(feature = "system-tests")]
+use {
+    samsa_relay::config::IncidentsConfig, samsa_relay::inventory::Inventory, serde_json::Value,
+    std::collections::BTreeMap,
+};
 
 const RELAY_BINARY: &str = env!("CARGO_BIN_EXE_samsa-relay");
 
@@ -29,6 +34,7 @@ const TOOL_DEADLINE: Duration = Duration::from_secs(60);
 /// The systemd unit's credentials folder, as the systemd config's `*_file` keys name it.
 const SYSTEMD_CREDENTIALS: &str = "/run/credentials/samsa-relay.service/";
 /// Where the Kubernetes Deployment mounts the Secret.
+#[cfg(feature = "system-tests")]
 const KUBERNETES_SECRETS: &str = "/run/secrets/samsa-relay/";
 /// The configuration folder in both deployments.
 const CONFIG_FOLDER: &str = "/etc/samsa-relay/";
@@ -36,9 +42,11 @@ const CONFIG_FOLDER: &str = "/etc/samsa-relay/";
 const STATE_FOLDER: &str = "/var/lib/samsa-relay/";
 /// The outage alerts of samsa-rules.yml, the only ones besides the Watchdog that may reach
 /// the relay: it reads every alert it receives as part of a SAMSA outage.
+#[cfg(feature = "system-tests")]
 const ALERTS_FOR_THE_RELAY: &[&str] = &["SamsaLoginDown", "SamsaDown"];
 /// Metrics the rules use that the relay does not expose yet. Until it does, the rules on
 /// them stay silent (no series, no alert).
+#[cfg(feature = "system-tests")]
 const FORTHCOMING_METRICS: &[&str] = &[
     // Gauge: outbox rows not yet delivered (any label set; the rules sum it).
     "samsa_relay_outbox_pending",
@@ -46,6 +54,7 @@ const FORTHCOMING_METRICS: &[&str] = &[
     "samsa_relay_outbox_oldest_pending_age_seconds",
 ];
 /// The job name the relay's rules match on.
+#[cfg(feature = "system-tests")]
 const RELAY_JOB: &str = "samsa-relay";
 
 /// Variables a child must not inherit: the relay's overrides would change what is being
@@ -66,6 +75,7 @@ const INHERITED_VARIABLES_TO_REMOVE: &[&str] = &[
 // Prometheus
 // ---------------------------------------------------------------------------------------
 
+#[cfg(feature = "system-tests")]
 #[test]
 fn prometheus_rules_pass_promtool_check_and_their_unit_tests() {
     let promtool = debian_tool("promtool", "prometheus");
@@ -91,6 +101,7 @@ fn prometheus_rules_pass_promtool_check_and_their_unit_tests() {
     );
 }
 
+#[cfg(feature = "system-tests")]
 #[test]
 fn every_alert_has_unit_tests_that_fire_and_that_stay_silent() {
     let rules = yaml_documents(&deploy_path("prometheus/samsa-rules.yml"));
@@ -123,6 +134,7 @@ fn every_alert_has_unit_tests_that_fire_and_that_stay_silent() {
     }
 }
 
+#[cfg(feature = "system-tests")]
 #[test]
 fn every_relay_metric_the_rules_use_is_exposed_or_listed_as_forthcoming() {
     // Read from the source: a label vector with no children yet (deliveries_total before
@@ -157,6 +169,7 @@ fn every_relay_metric_the_rules_use_is_exposed_or_listed_as_forthcoming() {
     }
 }
 
+#[cfg(feature = "system-tests")]
 #[test]
 fn prometheus_config_passes_promtool_check_without_warnings() {
     let promtool = debian_tool("promtool", "prometheus");
@@ -207,6 +220,7 @@ fn prometheus_config_passes_promtool_check_without_warnings() {
     }
 }
 
+#[cfg(feature = "system-tests")]
 #[test]
 fn probe_targets_name_known_actors_in_their_own_subregions() {
     let inventory = Inventory::default_samsa();
@@ -233,6 +247,7 @@ fn probe_targets_name_known_actors_in_their_own_subregions() {
     }
 }
 
+#[cfg(feature = "system-tests")]
 #[test]
 fn outage_alerts_carry_the_labels_the_relay_reads() {
     let incidents = IncidentsConfig::default();
@@ -286,6 +301,7 @@ fn outage_alerts_carry_the_labels_the_relay_reads() {
 // Alertmanager
 // ---------------------------------------------------------------------------------------
 
+#[cfg(feature = "system-tests")]
 #[test]
 fn alertmanager_config_passes_amtool_check() {
     let amtool = debian_tool("amtool", "prometheus-alertmanager");
@@ -321,6 +337,7 @@ fn alertmanager_config_passes_amtool_check() {
     );
 }
 
+#[cfg(feature = "system-tests")]
 #[test]
 fn alertmanager_routes_every_rule_to_the_receiver_it_belongs_to() {
     let amtool = debian_tool("amtool", "prometheus-alertmanager");
@@ -360,6 +377,7 @@ fn alertmanager_routes_every_rule_to_the_receiver_it_belongs_to() {
     );
 }
 
+#[cfg(feature = "system-tests")]
 #[test]
 fn the_watchdog_repeats_well_inside_the_relays_timeout() {
     let config = &yaml_documents(&deploy_path("alertmanager/alertmanager.yml"))[0];
@@ -410,6 +428,7 @@ fn the_watchdog_repeats_well_inside_the_relays_timeout() {
 // Blackbox exporter
 // ---------------------------------------------------------------------------------------
 
+#[cfg(feature = "system-tests")]
 #[test]
 fn blackbox_config_passes_the_exporters_check() {
     let exporter = debian_tool(
@@ -537,6 +556,7 @@ fn systemd_config_passes_check_config_with_the_units_credentials() {
     assert_config_valid(root.path(), &installed_config);
 }
 
+#[cfg(feature = "system-tests")]
 #[test]
 fn systemd_unit_passes_systemd_analyze_verify_and_security() {
     let systemd_analyze = debian_tool("systemd-analyze", "systemd");
@@ -582,6 +602,7 @@ fn systemd_unit_passes_systemd_analyze_verify_and_security() {
 // Kubernetes
 // ---------------------------------------------------------------------------------------
 
+#[cfg(feature = "system-tests")]
 #[test]
 fn kubernetes_manifests_parse_and_fit_together() {
     let manifests = kubernetes_manifests();
@@ -804,6 +825,7 @@ fn kubernetes_manifests_parse_and_fit_together() {
     assert_eq!(listed, files, "kustomization.yaml resources");
 }
 
+#[cfg(feature = "system-tests")]
 #[test]
 fn kubernetes_config_passes_check_config_and_refuses_the_placeholder_secrets() {
     let (relay_toml, config_map_data) = kubernetes_relay_config();
@@ -952,6 +974,7 @@ fn deploy_path(relative: &str) -> PathBuf {
 
 /// Finds a binary from a Debian package at /usr/bin, or on PATH, or fails the test saying
 /// how to install it.
+#[cfg(feature = "system-tests")]
 fn debian_tool(binary: &str, package: &str) -> PathBuf {
     let debian_path = Path::new("/usr/bin").join(binary);
     if debian_path.is_file() {
@@ -1051,6 +1074,7 @@ fn assert_config_valid(folder: &Path, config: &Path) {
 }
 
 /// Prints every document of the YAML file argv[1] as one JSON list.
+#[cfg(feature = "system-tests")]
 const YAML_TO_JSON: &str = r#"
 import json, sys, yaml
 with open(sys.argv[1], encoding="utf-8") as file:
@@ -1059,6 +1083,7 @@ json.dump(documents, sys.stdout, default=str)
 "#;
 
 /// Parses every document of a YAML file with PyYAML (Debian's python3-yaml) into JSON.
+#[cfg(feature = "system-tests")]
 fn yaml_documents(path: &Path) -> Vec<Value> {
     // Debian's interpreter first: the package installs the module for it.
     let python = debian_tool("python3", "python3-yaml");
@@ -1080,6 +1105,7 @@ fn yaml_documents(path: &Path) -> Vec<Value> {
 }
 
 /// Every manifest in deploy/kubernetes/, with its file name.
+#[cfg(feature = "system-tests")]
 fn kubernetes_manifests() -> Vec<(String, Value)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(deploy_path("kubernetes"))
         .unwrap()
@@ -1105,6 +1131,7 @@ fn kubernetes_manifests() -> Vec<(String, Value)> {
 }
 
 /// The ConfigMap's relay TOML, and all its keys (file name -> content).
+#[cfg(feature = "system-tests")]
 fn kubernetes_relay_config() -> (String, BTreeMap<String, String>) {
     let config_map = kubernetes_manifests()
         .into_iter()
@@ -1237,6 +1264,7 @@ fn cargo_rust_version() -> String {
 }
 
 /// The alerting rules of every group of a rule file.
+#[cfg(feature = "system-tests")]
 fn alerting_rules(rule_file: &Value) -> Vec<&Value> {
     array(&rule_file["groups"])
         .iter()
@@ -1246,6 +1274,7 @@ fn alerting_rules(rule_file: &Value) -> Vec<&Value> {
 }
 
 /// The receiver amtool routes a label set to.
+#[cfg(feature = "system-tests")]
 fn route(amtool: &Path, config: &Path, labels: &[String]) -> String {
     let output = run_tool(
         Command::new(amtool)
@@ -1257,6 +1286,7 @@ fn route(amtool: &Path, config: &Path, labels: &[String]) -> String {
     text_of(&output.stdout).trim().to_owned()
 }
 
+#[cfg(feature = "system-tests")]
 fn assert_labels_select(selector: &Value, pod_labels: &serde_json::Map<String, Value>, what: &str) {
     let selector = object(selector);
     assert!(!selector.is_empty(), "{what}: empty selector");
@@ -1269,18 +1299,21 @@ fn assert_labels_select(selector: &Value, pod_labels: &serde_json::Map<String, V
     }
 }
 
+#[cfg(feature = "system-tests")]
 fn array(value: &Value) -> &Vec<Value> {
     value
         .as_array()
         .unwrap_or_else(|| panic!("expected a list, found {value}"))
 }
 
+#[cfg(feature = "system-tests")]
 fn object(value: &Value) -> &serde_json::Map<String, Value> {
     value
         .as_object()
         .unwrap_or_else(|| panic!("expected a mapping, found {value}"))
 }
 
+#[cfg(feature = "system-tests")]
 fn string(value: &Value) -> &str {
     value
         .as_str()

@@ -1,7 +1,7 @@
 //! The accept loop and request limits: a connection cap, slow clients, request deadlines,
 //! and HTTPS served with rustls.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

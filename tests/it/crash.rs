@@ -3,7 +3,7 @@
 //! a published notice must get it, with duplicates only for sends in flight at a kill.
 //! Bounded in cycles and time; prints its figures.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@
 //! to 127.0.0.1, so the server certificate names that IP address (a SAN of type IP), and
 //! the TLS name checked is the address itself.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

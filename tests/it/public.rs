@@ -2,7 +2,7 @@
 //! embedding script), status.json and the Atom feed; caching (ETag, 304), CORS, and the
 //! escaping of untrusted text (alert labels, operator text) in every format.
 
-mod common;
+use crate::common;
 
 use common::{
     TestApp, alert, payload, pending_draft, publish_pending, publish_request, spawn_app_with_tables,

@@ -2,7 +2,7 @@
 //!
 //! Each case renders one notice with the shipped templates and compares a readable dump of
 //! every field with `tests/golden/<case>.txt`. After an intended wording change, regenerate
-//! with `UPDATE_GOLDEN=1 cargo test --test notices`, then read the diff before committing:
+//! with `UPDATE_GOLDEN=1 cargo test --test it notices::`, then read the diff before committing:
 //! the golden files are what a Swedish IT manager will read at 3 a.m.
 //!
 //! The last tests feed hostile label values through the whole path (labels -> scope ->
@@ -350,7 +350,7 @@ fn check_golden(case: &str, input: &NoticeInput) -> RenderedNotice {
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|error| {
         panic!(
-            "cannot read {}: {error}\nrun UPDATE_GOLDEN=1 cargo test --test notices to create it",
+            "cannot read {}: {error}\nrun UPDATE_GOLDEN=1 cargo test --test it notices:: to create it",
             path.display()
         )
     });
@@ -362,7 +362,7 @@ fn check_golden(case: &str, input: &NoticeInput) -> RenderedNotice {
             .unwrap_or(0);
         panic!(
             "{} differs from the rendered notice at line {}:\n  expected: {:?}\n  actual:   {:?}\n\
-             If the change is intended, run UPDATE_GOLDEN=1 cargo test --test notices and review the diff.",
+             If the change is intended, run UPDATE_GOLDEN=1 cargo test --test it notices:: and review the diff.",
             path.display(),
             first_difference + 1,
             expected_lines

@@ -8,27 +8,36 @@
 //! `DeliveryWorker` with a short retry policy, one step at a time; the others run the
 //! whole app.
 
-mod common;
+use crate::common;
 
-use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use common::TestApp;
-use common::smtp_sink::{Received, SmtpSink, lines};
-use samsa_relay::app::App;
 use samsa_relay::classify::Level;
-use samsa_relay::delivery::email::{EmailTransport, message_id};
-use samsa_relay::delivery::{ChannelSender, DeliveryWorker, RetryPolicy, StepCounts};
+use samsa_relay::delivery::email::message_id;
 use samsa_relay::http::AppState;
 use samsa_relay::publishing::{Publication, PublishRequest};
-use samsa_relay::storage::{OutboxRecord, PublishedNoticeRecord};
+use samsa_relay::storage::OutboxRecord;
 use serde_json::json;
 
+// The tests against the real SMTP server (system tier).
+#[cfg(feature = "system-tests")]
+use {
+    common::smtp_sink::{Received, SmtpSink, lines},
+    samsa_relay::app::App,
+    samsa_relay::delivery::email::EmailTransport,
+    samsa_relay::delivery::{ChannelSender, DeliveryWorker, RetryPolicy, StepCounts},
+    samsa_relay::storage::PublishedNoticeRecord,
+    std::collections::{BTreeSet, HashSet},
+};
+
 const DEADLINE: Duration = Duration::from_secs(30);
+#[cfg(feature = "system-tests")]
 const FROM_ADDRESS: &str = "noreply.samsa@samsa.example";
 const FROM: &str = "SAMSA förvaltning <noreply.samsa@samsa.example>";
 const REPLY_TO_ADDRESS: &str = "info.samsa@samsa.example";
 
+#[cfg(feature = "system-tests")]
 #[tokio::test]
 async fn every_recipient_of_a_list_gets_exactly_one_message_with_the_right_headers() {
     const N_RECIPIENTS: usize = 50;
@@ -132,6 +141,7 @@ async fn every_recipient_of_a_list_gets_exactly_one_message_with_the_right_heade
     app.stop().await;
 }
 
+#[cfg(feature = "system-tests")]
 #[tokio::test]
 async fn a_4xx_answer_is_retried_until_delivered_and_the_counts_reconcile() {
     let sink = SmtpSink::start();
@@ -202,6 +212,7 @@ async fn a_4xx_answer_is_retried_until_delivered_and_the_counts_reconcile() {
     assert_eq!(n_attempts as usize, messages.len() + rejections.len());
 }
 
+#[cfg(feature = "system-tests")]
 #[tokio::test]
 async fn a_5xx_answer_fails_the_row_with_the_server_text_until_an_operator_retries_it() {
     let sink = SmtpSink::start();
@@ -289,6 +300,7 @@ async fn a_5xx_answer_fails_the_row_with_the_server_text_until_an_operator_retri
     assert!(events.iter().any(|event| event.event == "delivery_retried"));
 }
 
+#[cfg(feature = "system-tests")]
 #[tokio::test]
 async fn a_stalled_server_times_out_and_the_retry_uses_a_fresh_connection() {
     let sink = SmtpSink::start();
@@ -358,6 +370,7 @@ async fn a_stalled_server_times_out_and_the_retry_uses_a_fresh_connection() {
 /// The relay's own SMTP pool: the next send takes the idle connection, and after the
 /// server restarts (the idle connection is dead) the send opens a new one at once: no
 /// attempt fails.
+#[cfg(feature = "system-tests")]
 #[tokio::test]
 async fn an_idle_connection_is_reused_and_a_dead_one_replaced_without_a_failed_send() {
     let sink = SmtpSink::start();
@@ -403,6 +416,7 @@ async fn an_idle_connection_is_reused_and_a_dead_one_replaced_without_a_failed_s
     assert_eq!(after[0].rcpt_tos(), ["c-after-restart@kommun.example"]);
 }
 
+#[cfg(feature = "system-tests")]
 #[tokio::test]
 async fn the_rate_limit_never_lets_more_than_its_share_into_any_second() {
     const N_RECIPIENTS: usize = 20;
@@ -490,6 +504,7 @@ async fn the_file_transport_writes_one_message_file_per_recipient() {
 
 // ---- the relay -----------------------------------------------------------------------
 
+#[cfg(feature = "system-tests")]
 fn smtp_table(url: &str, timeout: &str) -> String {
     format!(
         "[smtp]\nurl = \"{url}\"\nfrom = \"{FROM}\"\nreply_to = \"SAMSA förvaltning <{REPLY_TO_ADDRESS}>\"\nstarttls = \"none\"\ntimeout = \"{timeout}\"\npool_max_connections = 4\n"
@@ -555,6 +570,7 @@ async fn publish_pending_draft(state: &AppState, incident_id: i64) -> Publicatio
         .expect("published")
 }
 
+#[cfg(feature = "system-tests")]
 async fn published_notice(state: &AppState, notice_id: i64) -> PublishedNoticeRecord {
     state
         .storage
@@ -575,6 +591,7 @@ async fn all_settled(state: &AppState, incident_id: i64) -> Vec<OutboxRecord> {
     .await
 }
 
+#[cfg(feature = "system-tests")]
 async fn outbox_row(state: &AppState, incident_id: i64, recipient: &str) -> OutboxRecord {
     state
         .storage
@@ -587,6 +604,7 @@ async fn outbox_row(state: &AppState, incident_id: i64, recipient: &str) -> Outb
 }
 
 /// `samsa_relay_deliveries_total{channel="email",outcome=OUTCOME}` in rendered metrics.
+#[cfg(feature = "system-tests")]
 fn sample(metrics: &str, outcome: &str) -> i64 {
     let series = format!(r#"samsa_relay_deliveries_total{{channel="email",outcome="{outcome}"}} "#);
     metrics
@@ -599,12 +617,14 @@ fn sample(metrics: &str, outcome: &str) -> i64 {
 
 /// The app built but not running, with a delivery worker for `email` that this test
 /// steps itself, retrying within a fraction of a second.
+#[cfg(feature = "system-tests")]
 struct DirectApp {
     app: App,
     worker: DeliveryWorker,
     _folder: tempfile::TempDir,
 }
 
+#[cfg(feature = "system-tests")]
 impl DirectApp {
     async fn build(sink: &SmtpSink, timeout: &str, channel_keys: &str) -> DirectApp {
         let (app, folder) = common::build_app_with_smtp(

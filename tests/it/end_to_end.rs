@@ -4,7 +4,8 @@
 //! in the review email, the deliveries go out, and bringing the pages back resolves it all
 //! the same way.
 //!
-//! Run it alone with `cargo test --test end_to_end -- --nocapture` (it prints each step
+//! Run it alone with
+//! `cargo test --features system-tests --test it end_to_end:: -- --nocapture` (it prints each step
 //! with its time).
 //!
 //! What is real: `prometheus`, `prometheus-alertmanager` and
@@ -29,7 +30,7 @@
 //! Its certificate, for 127.0.0.1, is made by rcgen for the run; the exporter trusts it
 //! through `SSL_CERT_FILE`, as it would trust a site's own CA.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -28,7 +28,7 @@ static RENDERER: LazyLock<NoticeRenderer> = LazyLock::new(|| {
     NoticeRenderer::new(&NoticesConfig::default()).expect("the embedded templates compile")
 });
 
-const EXAMPLE_PAYLOAD: &str = include_str!("../deploy/examples/02-fyrbodal-firing.json");
+const EXAMPLE_PAYLOAD: &str = include_str!("../../deploy/examples/02-fyrbodal-firing.json");
 
 // ---- The webhook payload ----
 

@@ -11,7 +11,7 @@
 //! Screenshots go to `target/test-artifacts/browser/` (`target/` is never committed); each
 //! test prints their paths.
 
-mod common;
+use crate::common;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;

@@ -2,7 +2,7 @@
 //! discard, login links, the dashboard's actions (drill, drafts by hand), escalation and
 //! single sign-on.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! `scripts/test-all.sh` installs): an alert posted to Alertmanager's API reaches the
 //! relay through a webhook receiver with bearer authentication, firing and then resolved.
 
-mod common;
+use crate::common;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

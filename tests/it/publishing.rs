@@ -1,7 +1,7 @@
 //! Publishing: the operator's decision turned into a publication and outbox rows, the
 //! plan's rules enforced, and the drafting rules after publication.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
