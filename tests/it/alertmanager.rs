@@ -9,59 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{TOKEN, eventually, spawn_app};
+use common::{PROXY_VARIABLES, TOKEN, debian_binary, eventually, free_port, spawn_app};
 use jiff::Timestamp;
 use samsa_relay::alertmanager::AlertStatus;
 use serde_json::{Value, json};
-
-/// The Debian package's binary.
-const ALERTMANAGER_BINARY: &str = "prometheus-alertmanager";
-const ALERTMANAGER_DEFAULT_PATH: &str = "/usr/bin/prometheus-alertmanager";
 
 /// The receiver name Alertmanager puts in every webhook it sends to the relay.
 const RECEIVER: &str = "samsa-relay";
 
 /// How long each step (readiness, a notification to arrive) may take.
 const STEP_DEADLINE: Duration = Duration::from_secs(30);
-
-/// Proxy variables a child must not inherit: every request stays on loopback.
-const PROXY_VARIABLES: &[&str] = &[
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-    "no_proxy",
-];
-
-/// Finds the Alertmanager binary on PATH or at the Debian path, or fails the test saying
-/// how to install it.
-fn alertmanager_binary() -> PathBuf {
-    let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|folder| folder.join(ALERTMANAGER_BINARY))
-            .find(|candidate| candidate.is_file())
-    });
-    on_path
-        .or_else(|| {
-            let default = PathBuf::from(ALERTMANAGER_DEFAULT_PATH);
-            default.is_file().then_some(default)
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "{ALERTMANAGER_BINARY} not found on PATH nor at {ALERTMANAGER_DEFAULT_PATH}; \
-                 run scripts/test-all.sh, which installs the Debian package prometheus-alertmanager"
-            )
-        })
-}
-
-/// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
 
 /// A running Alertmanager child. Dropping it kills the process (by its PID) and, when the
 /// test is failing, prints what Alertmanager logged.
@@ -75,7 +32,7 @@ struct Alertmanager {
 impl Alertmanager {
     /// Writes the config and starts Alertmanager with its own storage, HA gossip off.
     fn start(relay_address: &str) -> Alertmanager {
-        let binary = alertmanager_binary();
+        let binary = debian_binary("prometheus-alertmanager", "prometheus-alertmanager");
         let folder = tempfile::tempdir().expect("temporary folder");
         let token_path = folder.path().join("relay-token");
         std::fs::write(&token_path, format!("{TOKEN}\n")).expect("write the token file");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{alert, payload};
+use common::{alert, free_port, payload};
 use serde_json::{Value, json};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_samsa-relay");
@@ -67,12 +67,6 @@ fn run(folder: &Path, args: &[&str]) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
 }
 
 /// A complete config for `serve`, everything inside `folder`.
@@ -175,11 +169,13 @@ impl Relay {
     /// Sends SIGTERM to the process and waits for it to exit.
     async fn terminate(&mut self) -> ExitStatus {
         let pid = self.pid().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM {pid} failed: {status}");
+        // The kill(2) call itself rather than the `kill` program (procps), which a machine
+        // with only Rust may lack.
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap_or_else(|error| panic!("kill -TERM {pid} failed: {error}"));
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("poll samsa-relay") {

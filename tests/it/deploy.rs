@@ -22,8 +22,8 @@ use samsa_relay::config::parse_duration;
 // The tests that run the deployment's own tools (system tier).
 #[cfg(feature = "system-tests")]
 use {
-    samsa_relay::config::IncidentsConfig, samsa_relay::inventory::Inventory, serde_json::Value,
-    std::collections::BTreeMap,
+    crate::common::debian_binary, samsa_relay::config::IncidentsConfig,
+    samsa_relay::inventory::Inventory, serde_json::Value, std::collections::BTreeMap,
 };
 
 const RELAY_BINARY: &str = env!("CARGO_BIN_EXE_samsa-relay");
@@ -78,7 +78,7 @@ const INHERITED_VARIABLES_TO_REMOVE: &[&str] = &[
 #[cfg(feature = "system-tests")]
 #[test]
 fn prometheus_rules_pass_promtool_check_and_their_unit_tests() {
-    let promtool = debian_tool("promtool", "prometheus");
+    let promtool = debian_binary("promtool", "prometheus");
     let folder = deploy_path("prometheus");
     let check = run_tool(
         Command::new(&promtool)
@@ -172,7 +172,7 @@ fn every_relay_metric_the_rules_use_is_exposed_or_listed_as_forthcoming() {
 #[cfg(feature = "system-tests")]
 #[test]
 fn prometheus_config_passes_promtool_check_without_warnings() {
-    let promtool = debian_tool("promtool", "prometheus");
+    let promtool = debian_binary("promtool", "prometheus");
     let folder = deploy_path("prometheus");
     let output = run_tool(
         Command::new(&promtool)
@@ -304,7 +304,7 @@ fn outage_alerts_carry_the_labels_the_relay_reads() {
 #[cfg(feature = "system-tests")]
 #[test]
 fn alertmanager_config_passes_amtool_check() {
-    let amtool = debian_tool("amtool", "prometheus-alertmanager");
+    let amtool = debian_binary("amtool", "prometheus-alertmanager");
     let output = run_tool(
         Command::new(&amtool)
             .arg("check-config")
@@ -340,7 +340,7 @@ fn alertmanager_config_passes_amtool_check() {
 #[cfg(feature = "system-tests")]
 #[test]
 fn alertmanager_routes_every_rule_to_the_receiver_it_belongs_to() {
-    let amtool = debian_tool("amtool", "prometheus-alertmanager");
+    let amtool = debian_binary("amtool", "prometheus-alertmanager");
     let config_path = deploy_path("alertmanager/alertmanager.yml");
     let incidents = IncidentsConfig::default();
     let rules = &yaml_documents(&deploy_path("prometheus/samsa-rules.yml"))[0];
@@ -431,7 +431,7 @@ fn the_watchdog_repeats_well_inside_the_relays_timeout() {
 #[cfg(feature = "system-tests")]
 #[test]
 fn blackbox_config_passes_the_exporters_check() {
-    let exporter = debian_tool(
+    let exporter = debian_binary(
         "prometheus-blackbox-exporter",
         "prometheus-blackbox-exporter",
     );
@@ -559,7 +559,7 @@ fn systemd_config_passes_check_config_with_the_units_credentials() {
 #[cfg(feature = "system-tests")]
 #[test]
 fn systemd_unit_passes_systemd_analyze_verify_and_security() {
-    let systemd_analyze = debian_tool("systemd-analyze", "systemd");
+    let systemd_analyze = debian_binary("systemd-analyze", "systemd");
     // verify checks that ExecStart= and ExecStartPre= are executable: point them at the
     // binary cargo built. The file name must stay samsa-relay.service.
     let unit = std::fs::read_to_string(deploy_path("systemd/samsa-relay.service"))
@@ -972,28 +972,6 @@ fn deploy_path(relative: &str) -> PathBuf {
     repository_path("deploy").join(relative)
 }
 
-/// Finds a binary from a Debian package at /usr/bin, or on PATH, or fails the test saying
-/// how to install it.
-#[cfg(feature = "system-tests")]
-fn debian_tool(binary: &str, package: &str) -> PathBuf {
-    let debian_path = Path::new("/usr/bin").join(binary);
-    if debian_path.is_file() {
-        return debian_path;
-    }
-    std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|folder| folder.join(binary))
-                .find(|candidate| candidate.is_file())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "{binary} not found at /usr/bin nor on PATH; run scripts/test-all.sh, which \
-                 installs the Debian package {package}"
-            )
-        })
-}
-
 /// Runs a tool to completion within [`TOOL_DEADLINE`], its output captured in files (a
 /// full pipe cannot block it). Kills it, by its own handle, if it overruns.
 fn run_tool(command: &mut Command) -> Output {
@@ -1086,7 +1064,7 @@ json.dump(documents, sys.stdout, default=str)
 #[cfg(feature = "system-tests")]
 fn yaml_documents(path: &Path) -> Vec<Value> {
     // Debian's interpreter first: the package installs the module for it.
-    let python = debian_tool("python3", "python3-yaml");
+    let python = debian_binary("python3", "python3-yaml");
     let output = run_tool(Command::new(&python).arg("-c").arg(YAML_TO_JSON).arg(path));
     if text_of(&output.stderr).contains("No module named 'yaml'") {
         panic!(

@@ -13,7 +13,8 @@ use super::{eventually, free_port, local_client};
 pub struct Prometheus {
     pub address: String,
     pub process: ChildProcess,
-    pub folder: tempfile::TempDir,
+    /// Its config, storage and log; removed when dropped.
+    _folder: tempfile::TempDir,
 }
 
 impl Prometheus {
@@ -45,7 +46,7 @@ impl Prometheus {
         let mut prometheus = Prometheus {
             address: format!("http://127.0.0.1:{port}"),
             process,
-            folder,
+            _folder: folder,
         };
         let ready = format!("{}/-/ready", prometheus.address);
         prometheus

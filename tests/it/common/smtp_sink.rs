@@ -1,4 +1,4 @@
-//! The SMTP server of the email tests (tests/email.rs, tests/email_tls.rs):
+//! The SMTP server of the email tests (`email` and `email_tls`), system tier:
 //! `tests/support/smtp_sink.py` (aiosmtpd, the Debian package python3-aiosmtpd), started
 //! as a child process on a free local port. It records each message it accepts, parsed by
 //! Python's own email package, and how the session that carried it was protected; it can
@@ -118,7 +118,8 @@ impl SmtpSink {
             let _ = child.kill();
             let status = child.wait();
             panic!(
-                "the SMTP sink did not start (first line {line:?}, {status:?}); is python3-aiosmtpd installed?"
+                "the SMTP sink did not start (first line {line:?}, {status:?}): it needs the Debian \
+                 package python3-aiosmtpd, which scripts/test-all.sh installs"
             );
         };
         SmtpSink {
