@@ -17,6 +17,14 @@
 //! gate each test that needs a program, and keep the rest in the core tier.
 //!
 //! Run one module with `cargo test --test it MODULE::` (say, `ingest::`).
+//!
+//! No test needs a binary of its own: none changes process-wide state (environment,
+//! current folder, signal handlers, a global tracing subscriber), and each starts its own
+//! app, database and peers. The one thing the app shares across a process, the per-client
+//! limiter of the public read endpoints (a static in `src/http/`, keyed by address, so
+//! every test is the same client 127.0.0.1), is shared by all tests here; together they
+//! send far fewer public reads than its burst. A test that floods `/public/` would make
+//! others answer 429: give it its own `[[test]]` binary.
 
 mod common;
 
