@@ -29,6 +29,7 @@
 mod common;
 
 mod cli;
+mod config_reference;
 mod crash;
 mod dashboards;
 mod deploy;

@@ -217,7 +217,7 @@ impl<'de> de::Deserializer<'de> for Tracer<'_> {
         // A self-describing value (an untagged enum, `#[serde(flatten)]`, a custom impl)
         // has no field list to read: fail loudly rather than miss its keys.
         Err(de::Error::custom(format!(
-            "`{}` asks for any value; teach tests/config_reference.rs its shape",
+            "`{}` asks for any value; teach tests/it/config_reference.rs its shape",
             self.path
         )))
     }
