@@ -555,11 +555,16 @@ async fn the_dashboard_starts_drills_that_go_only_to_drill_channels() {
     };
     let refused = app
         .state
+        .publisher
         .publish(&request(&["banner", "website"]))
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("övningar"), "{refused}");
-    app.state.publish(&request(&["banner"])).await.unwrap();
+    app.state
+        .publisher
+        .publish(&request(&["banner"]))
+        .await
+        .unwrap();
 
     // A second drill while one is open is refused.
     let (_, html) = post_form(
@@ -578,6 +583,7 @@ async fn an_update_or_a_resolution_can_be_drafted_by_hand() {
     let draft_id = outage(&app, json!({"actor": "kommun-boras"})).await;
     let draft = app.state.storage.drafts(1).await.unwrap().remove(0);
     app.state
+        .publisher
         .publish(&samsa_relay::publishing::PublishRequest {
             draft_id,
             draft_version: draft.versions[0].version,
