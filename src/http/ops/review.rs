@@ -607,3 +607,66 @@ fn preview_sections(rendered: &RenderedNotice) -> Vec<minijinja::Value> {
         .map(|(heading, text)| context! { heading => heading, text => text })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::extract::Request;
+
+    use super::*;
+    use crate::http::pages::{FormRefusal, read_form};
+
+    async fn fields(body: &str) -> Result<ReviewFields, FormRefusal> {
+        let request = Request::post("/ops/r/token")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        read_form(request).await
+    }
+
+    #[tokio::test]
+    async fn the_review_form_keeps_every_channel_and_reads_numbers_and_actions_leniently() {
+        let form = fields(
+            "csrf=abc&version=3&channels=banner&level=2&channels=website&action=publish&extra=x",
+        )
+        .await
+        .unwrap();
+        assert_eq!(form.csrf, "abc");
+        assert_eq!(form.version, Some(3));
+        assert_eq!(form.level.as_deref(), Some("2"));
+        assert_eq!(form.action, Some(ReviewAction::Publish));
+        assert_eq!(form.channels.0, ["banner", "website"]);
+
+        let form = fields("version=three&action=withdraw&level=").await.unwrap();
+        assert_eq!(form.version, None, "not a number");
+        assert_eq!(form.action, Some(ReviewAction::Unknown));
+        assert_eq!(form.level.as_deref(), Some(""), "present but empty");
+        assert!(form.channels.0.is_empty());
+        assert_eq!(form.csrf, "");
+
+        let form = fields("").await.unwrap();
+        assert_eq!(form.action, None);
+        assert_eq!(form.level, None, "missing");
+        assert_eq!(form.expected_resolution, None);
+
+        assert_eq!(
+            fields("csrf=a&csrf=b").await.unwrap_err(),
+            FormRefusal::Malformed,
+            "a field that may appear once, twice"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_form_is_refused_by_its_size_and_type_in_swedish_terms() {
+        let too_large = format!("discard_reason={}", "x".repeat(64 * 1024));
+        assert_eq!(fields(&too_large).await.unwrap_err(), FormRefusal::TooLarge);
+        let request = Request::post("/ops/r/token")
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        assert_eq!(
+            read_form::<ReviewFields>(request).await.unwrap_err(),
+            FormRefusal::NotAForm
+        );
+    }
+}
