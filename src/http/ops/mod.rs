@@ -131,6 +131,74 @@ enum Access {
     Sso,
 }
 
+impl OperatorSession {
+    /// What the CSRF token is bound to: the link's token, or the operator behind SSO.
+    fn csrf_label(&self) -> String {
+        match &self.access {
+            Access::Link { token } => token.clone(),
+            Access::Sso => format!("sso\0{}", self.operator.email),
+        }
+    }
+
+    pub(super) fn csrf(&self, state: &AppState) -> String {
+        state.signer.csrf_token(&self.csrf_label())
+    }
+
+    /// Whether the posted token (empty when the form had none) belongs to this session.
+    pub(super) fn check_csrf(&self, state: &AppState, posted: &str) -> bool {
+        !posted.is_empty() && state.signer.check_csrf(&self.csrf_label(), posted)
+    }
+
+    /// The dashboard's URL under the link in hand, for a session opened by the
+    /// dashboard's own link (its forms post there; the follow-up pages live under it).
+    pub(super) fn dashboard_path(&self) -> String {
+        match &self.access {
+            Access::Link { token } => format!("/ops/d/{token}"),
+            Access::Sso => "/ops/sso/d".to_owned(),
+        }
+    }
+
+    /// The review page's URL under the link in hand (its forms post there).
+    pub(super) fn review_path(&self, draft_id: i64) -> String {
+        match &self.access {
+            Access::Link { token } => format!("/ops/r/{token}"),
+            Access::Sso => format!("/ops/sso/r/{draft_id}"),
+        }
+    }
+
+    /// A dashboard URL from any session: a link session gets a freshly signed dashboard
+    /// link (a review link does not open the dashboard).
+    pub(super) fn dashboard_url(&self, state: &AppState) -> String {
+        self.url(state, LinkPurpose::Dashboard, "/ops/sso/d".to_owned())
+    }
+
+    /// A review URL from any session: a link session gets a freshly signed review link.
+    pub(super) fn review_url(&self, state: &AppState, draft_id: i64, version: i64) -> String {
+        self.url(
+            state,
+            LinkPurpose::Review { draft_id, version },
+            format!("/ops/sso/r/{draft_id}"),
+        )
+    }
+
+    /// A freshly signed link for `purpose`, or behind single sign-on the page's `sso_path`.
+    fn url(&self, state: &AppState, purpose: LinkPurpose, sso_path: String) -> String {
+        match &self.access {
+            Access::Link { .. } => {
+                signed_link(
+                    &state.config,
+                    &state.signer,
+                    &self.operator,
+                    purpose,
+                    Timestamp::now(),
+                )
+                .0
+            }
+            Access::Sso => sso_path,
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for OperatorSession {
     type Rejection = Response;
 
@@ -257,74 +325,6 @@ fn session_from_sso(state: &AppState, parts: &Parts) -> Result<OperatorSession, 
     })
 }
 
-impl OperatorSession {
-    /// What the CSRF token is bound to: the link's token, or the operator behind SSO.
-    fn csrf_label(&self) -> String {
-        match &self.access {
-            Access::Link { token } => token.clone(),
-            Access::Sso => format!("sso\0{}", self.operator.email),
-        }
-    }
-
-    pub(super) fn csrf(&self, state: &AppState) -> String {
-        state.signer.csrf_token(&self.csrf_label())
-    }
-
-    /// Whether the posted token (empty when the form had none) belongs to this session.
-    pub(super) fn check_csrf(&self, state: &AppState, posted: &str) -> bool {
-        !posted.is_empty() && state.signer.check_csrf(&self.csrf_label(), posted)
-    }
-
-    /// The dashboard's URL under the link in hand, for a session opened by the
-    /// dashboard's own link (its forms post there; the follow-up pages live under it).
-    pub(super) fn dashboard_path(&self) -> String {
-        match &self.access {
-            Access::Link { token } => format!("/ops/d/{token}"),
-            Access::Sso => "/ops/sso/d".to_owned(),
-        }
-    }
-
-    /// The review page's URL under the link in hand (its forms post there).
-    pub(super) fn review_path(&self, draft_id: i64) -> String {
-        match &self.access {
-            Access::Link { token } => format!("/ops/r/{token}"),
-            Access::Sso => format!("/ops/sso/r/{draft_id}"),
-        }
-    }
-
-    /// A dashboard URL from any session: a link session gets a freshly signed dashboard
-    /// link (a review link does not open the dashboard).
-    pub(super) fn dashboard_url(&self, state: &AppState) -> String {
-        self.url(state, LinkPurpose::Dashboard, "/ops/sso/d".to_owned())
-    }
-
-    /// A review URL from any session: a link session gets a freshly signed review link.
-    pub(super) fn review_url(&self, state: &AppState, draft_id: i64, version: i64) -> String {
-        self.url(
-            state,
-            LinkPurpose::Review { draft_id, version },
-            format!("/ops/sso/r/{draft_id}"),
-        )
-    }
-
-    /// A freshly signed link for `purpose`, or behind single sign-on the page's `sso_path`.
-    fn url(&self, state: &AppState, purpose: LinkPurpose, sso_path: String) -> String {
-        match &self.access {
-            Access::Link { .. } => {
-                signed_link(
-                    &state.config,
-                    &state.signer,
-                    &self.operator,
-                    purpose,
-                    Timestamp::now(),
-                )
-                .0
-            }
-            Access::Sso => sso_path,
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Forms.
 
@@ -343,6 +343,16 @@ impl<T: DeserializeOwned> FromRequest<AppState> for OperatorForm<T> {
                 message_page(refusal.status(), refusal.heading(), &[refusal.text()], None)
             })
     }
+}
+
+/// A number field read as leniently as the pages always did: missing, empty or not a
+/// number is `None`, and the page says what is wrong.
+pub(super) fn optional_number<'de, D>(deserializer: D) -> Result<Option<i64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text: Option<String> = serde::Deserialize::deserialize(deserializer)?;
+    Ok(text.and_then(|text| text.parse().ok()))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -395,14 +405,4 @@ pub(super) fn csrf_refused() -> Response {
 
 pub(super) fn draft_not_found() -> Response {
     message_page(StatusCode::NOT_FOUND, "Utkastet finns inte", &[], None)
-}
-
-/// A number field read as leniently as the pages always did: missing, empty or not a
-/// number is `None`, and the page says what is wrong.
-pub(super) fn optional_number<'de, D>(deserializer: D) -> Result<Option<i64>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    let text: Option<String> = serde::Deserialize::deserialize(deserializer)?;
-    Ok(text.and_then(|text| text.parse().ok()))
 }

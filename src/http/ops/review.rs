@@ -637,7 +637,9 @@ mod tests {
         assert_eq!(form.action, Some(ReviewAction::Publish));
         assert_eq!(form.channels.0, ["banner", "website"]);
 
-        let form = fields("version=three&action=withdraw&level=").await.unwrap();
+        let form = fields("version=three&action=withdraw&level=")
+            .await
+            .unwrap();
         assert_eq!(form.version, None, "not a number");
         assert_eq!(form.action, Some(ReviewAction::Unknown));
         assert_eq!(form.level.as_deref(), Some(""), "present but empty");

@@ -25,7 +25,7 @@ const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
 /// on the login page shows the banner: it reads `banner.json` from the origin the script
 /// came from, puts the text at the top of the page with `textContent` (never as HTML),
 /// hides it when no banner is active, and looks again every 60 seconds. No dependencies.
-pub const BANNER_SCRIPT: &str = r##"/* samsa-relay: the SAMSA login-page banner. Embed with one tag:
+const BANNER_SCRIPT: &str = r##"/* samsa-relay: the SAMSA login-page banner. Embed with one tag:
    <script src="https://RELAY/public/banner.js" async></script> */
 (function () {
   "use strict";
@@ -118,7 +118,7 @@ pub const BANNER_SCRIPT: &str = r##"/* samsa-relay: the SAMSA login-page banner.
 
 /// `GET /public/banner.json`.
 #[derive(Debug, Serialize)]
-pub struct BannerJson {
+struct BannerJson {
     pub active: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incident_id: Option<i64>,
@@ -139,7 +139,7 @@ pub struct BannerJson {
 
 /// `GET /public/status.json`.
 #[derive(Debug, Serialize)]
-pub struct StatusJson {
+struct StatusJson {
     /// `disruption` while a banner is shown, otherwise `ok`.
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]

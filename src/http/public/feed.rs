@@ -13,7 +13,7 @@ use crate::http::AppState;
 use crate::storage::PublishedNoticeRecord;
 
 /// The most entries the feed holds.
-pub const FEED_ENTRIES: i64 = 50;
+const FEED_ENTRIES: i64 = 50;
 
 const ATOM: &str = "application/atom+xml; charset=utf-8";
 

@@ -208,7 +208,7 @@ fn allowed_origin(state: &AppState, request: &HeaderMap) -> Option<HeaderValue> 
 }
 
 /// `"` + the first 128 bits of the body's SHA-256, in hex + `"`.
-pub fn strong_etag(body: &[u8]) -> String {
+fn strong_etag(body: &[u8]) -> String {
     let digest = Sha256::digest(body);
     format!("\"{}\"", &crate::alertmanager::hex(&digest)[..32])
 }
@@ -222,7 +222,7 @@ fn etag_matches(if_none_match: &str, etag: &str) -> bool {
 
 /// Escapes text for HTML and XML content and attribute values, and drops the characters
 /// XML 1.0 does not allow (control characters but tab and newlines, U+FFFE, U+FFFF).
-pub fn escape_markup(text: &str) -> String {
+fn escape_markup(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for character in text.chars() {
         match character {
