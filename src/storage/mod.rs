@@ -8,11 +8,11 @@ mod sqlite_operators;
 mod sqlite_outbox;
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 
 use crate::alertmanager::{AlertStatus, Notification};
 use crate::config::{DatabaseConfig, DatabaseUrl};
 use crate::incident::{AlertKey, IncidentEngine, TrackedAlert};
+pub use crate::notice::DraftFields;
 use crate::notice::{NoticeKind, RenderedNotice};
 
 pub use sqlite::SqliteStorage;
@@ -63,17 +63,6 @@ pub struct UnprocessedReceipt {
     pub receipt_id: i64,
     pub received_at: Timestamp,
     pub payload: String,
-}
-
-/// The operator's fields of a draft, carried from version to version.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DraftFields {
-    /// The level the operator chose; `None` keeps the suggested one.
-    #[serde(default)]
-    pub level: Option<u8>,
-    pub expected_resolution: Option<Timestamp>,
-    pub next_update: Option<Timestamp>,
-    pub additional_information: Option<String>,
 }
 
 /// The draft waiting for an operator, with its latest version.

@@ -15,8 +15,8 @@ use super::{OperatorForm, OperatorSession, csrf_refused, optional_number, storag
 use crate::classify::AlertScope;
 use crate::http::AppState;
 use crate::http::pages::{message_page, page, render};
-use crate::notice::{NoticeKind, format_swedish_time};
-use crate::publishing::{DraftByHandError, draft_by_hand, kind_label, start_drill};
+use crate::notice::{NoticeKind, format_swedish_time, kind_label};
+use crate::publishing::{DraftByHandError, draft_by_hand, start_drill};
 
 /// The dashboard's forms (one action each), posted to the dashboard's URL.
 #[derive(Debug, Deserialize)]

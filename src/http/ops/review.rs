@@ -21,8 +21,8 @@ use crate::classify::Level;
 use crate::config::ChannelContent;
 use crate::http::AppState;
 use crate::http::pages::{message_page, page, parse_local_time, render, stockholm};
-use crate::notice::{NoticeInput, RenderedNotice, format_swedish_time};
-use crate::publishing::{Decision, DecisionRole, PublishRequest, kind_label, revise_draft};
+use crate::notice::{NoticeInput, RenderedNotice, format_swedish_time, kind_label};
+use crate::publishing::{Decision, DecisionRole, PublishRequest, revise_draft};
 use crate::storage::{DraftFields, DraftRecord};
 
 /// The review page's forms: the review (Preview or Publish) and the discard form.
