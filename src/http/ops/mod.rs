@@ -229,6 +229,7 @@ impl FromRequestParts<AppState> for ReviewSession {
                 draft_id,
                 link_version: Some(version),
             }),
+            // Already refused by `authenticate`; answered the same way here.
             Some(LinkPurpose::Dashboard) => Err(link_refused(LinkError::BadSignature)),
             None => {
                 let draft_id = path_parameter(&path_parameters(parts).await?, "draft_id")
