@@ -33,6 +33,9 @@ use crate::config::IncidentsConfig;
 use crate::inventory::Inventory;
 use crate::notice::NoticeKind;
 
+mod states;
+pub use states::{DeliveryState, DraftState, IncidentKind};
+
 /// An alert's identity: Alertmanager's fingerprint and when this firing started.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AlertKey {

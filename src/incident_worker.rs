@@ -484,7 +484,7 @@ pub fn notice_input(
             Phase::Open => None,
         },
         summary: incident.summary.clone(),
-        classification: match fields.level.and_then(crate::classify::Level::from_number) {
+        classification: match fields.level {
             Some(level) => crate::publishing::classification_at(&incident.classification, level),
             None => incident.classification.clone(),
         },

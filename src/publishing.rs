@@ -211,7 +211,7 @@ pub async fn publish(
         });
     };
     let input: NoticeInput = serde_json::from_value(version.input.clone())
-        .map_err(|error| PublishError::Storage(StorageError::new("decode_notice_input", error)))?;
+        .map_err(|error| PublishError::Storage(StorageError::permanent("decode_notice_input", error)))?;
     let rendered_level = input.classification.level.as_number();
     if rendered_level != level_number {
         return Err(PublishError::LevelNotPreviewed {
@@ -265,7 +265,7 @@ pub async fn publish(
         draft_id: draft.draft_id,
         draft_version: request.draft_version,
         kind: draft.kind,
-        level: level_number,
+        level: request.level,
         decided_by: decision
             .as_ref()
             .map(|decision| decision.decided_by.clone()),
@@ -332,7 +332,7 @@ pub async fn revise_draft(
     };
     if draft.state != "pending" {
         return Err(ReviseError::NotPending(
-            state_label(&draft.state).to_owned(),
+            state_label(draft.state.as_str()).to_owned(),
         ));
     }
     let Some(latest) = transaction
@@ -343,7 +343,7 @@ pub async fn revise_draft(
         return Err(ReviseError::DraftNotFound);
     };
     let mut input: NoticeInput = serde_json::from_value(latest.input.clone())
-        .map_err(|error| ReviseError::Storage(StorageError::new("decode_notice_input", error)))?;
+        .map_err(|error| ReviseError::Storage(StorageError::permanent("decode_notice_input", error)))?;
     input.expected_resolution = fields.expected_resolution;
     input.next_update = fields.next_update;
     input.additional_information = fields
@@ -351,7 +351,7 @@ pub async fn revise_draft(
         .as_ref()
         .map(|text| text.trim().to_owned())
         .filter(|text| !text.is_empty());
-    if let Some(level) = fields.level.and_then(Level::from_number) {
+    if let Some(level) = fields.level {
         input.classification = classification_at(&input.classification, level);
     }
     let rendered = renderer
@@ -359,7 +359,7 @@ pub async fn revise_draft(
         .map_err(|error| ReviseError::Render(format!("{error:#}")))?;
     let version = draft.latest_version + 1;
     let input_json = serde_json::to_value(&input)
-        .map_err(|error| ReviseError::Storage(StorageError::new("encode_notice_input", error)))?;
+        .map_err(|error| ReviseError::Storage(StorageError::permanent("encode_notice_input", error)))?;
     transaction
         .add_draft_version(
             draft.incident_id,
@@ -491,7 +491,7 @@ pub async fn draft_by_hand(
         .render(&input)
         .map_err(|error| DraftByHandError::Render(format!("{error:#}")))?;
     let input_json = serde_json::to_value(&input)
-        .map_err(|error| StorageError::new("encode_notice_input", error))?;
+        .map_err(|error| StorageError::permanent("encode_notice_input", error))?;
     let draft_id = transaction
         .insert_operator_draft(
             incident_id,
@@ -548,7 +548,7 @@ pub async fn start_drill(
         .render(&input)
         .map_err(|error| DraftByHandError::Render(format!("{error:#}")))?;
     let input_json = serde_json::to_value(&input)
-        .map_err(|error| StorageError::new("encode_notice_input", error))?;
+        .map_err(|error| StorageError::permanent("encode_notice_input", error))?;
     let draft_id = transaction
         .insert_operator_draft(
             incident_id,

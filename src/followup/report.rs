@@ -296,7 +296,7 @@ pub fn assemble_report(
 
     let scope = replay_scope(snapshot, config, end);
     let levels = level_entries(&snapshot.events);
-    let published_level = snapshot.notices.iter().map(|notice| notice.level).max();
+    let published_level = snapshot.notices.iter().map(|notice| notice.level.as_number()).max();
     let suggested_level = incident.classification.level.as_number();
     let highest_level = levels
         .iter()
@@ -338,7 +338,7 @@ pub fn assemble_report(
                 created_at: draft.created_at,
                 created_by: draft.created_by.clone(),
                 n_versions: draft.n_versions,
-                outcome: draft.state.clone(),
+                outcome: draft.state.to_string(),
                 ended_at,
                 waited_seconds: seconds_between(draft.created_at, ended_at.unwrap_or(generated_at)),
                 reason: draft.state_reason.clone(),
@@ -379,7 +379,7 @@ pub fn assemble_report(
             notice_id: notice.notice_id,
             published_at: notice.published_at,
             kind: notice.kind,
-            level: notice.level,
+            level: notice.level.as_number(),
             published_by: notice.published_by.clone(),
             decided_by: notice.decided_by.clone(),
             decided_role: notice.decided_role.clone(),
@@ -433,7 +433,7 @@ pub fn assemble_report(
         incident: ReportIncident {
             incident_id: record.incident_id,
             reference: format!("{}-{}", config.notices.service_name, record.incident_id),
-            kind: record.kind.clone(),
+            kind: record.kind.to_string(),
             phase: if resolved_at.is_some() {
                 "resolved"
             } else {
