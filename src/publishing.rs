@@ -210,8 +210,9 @@ pub async fn publish(
             latest: draft.latest_version,
         });
     };
-    let input: NoticeInput = serde_json::from_value(version.input.clone())
-        .map_err(|error| PublishError::Storage(StorageError::permanent("decode_notice_input", error)))?;
+    let input: NoticeInput = serde_json::from_value(version.input.clone()).map_err(|error| {
+        PublishError::Storage(StorageError::permanent("decode_notice_input", error))
+    })?;
     let rendered_level = input.classification.level.as_number();
     if rendered_level != level_number {
         return Err(PublishError::LevelNotPreviewed {
@@ -342,8 +343,9 @@ pub async fn revise_draft(
     else {
         return Err(ReviseError::DraftNotFound);
     };
-    let mut input: NoticeInput = serde_json::from_value(latest.input.clone())
-        .map_err(|error| ReviseError::Storage(StorageError::permanent("decode_notice_input", error)))?;
+    let mut input: NoticeInput = serde_json::from_value(latest.input.clone()).map_err(|error| {
+        ReviseError::Storage(StorageError::permanent("decode_notice_input", error))
+    })?;
     input.expected_resolution = fields.expected_resolution;
     input.next_update = fields.next_update;
     input.additional_information = fields
@@ -358,8 +360,9 @@ pub async fn revise_draft(
         .render(&input)
         .map_err(|error| ReviseError::Render(format!("{error:#}")))?;
     let version = draft.latest_version + 1;
-    let input_json = serde_json::to_value(&input)
-        .map_err(|error| ReviseError::Storage(StorageError::permanent("encode_notice_input", error)))?;
+    let input_json = serde_json::to_value(&input).map_err(|error| {
+        ReviseError::Storage(StorageError::permanent("encode_notice_input", error))
+    })?;
     transaction
         .add_draft_version(
             draft.incident_id,

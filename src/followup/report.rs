@@ -296,7 +296,11 @@ pub fn assemble_report(
 
     let scope = replay_scope(snapshot, config, end);
     let levels = level_entries(&snapshot.events);
-    let published_level = snapshot.notices.iter().map(|notice| notice.level.as_number()).max();
+    let published_level = snapshot
+        .notices
+        .iter()
+        .map(|notice| notice.level.as_number())
+        .max();
     let suggested_level = incident.classification.level.as_number();
     let highest_level = levels
         .iter()

@@ -794,7 +794,10 @@ async fn review_action(
             let rendered_level = latest.input["classification"]["level"]
                 .as_u64()
                 .unwrap_or(1) as u8;
-            let unchanged = fields.level.map_or(rendered_level, |level| level.as_number()) == rendered_level
+            let unchanged = fields
+                .level
+                .map_or(rendered_level, |level| level.as_number())
+                == rendered_level
                 && fields.expected_resolution == latest.fields.expected_resolution
                 && fields.next_update == latest.fields.next_update
                 && fields.additional_information == latest.fields.additional_information;

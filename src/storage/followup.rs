@@ -14,8 +14,10 @@ use crate::notice::NoticeKind;
 #[async_trait]
 pub trait Followup: Send + Sync {
     /// One incident without its alerts.
-    async fn followup_incident(&self, incident_id: i64)
-    -> Result<Option<IncidentRecord>, StorageError>;
+    async fn followup_incident(
+        &self,
+        incident_id: i64,
+    ) -> Result<Option<IncidentRecord>, StorageError>;
 
     /// Everything the incident report needs, read in one transaction; `None` when the
     /// incident does not exist.

@@ -108,8 +108,10 @@ pub trait IncidentsTx: Send {
     ) -> Result<(), StorageError>;
 
     /// An incident without its alerts.
-    async fn incident_by_id(&mut self, incident_id: i64)
-    -> Result<Option<IncidentRecord>, StorageError>;
+    async fn incident_by_id(
+        &mut self,
+        incident_id: i64,
+    ) -> Result<Option<IncidentRecord>, StorageError>;
 
     /// A pending draft made by an operator, logged as `draft_created` by hand; `None`
     /// when one is pending already (one pending draft per incident).

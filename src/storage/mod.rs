@@ -81,7 +81,9 @@ pub trait Backend: Receipts + Incidents + Publications + OperatorMail + Followup
 /// decision before committing, with no other writer in between. Never hold one across a
 /// network call.
 #[async_trait]
-pub trait BackendTx: ReceiptsTx + IncidentsTx + PublicationsTx + OperatorMailTx + FollowupTx {
+pub trait BackendTx:
+    ReceiptsTx + IncidentsTx + PublicationsTx + OperatorMailTx + FollowupTx
+{
     async fn commit(self: Box<Self>) -> Result<(), StorageError>;
 }
 

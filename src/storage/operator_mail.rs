@@ -14,8 +14,10 @@ use crate::notice::NoticeKind;
 #[async_trait]
 pub trait OperatorMail: Send + Sync {
     /// Which of `keys` no operator mail has yet.
-    async fn missing_operator_mail_keys(&self, keys: &[String])
-    -> Result<Vec<String>, StorageError>;
+    async fn missing_operator_mail_keys(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<String>, StorageError>;
 
     /// Enqueues operator mail; a key already present is skipped. Returns how many were new.
     async fn enqueue_operator_mail(

@@ -226,7 +226,14 @@ async fn a_processed_receipt_leaves_the_backlog_and_resolved_stays_final() {
     let mut transaction = storage.begin_write().await.unwrap();
     let backlog = transaction.next_unprocessed_receipts(10).await.unwrap();
     assert_eq!(backlog.len(), 2);
-    assert_eq!(transaction.next_unprocessed_receipts(1).await.unwrap().len(), 1);
+    assert_eq!(
+        transaction
+            .next_unprocessed_receipts(1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let alerts_of = |notification: &Notification| -> Vec<Alert> { notification.alerts.clone() };
     let batch = IncidentBatch {
         receipt_ids: backlog.iter().map(|receipt| receipt.receipt_id).collect(),
@@ -244,7 +251,10 @@ async fn a_processed_receipt_leaves_the_backlog_and_resolved_stays_final() {
         ],
         ..IncidentBatch::default()
     };
-    transaction.finish_incident_batch(&batch, now).await.unwrap();
+    transaction
+        .finish_incident_batch(&batch, now)
+        .await
+        .unwrap();
     transaction.commit().await.unwrap();
 
     assert_eq!(storage.n_unprocessed_receipts().await.unwrap(), 0);
@@ -313,7 +323,10 @@ async fn one_open_incident_per_kind() {
             .iter()
             .map(|record| (record.incident_id, record.kind))
             .collect::<Vec<_>>(),
-        [(monitoring, IncidentKind::Monitoring), (drill, IncidentKind::Drill)]
+        [
+            (monitoring, IncidentKind::Monitoring),
+            (drill, IncidentKind::Drill)
+        ]
     );
     let events = storage.incident_events(monitoring).await.unwrap();
     assert_eq!(events[0].event, "monitoring_chain_broken");
@@ -324,8 +337,15 @@ async fn one_open_incident_per_kind() {
         storage.resolve_monitoring_incident(later).await.unwrap(),
         Some(monitoring)
     );
-    assert_eq!(storage.resolve_monitoring_incident(later).await.unwrap(), None);
-    let record = storage.followup_incident(monitoring).await.unwrap().unwrap();
+    assert_eq!(
+        storage.resolve_monitoring_incident(later).await.unwrap(),
+        None
+    );
+    let record = storage
+        .followup_incident(monitoring)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(record.resolved_at, Some(later));
     // Resolved, so a new one may open.
     assert!(
@@ -418,7 +438,15 @@ async fn one_publication_per_draft() {
         .unwrap();
     assert_eq!(for_publish.state, DraftState::Pending);
     assert_eq!(for_publish.latest_version, 1);
-    assert!(transaction.draft_for_publish(draft_id, 2).await.unwrap().unwrap().version.is_none());
+    assert!(
+        transaction
+            .draft_for_publish(draft_id, 2)
+            .await
+            .unwrap()
+            .unwrap()
+            .version
+            .is_none()
+    );
     drop(transaction);
 
     let notice_id = publish(&storage, incident_id, draft_id, now).await;
@@ -444,7 +472,13 @@ async fn one_publication_per_draft() {
         .unwrap()
         .unwrap();
     assert_eq!(banner.notice_id, notice_id);
-    assert!(storage.current_banner(&["sms".to_owned()]).await.unwrap().is_none());
+    assert!(
+        storage
+            .current_banner(&["sms".to_owned()])
+            .await
+            .unwrap()
+            .is_none()
+    );
     let outbox = storage.outbox(Some(incident_id)).await.unwrap();
     assert_eq!(outbox.len(), 3);
     assert!(outbox.iter().all(|row| row.state == DeliveryState::Pending));
@@ -465,15 +499,27 @@ async fn a_lease_that_ran_out_makes_a_delivery_claimable_again() {
     publish(&storage, incident_id, draft_id, now).await;
     let lease = Duration::from_secs(60);
 
-    let claimed = storage.claim_deliveries("email", 10, now, lease).await.unwrap();
+    let claimed = storage
+        .claim_deliveries("email", 10, now, lease)
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 2);
     assert!(claimed.iter().all(|delivery| delivery.attempt == 1));
     assert_eq!(claimed[0].notice.level, Level::Two);
     // Leased: nobody else gets them, not even a moment before the lease runs out.
     let almost = now + SignedDuration::from_secs(59);
-    assert!(storage.claim_deliveries("email", 10, almost, lease).await.unwrap().is_empty());
+    assert!(
+        storage
+            .claim_deliveries("email", 10, almost, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let expired = now + SignedDuration::from_secs(61);
-    let again = storage.claim_deliveries("email", 10, expired, lease).await.unwrap();
+    let again = storage
+        .claim_deliveries("email", 10, expired, lease)
+        .await
+        .unwrap();
     assert_eq!(again.len(), 2);
     assert!(again.iter().all(|delivery| delivery.attempt == 2));
     assert_eq!(again[0].delivery_id, claimed[0].delivery_id);
@@ -503,9 +549,13 @@ async fn a_lease_that_ran_out_makes_a_delivery_claimable_again() {
     assert_eq!(states, [DeliveryState::Sent, DeliveryState::Failed]);
     assert_eq!(storage.failed_deliveries(10).await.unwrap().len(), 1);
     let summary = storage.delivery_summary(10).await.unwrap();
-    assert!(summary.iter().any(|(_, channel, state, count)| channel == "email"
-        && *state == DeliveryState::Sent
-        && *count == 1));
+    assert!(
+        summary
+            .iter()
+            .any(|(_, channel, state, count)| channel == "email"
+                && *state == DeliveryState::Sent
+                && *count == 1)
+    );
 
     // An operator's retry makes only a failed row pending again.
     assert!(
@@ -520,13 +570,20 @@ async fn a_lease_that_ran_out_makes_a_delivery_claimable_again() {
             .await
             .unwrap()
     );
-    let retried = storage.claim_deliveries("email", 10, expired, lease).await.unwrap();
+    let retried = storage
+        .claim_deliveries("email", 10, expired, lease)
+        .await
+        .unwrap();
     assert_eq!(retried.len(), 1);
     assert_eq!(retried[0].outbox_id, again[1].outbox_id);
     // At start-up every lease is released.
     assert_eq!(storage.release_delivery_leases().await.unwrap(), 1);
     assert_eq!(
-        storage.claim_deliveries("email", 10, expired, lease).await.unwrap().len(),
+        storage
+            .claim_deliveries("email", 10, expired, lease)
+            .await
+            .unwrap()
+            .len(),
         1
     );
 }
@@ -571,7 +628,13 @@ async fn operator_mail_is_enqueued_once_per_key() {
     let lease = Duration::from_secs(60);
     let claimed = storage.claim_operator_mail(10, now, lease).await.unwrap();
     assert_eq!(claimed.len(), 2);
-    assert!(storage.claim_operator_mail(10, now, lease).await.unwrap().is_empty());
+    assert!(
+        storage
+            .claim_operator_mail(10, now, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     storage
         .record_operator_mail(&[DeliveryResult::Sent {
             outbox_id: claimed[0].mail_id,
@@ -584,7 +647,14 @@ async fn operator_mail_is_enqueued_once_per_key() {
     assert_eq!(mails[1].3, DeliveryState::Pending);
     // The second one's lease runs out: claimable again.
     let later = now + SignedDuration::from_secs(61);
-    assert_eq!(storage.claim_operator_mail(10, later, lease).await.unwrap().len(), 1);
+    assert_eq!(
+        storage
+            .claim_operator_mail(10, later, lease)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -618,7 +688,11 @@ async fn the_followup_snapshot_reads_what_was_written() {
     transaction.close_drill(incident_id, now).await.unwrap();
     transaction.commit().await.unwrap();
 
-    let snapshot = storage.followup_snapshot(incident_id).await.unwrap().unwrap();
+    let snapshot = storage
+        .followup_snapshot(incident_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(snapshot.incident.kind, IncidentKind::Drill);
     assert_eq!(snapshot.incident.resolved_at, Some(now));
     assert_eq!(snapshot.drafts.len(), 1);
@@ -627,7 +701,13 @@ async fn the_followup_snapshot_reads_what_was_written() {
     assert_eq!(snapshot.deliveries.len(), 2);
     assert_eq!(snapshot.feedback[0].name, "Anna");
     assert_eq!(snapshot.lessons[0].audience.as_deref(), Some("suppliers"));
-    assert!(storage.followup_snapshot(incident_id + 1).await.unwrap().is_none());
+    assert!(
+        storage
+            .followup_snapshot(incident_id + 1)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(
         storage.followup_incident_ids(None, None).await.unwrap(),
         [incident_id]

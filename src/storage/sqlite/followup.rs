@@ -8,11 +8,13 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::Row as _;
 
-use super::rows::{NOTICE_COLUMNS, event_from_row, incident_by_id, notice_from_row, parse_draft_state, parse_kind};
+use super::rows::{
+    NOTICE_COLUMNS, event_from_row, incident_by_id, notice_from_row, parse_draft_state, parse_kind,
+};
 use super::{Connection, SqliteStorage, SqliteTx, format_time, parse_time, storage_error};
 use crate::storage::{
-    DeliveryTallyRecord, DraftHistoryRecord, EventRecord, FeedbackRecord, FeedbackWrite,
-    Followup, FollowupSnapshot, FollowupTx, IncidentRecord, LessonRecord, LessonWrite,
+    DeliveryTallyRecord, DraftHistoryRecord, EventRecord, FeedbackRecord, FeedbackWrite, Followup,
+    FollowupSnapshot, FollowupTx, IncidentRecord, LessonRecord, LessonWrite,
     OperatorMailTallyRecord, StorageError,
 };
 

@@ -13,7 +13,9 @@ use super::rows::{
     INCIDENT_COLUMNS, event_from_row, incident_by_id, incident_from_row, insert_events,
     insert_events_of, load_incident_alerts, parse_draft_state, parse_kind,
 };
-use super::{Connection, ROWS_PER_STATEMENT, SqliteStorage, SqliteTx, format_time, parse_time, storage_error};
+use super::{
+    Connection, ROWS_PER_STATEMENT, SqliteStorage, SqliteTx, format_time, parse_time, storage_error,
+};
 use crate::classify::{Classification, ScopeSummary};
 use crate::incident::{AlertKey, FiringScopes, Incident, IncidentEngine, Phase};
 use crate::notice::{NoticeKind, RenderedNotice};
@@ -113,10 +115,7 @@ impl Incidents for SqliteStorage {
         parse().map_err(|source| storage_error(OPERATION, source))
     }
 
-    async fn incident_events(
-        &self,
-        incident_id: i64,
-    ) -> Result<Vec<EventRecord>, StorageError> {
+    async fn incident_events(&self, incident_id: i64) -> Result<Vec<EventRecord>, StorageError> {
         const OPERATION: &str = "incident_events";
         let rows = sqlx::query(
             "SELECT id, incident_id, at, source, event, detail FROM incident_events \
@@ -224,10 +223,7 @@ impl Incidents for SqliteStorage {
         Ok(resolved)
     }
 
-    async fn incident_overview(
-        &self,
-        limit: i64,
-    ) -> Result<Vec<IncidentOverview>, StorageError> {
+    async fn incident_overview(&self, limit: i64) -> Result<Vec<IncidentOverview>, StorageError> {
         const OPERATION: &str = "incident_overview";
         let error = |source: sqlx::Error| storage_error(OPERATION, source);
         let rows = sqlx::query(&format!(
@@ -373,7 +369,15 @@ impl IncidentsTx for SqliteTx {
         at: Timestamp,
     ) -> Result<(), StorageError> {
         add_draft_version(
-            &mut self.0, incident_id, draft_id, version, created_by, fields, input, rendered, at,
+            &mut self.0,
+            incident_id,
+            draft_id,
+            version,
+            created_by,
+            fields,
+            input,
+            rendered,
+            at,
         )
         .await
     }
@@ -396,7 +400,14 @@ impl IncidentsTx for SqliteTx {
         now: Timestamp,
     ) -> Result<Option<i64>, StorageError> {
         insert_operator_draft(
-            &mut self.0, incident_id, kind, fields, input, rendered, operator, now,
+            &mut self.0,
+            incident_id,
+            kind,
+            fields,
+            input,
+            rendered,
+            operator,
+            now,
         )
         .await
     }
@@ -461,8 +472,8 @@ pub(super) async fn load_correlation(
             }
             None => load_incident_alerts(connection, incident_id).await?,
         };
-        let record = incident_from_row(&row, alerts)
-            .map_err(|source| storage_error(OPERATION, source))?;
+        let record =
+            incident_from_row(&row, alerts).map_err(|source| storage_error(OPERATION, source))?;
         latest = Some(record.incident);
         let pending = sqlx::query(
             "SELECT d.id, d.kind, v.version, v.fields FROM drafts d JOIN draft_versions v ON v.draft_id = d.id \

@@ -119,7 +119,9 @@ impl SqliteStorage {
     }
 
     /// Begins a write transaction on the one writer connection, the lock taken up front.
-    async fn begin_immediate(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StorageError> {
+    async fn begin_immediate(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StorageError> {
         self.writer
             .begin_with("BEGIN IMMEDIATE")
             .await
@@ -155,9 +157,7 @@ impl Backend for SqliteStorage {
         // A write of a few bytes can still succeed on a disk too full for a webhook.
         let free = rustix::fs::statvfs(&self.folder)
             .map(|stats| stats.f_bavail.saturating_mul(stats.f_frsize))
-            .map_err(|source| {
-                storage_error("check_free_space", std::io::Error::from(source))
-            })?;
+            .map_err(|source| storage_error("check_free_space", std::io::Error::from(source)))?;
         if free < self.min_free_bytes {
             return Err(storage_error(
                 "check_free_space",
@@ -273,10 +273,10 @@ mod tests {
     #[test]
     fn busy_and_io_are_transient_and_bad_rows_are_not() {
         assert!(is_transient(&sqlx::Error::PoolTimedOut.into()));
-        assert!(is_transient(
-            &std::io::Error::other("disk gone").into()
-        ));
+        assert!(is_transient(&std::io::Error::other("disk gone").into()));
         assert!(!is_transient(&sqlx::Error::RowNotFound.into()));
-        assert!(!is_transient(&anyhow::anyhow!("unknown stored draft state \"x\"")));
+        assert!(!is_transient(&anyhow::anyhow!(
+            "unknown stored draft state \"x\""
+        )));
     }
 }

@@ -51,8 +51,7 @@ impl OperatorMail for SqliteStorage {
             return Ok(0);
         }
         let mut transaction = self.begin_immediate().await?;
-        let inserted =
-            enqueue_operator_mail(&mut transaction, mails, now).await?;
+        let inserted = enqueue_operator_mail(&mut transaction, mails, now).await?;
         transaction
             .commit()
             .await
@@ -93,10 +92,7 @@ impl OperatorMail for SqliteStorage {
         Ok(claimed)
     }
 
-    async fn record_operator_mail(
-        &self,
-        results: &[DeliveryResult],
-    ) -> Result<(), StorageError> {
+    async fn record_operator_mail(&self, results: &[DeliveryResult]) -> Result<(), StorageError> {
         self.record_sends(&OPERATOR_MAIL, "record_operator_mail", results)
             .await
     }
@@ -111,14 +107,16 @@ impl OperatorMail for SqliteStorage {
         .await
         .map_err(|source| storage_error("operator_mail", source))?;
         rows.iter()
-            .map(|row| -> anyhow::Result<(String, String, String, DeliveryState)> {
-                Ok((
-                    row.try_get(0)?,
-                    row.try_get(1)?,
-                    row.try_get(2)?,
-                    parse_delivery_state(row.try_get(3)?)?,
-                ))
-            })
+            .map(
+                |row| -> anyhow::Result<(String, String, String, DeliveryState)> {
+                    Ok((
+                        row.try_get(0)?,
+                        row.try_get(1)?,
+                        row.try_get(2)?,
+                        parse_delivery_state(row.try_get(3)?)?,
+                    ))
+                },
+            )
             .collect::<anyhow::Result<_>>()
             .map_err(|source| storage_error("operator_mail", source))
     }

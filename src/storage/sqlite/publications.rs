@@ -13,7 +13,9 @@ use super::rows::{
     NOTICE_COLUMNS, insert_events, notice_from_row, parse_delivery_state, parse_draft_state,
     parse_kind,
 };
-use super::{Connection, ROWS_PER_STATEMENT, SqliteStorage, SqliteTx, format_time, parse_time, storage_error};
+use super::{
+    Connection, ROWS_PER_STATEMENT, SqliteStorage, SqliteTx, format_time, parse_time, storage_error,
+};
 use crate::incident::DeliveryState;
 use crate::storage::{
     AlreadyPublished, ClaimedDelivery, DeliveryResult, DraftFields, DraftForPublish,
@@ -132,10 +134,7 @@ impl Publications for SqliteStorage {
         Ok(incident_id.is_some())
     }
 
-    async fn outbox(
-        &self,
-        incident_id: Option<i64>,
-    ) -> Result<Vec<OutboxRecord>, StorageError> {
+    async fn outbox(&self, incident_id: Option<i64>) -> Result<Vec<OutboxRecord>, StorageError> {
         const OPERATION: &str = "outbox";
         let rows = sqlx::query(
             "SELECT o.id, o.notice_id, p.incident_id, o.channel, o.recipient, o.delivery_id, o.state, o.attempts, \
@@ -235,10 +234,7 @@ impl Publications for SqliteStorage {
     }
 
     /// Open incidents whose last publication promised the next update by a time now past.
-    async fn next_updates_due(
-        &self,
-        now: Timestamp,
-    ) -> Result<Vec<NextUpdateDue>, StorageError> {
+    async fn next_updates_due(&self, now: Timestamp) -> Result<Vec<NextUpdateDue>, StorageError> {
         const OPERATION: &str = "next_updates_due";
         let rows = sqlx::query(
             "SELECT p.id, p.incident_id, v.fields FROM published_notices p \
@@ -321,9 +317,7 @@ impl Publications for SqliteStorage {
     }
 
     /// Per channel: deliveries waiting and when the oldest of them was published.
-    async fn outbox_backlog(
-        &self,
-    ) -> Result<Vec<(String, i64, Option<Timestamp>)>, StorageError> {
+    async fn outbox_backlog(&self) -> Result<Vec<(String, i64, Option<Timestamp>)>, StorageError> {
         const OPERATION: &str = "outbox_backlog";
         let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(
             "SELECT channel, COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending' GROUP BY channel",

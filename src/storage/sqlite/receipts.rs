@@ -8,10 +8,12 @@ use jiff::Timestamp;
 use sqlx::{QueryBuilder, Row as _, Sqlite};
 
 use super::rows::{parse_map, parse_status};
-use super::{Connection, ROWS_PER_STATEMENT, SqliteStorage, SqliteTx, format_time, parse_time, storage_error};
+use super::{
+    Connection, ROWS_PER_STATEMENT, SqliteStorage, SqliteTx, format_time, parse_time, storage_error,
+};
 use crate::alertmanager::{Alert, AlertStatus};
 use crate::storage::{
-    AlertRecord, NewReceipt, ReceiptRecord, ReceivedAlerts, Receipts, ReceiptsTx, StorageError,
+    AlertRecord, NewReceipt, ReceiptRecord, Receipts, ReceiptsTx, ReceivedAlerts, StorageError,
     StoredReceipt, UnprocessedReceipt,
 };
 

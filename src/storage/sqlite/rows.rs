@@ -10,9 +10,13 @@ use sqlx::{QueryBuilder, Row as _, Sqlite};
 use super::{Connection, ROWS_PER_STATEMENT, format_time, parse_time, storage_error};
 use crate::alertmanager::AlertStatus;
 use crate::classify::Level;
-use crate::incident::{AlertKey, DeliveryState, DraftState, Incident, IncidentKind, Phase, TrackedAlert};
+use crate::incident::{
+    AlertKey, DeliveryState, DraftState, Incident, IncidentKind, Phase, TrackedAlert,
+};
 use crate::notice::NoticeKind;
-use crate::storage::{EventRecord, EventWrite, IncidentRecord, PublishedNoticeRecord, StorageError};
+use crate::storage::{
+    EventRecord, EventWrite, IncidentRecord, PublishedNoticeRecord, StorageError,
+};
 
 pub(super) const INCIDENT_COLUMNS: &str =
     "id, kind, phase, started_at, resolved_at, n_reopened, summary, classification, published";
