@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::delivery::RetryPolicy;
 use crate::delivery::{ChannelSender, DeliveryWorker, email::EmailTransport};
 use crate::gauges::GaugeRefresher;
-use crate::http::server::{ServerLimits, serve, tls_acceptor};
+use crate::http::server::{ServerLimits, serve};
 use crate::http::{AppState, router};
 use crate::incident_worker::{IncidentWorker, WatchdogClock};
 use crate::ingest::IngestQueue;
@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::notice::NoticeRenderer;
 use crate::operators::{OperatorMailWorker, ReviewNotifier};
 use crate::storage::Storage;
+use crate::tls::tls_acceptor;
 
 pub struct App {
     state: AppState,

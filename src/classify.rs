@@ -14,12 +14,40 @@
 //! safe for display where they are shown (see `swedish::single_line`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::IncidentsConfig;
 use crate::inventory::{ActorKind, Inventory};
 use crate::swedish::{count_phrase, join_swedish_list, single_line};
+
+/// How alerts map to actors and incidents. The `[incidents]` section of the configuration (`config::RawIncidents` documents each
+/// field); owned here because classification and correlation are what it configures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentsConfig {
+    pub actor_label: String,
+    pub subregion_label: String,
+    pub scope_label: String,
+    pub flap_window: Duration,
+    pub broad_subregion_share: f64,
+    pub watchdog_alertname: String,
+    pub watchdog_timeout: Duration,
+}
+
+impl Default for IncidentsConfig {
+    /// The documented defaults, the same as an empty `[incidents]` section.
+    fn default() -> IncidentsConfig {
+        IncidentsConfig {
+            actor_label: "actor".to_owned(),
+            subregion_label: "subregion".to_owned(),
+            scope_label: "scope".to_owned(),
+            flap_window: Duration::from_secs(15 * 60),
+            broad_subregion_share: 0.5,
+            watchdog_alertname: "Watchdog".to_owned(),
+            watchdog_timeout: Duration::from_secs(10 * 60),
+        }
+    }
+}
 
 /// Longest label value kept, in characters. Real ids are short; a longer value is noise or
 /// an attack and must not blow up a notice or a database row.
@@ -95,6 +123,18 @@ pub struct Classification {
     pub crisis: bool,
     /// Why, in Swedish, for the operator and the notices.
     pub reasons: Vec<String>,
+}
+
+impl Classification {
+    /// This classification with the operator's level: crisis goes with level 3; the
+    /// reasons (why the relay suggested what it did) stay.
+    pub fn at_level(&self, level: Level) -> Classification {
+        Classification {
+            level,
+            crisis: level == Level::Three,
+            reasons: self.reasons.clone(),
+        }
+    }
 }
 
 /// Reads what one alert says is down. The actor label may hold several ids separated by

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::classify::IncidentsConfig;
 use crate::inventory::Inventory;
+pub use crate::notice::NoticesConfig;
+pub use crate::secret::Secret;
 
 mod operators;
 mod publishing;
@@ -136,74 +139,6 @@ pub struct LoggingConfig {
 pub enum LogFormat {
     Pretty,
     Json,
-}
-
-/// How alerts map to actors and incidents. See [`RawIncidents`] for each field.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IncidentsConfig {
-    pub actor_label: String,
-    pub subregion_label: String,
-    pub scope_label: String,
-    pub flap_window: Duration,
-    pub broad_subregion_share: f64,
-    pub watchdog_alertname: String,
-    pub watchdog_timeout: Duration,
-}
-
-impl Default for IncidentsConfig {
-    /// The documented defaults, the same as an empty `[incidents]` section.
-    fn default() -> IncidentsConfig {
-        let raw = RawIncidents::default();
-        IncidentsConfig {
-            actor_label: raw.actor_label,
-            subregion_label: raw.subregion_label,
-            scope_label: raw.scope_label,
-            flap_window: Duration::from_secs(15 * 60),
-            broad_subregion_share: raw.broad_subregion_share,
-            watchdog_alertname: raw.watchdog_alertname,
-            watchdog_timeout: Duration::from_secs(10 * 60),
-        }
-    }
-}
-
-/// How notices are worded. See [`RawNotices`] for each field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NoticesConfig {
-    pub templates_dir: Option<PathBuf>,
-    pub info_address: String,
-    pub service_name: String,
-}
-
-impl Default for NoticesConfig {
-    /// The documented defaults, the same as an empty `[notices]` section.
-    fn default() -> NoticesConfig {
-        let raw = RawNotices::default();
-        NoticesConfig {
-            templates_dir: None,
-            info_address: raw.info_address,
-            service_name: raw.service_name,
-        }
-    }
-}
-
-/// A secret value: never printed, never logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("Secret(***)")
-    }
 }
 
 /// One problem found in the configuration, with the key path it concerns.
@@ -449,13 +384,14 @@ pub struct RawIncidents {
 
 impl Default for RawIncidents {
     fn default() -> RawIncidents {
+        let defaults = IncidentsConfig::default();
         RawIncidents {
-            actor_label: "actor".to_owned(),
-            subregion_label: "subregion".to_owned(),
-            scope_label: "scope".to_owned(),
+            actor_label: defaults.actor_label,
+            subregion_label: defaults.subregion_label,
+            scope_label: defaults.scope_label,
             flap_window: "15m".to_owned(),
-            broad_subregion_share: 0.5,
-            watchdog_alertname: "Watchdog".to_owned(),
+            broad_subregion_share: defaults.broad_subregion_share,
+            watchdog_alertname: defaults.watchdog_alertname,
             watchdog_timeout: "10m".to_owned(),
         }
     }
@@ -476,15 +412,25 @@ pub struct RawNotices {
 
 impl Default for RawNotices {
     fn default() -> RawNotices {
+        let defaults = NoticesConfig::default();
         RawNotices {
             templates_dir: None,
-            info_address: "info.samsa@vgregion.se".to_owned(),
-            service_name: "SAMSA".to_owned(),
+            info_address: defaults.info_address,
+            service_name: defaults.service_name,
         }
     }
 }
 
 impl Config {
+    /// An absolute link to `path` on the relay's public URL.
+    pub fn public_link(&self, path: &str) -> String {
+        format!(
+            "{}{}",
+            self.server.public_url.as_str().trim_end_matches('/'),
+            path
+        )
+    }
+
     /// Reads FILE, applies the environment overrides and validates everything.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|error| {
@@ -615,7 +561,7 @@ impl Config {
         }
         let tls = match (&raw.server.tls_certificate_file, &raw.server.tls_key_file) {
             (Some(certificate), Some(key)) => {
-                match crate::http::server::tls_acceptor(Path::new(certificate), Path::new(key)) {
+                match crate::tls::tls_acceptor(Path::new(certificate), Path::new(key)) {
                     Ok(_) => Some((PathBuf::from(certificate), PathBuf::from(key))),
                     Err(error) => {
                         problems.push("server.tls_certificate_file", format!("{error:#}"));

@@ -26,12 +26,12 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::alertmanager::AlertStatus;
+use crate::classify::IncidentsConfig;
 use crate::classify::{
     AlertScope, Classification, ScopeSummary, alert_scopes, classify, summarize,
 };
-use crate::config::IncidentsConfig;
 use crate::inventory::Inventory;
-use crate::notice::NoticeKind;
+use crate::notice::{DraftFields, NoticeInput, NoticeKind};
 
 mod states;
 pub use states::{DeliveryState, DraftState, IncidentKind};
@@ -87,6 +87,37 @@ pub struct Incident {
     /// The kind of the draft waiting for an operator, if any.
     pub pending_draft: Option<NoticeKind>,
     pub n_reopened: u32,
+}
+
+impl Incident {
+    /// What a notice of `kind` about this incident is rendered from, with the operator's
+    /// `fields` (a chosen level replaces the suggested one) and the public feedback page.
+    pub fn notice_input(
+        &self,
+        kind: NoticeKind,
+        fields: &DraftFields,
+        feedback_url: String,
+    ) -> NoticeInput {
+        NoticeInput {
+            kind,
+            incident_id: self.incident_id,
+            started_at: self.started_at,
+            resolved_at: match self.phase {
+                Phase::Resolved { at } => Some(at),
+                Phase::Open => None,
+            },
+            summary: self.summary.clone(),
+            classification: match fields.level {
+                Some(level) => self.classification.at_level(level),
+                None => self.classification.clone(),
+            },
+            expected_resolution: fields.expected_resolution,
+            next_update: fields.next_update,
+            additional_information: fields.additional_information.clone(),
+            feedback_url,
+            drill: false,
+        }
+    }
 }
 
 impl Incident {

@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use crate::alertmanager::{AlertStatus, Notification};
 use crate::classify::{Classification, Level, summarize};
 use crate::config::Config;
-use crate::incident::{AlertKey, AlertUpdate, DraftAction, IncidentEngine, IncidentEvent, Phase};
+use crate::incident::{AlertKey, AlertUpdate, DraftAction, IncidentEngine, IncidentEvent};
 use crate::metrics::Metrics;
-use crate::notice::{NoticeInput, NoticeKind, NoticeRenderer, format_swedish_time};
+use crate::notice::{NoticeRenderer, format_swedish_time};
 use crate::storage::{
     CorrelationState, DraftFields, DraftWrite, EventWrite, IncidentBatch, IncidentChange,
     IncidentWrite, PendingDraft, ReceivedAlerts, Storage,
@@ -408,7 +408,11 @@ pub fn plan_step(
         match action {
             DraftAction::Create { kind } => {
                 let fields = DraftFields::default();
-                let input = notice_input(&incident, *kind, &fields, config);
+                let input = incident.notice_input(
+                    *kind,
+                    &fields,
+                    config.public_link(&format!("/public/feedback/{}", incident.incident_id)),
+                );
                 let rendered = renderer
                     .render(&input)
                     .with_context(|| format!("cannot render the {} notice", kind.as_str()))?;
@@ -433,7 +437,11 @@ pub fn plan_step(
                     );
                     continue;
                 };
-                let input = notice_input(&incident, *kind, &pending.fields, config);
+                let input = incident.notice_input(
+                    *kind,
+                    &pending.fields,
+                    config.public_link(&format!("/public/feedback/{}", incident.incident_id)),
+                );
                 let rendered = renderer
                     .render(&input)
                     .with_context(|| format!("cannot render the {} notice", kind.as_str()))?;
@@ -466,46 +474,6 @@ pub fn plan_step(
             drafts,
         }),
     })
-}
-
-/// What a notice for `incident` is rendered from.
-pub fn notice_input(
-    incident: &crate::incident::Incident,
-    kind: NoticeKind,
-    fields: &DraftFields,
-    config: &Config,
-) -> NoticeInput {
-    NoticeInput {
-        kind,
-        incident_id: incident.incident_id,
-        started_at: incident.started_at,
-        resolved_at: match incident.phase {
-            Phase::Resolved { at } => Some(at),
-            Phase::Open => None,
-        },
-        summary: incident.summary.clone(),
-        classification: match fields.level {
-            Some(level) => crate::publishing::classification_at(&incident.classification, level),
-            None => incident.classification.clone(),
-        },
-        expected_resolution: fields.expected_resolution,
-        next_update: fields.next_update,
-        additional_information: fields.additional_information.clone(),
-        feedback_url: public_link(
-            config,
-            &format!("/public/feedback/{}", incident.incident_id),
-        ),
-        drill: false,
-    }
-}
-
-/// An absolute link to `path` on the relay's public URL.
-pub fn public_link(config: &Config, path: &str) -> String {
-    format!(
-        "{}{}",
-        config.server.public_url.as_str().trim_end_matches('/'),
-        path
-    )
 }
 
 fn event_write(event: &IncidentEvent, at: Timestamp) -> EventWrite {

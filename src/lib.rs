@@ -14,12 +14,16 @@ pub mod incident;
 pub mod incident_worker;
 pub mod ingest;
 pub mod inventory;
+#[cfg(test)]
+mod layering;
 pub mod links;
 pub mod metrics;
 pub mod notice;
 pub mod operators;
 pub mod publishing;
+pub mod secret;
 pub mod simulate;
 pub mod storage;
 pub mod swedish;
 pub mod telemetry;
+pub mod tls;

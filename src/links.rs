@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// What a link opens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

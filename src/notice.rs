@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::path::PathBuf;
 
 use jiff::Timestamp;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
@@ -26,8 +27,29 @@ use crate::classify::{
     AlertScope, Classification, Level, MAX_LABEL_VALUE_CHARS, ScopeSummary, classify, shown_ids,
     summarize,
 };
-use crate::config::NoticesConfig;
 use crate::inventory::Inventory;
+
+pub mod webhook_body;
+
+/// How notices are worded. The `[notices]` section of the configuration (`config::RawNotices` documents each
+/// field).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoticesConfig {
+    pub templates_dir: Option<PathBuf>,
+    pub info_address: String,
+    pub service_name: String,
+}
+
+impl Default for NoticesConfig {
+    /// The documented defaults, the same as an empty `[notices]` section.
+    fn default() -> NoticesConfig {
+        NoticesConfig {
+            templates_dir: None,
+            info_address: "info.samsa@vgregion.se".to_owned(),
+            service_name: "SAMSA".to_owned(),
+        }
+    }
+}
 use crate::swedish::{
     clean_multiline, count_phrase, format_swedish_duration, join_swedish_list, single_line,
 };
@@ -95,6 +117,17 @@ pub enum NoticeKind {
     Resolved,
 }
 
+/// The operator's fields of a draft, carried from version to version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DraftFields {
+    /// The level the operator chose; `None` keeps the suggested one.
+    #[serde(default)]
+    pub level: Option<crate::classify::Level>,
+    pub expected_resolution: Option<Timestamp>,
+    pub next_update: Option<Timestamp>,
+    pub additional_information: Option<String>,
+}
+
 /// Everything a notice says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NoticeInput {
@@ -139,6 +172,15 @@ pub struct NoticeRenderer {
     /// The embedded templates, used when a custom one fails at render time: a notice
     /// must never be blocked by a template error.
     fallback: Option<Box<NoticeRenderer>>,
+}
+
+/// The kind of notice in Swedish, for operator pages and the log.
+pub fn kind_label(kind: NoticeKind) -> &'static str {
+    match kind {
+        NoticeKind::Initial => "första meddelande",
+        NoticeKind::Update => "uppdatering",
+        NoticeKind::Resolved => "åtgärdat",
+    }
 }
 
 impl NoticeKind {

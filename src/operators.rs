@@ -18,11 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Operator};
 use crate::delivery::email::EmailTransport;
 use crate::delivery::{DeliveryError, Outcomes, RetryPolicy, StepCounts};
-use crate::incident_worker::public_link;
 use crate::links::{LinkClaims, LinkPurpose, LinkSigner};
 use crate::metrics::Metrics;
-use crate::notice::format_swedish_time;
-use crate::publishing::kind_label;
+use crate::notice::{format_swedish_time, kind_label};
 use crate::storage::{DeliveryResult, OperatorMailWrite, Storage};
 
 /// A signed link for `operator` to `purpose`, valid for the configured time.
@@ -45,7 +43,7 @@ pub fn signed_link(
         LinkPurpose::Review { .. } => format!("/ops/r/{token}"),
         LinkPurpose::Dashboard => format!("/ops/d/{token}"),
     };
-    (public_link(config, &path), expires_at)
+    (config.public_link(&path), expires_at)
 }
 
 /// The dashboard login email for an operator who asked for it.

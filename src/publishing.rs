@@ -11,7 +11,7 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{Classification, Level};
+use crate::classify::Level;
 use crate::config::Config;
 use crate::incident::Published;
 use crate::notice::{NoticeInput, NoticeKind, NoticeRenderer};
@@ -354,7 +354,7 @@ pub async fn revise_draft(
         .map(|text| text.trim().to_owned())
         .filter(|text| !text.is_empty());
     if let Some(level) = fields.level {
-        input.classification = classification_at(&input.classification, level);
+        input.classification = input.classification.at_level(level);
     }
     let rendered = renderer
         .render(&input)
@@ -377,16 +377,6 @@ pub async fn revise_draft(
         .await?;
     transaction.commit().await?;
     Ok(version)
-}
-
-/// The classification with the operator's level: crisis goes with level 3; the reasons
-/// (why the relay suggested what it did) stay.
-pub fn classification_at(suggested: &Classification, level: Level) -> Classification {
-    Classification {
-        level,
-        crisis: level == Level::Three,
-        reasons: suggested.reasons.clone(),
-    }
 }
 
 fn check_decision(
@@ -436,15 +426,6 @@ impl fmt::Display for DecisionRole {
     }
 }
 
-/// The kind of notice in Swedish, for operator pages and the log.
-pub fn kind_label(kind: NoticeKind) -> &'static str {
-    match kind {
-        NoticeKind::Initial => "första meddelande",
-        NoticeKind::Update => "uppdatering",
-        NoticeKind::Resolved => "åtgärdat",
-    }
-}
-
 /// Why an operator's draft or drill could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum DraftByHandError {
@@ -488,7 +469,11 @@ pub async fn draft_by_hand(
         incident.phase = crate::incident::Phase::Resolved { at: now };
     }
     let fields = DraftFields::default();
-    let mut input = crate::incident_worker::notice_input(&incident, kind, &fields, config);
+    let mut input = incident.notice_input(
+        kind,
+        &fields,
+        config.public_link(&format!("/public/feedback/{}", incident.incident_id)),
+    );
     input.drill = record.kind == "drill";
     let rendered = renderer
         .render(&input)
@@ -544,8 +529,11 @@ pub async fn start_drill(
         n_reopened: 0,
     };
     let fields = DraftFields::default();
-    let mut input =
-        crate::incident_worker::notice_input(&incident, NoticeKind::Initial, &fields, config);
+    let mut input = incident.notice_input(
+        NoticeKind::Initial,
+        &fields,
+        config.public_link(&format!("/public/feedback/{}", incident.incident_id)),
+    );
     input.drill = true;
     let rendered = renderer
         .render(&input)

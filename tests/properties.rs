@@ -19,7 +19,6 @@ use samsa_relay::notice::{
     MAX_BANNER_CHARS, MAX_SUBJECT_CHARS, MAX_TITLE_CHARS, NoticeInput, NoticeKind, NoticeRenderer,
     RenderedNotice, TEMPLATES,
 };
-use samsa_relay::publishing::classification_at;
 use serde_json::{Value, json};
 
 static INCIDENTS: LazyLock<IncidentsConfig> = LazyLock::new(IncidentsConfig::default);
@@ -276,7 +275,7 @@ fn render(
     let summary = summarize(&scopes, &INVENTORY);
     let suggested = classify(&summary, INCIDENTS.broad_subregion_share);
     let classification = match level.and_then(Level::from_number) {
-        Some(level) => classification_at(&suggested, level),
+        Some(level) => suggested.at_level(level),
         None => suggested,
     };
     let started_at: Timestamp = "2026-11-28T04:12:00Z".parse().expect("a timestamp");

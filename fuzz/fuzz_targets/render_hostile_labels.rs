@@ -42,7 +42,6 @@ use samsa_relay::notice::{
     DRILL_NOTE, DRILL_PREFIX, MAX_BANNER_CHARS, MAX_BODY_CHARS, MAX_SUBJECT_CHARS, MAX_TITLE_CHARS,
     NoticeInput, NoticeKind, NoticeRenderer, TEMPLATES,
 };
-use samsa_relay::publishing::classification_at;
 
 static INCIDENTS: LazyLock<IncidentsConfig> = LazyLock::new(IncidentsConfig::default);
 static INVENTORY: LazyLock<Inventory> = LazyLock::new(Inventory::default_samsa);
@@ -94,7 +93,7 @@ fuzz_target!(|data: &[u8]| {
     let suggested = classify(&summary, INCIDENTS.broad_subregion_share);
     // The operator's level, as `notice_input` applies it.
     let classification = match case.level {
-        Some(level) => classification_at(&suggested, level),
+        Some(level) => suggested.at_level(level),
         None => suggested,
     };
     let crisis = classification.level == Level::Three || classification.crisis;

@@ -478,14 +478,15 @@ fn check_channel(
                 bearer_token,
                 headers,
                 body_template: match &raw.body_template {
-                    Some(template) => match crate::delivery::webhook::check_body_template(template)
-                    {
-                        Ok(()) => Some(template.clone()),
-                        Err(message) => {
-                            problems.push(&at("body_template"), message);
-                            None
+                    Some(template) => {
+                        match crate::notice::webhook_body::check_body_template(template) {
+                            Ok(()) => Some(template.clone()),
+                            Err(message) => {
+                                problems.push(&at("body_template"), message);
+                                None
+                            }
                         }
-                    },
+                    }
                     None => None,
                 },
                 timeout: timeout?,

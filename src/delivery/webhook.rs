@@ -17,9 +17,11 @@ use std::time::Duration;
 use jiff::Timestamp;
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
-use serde::Serialize;
 
 use crate::config::{ChannelConfig, ChannelContent, ChannelTransport, Config};
+use crate::notice::webhook_body::{
+    WebhookBody, check_body_template, render_template, template_environment,
+};
 use crate::notice::{DRILL_NOTE, RenderedNotice};
 use crate::storage::{ClaimedDelivery, PublishedNoticeRecord};
 
@@ -33,25 +35,6 @@ pub const MAX_RESPONSE_BYTES: usize = 8 * 1024;
 /// How much of an error answer is kept in the outbox row's `last_error`, in characters.
 pub const MAX_ERROR_BODY_CHARS: usize = 200;
 
-/// The default JSON body, and the context a `body_template` sees.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct WebhookBody {
-    pub delivery_id: String,
-    pub notice_id: i64,
-    pub incident_id: i64,
-    pub channel: String,
-    /// `initial`, `update` or `resolved`.
-    pub kind: String,
-    pub level: u8,
-    pub drill: bool,
-    pub title: String,
-    pub body: String,
-    /// RFC 3339, UTC.
-    pub published_at: String,
-    /// Where readers report back about the incident.
-    pub feedback_url: String,
-}
-
 pub struct WebhookSender {
     client: reqwest::Client,
     channel: String,
@@ -64,8 +47,6 @@ pub struct WebhookSender {
     timeout: Duration,
     public_url: String,
 }
-
-const TEMPLATE_NAME: &str = "body.json";
 
 impl WebhookSender {
     pub fn new(config: &Config, channel: &ChannelConfig) -> anyhow::Result<WebhookSender> {
@@ -248,56 +229,6 @@ pub fn channel_text(rendered: &RenderedNotice, content: ChannelContent) -> (&str
 /// record keeps no separate flag.
 pub fn is_drill(rendered: &RenderedNotice) -> bool {
     rendered.email_text.starts_with(DRILL_NOTE)
-}
-
-/// Checks a body template: it compiles, and renders valid JSON for a sample notice.
-pub fn check_body_template(source: &str) -> Result<(), String> {
-    let environment =
-        template_environment(source.to_owned()).map_err(|error| format!("{error:#}"))?;
-    let sample = WebhookBody {
-        delivery_id: "1-000000000000000000000000".to_owned(),
-        notice_id: 1,
-        incident_id: 1,
-        channel: "website".to_owned(),
-        kind: "initial".to_owned(),
-        level: 1,
-        drill: false,
-        title: "Driftstörning i SAMSA \"citat\" <b>".to_owned(),
-        body: "Rad ett\nRad två".to_owned(),
-        published_at: "2026-11-28T04:12:00Z".to_owned(),
-        feedback_url: "http://127.0.0.1:9095/public/feedback/1".to_owned(),
-    };
-    render_template(&environment, &sample).map(|_| ())
-}
-
-fn template_environment(source: String) -> anyhow::Result<minijinja::Environment<'static>> {
-    let mut environment = minijinja::Environment::new();
-    environment.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    // Every printed value becomes a JSON value (strings quoted and escaped), whatever the
-    // template's name; `|tojson` gives the same and is not escaped twice.
-    environment.set_auto_escape_callback(|_| minijinja::AutoEscape::Json);
-    environment
-        .add_template_owned(TEMPLATE_NAME, source)
-        .map_err(|error| anyhow::anyhow!("the template does not compile: {error}"))?;
-    Ok(environment)
-}
-
-fn render_template(
-    environment: &minijinja::Environment<'static>,
-    fields: &WebhookBody,
-) -> Result<String, String> {
-    let template = environment
-        .get_template(TEMPLATE_NAME)
-        .map_err(|error| error.to_string())?;
-    let output = template
-        .render(minijinja::Value::from_serialize(fields))
-        .map_err(|error| format!("cannot render: {error}"))?;
-    if let Err(error) = serde_json::from_str::<serde_json::Value>(&output) {
-        return Err(format!(
-            "the output is not JSON ({error}); print values as {{{{ title }}}}, without quotes around them"
-        ));
-    }
-    Ok(output)
 }
 
 /// Retry or give up, by the answer's status.

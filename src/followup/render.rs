@@ -12,7 +12,7 @@ use minijinja::{AutoEscape, Environment, Error, Output, State, UndefinedBehavior
 use serde::Serialize;
 
 use super::{Audience, IncidentReport, LessonEntry, REPORT_STYLESHEET, stockholm};
-use crate::publishing::kind_label;
+use crate::notice::kind_label;
 use crate::swedish::{format_swedish_duration, format_swedish_time};
 
 // ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ use super::{Audience, REPORT_SCHEMA_VERSION};
 use crate::classify::{AlertScope, alert_scopes};
 use crate::config::Config;
 use crate::notice::NoticeKind;
-use crate::publishing::kind_label;
+use crate::notice::kind_label;
 use crate::storage::{EventRecord, FeedbackRecord, FollowupSnapshot, Storage, StorageError};
 use crate::swedish::{count_phrase, join_swedish_list, single_line};
 

@@ -818,7 +818,7 @@ async fn render_incident_page(
                 max_affected => incident.max_affected,
                 n_actors => incident.n_actors,
                 public_feedback => incident.kind != "monitoring",
-                feedback_url => crate::incident_worker::public_link(&state.config, &format!("/public/feedback/{}", incident.incident_id)),
+                feedback_url => state.config.public_link(&format!("/public/feedback/{}", incident.incident_id)),
                 base => base,
                 dashboard => session.dashboard_path(),
                 csrf => session.csrf(state),

@@ -24,11 +24,12 @@ use super::pages::{
 use crate::classify::{AlertScope, Level};
 use crate::config::ChannelContent;
 use crate::links::{LinkError, LinkPurpose};
+use crate::notice::kind_label;
 use crate::notice::{NoticeInput, NoticeKind, RenderedNotice, format_swedish_time};
 use crate::operators::login_mail;
 use crate::publishing::{
-    Decision, DecisionRole, DraftByHandError, PublishRequest, draft_by_hand, kind_label,
-    revise_draft, start_drill,
+    Decision, DecisionRole, DraftByHandError, PublishRequest, draft_by_hand, revise_draft,
+    start_drill,
 };
 use crate::storage::{DraftFields, DraftRecord};
 

@@ -526,7 +526,7 @@ fn atom_feed(context: &AtomContext<'_>) -> String {
             xml,
             "    <category term=\"{}\" label=\"{}\"/>",
             notice.kind.as_str(),
-            escape_markup(crate::publishing::kind_label(notice.kind))
+            escape_markup(crate::notice::kind_label(notice.kind))
         );
         let _ = writeln!(
             xml,

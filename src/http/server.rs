@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
@@ -28,33 +27,6 @@ pub struct ServerLimits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub tls_handshake_timeout: Duration,
-}
-
-/// Builds the TLS acceptor from PEM files: the certificate chain and its private key.
-pub fn tls_acceptor(
-    certificate_file: &std::path::Path,
-    key_file: &std::path::Path,
-) -> anyhow::Result<TlsAcceptor> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certificates: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(certificate_file)
-            .with_context(|| format!("cannot read {}", certificate_file.display()))?
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("no PEM certificates in {}", certificate_file.display()))?;
-    if certificates.is_empty() {
-        anyhow::bail!("no certificate in {}", certificate_file.display());
-    }
-    let key = PrivateKeyDer::from_pem_file(key_file)
-        .with_context(|| format!("no private key in {}", key_file.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(certificates, key)
-        .context("the certificate and key do not go together")?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then stops accepting and

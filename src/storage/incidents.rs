@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 
 use super::StorageError;
-use crate::classify::{Classification, Level, ScopeSummary};
+use crate::classify::{Classification, ScopeSummary};
 use crate::incident::{AlertKey, DraftState, IncidentEngine, IncidentKind, TrackedAlert};
+pub use crate::notice::DraftFields;
 use crate::notice::{NoticeKind, RenderedNotice};
 
 /// Incidents and drafts, outside a transaction.
@@ -145,17 +145,6 @@ pub trait IncidentsTx: Send {
         incident_id: i64,
         events: &[EventWrite],
     ) -> Result<(), StorageError>;
-}
-
-/// The operator's fields of a draft, carried from version to version.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DraftFields {
-    /// The level the operator chose; `None` keeps the suggested one.
-    #[serde(default)]
-    pub level: Option<Level>,
-    pub expected_resolution: Option<Timestamp>,
-    pub next_update: Option<Timestamp>,
-    pub additional_information: Option<String>,
 }
 
 /// The draft waiting for an operator, with its latest version.
