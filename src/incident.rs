@@ -33,7 +33,9 @@ use crate::classify::{
 use crate::inventory::Inventory;
 use crate::notice::{DraftFields, NoticeInput, NoticeKind};
 
+mod log;
 mod states;
+pub use log::LogEvent;
 pub use states::{DeliveryState, DraftState, IncidentKind};
 
 /// An alert's identity: Alertmanager's fingerprint and when this firing started.

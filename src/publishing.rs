@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::Level;
 use crate::config::Config;
-use crate::incident::Published;
+use crate::incident::{LogEvent, Published};
 use crate::notice::{NoticeInput, NoticeKind, NoticeRenderer};
 use crate::storage::{DraftFields, EventWrite, PublicationWrite, Storage, StorageError};
 
@@ -235,32 +235,32 @@ pub async fn publish(
     let now = Timestamp::now();
     let mut events = Vec::new();
     if let Some(decision) = &decision {
-        events.push(EventWrite {
-            at: now,
-            source: operator.to_owned(),
-            event: "decision_recorded".to_owned(),
-            detail: serde_json::json!({
-                "level": level_number,
-                "decided_by": decision.decided_by,
-                "role": decision.role.as_str(),
-                "role_label": decision.role.label(),
-            }),
-        });
+        events.push(EventWrite::new(
+            now,
+            operator,
+            &LogEvent::DecisionRecorded {
+                level: level_number,
+                decided_by: decision.decided_by.clone(),
+                role: decision.role.as_str().to_owned(),
+                role_label: decision.role.label().to_owned(),
+            },
+        ));
     }
-    events.push(EventWrite {
-        at: now,
-        source: operator.to_owned(),
-        event: "notice_published".to_owned(),
-        detail: serde_json::json!({
-            "draft_id": draft.draft_id,
-            "draft_version": request.draft_version,
-            "kind": draft.kind,
-            "level": level_number,
-            "suggested_level": input.classification.level.as_number(),
-            "channels": channels,
-            "n_deliveries": deliveries.len(),
-        }),
-    });
+    // Storage adds the notice's id, known once the publication is written.
+    events.push(EventWrite::new(
+        now,
+        operator,
+        &LogEvent::NoticePublished {
+            draft_id: draft.draft_id,
+            draft_version: request.draft_version,
+            kind: draft.kind,
+            level: level_number,
+            suggested_level: input.classification.level.as_number(),
+            channels: channels.clone(),
+            n_deliveries: deliveries.len(),
+            notice_id: None,
+        },
+    ));
     let write = PublicationWrite {
         incident_id: draft.incident_id,
         draft_id: draft.draft_id,

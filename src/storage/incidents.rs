@@ -8,7 +8,7 @@ use jiff::Timestamp;
 
 use super::StorageError;
 use crate::classify::{Classification, ScopeSummary};
-use crate::incident::{AlertKey, DraftState, IncidentEngine, IncidentKind, TrackedAlert};
+use crate::incident::{AlertKey, DraftState, IncidentEngine, IncidentKind, LogEvent, TrackedAlert};
 pub use crate::notice::DraftFields;
 use crate::notice::{NoticeKind, RenderedNotice};
 
@@ -277,6 +277,26 @@ pub struct EventRecord {
     pub source: String,
     pub event: String,
     pub detail: serde_json::Value,
+}
+
+impl EventWrite {
+    /// An entry of the typed log, in its stored form.
+    pub fn new(at: Timestamp, source: &str, event: &LogEvent) -> EventWrite {
+        let (event, detail) = event.to_stored();
+        EventWrite {
+            at,
+            source: source.to_owned(),
+            event,
+            detail,
+        }
+    }
+}
+
+impl EventRecord {
+    /// The entry as the typed log; an error for a kind or fields the relay never wrote.
+    pub fn log_event(&self) -> Result<LogEvent, serde_json::Error> {
+        LogEvent::from_stored(&self.event, &self.detail)
+    }
 }
 
 /// An incident for lists (its alerts are not loaded, only counted).

@@ -10,7 +10,7 @@ use super::*;
 use crate::alertmanager::{Alert, AlertStatus};
 use crate::classify::{Classification, Level, ScopeSummary, summarize};
 use crate::config::{DatabaseConfig, DatabaseUrl};
-use crate::incident::{DeliveryState, DraftState, IncidentKind, Published};
+use crate::incident::{DeliveryState, DraftState, IncidentKind, LogEvent, Published};
 use crate::inventory::Inventory;
 use crate::notice::{NoticeKind, RenderedNotice};
 
@@ -129,12 +129,20 @@ fn publication(incident_id: i64, draft_id: i64, now: Timestamp) -> PublicationWr
             ("email".to_owned(), "b@example.org".to_owned()),
             ("banner".to_owned(), "banner".to_owned()),
         ],
-        events: vec![EventWrite {
-            at: now,
-            source: "Operatör".to_owned(),
-            event: "notice_published".to_owned(),
-            detail: serde_json::json!({"draft_id": draft_id}),
-        }],
+        events: vec![EventWrite::new(
+            now,
+            "Operatör",
+            &LogEvent::NoticePublished {
+                draft_id,
+                draft_version: 1,
+                kind: NoticeKind::Initial,
+                level: 2,
+                suggested_level: 2,
+                channels: vec!["email".to_owned(), "banner".to_owned()],
+                n_deliveries: 3,
+                notice_id: None,
+            },
+        )],
     }
 }
 
@@ -293,7 +301,11 @@ async fn one_open_incident_per_kind() {
     let (storage, _folder) = open_storage().await;
     let now = at("2026-11-28T05:00:00Z");
     let (summary, classification) = scope();
-    let detail = serde_json::json!({"last_seen": null});
+    let detail = serde_json::json!({
+        "watchdog_alertname": "Watchdog",
+        "last_seen": "2026-11-28T04:50:00Z",
+        "timeout_seconds": 600,
+    });
     let monitoring = storage
         .open_monitoring_incident(now, &summary, &classification, detail.clone())
         .await
@@ -331,6 +343,13 @@ async fn one_open_incident_per_kind() {
     let events = storage.incident_events(monitoring).await.unwrap();
     assert_eq!(events[0].event, "monitoring_chain_broken");
     assert_eq!(events[0].detail, detail);
+    assert!(matches!(
+        events[0].log_event().unwrap(),
+        LogEvent::MonitoringChainBroken {
+            timeout_seconds: 600,
+            ..
+        }
+    ));
 
     let later = now + SignedDuration::from_mins(5);
     assert_eq!(
@@ -586,6 +605,37 @@ async fn a_lease_that_ran_out_makes_a_delivery_claimable_again() {
             .len(),
         1
     );
+
+    // Every entry written on the way reads back as the typed log.
+    let events: Vec<LogEvent> = storage
+        .incident_events(incident_id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|event| event.log_event().unwrap())
+        .collect();
+    let kinds: Vec<String> = events.iter().map(LogEvent::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "drill_started",
+            "draft_created",
+            "notice_published",
+            "delivery_failed",
+            "delivery_retried"
+        ]
+    );
+    assert!(matches!(
+        events[1],
+        LogEvent::DraftCreated { by_hand: true, .. }
+    ));
+    assert!(matches!(
+        events[2],
+        LogEvent::NoticePublished {
+            notice_id: Some(_),
+            ..
+        }
+    ));
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use super::{
     Connection, ROWS_PER_STATEMENT, SqliteStorage, SqliteTx, format_time, parse_time, storage_error,
 };
 use crate::classify::{Classification, ScopeSummary};
-use crate::incident::{AlertKey, FiringScopes, Incident, IncidentEngine, Phase};
+use crate::incident::{AlertKey, FiringScopes, Incident, IncidentEngine, LogEvent, Phase};
 use crate::notice::{NoticeKind, RenderedNotice};
 use crate::storage::{
     CorrelationState, DraftFields, DraftRecord, DraftVersionRecord, DraftWrite, EventRecord,
@@ -210,12 +210,11 @@ impl Incidents for SqliteStorage {
             insert_events(
                 &mut transaction,
                 incident_id,
-                &[EventWrite {
-                    at: now,
-                    source: "relay".to_owned(),
-                    event: "monitoring_chain_restored".to_owned(),
-                    detail: serde_json::json!({}),
-                }],
+                &[EventWrite::new(
+                    now,
+                    "relay",
+                    &LogEvent::MonitoringChainRestored {},
+                )],
             )
             .await?;
         }
@@ -287,12 +286,14 @@ impl Incidents for SqliteStorage {
         insert_events(
             &mut transaction,
             incident_id,
-            &[EventWrite {
-                at: now,
-                source: operator.to_owned(),
-                event: "draft_discarded".to_owned(),
-                detail: serde_json::json!({"draft_id": draft_id, "reason": reason}),
-            }],
+            &[EventWrite::new(
+                now,
+                operator,
+                &LogEvent::DraftDiscarded {
+                    draft_id,
+                    reason: reason.to_owned(),
+                },
+            )],
         )
         .await?;
         transaction.commit().await.map_err(error)?;
@@ -633,12 +634,16 @@ pub(super) async fn stage_incident_step(
                 created = Some(draft_id);
                 batch.events.push((
                     incident_id,
-                    EventWrite {
-                        at: now,
-                        source: "relay".to_owned(),
-                        event: "draft_created".to_owned(),
-                        detail: serde_json::json!({"draft_id": draft_id, "kind": kind, "version": 1}),
-                    },
+                    EventWrite::new(
+                        now,
+                        "relay",
+                        &LogEvent::DraftCreated {
+                            draft_id,
+                            kind: *kind,
+                            version: 1,
+                            by_hand: false,
+                        },
+                    ),
                 ));
             }
             DraftWrite::Revise {
@@ -666,12 +671,14 @@ pub(super) async fn stage_incident_step(
                     .map_err(error)?;
                 batch.events.push((
                     incident_id,
-                    EventWrite {
-                        at: now,
-                        source: "relay".to_owned(),
-                        event: "draft_revised".to_owned(),
-                        detail: serde_json::json!({"draft_id": draft_id, "version": version}),
-                    },
+                    EventWrite::new(
+                        now,
+                        "relay",
+                        &LogEvent::DraftRevised {
+                            draft_id: *draft_id,
+                            version,
+                        },
+                    ),
                 ));
             }
             DraftWrite::Withdraw { draft_id, reason } => {
@@ -687,12 +694,14 @@ pub(super) async fn stage_incident_step(
                 .map_err(error)?;
                 batch.events.push((
                     incident_id,
-                    EventWrite {
-                        at: now,
-                        source: "relay".to_owned(),
-                        event: "draft_withdrawn".to_owned(),
-                        detail: serde_json::json!({"draft_id": draft_id, "reason": reason}),
-                    },
+                    EventWrite::new(
+                        now,
+                        "relay",
+                        &LogEvent::DraftWithdrawn {
+                            draft_id: *draft_id,
+                            reason: reason.clone(),
+                        },
+                    ),
                 ));
             }
         }
@@ -861,12 +870,15 @@ pub(super) async fn add_draft_version(
     insert_events(
         connection,
         incident_id,
-        &[EventWrite {
+        &[EventWrite::new(
             at,
-            source: created_by.to_owned(),
-            event: "draft_edited".to_owned(),
-            detail: serde_json::json!({"draft_id": draft_id, "version": version, "fields": fields}),
-        }],
+            created_by,
+            &LogEvent::DraftEdited {
+                draft_id,
+                version,
+                fields: fields.clone(),
+            },
+        )],
     )
     .await
 }
@@ -938,12 +950,16 @@ pub(super) async fn insert_operator_draft(
     insert_events(
         connection,
         incident_id,
-        &[EventWrite {
-            at: now,
-            source: operator.to_owned(),
-            event: "draft_created".to_owned(),
-            detail: serde_json::json!({"draft_id": draft_id, "kind": kind, "version": 1, "by_hand": true}),
-        }],
+        &[EventWrite::new(
+            now,
+            operator,
+            &LogEvent::DraftCreated {
+                draft_id,
+                kind,
+                version: 1,
+                by_hand: true,
+            },
+        )],
     )
     .await?;
     Ok(Some(draft_id))
@@ -977,12 +993,14 @@ pub(super) async fn insert_drill_incident(
         insert_events(
             connection,
             incident_id,
-            &[EventWrite {
-                at: now,
-                source: operator.to_owned(),
-                event: "drill_started".to_owned(),
-                detail: serde_json::json!({"n_affected": summary.n_affected, "level": classification.level.as_number()}),
-            }],
+            &[EventWrite::new(
+                now,
+                operator,
+                &LogEvent::DrillStarted {
+                    n_affected: summary.n_affected,
+                    level: classification.level.as_number(),
+                },
+            )],
         )
         .await?;
     }

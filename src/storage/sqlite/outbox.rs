@@ -10,6 +10,7 @@ use sqlx::sqlite::SqliteRow;
 
 use super::rows::insert_events;
 use super::{Connection, SqliteStorage, format_time, storage_error};
+use crate::incident::LogEvent;
 use crate::storage::{DeliveryResult, EventWrite, StorageError};
 
 /// An outbox table: `id`, `state` ('pending', 'sent', 'failed'), `attempts`,
@@ -143,12 +144,14 @@ impl SqliteStorage {
                 insert_events(
                     &mut transaction,
                     incident_id,
-                    &[EventWrite {
-                        at: *at,
-                        source: "relay".to_owned(),
-                        event: "delivery_failed".to_owned(),
-                        detail: serde_json::json!({"outbox_id": outbox_id, "error": error}),
-                    }],
+                    &[EventWrite::new(
+                        *at,
+                        "relay",
+                        &LogEvent::DeliveryFailed {
+                            outbox_id: *outbox_id,
+                            error: error.clone(),
+                        },
+                    )],
                 )
                 .await?;
             }

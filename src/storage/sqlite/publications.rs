@@ -16,7 +16,7 @@ use super::rows::{
 use super::{
     Connection, ROWS_PER_STATEMENT, SqliteStorage, SqliteTx, format_time, parse_time, storage_error,
 };
-use crate::incident::DeliveryState;
+use crate::incident::{DeliveryState, LogEvent};
 use crate::storage::{
     AlreadyPublished, ClaimedDelivery, DeliveryResult, DraftFields, DraftForPublish,
     DraftVersionRecord, EventWrite, NextUpdateDue, OutboxRecord, PublicationWrite, Publications,
@@ -121,12 +121,11 @@ impl Publications for SqliteStorage {
             insert_events(
                 &mut transaction,
                 incident_id,
-                &[EventWrite {
-                    at: now,
-                    source: operator.to_owned(),
-                    event: "delivery_retried".to_owned(),
-                    detail: serde_json::json!({"outbox_id": outbox_id}),
-                }],
+                &[EventWrite::new(
+                    now,
+                    operator,
+                    &LogEvent::DeliveryRetried { outbox_id },
+                )],
             )
             .await?;
         }
