@@ -1,4 +1,4 @@
-//! The command line (a contract: see README). `main` only dispatches on it.
+//! The command line (a contract: see docs/operations.md, "Command line"). `main` only dispatches on it.
 
 use std::path::PathBuf;
 

@@ -4,7 +4,7 @@
 //! `TCP_NODELAY`. It writes a message's body and its closing `.` separately, so Nagle's
 //! algorithm holds the `.` until the server acknowledges the body, and the server delays
 //! that acknowledgement by about 40 ms: every message cost 40 ms per connection
-//! (README "Measured"). lettre's pool also puts a connection whose send was cut short
+//! (docs/performance.md, "Measured"). lettre's pool also puts a connection whose send was cut short
 //! (the worker's timeout) back into the pool, where every later reply is off by one. Here
 //! the relay opens the socket with `TCP_NODELAY` and hands it to lettre
 //! (`AsyncSmtpConnection::connect_with_transport`), and a connection lives inside the send
