@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::{Audience, REPORT_SCHEMA_VERSION};
 use crate::classify::{AlertScope, alert_scopes};
 use crate::config::Config;
+use crate::incident::LogEvent;
 use crate::notice::NoticeKind;
 use crate::notice::kind_label;
 use crate::storage::{EventRecord, FeedbackRecord, FollowupSnapshot, Storage, StorageError};
@@ -365,14 +366,21 @@ pub fn assemble_report(
     let decisions = snapshot
         .events
         .iter()
-        .filter(|event| event.event == "decision_recorded")
-        .map(|event| DecisionEntry {
-            at: event.at,
-            level: detail_u64(event, "level").unwrap_or(0) as u8,
-            decided_by: detail_str(event, "decided_by").to_owned(),
-            role: detail_str(event, "role").to_owned(),
-            role_label: detail_str(event, "role_label").to_owned(),
-            recorded_by: event.source.clone(),
+        .filter_map(|event| match event.log_event() {
+            Ok(LogEvent::DecisionRecorded {
+                level,
+                decided_by,
+                role,
+                role_label,
+            }) => Some(DecisionEntry {
+                at: event.at,
+                level,
+                decided_by,
+                role,
+                role_label,
+                recorded_by: event.source.clone(),
+            }),
+            _ => None,
         })
         .collect();
 
@@ -495,25 +503,12 @@ fn detail_time(event: &EventRecord, key: &str) -> Option<Timestamp> {
 fn level_entries(events: &[EventRecord]) -> Vec<LevelEntry> {
     let mut levels: Vec<LevelEntry> = Vec::new();
     for event in events {
-        let (level, crisis, basis) = match event.event.as_str() {
-            "incident_opened" | "drill_started" => (
-                detail_u64(event, "level"),
-                event.detail["crisis"].as_bool().unwrap_or(false),
-                "suggested",
-            ),
-            "level_changed" => (
-                detail_u64(event, "after"),
-                event.detail["crisis"].as_bool().unwrap_or(false),
-                "suggested",
-            ),
-            "notice_published" => {
-                let level = detail_u64(event, "level");
-                (level, level == Some(3), "published")
-            }
+        let (level, crisis, basis) = match event.log_event() {
+            Ok(LogEvent::IncidentOpened { level, crisis, .. }) => (level, crisis, "suggested"),
+            Ok(LogEvent::DrillStarted { level, .. }) => (level, false, "suggested"),
+            Ok(LogEvent::LevelChanged { after, crisis, .. }) => (after, crisis, "suggested"),
+            Ok(LogEvent::NoticePublished { level, .. }) => (level, level == 3, "published"),
             _ => continue,
-        };
-        let Some(level) = level.and_then(|level| u8::try_from(level).ok()) else {
-            continue;
         };
         levels.push(LevelEntry {
             at: event.at,
