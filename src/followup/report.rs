@@ -763,9 +763,8 @@ fn replay_scope(snapshot: &FollowupSnapshot, config: &Config, end: Timestamp) ->
 fn deliveries(snapshot: &FollowupSnapshot) -> Deliveries {
     let mut operator_retries: BTreeMap<&str, i64> = BTreeMap::new();
     for event in &snapshot.events {
-        if event.event == "delivery_retried"
-            && let Some((channel, _)) = detail_u64(event, "outbox_id")
-                .and_then(|id| snapshot.outbox_targets.get(&(id as i64)))
+        if let Ok(LogEvent::DeliveryRetried { outbox_id }) = event.log_event()
+            && let Some((channel, _)) = snapshot.outbox_targets.get(&outbox_id)
         {
             *operator_retries.entry(channel.as_str()).or_default() += 1;
         }
@@ -875,9 +874,10 @@ fn timeline(
             index = group_end;
             continue;
         }
-        let occurred_at = (event.event == "note")
-            .then(|| detail_time(event, "occurred_at"))
-            .flatten();
+        let occurred_at = match event.log_event() {
+            Ok(LogEvent::Note { occurred_at, .. }) => occurred_at,
+            _ => None,
+        };
         entries.push((
             TimelineEntry {
                 at: occurred_at.unwrap_or(event.at),
