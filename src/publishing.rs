@@ -5,8 +5,11 @@
 //! what the incident now says publicly, one outbox row per (channel, recipient), and the
 //! log entries. Delivery happens later, outside any transaction ([`crate::delivery`]).
 //! [`revise_draft`] stores an operator's edit as a new draft version, rendered.
+//! [`Publisher`] is the service the operator pages call: [`publish`], then wake the
+//! delivery workers and count the publication.
 
 use std::fmt;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -14,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::classify::Level;
 use crate::config::Config;
 use crate::incident::{LogEvent, Published};
+use crate::metrics::Metrics;
 use crate::notice::{NoticeInput, NoticeKind, NoticeRenderer};
 use crate::storage::{DraftFields, EventWrite, PublicationWrite, Storage, StorageError};
 
@@ -146,6 +150,47 @@ pub enum ReviseError {
     Render(String),
     #[error("Lagringen är inte tillgänglig just nu; försök igen")]
     Storage(#[from] StorageError),
+}
+
+/// The publishing service: [`publish`], then wake the delivery workers and count the
+/// publication. Cloning shares it.
+#[derive(Clone)]
+pub struct Publisher {
+    storage: Storage,
+    config: Arc<Config>,
+    metrics: Metrics,
+    /// Woken after a publication: its outbox rows are due.
+    delivery_wake: Arc<tokio::sync::Notify>,
+}
+
+impl Publisher {
+    pub fn new(
+        storage: Storage,
+        config: Arc<Config>,
+        metrics: Metrics,
+        delivery_wake: Arc<tokio::sync::Notify>,
+    ) -> Publisher {
+        Publisher {
+            storage,
+            config,
+            metrics,
+            delivery_wake,
+        }
+    }
+
+    /// Publishes (see [`publish`]) and wakes the delivery workers.
+    pub async fn publish(&self, request: &PublishRequest) -> Result<Publication, PublishError> {
+        let publication = publish(&self.storage, &self.config, request).await?;
+        self.delivery_wake.notify_waiters();
+        self.metrics
+            .notices_published
+            .with_label_values(&[publication.kind.as_str(), &publication.level.to_string()])
+            .inc();
+        if let Some(waited) = publication.first_notice_after {
+            self.metrics.first_notice.observe(waited.as_secs_f64());
+        }
+        Ok(publication)
+    }
 }
 
 /// Publishes a reviewed draft version on the chosen channels. Exactly one of two

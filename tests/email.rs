@@ -543,6 +543,7 @@ async fn publish_pending_draft(state: &AppState, incident_id: i64) -> Publicatio
         .find(|draft| draft.state == "pending")
         .expect("a pending draft");
     state
+        .publisher
         .publish(&PublishRequest {
             draft_id: draft.draft_id,
             draft_version: draft.versions.last().expect("a version").version,
@@ -641,7 +642,9 @@ impl DirectApp {
 
     /// Stores the webhook and runs the incident worker's step on it.
     async fn open_incident(&self) -> i64 {
-        samsa_relay::ingest::ingest_webhook(self.state(), one_actor_down().as_bytes())
+        self.state()
+            .ingest
+            .ingest_webhook(one_actor_down().as_bytes())
             .await
             .expect("webhook stored");
         match self.app.worker().process_next_receipt().await.unwrap() {

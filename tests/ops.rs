@@ -555,11 +555,16 @@ async fn the_dashboard_starts_drills_that_go_only_to_drill_channels() {
     };
     let refused = app
         .state
+        .publisher
         .publish(&request(&["banner", "website"]))
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("övningar"), "{refused}");
-    app.state.publish(&request(&["banner"])).await.unwrap();
+    app.state
+        .publisher
+        .publish(&request(&["banner"]))
+        .await
+        .unwrap();
 
     // A second drill while one is open is refused.
     let (_, html) = post_form(
@@ -578,6 +583,7 @@ async fn an_update_or_a_resolution_can_be_drafted_by_hand() {
     let draft_id = outage(&app, json!({"actor": "kommun-boras"})).await;
     let draft = app.state.storage.drafts(1).await.unwrap().remove(0);
     app.state
+        .publisher
         .publish(&samsa_relay::publishing::PublishRequest {
             draft_id,
             draft_version: draft.versions[0].version,
@@ -682,5 +688,87 @@ async fn single_sign_on_trusts_the_configured_header_only() {
         .await
         .unwrap();
     assert_eq!(stranger.status(), 403);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn each_page_is_one_handler_for_the_link_and_for_single_sign_on() {
+    let app = spawn_with_operators("trusted_user_header = \"X-Forwarded-Email\"").await;
+    let draft_id = outage(&app, json!({"actor": "kommun-boras"})).await;
+    let sso = |path: &str| {
+        app.client
+            .get(format!("{}{path}", app.address))
+            .header("X-Forwarded-Email", "anna@example.org")
+    };
+
+    // The dashboard's pages and the review page answer behind single sign-on as under a
+    // link, with forms that post back to the same form of URL.
+    let response = sso("/ops/sso/d/followup").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("&#x2f;ops&#x2f;sso&#x2f;d&#x2f;followup")
+    );
+    let response = sso(&format!("/ops/sso/r/{draft_id}")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.unwrap();
+    assert!(html.contains(&format!(
+        "action=\"&#x2f;ops&#x2f;sso&#x2f;r&#x2f;{draft_id}"
+    )));
+    assert_eq!(
+        sso("/ops/sso/r/not-a-number")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // A dashboard link opens no review page, and a review link none of the dashboard's.
+    let dashboard = link(
+        &app,
+        "anna@example.org",
+        LinkPurpose::Dashboard,
+        in_an_hour(),
+    );
+    let token = dashboard.rsplit('/').next().unwrap();
+    let (status, html) = get_page(&app, &format!("{}/ops/r/{token}", app.address)).await;
+    assert_eq!(status, 403);
+    assert!(html.contains("Länken gäller inte"));
+    let review = link(
+        &app,
+        "anna@example.org",
+        LinkPurpose::Review {
+            draft_id,
+            version: 1,
+        },
+        in_an_hour(),
+    );
+    let token = review.rsplit('/').next().unwrap();
+    for path in ["", "/followup", "/followup/1", "/followup/1/report.json"] {
+        let (status, _) = get_page(&app, &format!("{}/ops/d/{token}{path}", app.address)).await;
+        assert_eq!(status, 403, "{path}");
+    }
+
+    // A form that is not URL-encoded is refused with a Swedish page, not axum's text.
+    let response = app
+        .client
+        .post(&dashboard)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("Formuläret kunde inte läsas")
+    );
     app.stop().await;
 }

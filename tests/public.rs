@@ -565,6 +565,7 @@ async fn hostile_text_is_escaped_in_html_atom_and_json() {
     let (_, latest, level) = pending_draft(&app, 1, NoticeKind::Initial).await;
     assert_eq!(latest, version);
     app.state
+        .publisher
         .publish(&publish_request(
             draft_id,
             version,

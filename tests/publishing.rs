@@ -65,6 +65,7 @@ async fn publishing_writes_the_notice_and_one_outbox_row_per_channel_and_recipie
     let draft = pending_draft(&app, 1).await;
     let publication = app
         .state
+        .publisher
         .publish(&request(&draft, Level::One, &ALL_LOCAL))
         .await
         .unwrap();
@@ -145,7 +146,9 @@ async fn two_concurrent_publishes_give_exactly_one_publication() {
     for _ in 0..8 {
         let state = app.state.clone();
         let publish = publish.clone();
-        tasks.push(tokio::spawn(async move { state.publish(&publish).await }));
+        tasks.push(tokio::spawn(async move {
+            state.publisher.publish(&publish).await
+        }));
     }
     let mut n_published = 0;
     for task in tasks {
@@ -184,6 +187,7 @@ async fn the_plan_decides_levels_channels_and_who_must_decide() {
 
     let error = app
         .state
+        .publisher
         .publish(&request(&draft, Level::Two, &ALL_LOCAL))
         .await
         .unwrap_err();
@@ -198,17 +202,22 @@ async fn the_plan_decides_levels_channels_and_who_must_decide() {
         role: DecisionRole::CouncilChair,
     });
     assert!(matches!(
-        app.state.publish(&wrong_role).await.unwrap_err(),
+        app.state.publisher.publish(&wrong_role).await.unwrap_err(),
         PublishError::WrongRole { level: 2, .. }
     ));
 
     let unknown_channel = request(&draft, Level::Two, &["banner", "carrier-pigeon"]);
     assert!(matches!(
-        app.state.publish(&unknown_channel).await.unwrap_err(),
+        app.state
+            .publisher
+            .publish(&unknown_channel)
+            .await
+            .unwrap_err(),
         PublishError::ChannelNotInPlan { .. }
     ));
     assert!(matches!(
         app.state
+            .publisher
             .publish(&request(&draft, Level::Two, &[]))
             .await
             .unwrap_err(),
@@ -217,6 +226,7 @@ async fn the_plan_decides_levels_channels_and_who_must_decide() {
     // Level 1 was not previewed: the notice on screen says level 2.
     assert!(matches!(
         app.state
+            .publisher
             .publish(&request(&draft, Level::One, &ALL_LOCAL))
             .await
             .unwrap_err(),
@@ -250,7 +260,7 @@ async fn the_plan_decides_levels_channels_and_who_must_decide() {
         role: DecisionRole::Subregional,
     });
     assert!(matches!(
-        app.state.publish(&stale).await.unwrap_err(),
+        app.state.publisher.publish(&stale).await.unwrap_err(),
         PublishError::StaleVersion { latest: 2 }
     ));
     let draft = pending_draft(&app, 1).await;
@@ -275,7 +285,7 @@ async fn the_plan_decides_levels_channels_and_who_must_decide() {
         decided_by: "Cecilia Carlsson".to_owned(),
         role: DecisionRole::CouncilViceChair,
     });
-    app.state.publish(&decided).await.unwrap();
+    app.state.publisher.publish(&decided).await.unwrap();
     let notice = &app.state.storage.published_notices(None, 1).await.unwrap()[0];
     assert_eq!(notice.level, 3);
     assert_eq!(notice.decided_by.as_deref(), Some("Cecilia Carlsson"));
@@ -302,6 +312,7 @@ async fn after_publication_changes_ask_for_an_update_and_resolution_for_a_resolu
     .await;
     let draft = pending_draft(&app, 1).await;
     app.state
+        .publisher
         .publish(&request(&draft, Level::One, &ALL_LOCAL))
         .await
         .unwrap();
@@ -343,6 +354,7 @@ async fn after_publication_changes_ask_for_an_update_and_resolution_for_a_resolu
     );
     let resolved = pending_draft(&app, 1).await;
     app.state
+        .publisher
         .publish(&request(&resolved, Level::One, &ALL_LOCAL))
         .await
         .unwrap();

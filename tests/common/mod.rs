@@ -368,6 +368,7 @@ pub async fn publish_pending(
 ) -> samsa_relay::publishing::Publication {
     let (draft_id, version, level) = pending_draft(app, incident_id, kind).await;
     app.state
+        .publisher
         .publish(&publish_request(draft_id, version, level, channels))
         .await
         .expect("the draft publishes")
