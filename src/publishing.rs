@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::Level;
 use crate::config::Config;
-use crate::incident::Published;
+use crate::incident::{LogEvent, Published};
 use crate::metrics::Metrics;
 use crate::notice::{NoticeInput, NoticeKind, NoticeRenderer};
 use crate::storage::{DraftFields, EventWrite, PublicationWrite, Storage, StorageError};
@@ -255,8 +255,9 @@ pub async fn publish(
             latest: draft.latest_version,
         });
     };
-    let input: NoticeInput = serde_json::from_value(version.input.clone())
-        .map_err(|error| PublishError::Storage(StorageError::new("decode_notice_input", error)))?;
+    let input: NoticeInput = serde_json::from_value(version.input.clone()).map_err(|error| {
+        PublishError::Storage(StorageError::permanent("decode_notice_input", error))
+    })?;
     let rendered_level = input.classification.level.as_number();
     if rendered_level != level_number {
         return Err(PublishError::LevelNotPreviewed {
@@ -279,38 +280,38 @@ pub async fn publish(
     let now = Timestamp::now();
     let mut events = Vec::new();
     if let Some(decision) = &decision {
-        events.push(EventWrite {
-            at: now,
-            source: operator.to_owned(),
-            event: "decision_recorded".to_owned(),
-            detail: serde_json::json!({
-                "level": level_number,
-                "decided_by": decision.decided_by,
-                "role": decision.role.as_str(),
-                "role_label": decision.role.label(),
-            }),
-        });
+        events.push(EventWrite::new(
+            now,
+            operator,
+            &LogEvent::DecisionRecorded {
+                level: level_number,
+                decided_by: decision.decided_by.clone(),
+                role: decision.role.as_str().to_owned(),
+                role_label: decision.role.label().to_owned(),
+            },
+        ));
     }
-    events.push(EventWrite {
-        at: now,
-        source: operator.to_owned(),
-        event: "notice_published".to_owned(),
-        detail: serde_json::json!({
-            "draft_id": draft.draft_id,
-            "draft_version": request.draft_version,
-            "kind": draft.kind,
-            "level": level_number,
-            "suggested_level": input.classification.level.as_number(),
-            "channels": channels,
-            "n_deliveries": deliveries.len(),
-        }),
-    });
+    // Storage adds the notice's id, known once the publication is written.
+    events.push(EventWrite::new(
+        now,
+        operator,
+        &LogEvent::NoticePublished {
+            draft_id: draft.draft_id,
+            draft_version: request.draft_version,
+            kind: draft.kind,
+            level: level_number,
+            suggested_level: input.classification.level.as_number(),
+            channels: channels.clone(),
+            n_deliveries: deliveries.len(),
+            notice_id: None,
+        },
+    ));
     let write = PublicationWrite {
         incident_id: draft.incident_id,
         draft_id: draft.draft_id,
         draft_version: request.draft_version,
         kind: draft.kind,
-        level: level_number,
+        level: request.level,
         decided_by: decision
             .as_ref()
             .map(|decision| decision.decided_by.clone()),
@@ -377,7 +378,7 @@ pub async fn revise_draft(
     };
     if draft.state != "pending" {
         return Err(ReviseError::NotPending(
-            state_label(&draft.state).to_owned(),
+            state_label(draft.state.as_str()).to_owned(),
         ));
     }
     let Some(latest) = transaction
@@ -387,8 +388,9 @@ pub async fn revise_draft(
     else {
         return Err(ReviseError::DraftNotFound);
     };
-    let mut input: NoticeInput = serde_json::from_value(latest.input.clone())
-        .map_err(|error| ReviseError::Storage(StorageError::new("decode_notice_input", error)))?;
+    let mut input: NoticeInput = serde_json::from_value(latest.input.clone()).map_err(|error| {
+        ReviseError::Storage(StorageError::permanent("decode_notice_input", error))
+    })?;
     input.expected_resolution = fields.expected_resolution;
     input.next_update = fields.next_update;
     input.additional_information = fields
@@ -396,15 +398,16 @@ pub async fn revise_draft(
         .as_ref()
         .map(|text| text.trim().to_owned())
         .filter(|text| !text.is_empty());
-    if let Some(level) = fields.level.and_then(Level::from_number) {
+    if let Some(level) = fields.level {
         input.classification = input.classification.at_level(level);
     }
     let rendered = renderer
         .render(&input)
         .map_err(|error| ReviseError::Render(format!("{error:#}")))?;
     let version = draft.latest_version + 1;
-    let input_json = serde_json::to_value(&input)
-        .map_err(|error| ReviseError::Storage(StorageError::new("encode_notice_input", error)))?;
+    let input_json = serde_json::to_value(&input).map_err(|error| {
+        ReviseError::Storage(StorageError::permanent("encode_notice_input", error))
+    })?;
     transaction
         .add_draft_version(
             draft.incident_id,
@@ -521,7 +524,7 @@ pub async fn draft_by_hand(
         .render(&input)
         .map_err(|error| DraftByHandError::Render(format!("{error:#}")))?;
     let input_json = serde_json::to_value(&input)
-        .map_err(|error| StorageError::new("encode_notice_input", error))?;
+        .map_err(|error| StorageError::permanent("encode_notice_input", error))?;
     let draft_id = transaction
         .insert_operator_draft(
             incident_id,
@@ -581,7 +584,7 @@ pub async fn start_drill(
         .render(&input)
         .map_err(|error| DraftByHandError::Render(format!("{error:#}")))?;
     let input_json = serde_json::to_value(&input)
-        .map_err(|error| StorageError::new("encode_notice_input", error))?;
+        .map_err(|error| StorageError::permanent("encode_notice_input", error))?;
     let draft_id = transaction
         .insert_operator_draft(
             incident_id,

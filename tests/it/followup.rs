@@ -228,7 +228,7 @@ async fn publish_at(
         draft_id,
         draft_version: latest,
         kind: draft.kind,
-        level: level.as_number(),
+        level,
         decided_by: decided_by.map(str::to_owned),
         decided_role: decided_by.map(|_| "subregional".to_owned()),
         published_by: operator.to_owned(),

@@ -238,7 +238,7 @@ async fn the_plan_decides_levels_channels_and_who_must_decide() {
 
     // The operator edits: level 3, an expected resolution time and added information.
     let fields = DraftFields {
-        level: Some(3),
+        level: Some(samsa_relay::classify::Level::Three),
         expected_resolution: Some("2026-11-28T09:00:00Z".parse().unwrap()),
         next_update: None,
         additional_information: Some("Cerner felsöker inloggningen.".to_owned()),

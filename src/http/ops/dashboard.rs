@@ -105,7 +105,7 @@ async fn dashboard(
             .find(|draft| draft.incident_id == record.incident_id);
         let row = IncidentRow {
             id: record.incident_id,
-            kind: record.kind.clone(),
+            kind: record.kind.to_string(),
             started: format_swedish_time(incident.started_at),
             resolved: record
                 .resolved_at
@@ -162,7 +162,7 @@ async fn dashboard(
                     "Incident {}: {}, nivå {}",
                     notice.incident_id,
                     kind_label(notice.kind),
-                    notice.level
+                    notice.level.as_number()
                 ),
                 published: format!(
                     "{} av {}",

@@ -247,7 +247,7 @@ async fn show_review(
                 subregions => subregions,
                 unknown => input.summary.unknown_actor_ids,
                 editable => draft.state == "pending",
-                state_label => state_label(&draft.state),
+                state_label => state_label(draft.state.as_str()),
                 csrf => session.csrf(state),
                 action_url => action_url,
                 levels => levels,
@@ -355,7 +355,10 @@ pub(super) async fn review_action(
             let rendered_level = latest.input["classification"]["level"]
                 .as_u64()
                 .unwrap_or(1) as u8;
-            let unchanged = fields.level.unwrap_or(rendered_level) == rendered_level
+            let unchanged = fields
+                .level
+                .map_or(rendered_level, |level| level.as_number())
+                == rendered_level
                 && fields.expected_resolution == latest.fields.expected_resolution
                 && fields.next_update == latest.fields.next_update
                 && fields.additional_information == latest.fields.additional_information;
@@ -523,7 +526,7 @@ fn fields_from_form(form: &ReviewFields) -> Result<DraftFields, String> {
         Some(text) => Some(
             text.parse::<u8>()
                 .ok()
-                .filter(|number| (1..=3).contains(number))
+                .and_then(Level::from_number)
                 .ok_or("Välj nivå 1, 2 eller 3.")?,
         ),
         None => None,

@@ -252,7 +252,7 @@ async fn current_banner(state: &AppState) -> Result<BannerJson, ApiError> {
         active: true,
         incident_id: Some(notice.incident_id),
         kind: Some(notice.kind.as_str()),
-        level: Some(notice.level),
+        level: Some(notice.level.as_number()),
         text: Some(notice.rendered.banner_text.clone()),
         published_at: Some(first_published_at),
         updated_at: Some(notice.published_at),

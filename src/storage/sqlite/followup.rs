@@ -1,25 +1,26 @@
-//! SQLite queries for the follow-up: feedback and lessons learned (their own tables),
-//! entries operators write in the log, and the one consistent read the incident report is
-//! built from. Deliveries are read here as counts per (notice, channel) from the outbox:
-//! the log never gets one entry per recipient.
+//! Follow-up in SQLite: `feedback` and `lessons`, and the one read transaction the
+//! incident report is built from. Deliveries are read as counts per (notice, channel)
+//! from the outbox: the log never gets one entry per recipient.
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use jiff::Timestamp;
-use sqlx::{QueryBuilder, Row as _, Sqlite};
+use sqlx::Row as _;
 
-use super::sqlite::{
-    Connection, NOTICE_COLUMNS, SqliteStorage, insert_events, notice_from_row, parse_kind,
+use super::rows::{
+    NOTICE_COLUMNS, event_from_row, incident_by_id, notice_from_row, parse_draft_state, parse_kind,
 };
-use super::sqlite_operators::incident_by_id;
-use super::{
-    DeliveryTallyRecord, DraftHistoryRecord, EventRecord, EventWrite, FeedbackRecord,
-    FeedbackWrite, FollowupSnapshot, IncidentRecord, LessonRecord, LessonWrite,
-    OperatorMailTallyRecord, OperatorMailWrite, StorageError, format_time, parse_time,
+use super::{Connection, SqliteStorage, SqliteTx, format_time, parse_time, storage_error};
+use crate::storage::{
+    DeliveryTallyRecord, DraftHistoryRecord, EventRecord, FeedbackRecord, FeedbackWrite, Followup,
+    FollowupSnapshot, FollowupTx, IncidentRecord, LessonRecord, LessonWrite,
+    OperatorMailTallyRecord, StorageError,
 };
 
-impl SqliteStorage {
-    pub async fn followup_incident(
+#[async_trait]
+impl Followup for SqliteStorage {
+    async fn followup_incident(
         &self,
         incident_id: i64,
     ) -> Result<Option<IncidentRecord>, StorageError> {
@@ -27,16 +28,16 @@ impl SqliteStorage {
             .reader
             .acquire()
             .await
-            .map_err(|source| StorageError::new("followup_incident", source))?;
+            .map_err(|source| storage_error("followup_incident", source))?;
         incident_by_id(&mut connection, incident_id).await
     }
 
-    pub async fn followup_snapshot(
+    async fn followup_snapshot(
         &self,
         incident_id: i64,
     ) -> Result<Option<FollowupSnapshot>, StorageError> {
         const OPERATION: &str = "followup_snapshot";
-        let error = |source: sqlx::Error| StorageError::new(OPERATION, source);
+        let error = |source: sqlx::Error| storage_error(OPERATION, source);
         // One read transaction: in WAL mode it sees one snapshot, so the counts, the log
         // and the drafts agree with each other.
         let mut transaction = self.reader.begin().await.map_err(error)?;
@@ -56,7 +57,7 @@ impl SqliteStorage {
             .iter()
             .map(notice_from_row)
             .collect::<anyhow::Result<Vec<_>>>()
-            .map_err(|source| StorageError::new(OPERATION, source))?;
+            .map_err(|source| storage_error(OPERATION, source))?;
         let deliveries = read_delivery_tallies(&mut transaction, incident_id).await?;
         let outbox_targets = read_outbox_targets(&mut transaction, incident_id).await?;
         let operator_mail = read_operator_mail_tallies(&mut transaction, incident_id).await?;
@@ -76,7 +77,7 @@ impl SqliteStorage {
         }))
     }
 
-    pub async fn followup_incident_ids(
+    async fn followup_incident_ids(
         &self,
         from: Option<Timestamp>,
         before: Option<Timestamp>,
@@ -91,7 +92,18 @@ impl SqliteStorage {
         .bind(before.map(format_time))
         .fetch_all(&self.reader)
         .await
-        .map_err(|source| StorageError::new("followup_incident_ids", source))
+        .map_err(|source| storage_error("followup_incident_ids", source))
+    }
+}
+
+#[async_trait]
+impl FollowupTx for SqliteTx {
+    async fn insert_feedback(&mut self, write: &FeedbackWrite) -> Result<i64, StorageError> {
+        insert_feedback(&mut self.0, write).await
+    }
+
+    async fn insert_lesson(&mut self, write: &LessonWrite) -> Result<i64, StorageError> {
+        insert_lesson(&mut self.0, write).await
     }
 }
 
@@ -107,11 +119,11 @@ async fn read_events(
     .bind(incident_id)
     .fetch_all(&mut *connection)
     .await
-    .map_err(|source| StorageError::new(OPERATION, source))?;
+    .map_err(|source| storage_error(OPERATION, source))?;
     rows.iter()
-        .map(super::sqlite::event_from_row)
+        .map(event_from_row)
         .collect::<anyhow::Result<_>>()
-        .map_err(|source| StorageError::new(OPERATION, source))
+        .map_err(|source| storage_error(OPERATION, source))
 }
 
 async fn read_draft_history(
@@ -130,7 +142,7 @@ async fn read_draft_history(
     .bind(incident_id)
     .fetch_all(&mut *connection)
     .await
-    .map_err(|source| StorageError::new(OPERATION, source))?;
+    .map_err(|source| storage_error(OPERATION, source))?;
     rows.iter()
         .map(|row| -> anyhow::Result<DraftHistoryRecord> {
             let published_at: Option<String> = row.try_get("published_at")?;
@@ -138,7 +150,7 @@ async fn read_draft_history(
             Ok(DraftHistoryRecord {
                 draft_id: row.try_get("id")?,
                 kind: parse_kind(row.try_get("kind")?)?,
-                state: row.try_get("state")?,
+                state: parse_draft_state(row.try_get("state")?)?,
                 state_reason: row.try_get("state_reason")?,
                 created_at: parse_time(row.try_get("created_at")?)?,
                 created_by: created_by.unwrap_or_else(|| "relay".to_owned()),
@@ -148,7 +160,7 @@ async fn read_draft_history(
             })
         })
         .collect::<anyhow::Result<_>>()
-        .map_err(|source| StorageError::new(OPERATION, source))
+        .map_err(|source| storage_error(OPERATION, source))
 }
 
 async fn read_delivery_tallies(
@@ -168,7 +180,7 @@ async fn read_delivery_tallies(
     .bind(incident_id)
     .fetch_all(&mut *connection)
     .await
-    .map_err(|source| StorageError::new(OPERATION, source))?;
+    .map_err(|source| storage_error(OPERATION, source))?;
     rows.iter()
         .map(|row| -> anyhow::Result<DeliveryTallyRecord> {
             let first_sent_at: Option<String> = row.try_get("first_sent_at")?;
@@ -187,7 +199,7 @@ async fn read_delivery_tallies(
             })
         })
         .collect::<anyhow::Result<_>>()
-        .map_err(|source| StorageError::new(OPERATION, source))
+        .map_err(|source| storage_error(OPERATION, source))
 }
 
 async fn read_outbox_targets(
@@ -204,7 +216,7 @@ async fn read_outbox_targets(
     .bind(incident_id)
     .fetch_all(&mut *connection)
     .await
-    .map_err(|source| StorageError::new("followup_outbox_targets", source))?;
+    .map_err(|source| storage_error("followup_outbox_targets", source))?;
     Ok(rows
         .into_iter()
         .map(|(outbox_id, channel, recipient)| (outbox_id, (channel, recipient)))
@@ -223,7 +235,7 @@ async fn read_operator_mail_tallies(
     .bind(incident_id)
     .fetch_all(&mut *connection)
     .await
-    .map_err(|source| StorageError::new(OPERATION, source))?;
+    .map_err(|source| storage_error(OPERATION, source))?;
     rows.into_iter()
         .map(|(purpose, draft_id, first_at, n_mails)| {
             Ok(OperatorMailTallyRecord {
@@ -234,7 +246,7 @@ async fn read_operator_mail_tallies(
             })
         })
         .collect::<anyhow::Result<_>>()
-        .map_err(|source| StorageError::new(OPERATION, source))
+        .map_err(|source| storage_error(OPERATION, source))
 }
 
 async fn read_feedback(
@@ -248,7 +260,7 @@ async fn read_feedback(
     .bind(incident_id)
     .fetch_all(&mut *connection)
     .await
-    .map_err(|source| StorageError::new(OPERATION, source))?;
+    .map_err(|source| storage_error(OPERATION, source))?;
     rows.into_iter()
         .map(|(feedback_id, received_at, name, organisation, message)| {
             Ok(FeedbackRecord {
@@ -261,7 +273,7 @@ async fn read_feedback(
             })
         })
         .collect::<anyhow::Result<_>>()
-        .map_err(|source| StorageError::new(OPERATION, source))
+        .map_err(|source| storage_error(OPERATION, source))
 }
 
 async fn read_lessons(
@@ -275,7 +287,7 @@ async fn read_lessons(
     .bind(incident_id)
     .fetch_all(&mut *connection)
     .await
-    .map_err(|source| StorageError::new(OPERATION, source))?;
+    .map_err(|source| storage_error(OPERATION, source))?;
     rows.into_iter()
         .map(
             |(lesson_id, created_at, created_by, kind, audience, text)| {
@@ -291,18 +303,7 @@ async fn read_lessons(
             },
         )
         .collect::<anyhow::Result<_>>()
-        .map_err(|source| StorageError::new(OPERATION, source))
-}
-
-// ---------------------------------------------------------------------------------------
-// Writes: these run inside a write transaction (see WriteTransaction).
-
-pub(super) async fn append_events(
-    connection: &mut Connection,
-    incident_id: i64,
-    events: &[EventWrite],
-) -> Result<(), StorageError> {
-    insert_events(connection, incident_id, events).await
+        .map_err(|source| storage_error(OPERATION, source))
 }
 
 pub(super) async fn insert_feedback(
@@ -320,7 +321,7 @@ pub(super) async fn insert_feedback(
     .bind(&write.message)
     .fetch_one(&mut *connection)
     .await
-    .map_err(|source| StorageError::new("insert_feedback", source))
+    .map_err(|source| storage_error("insert_feedback", source))
 }
 
 pub(super) async fn insert_lesson(
@@ -339,43 +340,5 @@ pub(super) async fn insert_lesson(
     .bind(&write.text)
     .fetch_one(&mut *connection)
     .await
-    .map_err(|source| StorageError::new("insert_lesson", source))
-}
-
-/// The same rows as `SqliteStorage::enqueue_operator_mail`, inside the caller's transaction.
-pub(super) async fn enqueue_operator_mail(
-    connection: &mut Connection,
-    mails: &[OperatorMailWrite],
-    now: Timestamp,
-) -> Result<u64, StorageError> {
-    let at = format_time(now);
-    let mut inserted = 0;
-    for chunk in mails.chunks(300) {
-        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO operator_mail (dedupe_key, purpose, incident_id, draft_id, draft_version, to_address, \
-             subject, body, state, attempts, next_attempt_at, created_at) ",
-        );
-        builder.push_values(chunk, |mut row, mail| {
-            row.push_bind(mail.dedupe_key.as_str())
-                .push_bind(mail.purpose.as_str())
-                .push_bind(mail.incident_id)
-                .push_bind(mail.draft_id)
-                .push_bind(mail.draft_version)
-                .push_bind(mail.to_address.as_str())
-                .push_bind(mail.subject.as_str())
-                .push_bind(mail.body.as_str())
-                .push_bind("pending")
-                .push_bind(0_i64)
-                .push_bind(at.as_str())
-                .push_bind(at.as_str());
-        });
-        builder.push(" ON CONFLICT (dedupe_key) DO NOTHING");
-        inserted += builder
-            .build()
-            .execute(&mut *connection)
-            .await
-            .map_err(|source| StorageError::new("enqueue_operator_mail", source))?
-            .rows_affected();
-    }
-    Ok(inserted)
+    .map_err(|source| storage_error("insert_lesson", source))
 }

@@ -8,8 +8,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 use sqlx::sqlite::SqliteRow;
 
-use super::sqlite::{Connection, SqliteStorage, insert_events};
-use super::{DeliveryResult, EventWrite, StorageError, format_time};
+use super::rows::insert_events;
+use super::{Connection, SqliteStorage, format_time, storage_error};
+use crate::incident::LogEvent;
+use crate::storage::{DeliveryResult, EventWrite, StorageError};
 
 /// An outbox table: `id`, `state` ('pending', 'sent', 'failed'), `attempts`,
 /// `next_attempt_at`, `lease_until`, `sent_at`, `last_error`.
@@ -84,12 +86,12 @@ impl SqliteStorage {
         operation: &'static str,
         results: &[DeliveryResult],
     ) -> Result<(), StorageError> {
-        let error = |source: sqlx::Error| StorageError::new(operation, source);
+        let error = |source: sqlx::Error| storage_error(operation, source);
         if results.is_empty() {
             return Ok(());
         }
         let name = table.name;
-        let mut transaction = self.begin_write().await?;
+        let mut transaction = self.begin_immediate().await?;
         for result in results {
             // What to set, bound in this order: a time, the error, then the row's id.
             let (outbox_id, set, time, message) = match result {
@@ -142,12 +144,14 @@ impl SqliteStorage {
                 insert_events(
                     &mut transaction,
                     incident_id,
-                    &[EventWrite {
-                        at: *at,
-                        source: "relay".to_owned(),
-                        event: "delivery_failed".to_owned(),
-                        detail: serde_json::json!({"outbox_id": outbox_id, "error": error}),
-                    }],
+                    &[EventWrite::new(
+                        *at,
+                        "relay",
+                        &LogEvent::DeliveryFailed {
+                            outbox_id: *outbox_id,
+                            error: error.clone(),
+                        },
+                    )],
                 )
                 .await?;
             }
