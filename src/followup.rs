@@ -32,6 +32,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use crate::config::{Config, Operator};
+use crate::incident::IncidentKind;
 use crate::incident::LogEvent;
 use crate::links::{LinkPurpose, LinkSigner};
 use crate::operators::signed_link;
@@ -218,7 +219,7 @@ pub async fn submit_feedback(
     let incident = transaction
         .incident_by_id(incident_id)
         .await?
-        .filter(|incident| incident.kind != "monitoring")
+        .filter(|incident| incident.kind != IncidentKind::Monitoring)
         .ok_or(FollowupError::IncidentNotFound)?;
     let feedback_id = transaction
         .insert_feedback(&FeedbackWrite {
@@ -240,7 +241,7 @@ pub async fn submit_feedback(
             )],
         )
         .await?;
-    let drill = incident.kind == "drill";
+    let drill = incident.kind == IncidentKind::Drill;
     let mails: Vec<OperatorMailWrite> = config
         .review
         .on_duty()

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::Level;
 use crate::config::Config;
+use crate::incident::{DraftState, IncidentKind};
 use crate::incident::{LogEvent, Published};
 use crate::metrics::Metrics;
 use crate::notice::{NoticeInput, NoticeKind, NoticeRenderer};
@@ -237,7 +238,7 @@ pub async fn publish(
         .incident_by_id(draft.incident_id)
         .await?
         .ok_or(PublishError::DraftNotFound)?;
-    let is_drill = incident.kind == "drill";
+    let is_drill = incident.kind == IncidentKind::Drill;
     if is_drill
         && let Some(channel) = channels
             .iter()
@@ -376,7 +377,7 @@ pub async fn revise_draft(
     let Some(draft) = transaction.draft_for_publish(draft_id, i64::MAX).await? else {
         return Err(ReviseError::DraftNotFound);
     };
-    if draft.state != "pending" {
+    if draft.state != DraftState::Pending {
         return Err(ReviseError::NotPending(
             state_label(draft.state.as_str()).to_owned(),
         ));
@@ -503,7 +504,7 @@ pub async fn draft_by_hand(
         .incident_by_id(incident_id)
         .await?
         .ok_or(DraftByHandError::IncidentNotFound)?;
-    if record.kind == "monitoring" {
+    if record.kind == IncidentKind::Monitoring {
         // The broken monitoring chain is for operators only: never a public notice.
         return Err(DraftByHandError::IncidentNotFound);
     }
@@ -519,7 +520,7 @@ pub async fn draft_by_hand(
         &fields,
         config.public_link(&format!("/public/feedback/{}", incident.incident_id)),
     );
-    input.drill = record.kind == "drill";
+    input.drill = record.kind == IncidentKind::Drill;
     let rendered = renderer
         .render(&input)
         .map_err(|error| DraftByHandError::Render(format!("{error:#}")))?;

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::{Audience, REPORT_SCHEMA_VERSION};
 use crate::classify::{AlertScope, alert_scopes};
 use crate::config::Config;
+use crate::incident::IncidentKind;
 use crate::incident::LogEvent;
 use crate::notice::NoticeKind;
 use crate::notice::kind_label;
@@ -608,7 +609,7 @@ fn replay_scope(snapshot: &FollowupSnapshot, config: &Config, end: Timestamp) ->
             _ => {}
         }
     }
-    if spans.is_empty() && record.kind == "drill" {
+    if spans.is_empty() && record.kind == IncidentKind::Drill {
         // A drill has no alerts: its scope is the one the operator chose, all along.
         let summary = &record.incident.summary;
         let mut scopes: Vec<AlertScope> = Vec::new();

@@ -21,6 +21,7 @@ use crate::classify::Level;
 use crate::config::ChannelContent;
 use crate::http::AppState;
 use crate::http::pages::{message_page, page, parse_local_time, render, stockholm};
+use crate::incident::{DraftState, IncidentKind};
 use crate::notice::{NoticeInput, RenderedNotice, format_swedish_time, kind_label};
 use crate::publishing::{Decision, DecisionRole, PublishRequest, revise_draft};
 use crate::storage::{DraftFields, DraftRecord};
@@ -171,7 +172,7 @@ async fn show_review(
             }
         }
     }
-    let is_drill = incident.kind == "drill";
+    let is_drill = incident.kind == IncidentKind::Drill;
     let channels: Vec<_> = channel_names
         .iter()
         .filter(|name| !is_drill || state.config.channels[name.as_str()].drill)
@@ -246,7 +247,7 @@ async fn show_review(
                 reasons => suggested.reasons,
                 subregions => subregions,
                 unknown => input.summary.unknown_actor_ids,
-                editable => draft.state == "pending",
+                editable => draft.state == DraftState::Pending,
                 state_label => state_label(draft.state.as_str()),
                 csrf => session.csrf(state),
                 action_url => action_url,

@@ -33,6 +33,7 @@ use crate::followup::{
 };
 use crate::http::pages::{incident_number, page, read_form, render, security_headers};
 use crate::http::{AppState, client_address};
+use crate::incident::IncidentKind;
 use crate::notice::format_swedish_time;
 use crate::storage::IncidentRecord;
 
@@ -199,7 +200,7 @@ fn feedback_page(
                 service => service,
                 reference => format!("{service}-{incident_id}"),
                 incident_id => incident_id,
-                drill => incident.is_some_and(|incident| incident.kind == "drill"),
+                drill => incident.is_some_and(|incident| incident.kind == IncidentKind::Drill),
                 started => incident.map(|incident| format_swedish_time(incident.incident.started_at)),
                 resolved => incident.and_then(|incident| incident.resolved_at).map(format_swedish_time),
                 info_address => state.config.notices.info_address,
@@ -247,7 +248,7 @@ async fn public_incident(state: &AppState, incident_id: &str) -> Result<Incident
         return Err(incident_not_found());
     };
     match state.storage.followup_incident(incident_id).await {
-        Ok(Some(incident)) if incident.kind != "monitoring" => Ok(incident),
+        Ok(Some(incident)) if incident.kind != IncidentKind::Monitoring => Ok(incident),
         Ok(_) => Err(incident_not_found()),
         Err(error) => {
             tracing::error!(error = ?anyhow::Error::from(error), "cannot read the incident for the feedback page");
