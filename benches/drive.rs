@@ -156,7 +156,8 @@ fn fsync(args: &Args) -> Result<(), String> {
 /// What the relay can answer per second cannot exceed this at that commit size.
 async fn store_floor(args: &Args) -> Result<(), String> {
     use samsa_relay::alertmanager::Notification;
-    use samsa_relay::storage::{NewReceipt, SqliteStorage, Storage};
+    use samsa_relay::config::{DatabaseConfig, DatabaseUrl};
+    use samsa_relay::storage::{NewReceipt, Storage};
 
     let dir = std::path::PathBuf::from(args.string("dir")?);
     let batch: usize = args.number("batch", 16)?;
@@ -170,11 +171,13 @@ async fn store_floor(args: &Args) -> Result<(), String> {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
-    let storage = Storage::Sqlite(
-        SqliteStorage::open(&path, Duration::from_secs(5), 0)
-            .await
-            .map_err(|e| format!("{e:#}"))?,
-    );
+    let storage = Storage::open(&DatabaseConfig {
+        url: DatabaseUrl::Sqlite { path: path.clone() },
+        busy_timeout: Duration::from_secs(5),
+        min_free_bytes: 0,
+    })
+    .await
+    .map_err(|e| format!("{e:#}"))?;
     let mut stored: u64 = 0;
     let mut spent = Duration::ZERO;
     let mut sequence: u64 = 0;

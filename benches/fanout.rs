@@ -6,7 +6,7 @@
 //! with a throwaway database and the shipped SMTP defaults: a pool of 4 connections,
 //! channel concurrency 8, no rate limit, STARTTLS off for a server on this host). It posts
 //! one firing webhook over HTTP, waits for the draft, publishes it the way the operator's
-//! Publish button does (`AppState::publish`), and measures until every outbox row has left
+//! Publish button does (`Publisher::publish`), and measures until every outbox row has left
 //! "pending". Prints `key=value` lines.
 
 mod common;
@@ -128,6 +128,7 @@ level_3 = ["email"]
         };
         let started = Instant::now();
         let publication = state
+            .publisher
             .publish(&PublishRequest {
                 draft_id,
                 draft_version: version,

@@ -16,11 +16,12 @@ use crate::gauges::GaugeRefresher;
 use crate::http::server::{ServerLimits, serve};
 use crate::http::{AppState, metrics_router, router};
 use crate::incident_worker::{IncidentWorker, WatchdogClock};
-use crate::ingest::IngestQueue;
+use crate::ingest::{Ingest, IngestQueue};
 use crate::links::LinkSigner;
 use crate::metrics::Metrics;
 use crate::notice::NoticeRenderer;
 use crate::operators::{OperatorMailWorker, ReviewNotifier};
+use crate::publishing::Publisher;
 use crate::storage::Storage;
 use crate::tls::tls_acceptor;
 
@@ -116,13 +117,26 @@ impl App {
             review_wake: review_wake.clone(),
             kept_engine: Default::default(),
         };
-        let ingest = IngestQueue::start(
-            storage.clone(),
+        let ingest = Ingest::new(
+            IngestQueue::start(
+                storage.clone(),
+                metrics.clone(),
+                config.server.max_connections,
+            ),
             metrics.clone(),
-            config.server.max_connections,
+            watchdog.clone(),
+            &config.incidents.watchdog_alertname,
+            incident_wake.clone(),
+        );
+        let publisher = Publisher::new(
+            storage.clone(),
+            config.clone(),
+            metrics.clone(),
+            delivery_wake.clone(),
         );
         let state = AppState {
             ingest,
+            publisher,
             config,
             storage,
             metrics,

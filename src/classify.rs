@@ -349,6 +349,13 @@ impl Level {
     }
 }
 
+/// A level equals its number in the plan (`notice.level == 3`).
+impl PartialEq<u8> for Level {
+    fn eq(&self, number: &u8) -> bool {
+        self.as_number() == *number
+    }
+}
+
 /// Serialized as the number 1, 2 or 3.
 impl Serialize for Level {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

@@ -32,6 +32,8 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use crate::config::{Config, Operator};
+use crate::incident::IncidentKind;
+use crate::incident::LogEvent;
 use crate::links::{LinkPurpose, LinkSigner};
 use crate::operators::signed_link;
 use crate::storage::{
@@ -217,7 +219,7 @@ pub async fn submit_feedback(
     let incident = transaction
         .incident_by_id(incident_id)
         .await?
-        .filter(|incident| incident.kind != "monitoring")
+        .filter(|incident| incident.kind != IncidentKind::Monitoring)
         .ok_or(FollowupError::IncidentNotFound)?;
     let feedback_id = transaction
         .insert_feedback(&FeedbackWrite {
@@ -231,16 +233,15 @@ pub async fn submit_feedback(
     transaction
         .append_events(
             incident_id,
-            &[EventWrite {
-                at: now,
-                source: "feedback".to_owned(),
-                event: "feedback".to_owned(),
-                // The text stays in the feedback table only: personal data in one place.
-                detail: serde_json::json!({"feedback_id": feedback_id}),
-            }],
+            // The text stays in the feedback table only: personal data in one place.
+            &[EventWrite::new(
+                now,
+                "feedback",
+                &LogEvent::Feedback { feedback_id },
+            )],
         )
         .await?;
-    let drill = incident.kind == "drill";
+    let drill = incident.kind == IncidentKind::Drill;
     let mails: Vec<OperatorMailWrite> = config
         .review
         .on_duty()
@@ -362,19 +363,14 @@ pub async fn add_note(
         .incident_by_id(incident_id)
         .await?
         .ok_or(FollowupError::IncidentNotFound)?;
-    let mut detail = serde_json::json!({"text": text});
-    if let Some(occurred_at) = occurred_at {
-        detail["occurred_at"] = serde_json::json!(occurred_at);
-    }
     transaction
         .append_events(
             incident_id,
-            &[EventWrite {
-                at: now,
-                source: operator.to_owned(),
-                event: "note".to_owned(),
-                detail,
-            }],
+            &[EventWrite::new(
+                now,
+                operator,
+                &LogEvent::Note { text, occurred_at },
+            )],
         )
         .await?;
     transaction.commit().await?;
@@ -461,9 +457,9 @@ pub async fn add_lesson(
     if incident.resolved_at.is_none() {
         return Err(FollowupError::NotResolved);
     }
-    let (kind_text, audience, event) = match kind {
-        LessonKind::Evaluation => ("evaluation", None, "evaluation_noted"),
-        LessonKind::Lesson(audience) => ("lesson", Some(audience.as_str()), "lesson_recorded"),
+    let (kind_text, audience) = match kind {
+        LessonKind::Evaluation => ("evaluation", None),
+        LessonKind::Lesson(audience) => ("lesson", Some(audience.as_str())),
     };
     let lesson_id = transaction
         .insert_lesson(&LessonWrite {
@@ -475,20 +471,15 @@ pub async fn add_lesson(
             text,
         })
         .await?;
-    let mut detail = serde_json::json!({"lesson_id": lesson_id});
-    if let Some(audience) = audience {
-        detail["audience"] = serde_json::json!(audience);
-    }
+    let event = match audience {
+        None => LogEvent::EvaluationNoted { lesson_id },
+        Some(audience) => LogEvent::LessonRecorded {
+            lesson_id,
+            audience: Some(audience.to_owned()),
+        },
+    };
     transaction
-        .append_events(
-            incident_id,
-            &[EventWrite {
-                at: now,
-                source: operator.to_owned(),
-                event: event.to_owned(),
-                detail,
-            }],
-        )
+        .append_events(incident_id, &[EventWrite::new(now, operator, &event)])
         .await?;
     transaction.commit().await?;
     Ok(lesson_id)

@@ -79,7 +79,7 @@ impl GaugeRefresher {
                 let level = record.incident.classification.level.as_number().to_string();
                 metrics
                     .incidents_open
-                    .with_label_values(&[&record.kind, &level])
+                    .with_label_values(&[record.kind.as_str(), &level])
                     .inc();
             }
         }

@@ -33,6 +33,11 @@ use crate::classify::{
 use crate::inventory::Inventory;
 use crate::notice::{DraftFields, NoticeInput, NoticeKind};
 
+mod log;
+mod states;
+pub use log::LogEvent;
+pub use states::{DeliveryState, DraftState, IncidentKind};
+
 /// An alert's identity: Alertmanager's fingerprint and when this firing started.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AlertKey {
@@ -104,7 +109,7 @@ impl Incident {
                 Phase::Open => None,
             },
             summary: self.summary.clone(),
-            classification: match fields.level.and_then(crate::classify::Level::from_number) {
+            classification: match fields.level {
                 Some(level) => self.classification.at_level(level),
                 None => self.classification.clone(),
             },

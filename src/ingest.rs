@@ -1,5 +1,6 @@
 //! Ingest: the domain operation behind `POST /webhook/alertmanager`. Parse the body once
-//! into a [`Notification`], store it durably (or recognise a resend), count it.
+//! into a [`Notification`], store it durably (or recognise a resend), count it. [`Ingest`]
+//! is the service the HTTP handler calls; it knows nothing of HTTP.
 //!
 //! Storing uses group commit: every request hands its webhook to one committer task
 //! ([`IngestQueue`]), which stores whatever is waiting in one transaction and answers
@@ -7,12 +8,13 @@
 //! still follows a durable commit. Nothing waits on purpose: a webhook that arrives while
 //! the write connection is idle is committed alone, at once.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::alertmanager::{AlertStatus, Notification, PayloadError, Received};
-use crate::http::AppState;
-use crate::incident_worker::carries_watchdog;
+use crate::incident_worker::{WatchdogClock, carries_watchdog};
 use crate::metrics::Metrics;
 use crate::storage::{NewReceipt, Storage, StorageError, StoredReceipt};
 
@@ -40,6 +42,104 @@ pub enum IngestError {
     /// Storage could not take it now: the sender should retry.
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+/// The ingest service: what `POST /webhook/alertmanager` calls once it has the body.
+/// Cloning shares the committer.
+#[derive(Clone)]
+pub struct Ingest {
+    queue: IngestQueue,
+    metrics: Metrics,
+    /// Told whenever a webhook carries the Watchdog alert.
+    watchdog: Arc<WatchdogClock>,
+    /// The Watchdog's `alertname` (`incidents.watchdog_alertname`).
+    watchdog_alertname: Arc<str>,
+    /// Woken after a new receipt is stored.
+    incident_wake: Arc<Notify>,
+}
+
+impl Ingest {
+    /// The service over a running committer.
+    pub fn new(
+        queue: IngestQueue,
+        metrics: Metrics,
+        watchdog: Arc<WatchdogClock>,
+        watchdog_alertname: &str,
+        incident_wake: Arc<Notify>,
+    ) -> Ingest {
+        Ingest {
+            queue,
+            metrics,
+            watchdog,
+            watchdog_alertname: Arc::from(watchdog_alertname),
+            incident_wake,
+        }
+    }
+
+    /// False once the committer task has ended: readiness reports it.
+    pub fn is_running(&self) -> bool {
+        self.queue.is_running()
+    }
+
+    /// Parses, deduplicates and durably stores one webhook body, then wakes the incident
+    /// worker. Returns after the commit.
+    pub async fn ingest_webhook(&self, body: &[u8]) -> Result<IngestOutcome, IngestError> {
+        let metrics = &self.metrics;
+        // Cut to the limits of `alertmanager`: what is stored is what the relay acts on.
+        let received = Received::parse(body).map_err(IngestError::Invalid)?;
+        let notification = received.notification;
+        let raw_payload = match received.cut_payload {
+            Some(cut_payload) => {
+                tracing::warn!(cut = ?received.cut, "a webhook was over the size limits; stored cut");
+                for (kind, count) in received.cut.by_kind() {
+                    metrics
+                        .webhook_values_cut
+                        .with_label_values(&[kind])
+                        .inc_by(count);
+                }
+                cut_payload
+            }
+            // Received::parse accepted it as JSON, so it is UTF-8.
+            None => std::str::from_utf8(body)
+                .map_err(|_| {
+                    IngestError::Invalid(PayloadError {
+                        error: "invalid JSON: not UTF-8".to_owned(),
+                        detail: "body".to_owned(),
+                    })
+                })?
+                .to_owned(),
+        };
+        let dedupe_key = notification.dedupe_key();
+        let n_alerts = notification.alerts.len();
+        let n_firing = notification
+            .alerts
+            .iter()
+            .filter(|alert| alert.status == AlertStatus::Firing)
+            .count();
+        let watchdog_seen = carries_watchdog(&notification, &self.watchdog_alertname);
+        let receipt = self
+            .queue
+            .store(notification, dedupe_key, raw_payload, Timestamp::now())
+            .await?;
+        // A resend of the Watchdog is a duplicate, and still proves that the chain works.
+        if watchdog_seen {
+            self.watchdog.seen(Timestamp::now());
+        }
+        if receipt.duplicate {
+            metrics.webhook_duplicates.inc();
+        } else {
+            self.incident_wake.notify_one();
+            metrics
+                .alerts_received
+                .with_label_values(&["firing"])
+                .inc_by(n_firing as u64);
+            metrics
+                .alerts_received
+                .with_label_values(&["resolved"])
+                .inc_by((n_alerts - n_firing) as u64);
+        }
+        Ok(IngestOutcome { receipt, n_alerts })
+    }
 }
 
 /// One webhook waiting for the committer.
@@ -188,66 +288,6 @@ async fn commit_batch(storage: &Storage, metrics: &Metrics, batch: Vec<Pending>)
             }
         }
     }
-}
-
-/// Parses, deduplicates and durably stores one webhook body, then wakes the incident
-/// worker. Returns after the commit.
-pub async fn ingest_webhook(state: &AppState, body: &[u8]) -> Result<IngestOutcome, IngestError> {
-    let metrics = &state.metrics;
-    // Cut to the limits of `alertmanager`: what is stored is what the relay acts on.
-    let received = Received::parse(body).map_err(IngestError::Invalid)?;
-    let notification = received.notification;
-    let raw_payload = match received.cut_payload {
-        Some(cut_payload) => {
-            tracing::warn!(cut = ?received.cut, "a webhook was over the size limits; stored cut");
-            for (kind, count) in received.cut.by_kind() {
-                metrics
-                    .webhook_values_cut
-                    .with_label_values(&[kind])
-                    .inc_by(count);
-            }
-            cut_payload
-        }
-        // Received::parse accepted it as JSON, so it is UTF-8.
-        None => std::str::from_utf8(body)
-            .map_err(|_| {
-                IngestError::Invalid(PayloadError {
-                    error: "invalid JSON: not UTF-8".to_owned(),
-                    detail: "body".to_owned(),
-                })
-            })?
-            .to_owned(),
-    };
-    let dedupe_key = notification.dedupe_key();
-    let n_alerts = notification.alerts.len();
-    let n_firing = notification
-        .alerts
-        .iter()
-        .filter(|alert| alert.status == AlertStatus::Firing)
-        .count();
-    let watchdog_seen = carries_watchdog(&notification, &state.config.incidents.watchdog_alertname);
-    let receipt = state
-        .ingest
-        .store(notification, dedupe_key, raw_payload, Timestamp::now())
-        .await?;
-    // A resend of the Watchdog is a duplicate, and still proves that the chain works.
-    if watchdog_seen {
-        state.watchdog.seen(Timestamp::now());
-    }
-    if receipt.duplicate {
-        metrics.webhook_duplicates.inc();
-    } else {
-        state.incident_wake.notify_one();
-        metrics
-            .alerts_received
-            .with_label_values(&["firing"])
-            .inc_by(n_firing as u64);
-        metrics
-            .alerts_received
-            .with_label_values(&["resolved"])
-            .inc_by((n_alerts - n_firing) as u64);
-    }
-    Ok(IngestOutcome { receipt, n_alerts })
 }
 
 #[cfg(test)]

@@ -122,7 +122,7 @@ pub enum NoticeKind {
 pub struct DraftFields {
     /// The level the operator chose; `None` keeps the suggested one.
     #[serde(default)]
-    pub level: Option<u8>,
+    pub level: Option<crate::classify::Level>,
     pub expected_resolution: Option<Timestamp>,
     pub next_update: Option<Timestamp>,
     pub additional_information: Option<String>,

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Operator};
 use crate::delivery::email::EmailTransport;
 use crate::delivery::{DeliveryError, Outcomes, RetryPolicy, StepCounts};
+use crate::incident::IncidentKind;
 use crate::links::{LinkClaims, LinkPurpose, LinkSigner};
 use crate::metrics::Metrics;
 use crate::notice::{format_swedish_time, kind_label};
@@ -149,7 +150,7 @@ impl ReviewNotifier {
         }
         for overview in self.storage.incident_overview(20).await? {
             let record = &overview.record;
-            if record.kind == "monitoring" && record.resolved_at.is_none() {
+            if record.kind == IncidentKind::Monitoring && record.resolved_at.is_none() {
                 for operator in review.on_duty_and_escalation() {
                     candidates.push((
                         format!("monitoring:{}:{}", record.incident_id, operator.email),

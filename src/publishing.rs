@@ -5,15 +5,20 @@
 //! what the incident now says publicly, one outbox row per (channel, recipient), and the
 //! log entries. Delivery happens later, outside any transaction ([`crate::delivery`]).
 //! [`revise_draft`] stores an operator's edit as a new draft version, rendered.
+//! [`Publisher`] is the service the operator pages call: [`publish`], then wake the
+//! delivery workers and count the publication.
 
 use std::fmt;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::classify::Level;
 use crate::config::Config;
-use crate::incident::Published;
+use crate::incident::{DraftState, IncidentKind};
+use crate::incident::{LogEvent, Published};
+use crate::metrics::Metrics;
 use crate::notice::{NoticeInput, NoticeKind, NoticeRenderer};
 use crate::storage::{DraftFields, EventWrite, PublicationWrite, Storage, StorageError};
 
@@ -148,6 +153,47 @@ pub enum ReviseError {
     Storage(#[from] StorageError),
 }
 
+/// The publishing service: [`publish`], then wake the delivery workers and count the
+/// publication. Cloning shares it.
+#[derive(Clone)]
+pub struct Publisher {
+    storage: Storage,
+    config: Arc<Config>,
+    metrics: Metrics,
+    /// Woken after a publication: its outbox rows are due.
+    delivery_wake: Arc<tokio::sync::Notify>,
+}
+
+impl Publisher {
+    pub fn new(
+        storage: Storage,
+        config: Arc<Config>,
+        metrics: Metrics,
+        delivery_wake: Arc<tokio::sync::Notify>,
+    ) -> Publisher {
+        Publisher {
+            storage,
+            config,
+            metrics,
+            delivery_wake,
+        }
+    }
+
+    /// Publishes (see [`publish`]) and wakes the delivery workers.
+    pub async fn publish(&self, request: &PublishRequest) -> Result<Publication, PublishError> {
+        let publication = publish(&self.storage, &self.config, request).await?;
+        self.delivery_wake.notify_waiters();
+        self.metrics
+            .notices_published
+            .with_label_values(&[publication.kind.as_str(), &publication.level.to_string()])
+            .inc();
+        if let Some(waited) = publication.first_notice_after {
+            self.metrics.first_notice.observe(waited.as_secs_f64());
+        }
+        Ok(publication)
+    }
+}
+
 /// Publishes a reviewed draft version on the chosen channels. Exactly one of two
 /// concurrent publishes of one draft succeeds.
 pub async fn publish(
@@ -192,7 +238,7 @@ pub async fn publish(
         .incident_by_id(draft.incident_id)
         .await?
         .ok_or(PublishError::DraftNotFound)?;
-    let is_drill = incident.kind == "drill";
+    let is_drill = incident.kind == IncidentKind::Drill;
     if is_drill
         && let Some(channel) = channels
             .iter()
@@ -210,8 +256,9 @@ pub async fn publish(
             latest: draft.latest_version,
         });
     };
-    let input: NoticeInput = serde_json::from_value(version.input.clone())
-        .map_err(|error| PublishError::Storage(StorageError::new("decode_notice_input", error)))?;
+    let input: NoticeInput = serde_json::from_value(version.input.clone()).map_err(|error| {
+        PublishError::Storage(StorageError::permanent("decode_notice_input", error))
+    })?;
     let rendered_level = input.classification.level.as_number();
     if rendered_level != level_number {
         return Err(PublishError::LevelNotPreviewed {
@@ -234,38 +281,38 @@ pub async fn publish(
     let now = Timestamp::now();
     let mut events = Vec::new();
     if let Some(decision) = &decision {
-        events.push(EventWrite {
-            at: now,
-            source: operator.to_owned(),
-            event: "decision_recorded".to_owned(),
-            detail: serde_json::json!({
-                "level": level_number,
-                "decided_by": decision.decided_by,
-                "role": decision.role.as_str(),
-                "role_label": decision.role.label(),
-            }),
-        });
+        events.push(EventWrite::new(
+            now,
+            operator,
+            &LogEvent::DecisionRecorded {
+                level: level_number,
+                decided_by: decision.decided_by.clone(),
+                role: decision.role.as_str().to_owned(),
+                role_label: decision.role.label().to_owned(),
+            },
+        ));
     }
-    events.push(EventWrite {
-        at: now,
-        source: operator.to_owned(),
-        event: "notice_published".to_owned(),
-        detail: serde_json::json!({
-            "draft_id": draft.draft_id,
-            "draft_version": request.draft_version,
-            "kind": draft.kind,
-            "level": level_number,
-            "suggested_level": input.classification.level.as_number(),
-            "channels": channels,
-            "n_deliveries": deliveries.len(),
-        }),
-    });
+    // Storage adds the notice's id, known once the publication is written.
+    events.push(EventWrite::new(
+        now,
+        operator,
+        &LogEvent::NoticePublished {
+            draft_id: draft.draft_id,
+            draft_version: request.draft_version,
+            kind: draft.kind,
+            level: level_number,
+            suggested_level: input.classification.level.as_number(),
+            channels: channels.clone(),
+            n_deliveries: deliveries.len(),
+            notice_id: None,
+        },
+    ));
     let write = PublicationWrite {
         incident_id: draft.incident_id,
         draft_id: draft.draft_id,
         draft_version: request.draft_version,
         kind: draft.kind,
-        level: level_number,
+        level: request.level,
         decided_by: decision
             .as_ref()
             .map(|decision| decision.decided_by.clone()),
@@ -330,9 +377,9 @@ pub async fn revise_draft(
     let Some(draft) = transaction.draft_for_publish(draft_id, i64::MAX).await? else {
         return Err(ReviseError::DraftNotFound);
     };
-    if draft.state != "pending" {
+    if draft.state != DraftState::Pending {
         return Err(ReviseError::NotPending(
-            state_label(&draft.state).to_owned(),
+            state_label(draft.state.as_str()).to_owned(),
         ));
     }
     let Some(latest) = transaction
@@ -342,8 +389,9 @@ pub async fn revise_draft(
     else {
         return Err(ReviseError::DraftNotFound);
     };
-    let mut input: NoticeInput = serde_json::from_value(latest.input.clone())
-        .map_err(|error| ReviseError::Storage(StorageError::new("decode_notice_input", error)))?;
+    let mut input: NoticeInput = serde_json::from_value(latest.input.clone()).map_err(|error| {
+        ReviseError::Storage(StorageError::permanent("decode_notice_input", error))
+    })?;
     input.expected_resolution = fields.expected_resolution;
     input.next_update = fields.next_update;
     input.additional_information = fields
@@ -351,15 +399,16 @@ pub async fn revise_draft(
         .as_ref()
         .map(|text| text.trim().to_owned())
         .filter(|text| !text.is_empty());
-    if let Some(level) = fields.level.and_then(Level::from_number) {
+    if let Some(level) = fields.level {
         input.classification = input.classification.at_level(level);
     }
     let rendered = renderer
         .render(&input)
         .map_err(|error| ReviseError::Render(format!("{error:#}")))?;
     let version = draft.latest_version + 1;
-    let input_json = serde_json::to_value(&input)
-        .map_err(|error| ReviseError::Storage(StorageError::new("encode_notice_input", error)))?;
+    let input_json = serde_json::to_value(&input).map_err(|error| {
+        ReviseError::Storage(StorageError::permanent("encode_notice_input", error))
+    })?;
     transaction
         .add_draft_version(
             draft.incident_id,
@@ -455,7 +504,7 @@ pub async fn draft_by_hand(
         .incident_by_id(incident_id)
         .await?
         .ok_or(DraftByHandError::IncidentNotFound)?;
-    if record.kind == "monitoring" {
+    if record.kind == IncidentKind::Monitoring {
         // The broken monitoring chain is for operators only: never a public notice.
         return Err(DraftByHandError::IncidentNotFound);
     }
@@ -471,12 +520,12 @@ pub async fn draft_by_hand(
         &fields,
         config.public_link(&format!("/public/feedback/{}", incident.incident_id)),
     );
-    input.drill = record.kind == "drill";
+    input.drill = record.kind == IncidentKind::Drill;
     let rendered = renderer
         .render(&input)
         .map_err(|error| DraftByHandError::Render(format!("{error:#}")))?;
     let input_json = serde_json::to_value(&input)
-        .map_err(|error| StorageError::new("encode_notice_input", error))?;
+        .map_err(|error| StorageError::permanent("encode_notice_input", error))?;
     let draft_id = transaction
         .insert_operator_draft(
             incident_id,
@@ -536,7 +585,7 @@ pub async fn start_drill(
         .render(&input)
         .map_err(|error| DraftByHandError::Render(format!("{error:#}")))?;
     let input_json = serde_json::to_value(&input)
-        .map_err(|error| StorageError::new("encode_notice_input", error))?;
+        .map_err(|error| StorageError::permanent("encode_notice_input", error))?;
     let draft_id = transaction
         .insert_operator_draft(
             incident_id,

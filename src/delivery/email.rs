@@ -333,7 +333,7 @@ level_3 = ["email", "itnytt"]
                 draft_id: 4,
                 draft_version: 1,
                 kind: NoticeKind::Initial,
-                level: 1,
+                level: crate::classify::Level::One,
                 decided_by: None,
                 decided_role: None,
                 published_by: "operatör".to_owned(),

@@ -204,7 +204,7 @@ pub fn webhook_body(
         incident_id: notice.incident_id,
         channel: channel.to_owned(),
         kind: notice.kind.as_str().to_owned(),
-        level: notice.level,
+        level: notice.level.as_number(),
         drill: is_drill(&notice.rendered),
         title: title.to_owned(),
         body: body.to_owned(),

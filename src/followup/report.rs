@@ -11,6 +11,8 @@ use serde::Serialize;
 use super::{Audience, REPORT_SCHEMA_VERSION};
 use crate::classify::{AlertScope, alert_scopes};
 use crate::config::Config;
+use crate::incident::IncidentKind;
+use crate::incident::LogEvent;
 use crate::notice::NoticeKind;
 use crate::notice::kind_label;
 use crate::storage::{EventRecord, FeedbackRecord, FollowupSnapshot, Storage, StorageError};
@@ -296,7 +298,11 @@ pub fn assemble_report(
 
     let scope = replay_scope(snapshot, config, end);
     let levels = level_entries(&snapshot.events);
-    let published_level = snapshot.notices.iter().map(|notice| notice.level).max();
+    let published_level = snapshot
+        .notices
+        .iter()
+        .map(|notice| notice.level.as_number())
+        .max();
     let suggested_level = incident.classification.level.as_number();
     let highest_level = levels
         .iter()
@@ -338,7 +344,7 @@ pub fn assemble_report(
                 created_at: draft.created_at,
                 created_by: draft.created_by.clone(),
                 n_versions: draft.n_versions,
-                outcome: draft.state.clone(),
+                outcome: draft.state.to_string(),
                 ended_at,
                 waited_seconds: seconds_between(draft.created_at, ended_at.unwrap_or(generated_at)),
                 reason: draft.state_reason.clone(),
@@ -361,14 +367,21 @@ pub fn assemble_report(
     let decisions = snapshot
         .events
         .iter()
-        .filter(|event| event.event == "decision_recorded")
-        .map(|event| DecisionEntry {
-            at: event.at,
-            level: detail_u64(event, "level").unwrap_or(0) as u8,
-            decided_by: detail_str(event, "decided_by").to_owned(),
-            role: detail_str(event, "role").to_owned(),
-            role_label: detail_str(event, "role_label").to_owned(),
-            recorded_by: event.source.clone(),
+        .filter_map(|event| match event.log_event() {
+            Ok(LogEvent::DecisionRecorded {
+                level,
+                decided_by,
+                role,
+                role_label,
+            }) => Some(DecisionEntry {
+                at: event.at,
+                level,
+                decided_by,
+                role,
+                role_label,
+                recorded_by: event.source.clone(),
+            }),
+            _ => None,
         })
         .collect();
 
@@ -379,7 +392,7 @@ pub fn assemble_report(
             notice_id: notice.notice_id,
             published_at: notice.published_at,
             kind: notice.kind,
-            level: notice.level,
+            level: notice.level.as_number(),
             published_by: notice.published_by.clone(),
             decided_by: notice.decided_by.clone(),
             decided_role: notice.decided_role.clone(),
@@ -433,7 +446,7 @@ pub fn assemble_report(
         incident: ReportIncident {
             incident_id: record.incident_id,
             reference: format!("{}-{}", config.notices.service_name, record.incident_id),
-            kind: record.kind.clone(),
+            kind: record.kind.to_string(),
             phase: if resolved_at.is_some() {
                 "resolved"
             } else {
@@ -480,10 +493,6 @@ fn detail_str<'event>(event: &'event EventRecord, key: &str) -> &'event str {
     event.detail[key].as_str().unwrap_or("")
 }
 
-fn detail_u64(event: &EventRecord, key: &str) -> Option<u64> {
-    event.detail[key].as_u64()
-}
-
 fn detail_time(event: &EventRecord, key: &str) -> Option<Timestamp> {
     event.detail[key].as_str()?.parse().ok()
 }
@@ -491,25 +500,12 @@ fn detail_time(event: &EventRecord, key: &str) -> Option<Timestamp> {
 fn level_entries(events: &[EventRecord]) -> Vec<LevelEntry> {
     let mut levels: Vec<LevelEntry> = Vec::new();
     for event in events {
-        let (level, crisis, basis) = match event.event.as_str() {
-            "incident_opened" | "drill_started" => (
-                detail_u64(event, "level"),
-                event.detail["crisis"].as_bool().unwrap_or(false),
-                "suggested",
-            ),
-            "level_changed" => (
-                detail_u64(event, "after"),
-                event.detail["crisis"].as_bool().unwrap_or(false),
-                "suggested",
-            ),
-            "notice_published" => {
-                let level = detail_u64(event, "level");
-                (level, level == Some(3), "published")
-            }
+        let (level, crisis, basis) = match event.log_event() {
+            Ok(LogEvent::IncidentOpened { level, crisis, .. }) => (level, crisis, "suggested"),
+            Ok(LogEvent::DrillStarted { level, .. }) => (level, false, "suggested"),
+            Ok(LogEvent::LevelChanged { after, crisis, .. }) => (after, crisis, "suggested"),
+            Ok(LogEvent::NoticePublished { level, .. }) => (level, level == 3, "published"),
             _ => continue,
-        };
-        let Some(level) = level.and_then(|level| u8::try_from(level).ok()) else {
-            continue;
         };
         levels.push(LevelEntry {
             at: event.at,
@@ -613,7 +609,7 @@ fn replay_scope(snapshot: &FollowupSnapshot, config: &Config, end: Timestamp) ->
             _ => {}
         }
     }
-    if spans.is_empty() && record.kind == "drill" {
+    if spans.is_empty() && record.kind == IncidentKind::Drill {
         // A drill has no alerts: its scope is the one the operator chose, all along.
         let summary = &record.incident.summary;
         let mut scopes: Vec<AlertScope> = Vec::new();
@@ -764,9 +760,8 @@ fn replay_scope(snapshot: &FollowupSnapshot, config: &Config, end: Timestamp) ->
 fn deliveries(snapshot: &FollowupSnapshot) -> Deliveries {
     let mut operator_retries: BTreeMap<&str, i64> = BTreeMap::new();
     for event in &snapshot.events {
-        if event.event == "delivery_retried"
-            && let Some((channel, _)) = detail_u64(event, "outbox_id")
-                .and_then(|id| snapshot.outbox_targets.get(&(id as i64)))
+        if let Ok(LogEvent::DeliveryRetried { outbox_id }) = event.log_event()
+            && let Some((channel, _)) = snapshot.outbox_targets.get(&outbox_id)
         {
             *operator_retries.entry(channel.as_str()).or_default() += 1;
         }
@@ -876,9 +871,10 @@ fn timeline(
             index = group_end;
             continue;
         }
-        let occurred_at = (event.event == "note")
-            .then(|| detail_time(event, "occurred_at"))
-            .flatten();
+        let occurred_at = match event.log_event() {
+            Ok(LogEvent::Note { occurred_at, .. }) => occurred_at,
+            _ => None,
+        };
         entries.push((
             TimelineEntry {
                 at: occurred_at.unwrap_or(event.at),
@@ -1042,139 +1038,152 @@ fn describe_event(
     snapshot: &FollowupSnapshot,
     feedback_by_id: &HashMap<i64, &FeedbackRecord>,
 ) -> String {
-    let number = |key: &str| detail_u64(event, key).unwrap_or(0);
-    let text = |key: &str| single_line(detail_str(event, key), 300);
-    let crisis = |key: &str| {
-        if event.detail[key].as_bool().unwrap_or(false) {
-            " (kriskommunikation)"
-        } else {
-            ""
-        }
+    let Ok(entry) = event.log_event() else {
+        // A shape the relay never wrote: the fixed words of its kind, or the kind itself.
+        return fixed_description(&event.event)
+            .map(str::to_owned)
+            .unwrap_or_else(|| single_line(&event.event, 100));
     };
-    let kind = || {
-        match event.detail["kind"].as_str() {
-            Some("initial") => kind_label(NoticeKind::Initial),
-            Some("update") => kind_label(NoticeKind::Update),
-            Some("resolved") => kind_label(NoticeKind::Resolved),
-            _ => "meddelande",
-        }
-        .to_owned()
-    };
-    let actors = |count: u64| count_phrase(count as usize, "aktör", "aktörer");
-    let outbox_target = || {
-        detail_u64(event, "outbox_id")
-            .and_then(|id| snapshot.outbox_targets.get(&(id as i64)))
+    let text = |value: &str| single_line(value, 300);
+    let crisis = |crisis: bool| if crisis { " (kriskommunikation)" } else { "" };
+    let actors = |count: usize| count_phrase(count, "aktör", "aktörer");
+    let outbox_target = |outbox_id: i64| {
+        snapshot
+            .outbox_targets
+            .get(&outbox_id)
             .map(|(channel, recipient)| format!("{channel} till {}", single_line(recipient, 200)))
-            .unwrap_or_else(|| format!("leverans {}", number("outbox_id")))
+            .unwrap_or_else(|| format!("leverans {outbox_id}"))
     };
-    match event.event.as_str() {
-        "incident_opened" => format!(
-            "Incidenten öppnades: {} påverkas, föreslagen nivå {}{}",
-            actors(number("n_affected")),
-            number("level"),
-            crisis("crisis")
+    match entry {
+        LogEvent::IncidentOpened {
+            n_affected,
+            level,
+            crisis: is_crisis,
+            ..
+        } => format!(
+            "Incidenten öppnades: {} påverkas, föreslagen nivå {level}{}",
+            actors(n_affected),
+            crisis(is_crisis)
         ),
-        "scope_changed" => format!(
-            "Omfattningen ändrades: från {} till {} påverkade aktörer{}",
-            number("n_affected_before"),
-            number("n_affected"),
-            if event.detail["whole_service"].as_bool().unwrap_or(false) {
+        LogEvent::ScopeChanged {
+            n_affected_before,
+            n_affected,
+            whole_service,
+        } => format!(
+            "Omfattningen ändrades: från {n_affected_before} till {n_affected} påverkade aktörer{}",
+            if whole_service {
                 " (hela tjänsten)"
             } else {
                 ""
             }
         ),
-        "level_changed" => format!(
-            "Föreslagen nivå ändrades från {} till {}{}",
-            number("before"),
-            number("after"),
-            crisis("crisis")
+        LogEvent::LevelChanged {
+            before,
+            after,
+            crisis: is_crisis,
+            ..
+        } => format!(
+            "Föreslagen nivå ändrades från {before} till {after}{}",
+            crisis(is_crisis)
         ),
-        "incident_resolved" => "Incidenten är åtgärdad: inget larm pågår längre".to_owned(),
-        "incident_reopened" => {
-            "Incidenten öppnades igen: ett nytt larm kom strax efter åtgärden".to_owned()
+        LogEvent::DraftCreated {
+            draft_id,
+            kind,
+            by_hand,
+            ..
+        } => {
+            let by_hand = if by_hand { ", skrivet för hand" } else { "" };
+            format!("Utkast {draft_id} skapat: {}{by_hand}", kind_label(kind))
         }
-        "draft_created" => {
-            let by_hand = if event.detail["by_hand"].as_bool().unwrap_or(false) {
-                ", skrivet för hand"
-            } else {
-                ""
-            };
-            format!("Utkast {} skapat: {}{by_hand}", number("draft_id"), kind())
+        LogEvent::DraftRevised { draft_id, version } => {
+            format!("Utkast {draft_id} uppdaterat till version {version}")
         }
-        "draft_revised" => format!(
-            "Utkast {} uppdaterat till version {}",
-            number("draft_id"),
-            number("version")
+        LogEvent::DraftEdited {
+            draft_id, version, ..
+        } => format!("Utkast {draft_id} ändrat, version {version}"),
+        LogEvent::DraftWithdrawn { draft_id, reason } => {
+            format!("Utkast {draft_id} återkallat: {}", text(&reason))
+        }
+        LogEvent::DraftDiscarded { draft_id, reason } => {
+            format!("Utkast {draft_id} kasserat: {}", text(&reason))
+        }
+        LogEvent::DecisionRecorded {
+            level,
+            decided_by,
+            role_label,
+            ..
+        } => format!(
+            "Beslut om nivå {level}: {} ({})",
+            text(&decided_by),
+            text(&role_label)
         ),
-        "draft_edited" => format!(
-            "Utkast {} ändrat, version {}",
-            number("draft_id"),
-            number("version")
-        ),
-        "draft_withdrawn" => format!(
-            "Utkast {} återkallat: {}",
-            number("draft_id"),
-            text("reason")
-        ),
-        "draft_discarded" => format!("Utkast {} kasserat: {}", number("draft_id"), text("reason")),
-        "decision_recorded" => format!(
-            "Beslut om nivå {}: {} ({})",
-            number("level"),
-            text("decided_by"),
-            text("role_label")
-        ),
-        "notice_published" => {
-            let channels: Vec<String> = event.detail["channels"]
-                .as_array()
-                .map(|channels| {
-                    channels
-                        .iter()
-                        .filter_map(|channel| channel.as_str().map(|name| single_line(name, 100)))
-                        .collect()
-                })
-                .unwrap_or_default();
+        LogEvent::NoticePublished {
+            kind,
+            level,
+            channels,
+            n_deliveries,
+            ..
+        } => {
+            let channels: Vec<String> =
+                channels.iter().map(|name| single_line(name, 100)).collect();
             format!(
-                "Publicerat: {}, nivå {}, i {} ({} leveranser)",
-                kind(),
-                number("level"),
+                "Publicerat: {}, nivå {level}, i {} ({n_deliveries} leveranser)",
+                kind_label(kind),
                 join_swedish_list(&channels),
-                number("n_deliveries")
             )
         }
-        "delivery_failed" => format!(
+        LogEvent::DeliveryFailed { outbox_id, error } => format!(
             "Leverans misslyckades ({}): {}",
-            outbox_target(),
-            text("error")
+            outbox_target(outbox_id),
+            text(&error)
         ),
-        "delivery_retried" => format!("Leveransen {} skickas igen", outbox_target()),
-        "drill_started" => format!(
-            "Övning startad: {} påverkas, nivå {}",
-            actors(number("n_affected")),
-            number("level")
-        ),
-        "monitoring_chain_broken" => format!(
-            "Övervakningskedjan är bruten: larmet {} har inte kommit",
-            text("watchdog_alertname")
-        ),
-        "monitoring_chain_restored" => "Övervakningskedjan fungerar igen".to_owned(),
-        "note" => format!("Anteckning: {}", text("text")),
-        "feedback" => {
-            match detail_u64(event, "feedback_id").and_then(|id| feedback_by_id.get(&(id as i64))) {
-                Some(feedback) => format!(
-                    "Återkoppling från {} ({})",
-                    feedback.name, feedback.organisation
-                ),
-                None => "Återkoppling".to_owned(),
-            }
+        LogEvent::DeliveryRetried { outbox_id } => {
+            format!("Leveransen {} skickas igen", outbox_target(outbox_id))
         }
-        "evaluation_noted" => "Utvärdering antecknad".to_owned(),
-        "lesson_recorded" => format!(
+        LogEvent::DrillStarted { n_affected, level } => format!(
+            "Övning startad: {} påverkas, nivå {level}",
+            actors(n_affected)
+        ),
+        LogEvent::MonitoringChainBroken {
+            watchdog_alertname, ..
+        } => format!(
+            "Övervakningskedjan är bruten: larmet {} har inte kommit",
+            text(&watchdog_alertname)
+        ),
+        LogEvent::Note { text: note, .. } => format!("Anteckning: {}", text(&note)),
+        LogEvent::Feedback { feedback_id } => match feedback_by_id.get(&feedback_id) {
+            Some(feedback) => format!(
+                "Återkoppling från {} ({})",
+                feedback.name, feedback.organisation
+            ),
+            None => "Återkoppling".to_owned(),
+        },
+        LogEvent::LessonRecorded { audience, .. } => format!(
             "Erfarenhet antecknad, {}",
-            Audience::parse(detail_str(event, "audience"))
+            Audience::parse(audience.as_deref().unwrap_or(""))
                 .map(|audience| audience.label().to_lowercase())
                 .unwrap_or_default()
         ),
-        other => single_line(other, 100),
+        LogEvent::IncidentResolved { .. }
+        | LogEvent::IncidentReopened { .. }
+        | LogEvent::MonitoringChainRestored {}
+        | LogEvent::EvaluationNoted { .. }
+        | LogEvent::AlertFiring { .. }
+        | LogEvent::AlertResolved { .. } => fixed_description(&event.event)
+            .map(str::to_owned)
+            .unwrap_or_else(|| single_line(&event.event, 100)),
+    }
+}
+
+/// The words of the log entries that carry nothing else worth saying.
+fn fixed_description(kind: &str) -> Option<&'static str> {
+    match kind {
+        "incident_resolved" => Some("Incidenten är åtgärdad: inget larm pågår längre"),
+        "incident_reopened" => {
+            Some("Incidenten öppnades igen: ett nytt larm kom strax efter åtgärden")
+        }
+        "monitoring_chain_restored" => Some("Övervakningskedjan fungerar igen"),
+        "evaluation_noted" => Some("Utvärdering antecknad"),
+        _ => None,
     }
 }

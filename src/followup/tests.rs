@@ -82,7 +82,7 @@ fn snapshot(
     FollowupSnapshot {
         incident: IncidentRecord {
             incident_id: 1,
-            kind: kind.to_owned(),
+            kind: crate::incident::IncidentKind::parse(kind).expect("a known kind"),
             resolved_at,
             incident: Incident {
                 incident_id: 1,

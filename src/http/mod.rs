@@ -1,8 +1,13 @@
 //! The HTTP layer: the only module that knows HTTP. Routes, shared state, and the
-//! per-route metrics middleware. Handlers extract, call the domain, respond.
+//! per-route metrics middleware. Handlers extract, call the domain (the [`Ingest`] and
+//! [`Publisher`] services, the follow-up, storage reads), and map errors to responses.
+//!
+//! - [`webhook`] and [`health`]: the JSON and text endpoints for machines.
+//! - [`public`]: `/public/…`, the banner, status, feed and feedback form.
+//! - [`ops`]: `/ops/…`, the operator pages, each reached by signed link or single sign-on.
+//! - [`pages`]: what the HTML pages of both share.
 
 mod error;
-mod feedback;
 mod health;
 mod ops;
 mod pages;
@@ -24,10 +29,11 @@ pub use webhook::WebhookAccepted;
 
 use crate::config::Config;
 use crate::incident_worker::WatchdogClock;
+use crate::ingest::Ingest;
 use crate::links::LinkSigner;
 use crate::metrics::Metrics;
 use crate::notice::NoticeRenderer;
-use crate::publishing::{Publication, PublishError, PublishRequest};
+use crate::publishing::Publisher;
 use crate::storage::Storage;
 
 /// What every handler can reach.
@@ -36,8 +42,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub storage: Storage,
     pub metrics: Metrics,
-    /// The group committer that stores webhooks.
-    pub ingest: crate::ingest::IngestQueue,
+    /// Stores webhooks (through the group committer) and wakes the incident worker.
+    pub ingest: Ingest,
+    /// Publishes reviewed drafts and wakes the delivery workers.
+    pub publisher: Publisher,
     /// Wakes the incident worker after a new receipt is stored.
     pub incident_wake: Arc<tokio::sync::Notify>,
     /// Wakes the delivery workers after a publication.
@@ -53,22 +61,6 @@ pub struct AppState {
     pub workers_expected: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-impl AppState {
-    /// Publishes (see [`crate::publishing::publish`]) and wakes the delivery workers.
-    pub async fn publish(&self, request: &PublishRequest) -> Result<Publication, PublishError> {
-        let publication = crate::publishing::publish(&self.storage, &self.config, request).await?;
-        self.delivery_wake.notify_waiters();
-        self.metrics
-            .notices_published
-            .with_label_values(&[publication.kind.as_str(), &publication.level.to_string()])
-            .inc();
-        if let Some(waited) = publication.first_notice_after {
-            self.metrics.first_notice.observe(waited.as_secs_f64());
-        }
-        Ok(publication)
-    }
-}
-
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
@@ -79,34 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .merge(metrics_on_main_listener(&state))
         .merge(ops::routes())
-        .merge(feedback::routes())
-        .merge(
-            Router::new()
-                .route(
-                    "/public/banner.json",
-                    get(public::banner_json).options(public::preflight),
-                )
-                .route(
-                    "/public/banner.html",
-                    get(public::banner_html).options(public::preflight),
-                )
-                .route(
-                    "/public/banner.js",
-                    get(public::banner_js).options(public::preflight),
-                )
-                .route(
-                    "/public/status.json",
-                    get(public::status_json).options(public::preflight),
-                )
-                .route(
-                    "/public/feed.atom",
-                    get(public::feed_atom).options(public::preflight),
-                )
-                .route_layer(middleware::from_fn_with_state(
-                    state.clone(),
-                    limit_public_reads,
-                )),
-        )
+        .merge(public::routes(&state))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             record_http_metrics,
@@ -192,17 +157,6 @@ async fn request_deadline(State(state): State<AppState>, request: Request, next:
     }
 }
 
-/// The per-client limit on the public read endpoints: generous, since a whole hospital may
-/// sit behind one address and every login page polls the banner, yet a flood from one
-/// client is cut off before it reaches the database.
-static PUBLIC_READ_LIMITER: std::sync::LazyLock<feedback::FeedbackLimiter> =
-    std::sync::LazyLock::new(|| {
-        feedback::FeedbackLimiter::with_quota(
-            std::time::Duration::from_millis(50),
-            std::num::NonZeroU32::new(200).expect("not zero"),
-        )
-    });
-
 /// The client's address for per-client limits: the connection's peer, or, when the peer
 /// is one of `server.trusted_proxies`, the nearest address in `X-Forwarded-For` (read
 /// from the right) that is not a trusted proxy itself. A client cannot choose its key by
@@ -240,34 +194,6 @@ pub fn client_address(
         }
     }
     Some(client)
-}
-
-async fn limit_public_reads(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let peer = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip());
-    let client = client_address(
-        &state.config.server.trusted_proxies,
-        peer,
-        request.headers(),
-    );
-    match PUBLIC_READ_LIMITER.check(feedback::FeedbackLimiter::key(client)) {
-        Ok(()) => next.run(request).await,
-        Err(wait) => {
-            let seconds = wait.as_secs().max(1).to_string();
-            (
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
-                [(axum::http::header::RETRY_AFTER, seconds)],
-                "too many requests; retry later\n",
-            )
-                .into_response()
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,20 +1,19 @@
-//! What the server-rendered HTML pages share: the operator pages of [`super::ops`] and the
-//! public feedback and follow-up pages of [`super::feedback`]. One template environment,
-//! the security headers, the message pages every operator page answers with when it
-//! refuses, the operator's session (signed link or single sign-on) and Swedish local time.
+//! What the server-rendered HTML pages share, operator ([`super::ops`]) and public
+//! ([`super::public`]) alike: one template environment, the security headers, the message
+//! page, reading a page's form, and Swedish local time.
 
 use std::sync::LazyLock;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::Form;
+use axum::body::Body;
+use axum::extract::{FromRequest as _, Request};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use minijinja::{Environment, context};
+use serde::de::DeserializeOwned;
 
-use super::AppState;
-use crate::config::Operator;
-use crate::links::{LinkError, LinkPurpose};
-use crate::operators::signed_link;
 use crate::swedish::SWEDISH_TIME_ZONE;
 
 /// Longest form body accepted on these pages; larger ones get 413.
@@ -24,33 +23,33 @@ pub(super) const MAX_FORM_BYTES: usize = 64 * 1024;
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut environment = Environment::new();
     for (name, source) in [
-        ("layout.html", include_str!("ops_templates/layout.html")),
-        ("message.html", include_str!("ops_templates/message.html")),
-        ("login.html", include_str!("ops_templates/login.html")),
+        ("layout.html", include_str!("ops/templates/layout.html")),
+        ("message.html", include_str!("ops/templates/message.html")),
+        ("login.html", include_str!("ops/templates/login.html")),
         (
             "dashboard.html",
-            include_str!("ops_templates/dashboard.html"),
+            include_str!("ops/templates/dashboard.html"),
         ),
-        ("review.html", include_str!("ops_templates/review.html")),
-        (
-            "public_layout.html",
-            include_str!("feedback_templates/public_layout.html"),
-        ),
-        (
-            "feedback_form.html",
-            include_str!("feedback_templates/feedback_form.html"),
-        ),
-        (
-            "feedback_message.html",
-            include_str!("feedback_templates/feedback_message.html"),
-        ),
+        ("review.html", include_str!("ops/templates/review.html")),
         (
             "followup_incident.html",
-            include_str!("feedback_templates/followup_incident.html"),
+            include_str!("ops/templates/followup_incident.html"),
         ),
         (
             "followup_list.html",
-            include_str!("feedback_templates/followup_list.html"),
+            include_str!("ops/templates/followup_list.html"),
+        ),
+        (
+            "public_layout.html",
+            include_str!("public/templates/public_layout.html"),
+        ),
+        (
+            "feedback_form.html",
+            include_str!("public/templates/feedback_form.html"),
+        ),
+        (
+            "feedback_message.html",
+            include_str!("public/templates/feedback_message.html"),
         ),
     ] {
         environment
@@ -107,7 +106,7 @@ pub(super) fn security_headers(headers: &mut HeaderMap) {
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
 
-/// An operator page with a heading, paragraphs and an optional link (URL, text).
+/// An operator page (in the operators' layout) with a heading, paragraphs and an optional link (URL, text).
 pub(super) fn message_page(
     status: StatusCode,
     heading: &str,
@@ -128,51 +127,6 @@ pub(super) fn message_page(
     )
 }
 
-pub(super) fn link_refused(error: LinkError) -> Response {
-    let (heading, text) = match error {
-        LinkError::Expired => ("Länken har gått ut", "Be om en ny länk till översikten."),
-        LinkError::Malformed | LinkError::BadSignature => (
-            "Länken gäller inte",
-            "Länken är ofullständig eller ändrad. Använd länken i e-postmeddelandet eller be om en ny.",
-        ),
-    };
-    message_page(
-        StatusCode::FORBIDDEN,
-        heading,
-        &[text],
-        Some(("/ops/login", "Be om en ny länk")),
-    )
-}
-
-pub(super) fn not_an_operator() -> Response {
-    message_page(
-        StatusCode::FORBIDDEN,
-        "Ingen behörighet",
-        &["Adressen är inte längre en operatör i samsa-relay."],
-        None,
-    )
-}
-
-pub(super) fn storage_unavailable() -> Response {
-    message_page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Försök igen om en stund",
-        &["Lagringen svarar inte just nu. Inget har ändrats."],
-        None,
-    )
-}
-
-pub(super) fn csrf_refused() -> Response {
-    message_page(
-        StatusCode::FORBIDDEN,
-        "Formuläret gäller inte",
-        &[
-            "Formuläret saknar eller har fel kontrollkod. Ladda om sidan från länken och försök igen.",
-        ],
-        None,
-    )
-}
-
 /// Swedish local time, in which operators read and type times.
 pub(super) fn stockholm() -> TimeZone {
     TimeZone::get(SWEDISH_TIME_ZONE).unwrap_or(TimeZone::UTC)
@@ -189,157 +143,104 @@ pub(super) fn parse_local_time(text: &str) -> Option<Timestamp> {
 }
 
 // ---------------------------------------------------------------------------------------
-// The operator's session.
+// Forms.
 
-/// Who is acting, and through what.
-#[derive(Debug, Clone)]
-pub(super) struct Session {
-    pub(super) operator: Operator,
-    access: Access,
-}
-
-#[derive(Debug, Clone)]
-enum Access {
-    /// A signed link: the token in the path, and what it opens.
-    Link { token: String },
-    /// A single sign-on proxy vouched for the operator.
-    Sso,
-}
-
-impl Session {
-    /// What the CSRF token is bound to: the link's token, or the operator behind SSO.
-    fn csrf_label(&self) -> String {
-        match &self.access {
-            Access::Link { token } => token.clone(),
-            Access::Sso => format!("sso\0{}", self.operator.email),
-        }
-    }
-
-    pub(super) fn csrf(&self, state: &AppState) -> String {
-        state.signer.csrf_token(&self.csrf_label())
-    }
-
-    /// Whether the posted token (empty when the form had none) belongs to this session.
-    pub(super) fn check_csrf(&self, state: &AppState, posted: &str) -> bool {
-        !posted.is_empty() && state.signer.check_csrf(&self.csrf_label(), posted)
-    }
-
-    /// The dashboard's URL under the link in hand, for a session opened by the
-    /// dashboard's own link (its forms post there; the follow-up pages live under it).
-    pub(super) fn dashboard_path(&self) -> String {
-        match &self.access {
-            Access::Link { token } => format!("/ops/d/{token}"),
-            Access::Sso => "/ops/sso/d".to_owned(),
-        }
-    }
-
-    /// The review page's URL under the link in hand (its forms post there).
-    pub(super) fn review_path(&self, draft_id: i64) -> String {
-        match &self.access {
-            Access::Link { token } => format!("/ops/r/{token}"),
-            Access::Sso => format!("/ops/sso/r/{draft_id}"),
-        }
-    }
-
-    /// A dashboard URL from any session: a link session gets a freshly signed dashboard
-    /// link (a review link does not open the dashboard).
-    pub(super) fn dashboard_url(&self, state: &AppState) -> String {
-        self.url(state, LinkPurpose::Dashboard, "/ops/sso/d".to_owned())
-    }
-
-    /// A review URL from any session: a link session gets a freshly signed review link.
-    pub(super) fn review_url(&self, state: &AppState, draft_id: i64, version: i64) -> String {
-        self.url(
-            state,
-            LinkPurpose::Review { draft_id, version },
-            format!("/ops/sso/r/{draft_id}"),
-        )
-    }
-
-    /// A freshly signed link for `purpose`, or behind single sign-on the page's `sso_path`.
-    fn url(&self, state: &AppState, purpose: LinkPurpose, sso_path: String) -> String {
-        match &self.access {
-            Access::Link { .. } => {
-                signed_link(
-                    &state.config,
-                    &state.signer,
-                    &self.operator,
-                    purpose,
-                    Timestamp::now(),
-                )
-                .0
-            }
-            Access::Sso => sso_path,
-        }
-    }
-}
-
-/// Which signed links a page accepts.
+/// Why a page's form was not read. Each family of pages answers it in its own layout
+/// with [`FormRefusal::status`], [`FormRefusal::heading`] and [`FormRefusal::text`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Links {
-    /// Any valid link; the caller matches on its purpose.
-    Any,
-    /// Only the dashboard's link; any other is refused as a bad link before the operator
-    /// is looked up.
-    DashboardOnly,
+pub(super) enum FormRefusal {
+    /// Over [`MAX_FORM_BYTES`], declared or sent.
+    TooLarge,
+    /// The connection broke before the whole body was read.
+    Incomplete,
+    /// Not a URL-encoded form (its `Content-Type`).
+    NotAForm,
+    /// A URL-encoded form that does not fit the page's fields (a field that may appear
+    /// once given twice). A browser posting the page's own form never sends one.
+    Malformed,
 }
 
-/// The session of a signed link, and what the link opens.
-// The error is the page to answer with; it is built once per request, so its size
-// does not matter.
-#[allow(clippy::result_large_err)]
-pub(super) fn session_from_link(
-    state: &AppState,
-    token: &str,
-    accepts: Links,
-) -> Result<(Session, LinkPurpose), Response> {
-    let claims = state
-        .signer
-        .verify(token, Timestamp::now())
-        .map_err(link_refused)?;
-    if accepts == Links::DashboardOnly && claims.purpose != LinkPurpose::Dashboard {
-        return Err(link_refused(LinkError::BadSignature));
+impl FormRefusal {
+    pub(super) fn status(self) -> StatusCode {
+        match self {
+            FormRefusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            FormRefusal::Incomplete | FormRefusal::Malformed => StatusCode::BAD_REQUEST,
+            FormRefusal::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        }
     }
-    let operator = state
-        .config
-        .review
-        .operator(&claims.operator)
-        .cloned()
-        .ok_or_else(not_an_operator)?;
-    Ok((
-        Session {
-            operator,
-            access: Access::Link {
-                token: token.to_owned(),
-            },
-        },
-        claims.purpose,
-    ))
+
+    pub(super) fn heading(self) -> &'static str {
+        match self {
+            FormRefusal::TooLarge => "För stort formulär",
+            FormRefusal::Incomplete => "Formuläret kom inte fram",
+            FormRefusal::NotAForm | FormRefusal::Malformed => "Formuläret kunde inte läsas",
+        }
+    }
+
+    pub(super) fn text(self) -> &'static str {
+        match self {
+            FormRefusal::TooLarge => {
+                "Formuläret är större än 64 kB och togs inte emot. Korta texten och försök igen."
+            }
+            FormRefusal::Incomplete => {
+                "Anslutningen bröts innan formuläret var mottaget. Försök igen."
+            }
+            FormRefusal::NotAForm | FormRefusal::Malformed => {
+                "Ladda om sidan och skicka formuläret igen."
+            }
+        }
+    }
 }
 
-/// The session of the operator a single sign-on proxy names in the configured header.
-#[allow(clippy::result_large_err)]
-pub(super) fn session_from_sso(state: &AppState, headers: &HeaderMap) -> Result<Session, Response> {
-    let Some(header_name) = &state.config.review.trusted_user_header else {
-        return Err(message_page(
-            StatusCode::NOT_FOUND,
-            "Inloggning via SSO är inte påslagen",
-            &["Använd länken i e-postmeddelandet."],
-            Some(("/ops/login", "Be om en länk")),
-        ));
+/// The fields of a page's form through axum's [`Form`]: from the query string on `GET`
+/// (a form with `method="get"`), otherwise from a body of at most [`MAX_FORM_BYTES`]. A
+/// declared oversize is refused before anything is read. Fields a form may leave out are
+/// `Option` or `#[serde(default)]` in `T`, so that a missing field is the page's own
+/// Swedish answer, never a refusal here.
+pub(super) async fn read_form<T: DeserializeOwned>(request: Request) -> Result<T, FormRefusal> {
+    let method = request.method().clone();
+    let request = if method == Method::GET || method == Method::HEAD {
+        request
+    } else {
+        if declared_length(request.headers()).is_some_and(|length| length > MAX_FORM_BYTES as u64) {
+            return Err(FormRefusal::TooLarge);
+        }
+        let (parts, body) = request.into_parts();
+        let bytes = match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                // to_bytes fails either on the limit or on the connection.
+                let is_limit = std::error::Error::source(&error)
+                    .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+                return Err(if is_limit {
+                    FormRefusal::TooLarge
+                } else {
+                    FormRefusal::Incomplete
+                });
+            }
+        };
+        Request::from_parts(parts, Body::from(bytes))
     };
-    let email = headers
-        .get(header_name)
+    match Form::<T>::from_request(request, &()).await {
+        Ok(Form(fields)) => Ok(fields),
+        Err(axum::extract::rejection::FormRejection::InvalidFormContentType(_)) => {
+            Err(FormRefusal::NotAForm)
+        }
+        Err(rejection) => {
+            tracing::debug!(error = %rejection.body_text(), "a page's form does not fit its fields");
+            Err(FormRefusal::Malformed)
+        }
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
-    let operator = state
-        .config
-        .review
-        .operator(email)
-        .cloned()
-        .ok_or_else(not_an_operator)?;
-    Ok(Session {
-        operator,
-        access: Access::Sso,
-    })
+        .and_then(|value| value.parse::<u64>().ok())
+}
+
+/// A path segment that must be an incident number; anything else is "not found".
+pub(super) fn incident_number(text: &str) -> Option<i64> {
+    text.parse::<i64>().ok().filter(|number| *number > 0)
 }

@@ -1,5 +1,5 @@
 //! `POST /webhook/alertmanager`: authenticate, read the body within the limit, hand it to
-//! [`ingest_webhook`], answer. 2xx only after the commit; 503 for anything transient.
+//! the [`crate::ingest::Ingest`] service, answer. 2xx only after the commit; 503 for anything transient.
 
 use std::time::Instant;
 
@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq as _;
 use super::AppState;
 use super::error::ApiError;
 use crate::config::WebhookConfig;
-use crate::ingest::{IngestError, ingest_webhook};
+use crate::ingest::IngestError;
 
 #[derive(Debug, Serialize)]
 pub struct WebhookAccepted {
@@ -86,7 +86,7 @@ async fn receive(
             });
         }
     };
-    match ingest_webhook(state, &body).await {
+    match state.ingest.ingest_webhook(&body).await {
         Ok(outcome) => {
             tracing::info!(
                 receipt_id = outcome.receipt.receipt_id,

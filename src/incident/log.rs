@@ -1,0 +1,295 @@
+//! The incident log's entries as one typed enum. Stored as today: the kind (the serde tag,
+//! e.g. `draft_created`) in one column and the other fields as a JSON object in another,
+//! so existing databases read back unchanged. [`LogEvent::to_stored`] and
+//! [`LogEvent::from_stored`] are the one conversion each way; unknown fields in a stored
+//! entry are ignored, an unknown kind is an error.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::notice::{DraftFields, NoticeKind};
+
+/// One entry of an incident's log, by kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum LogEvent {
+    // What the incident engine saw (`IncidentEvent`, same fields).
+    IncidentOpened {
+        started_at: Timestamp,
+        n_affected: usize,
+        level: u8,
+        crisis: bool,
+        reasons: Vec<String>,
+    },
+    AlertFiring {
+        fingerprint: String,
+        starts_at: Timestamp,
+        labels: BTreeMap<String, String>,
+    },
+    AlertResolved {
+        fingerprint: String,
+        starts_at: Timestamp,
+    },
+    ScopeChanged {
+        n_affected_before: usize,
+        n_affected: usize,
+        whole_service: bool,
+    },
+    LevelChanged {
+        before: u8,
+        after: u8,
+        crisis: bool,
+        reasons: Vec<String>,
+    },
+    IncidentResolved {
+        at: Timestamp,
+    },
+    IncidentReopened {
+        at: Timestamp,
+        n_reopened: u32,
+    },
+    // Drafts.
+    DraftCreated {
+        draft_id: i64,
+        kind: NoticeKind,
+        version: i64,
+        /// Made by an operator rather than by the relay.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        by_hand: bool,
+    },
+    DraftRevised {
+        draft_id: i64,
+        version: i64,
+    },
+    DraftEdited {
+        draft_id: i64,
+        version: i64,
+        fields: DraftFields,
+    },
+    DraftWithdrawn {
+        draft_id: i64,
+        reason: String,
+    },
+    DraftDiscarded {
+        draft_id: i64,
+        reason: String,
+    },
+    // Publishing and delivery.
+    DecisionRecorded {
+        level: u8,
+        decided_by: String,
+        role: String,
+        role_label: String,
+    },
+    NoticePublished {
+        draft_id: i64,
+        draft_version: i64,
+        kind: NoticeKind,
+        level: u8,
+        suggested_level: u8,
+        channels: Vec<String>,
+        n_deliveries: usize,
+        /// Added by storage when the publication is written (its id is known then).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notice_id: Option<i64>,
+    },
+    DeliveryFailed {
+        outbox_id: i64,
+        error: String,
+    },
+    DeliveryRetried {
+        outbox_id: i64,
+    },
+    // Drills and the monitoring chain.
+    DrillStarted {
+        n_affected: usize,
+        level: u8,
+    },
+    MonitoringChainBroken {
+        watchdog_alertname: String,
+        last_seen: Timestamp,
+        timeout_seconds: u64,
+    },
+    MonitoringChainRestored {},
+    // Follow-up.
+    Feedback {
+        feedback_id: i64,
+    },
+    Note {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        occurred_at: Option<Timestamp>,
+    },
+    EvaluationNoted {
+        lesson_id: i64,
+    },
+    LessonRecorded {
+        lesson_id: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        audience: Option<String>,
+    },
+}
+
+impl LogEvent {
+    /// The stored form: the kind and the JSON object of the other fields.
+    pub fn to_stored(&self) -> (String, serde_json::Value) {
+        let mut detail = serde_json::to_value(self).expect("log events serialize");
+        let kind = detail
+            .as_object_mut()
+            .and_then(|object| object.remove("event"))
+            .and_then(|kind| kind.as_str().map(str::to_owned))
+            .expect("a tagged enum serializes as an object with its tag");
+        (kind, detail)
+    }
+
+    /// Reads a stored entry back; fails for an unknown kind or a missing field.
+    pub fn from_stored(
+        kind: &str,
+        detail: &serde_json::Value,
+    ) -> Result<LogEvent, serde_json::Error> {
+        let mut tagged = match detail {
+            serde_json::Value::Object(object) => object.clone(),
+            _ => serde_json::Map::new(),
+        };
+        tagged.insert("event".to_owned(), serde_json::Value::from(kind));
+        serde_json::from_value(serde_json::Value::Object(tagged))
+    }
+
+    /// The stored kind alone.
+    pub fn kind(&self) -> String {
+        self.to_stored().0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    /// The stored form of the entries storage and the services write, exactly as the
+    /// relay wrote them before the log was typed: existing databases must read back.
+    #[test]
+    fn the_stored_form_is_unchanged() {
+        let cases = [
+            (
+                LogEvent::DraftCreated {
+                    draft_id: 3,
+                    kind: NoticeKind::Initial,
+                    version: 1,
+                    by_hand: false,
+                },
+                "draft_created",
+                json!({"draft_id": 3, "kind": "initial", "version": 1}),
+            ),
+            (
+                LogEvent::DraftCreated {
+                    draft_id: 3,
+                    kind: NoticeKind::Update,
+                    version: 1,
+                    by_hand: true,
+                },
+                "draft_created",
+                json!({"draft_id": 3, "kind": "update", "version": 1, "by_hand": true}),
+            ),
+            (
+                LogEvent::NoticePublished {
+                    draft_id: 3,
+                    draft_version: 2,
+                    kind: NoticeKind::Initial,
+                    level: 2,
+                    suggested_level: 1,
+                    channels: vec!["email".to_owned()],
+                    n_deliveries: 4,
+                    notice_id: Some(7),
+                },
+                "notice_published",
+                json!({"draft_id": 3, "draft_version": 2, "kind": "initial", "level": 2,
+                       "suggested_level": 1, "channels": ["email"], "n_deliveries": 4,
+                       "notice_id": 7}),
+            ),
+            (
+                LogEvent::MonitoringChainRestored {},
+                "monitoring_chain_restored",
+                json!({}),
+            ),
+            (
+                LogEvent::AlertResolved {
+                    fingerprint: "f1".to_owned(),
+                    starts_at: at("2026-11-28T05:00:00Z"),
+                },
+                "alert_resolved",
+                json!({"fingerprint": "f1", "starts_at": "2026-11-28T05:00:00Z"}),
+            ),
+            (
+                LogEvent::Note {
+                    text: "Ring leverantören".to_owned(),
+                    occurred_at: None,
+                },
+                "note",
+                json!({"text": "Ring leverantören"}),
+            ),
+        ];
+        for (event, kind, detail) in cases {
+            assert_eq!(event.to_stored(), (kind.to_owned(), detail.clone()));
+            assert_eq!(LogEvent::from_stored(kind, &detail).unwrap(), event);
+        }
+    }
+
+    /// The incident worker writes the engine's `IncidentEvent`s as they serialize: each
+    /// must read back as the log entry of the same kind.
+    #[test]
+    fn the_engines_events_read_back_typed() {
+        use crate::incident::IncidentEvent;
+        let events = [
+            IncidentEvent::IncidentOpened {
+                started_at: at("2026-11-28T05:00:00Z"),
+                n_affected: 3,
+                level: 2,
+                crisis: false,
+                reasons: vec!["Fyrbodal".to_owned()],
+            },
+            IncidentEvent::AlertFiring {
+                fingerprint: "f1".to_owned(),
+                starts_at: at("2026-11-28T05:00:00Z"),
+                labels: BTreeMap::from([("actor".to_owned(), "a1".to_owned())]),
+            },
+            IncidentEvent::ScopeChanged {
+                n_affected_before: 1,
+                n_affected: 3,
+                whole_service: false,
+            },
+            IncidentEvent::LevelChanged {
+                before: 1,
+                after: 3,
+                crisis: true,
+                reasons: Vec::new(),
+            },
+            IncidentEvent::IncidentResolved {
+                at: at("2026-11-28T06:00:00Z"),
+            },
+            IncidentEvent::IncidentReopened {
+                at: at("2026-11-28T06:05:00Z"),
+                n_reopened: 1,
+            },
+        ];
+        for event in events {
+            let mut detail = serde_json::to_value(&event).unwrap();
+            let kind = detail.as_object_mut().unwrap().remove("event").unwrap();
+            let kind = kind.as_str().unwrap();
+            let typed = LogEvent::from_stored(kind, &detail).unwrap();
+            assert_eq!(typed.to_stored(), (kind.to_owned(), detail));
+        }
+    }
+
+    #[test]
+    fn an_unknown_kind_does_not_read() {
+        assert!(LogEvent::from_stored("something_else", &json!({})).is_err());
+        assert!(LogEvent::from_stored("delivery_failed", &json!({"outbox_id": 1})).is_err());
+    }
+}

@@ -1,0 +1,162 @@
+//! What the two outboxes share: `outbox` (notices to channels) and `operator_mail` (emails
+//! to operators) are both claimed with a lease that counts the attempt, and both record a
+//! send's result the same way. Table and column names come from the constants below,
+//! never from input.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use sqlx::sqlite::SqliteRow;
+
+use super::rows::insert_events;
+use super::{Connection, SqliteStorage, format_time, storage_error};
+use crate::incident::LogEvent;
+use crate::storage::{DeliveryResult, EventWrite, StorageError};
+
+/// An outbox table: `id`, `state` ('pending', 'sent', 'failed'), `attempts`,
+/// `next_attempt_at`, `lease_until`, `sent_at`, `last_error`.
+pub(super) struct OutboxTable {
+    pub name: &'static str,
+    /// The columns a claim returns.
+    pub claimed_columns: &'static str,
+    /// An expression over a row for its incident: a row that fails for good is logged as
+    /// `delivery_failed` in that incident's events. `None`: not logged.
+    pub failed_incident: Option<&'static str>,
+}
+
+pub(super) const OUTBOX: OutboxTable = OutboxTable {
+    name: "outbox",
+    claimed_columns: "id, notice_id, channel, recipient, delivery_id, attempts, created_at",
+    failed_incident: Some(
+        "(SELECT incident_id FROM published_notices p WHERE p.id = outbox.notice_id)",
+    ),
+};
+
+pub(super) const OPERATOR_MAIL: OutboxTable = OutboxTable {
+    name: "operator_mail",
+    claimed_columns: "id, dedupe_key, purpose, incident_id, to_address, subject, body, attempts",
+    failed_incident: None,
+};
+
+/// Leases up to `max` pending rows that are due and not leased (only those whose column
+/// `only.0` equals `only.1`, if given) until `now + lease`, oldest due first, and counts
+/// the attempt. Returns their claimed columns; the caller commits.
+pub(super) async fn claim_due(
+    connection: &mut Connection,
+    table: &OutboxTable,
+    only: Option<(&'static str, &str)>,
+    max: usize,
+    now: Timestamp,
+    lease: Duration,
+) -> Result<Vec<SqliteRow>, sqlx::Error> {
+    let OutboxTable {
+        name,
+        claimed_columns,
+        ..
+    } = table;
+    let now_text = format_time(now);
+    let lease_until = format_time(
+        now + jiff::SignedDuration::try_from(lease).unwrap_or(jiff::SignedDuration::MAX),
+    );
+    let only_column = only.map_or(String::new(), |(column, _)| format!("{column} = ? AND "));
+    let sql = format!(
+        "UPDATE {name} SET lease_until = ?, attempts = attempts + 1 WHERE id IN ( \
+           SELECT id FROM {name} WHERE {only_column}state = 'pending' AND next_attempt_at <= ? \
+           AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at, id LIMIT ?) \
+         RETURNING {claimed_columns}"
+    );
+    let mut query = sqlx::query(&sql).bind(&lease_until);
+    if let Some((_, value)) = only {
+        query = query.bind(value);
+    }
+    query
+        .bind(&now_text)
+        .bind(&now_text)
+        .bind(max as i64)
+        .fetch_all(&mut *connection)
+        .await
+}
+
+impl SqliteStorage {
+    /// Records the results of sends in one transaction. Only a pending row changes (one
+    /// that an operator changed meanwhile keeps its state); each result clears the lease.
+    pub(super) async fn record_sends(
+        &self,
+        table: &OutboxTable,
+        operation: &'static str,
+        results: &[DeliveryResult],
+    ) -> Result<(), StorageError> {
+        let error = |source: sqlx::Error| storage_error(operation, source);
+        if results.is_empty() {
+            return Ok(());
+        }
+        let name = table.name;
+        let mut transaction = self.begin_immediate().await?;
+        for result in results {
+            // What to set, bound in this order: a time, the error, then the row's id.
+            let (outbox_id, set, time, message) = match result {
+                DeliveryResult::Sent { outbox_id, at } => (
+                    outbox_id,
+                    "state = 'sent', sent_at = ?, lease_until = NULL, last_error = NULL",
+                    Some(*at),
+                    None,
+                ),
+                DeliveryResult::Retry {
+                    outbox_id,
+                    next_attempt_at,
+                    error,
+                } => (
+                    outbox_id,
+                    "next_attempt_at = ?, lease_until = NULL, last_error = ?",
+                    Some(*next_attempt_at),
+                    Some(error),
+                ),
+                DeliveryResult::Failed {
+                    outbox_id, error, ..
+                } => (
+                    outbox_id,
+                    "state = 'failed', lease_until = NULL, last_error = ?",
+                    None,
+                    Some(error),
+                ),
+            };
+            let returning = match (result, table.failed_incident) {
+                (DeliveryResult::Failed { .. }, Some(incident)) => format!(" RETURNING {incident}"),
+                _ => String::new(),
+            };
+            let sql =
+                format!("UPDATE {name} SET {set} WHERE id = ? AND state = 'pending'{returning}");
+            let mut query = sqlx::query_scalar(&sql);
+            if let Some(time) = time {
+                query = query.bind(format_time(time));
+            }
+            if let Some(message) = message {
+                query = query.bind(message);
+            }
+            let incident_id: Option<i64> = query
+                .bind(outbox_id)
+                .fetch_optional(&mut *transaction)
+                .await
+                .map_err(error)?;
+            if let (Some(incident_id), DeliveryResult::Failed { at, error, .. }) =
+                (incident_id, result)
+            {
+                insert_events(
+                    &mut transaction,
+                    incident_id,
+                    &[EventWrite::new(
+                        *at,
+                        "relay",
+                        &LogEvent::DeliveryFailed {
+                            outbox_id: *outbox_id,
+                            error: error.clone(),
+                        },
+                    )],
+                )
+                .await?;
+            }
+        }
+        transaction.commit().await.map_err(error)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,325 @@
+//! Receipts in SQLite: `webhook_receipts` (unique by dedupe key), `alerts`, and the
+//! backlog above the highest id in `receipts_processed`.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use sqlx::{QueryBuilder, Row as _, Sqlite};
+
+use super::rows::{parse_map, parse_status};
+use super::{
+    Connection, ROWS_PER_STATEMENT, SqliteStorage, SqliteTx, format_time, parse_time, storage_error,
+};
+use crate::alertmanager::{Alert, AlertStatus};
+use crate::storage::{
+    AlertRecord, NewReceipt, ReceiptRecord, Receipts, ReceiptsTx, ReceivedAlerts, StorageError,
+    StoredReceipt, UnprocessedReceipt,
+};
+
+#[async_trait]
+impl Receipts for SqliteStorage {
+    /// Stores a batch of notifications in one transaction (group commit): one answer per
+    /// notification, in order. A notification already stored (before, or earlier in the
+    /// same batch) is answered as a duplicate. A few statements serve the whole batch, since
+    /// every statement is a round trip to the connection's thread.
+    async fn store_notifications(
+        &self,
+        batch: &[NewReceipt<'_>],
+    ) -> Result<Vec<StoredReceipt>, StorageError> {
+        let error = |source: sqlx::Error| storage_error(STORE_NOTIFICATION, source);
+        let mut transaction = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(error)?;
+        let receipts = insert_receipts(&mut transaction, batch).await?;
+        transaction.commit().await.map_err(error)?;
+        Ok(receipts)
+    }
+
+    async fn receipts(&self) -> Result<Vec<ReceiptRecord>, StorageError> {
+        const OPERATION: &str = "receipts";
+        let rows = sqlx::query(
+            "SELECT id, received_at, group_key, status, receiver, n_alerts, payload \
+             FROM webhook_receipts ORDER BY id",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|source| storage_error(OPERATION, source))?;
+        rows.iter()
+            .map(|row| -> anyhow::Result<ReceiptRecord> {
+                Ok(ReceiptRecord {
+                    receipt_id: row.try_get("id")?,
+                    received_at: parse_time(row.try_get("received_at")?)?,
+                    group_key: row.try_get("group_key")?,
+                    status: parse_status(row.try_get("status")?)?,
+                    receiver: row.try_get("receiver")?,
+                    n_alerts: row.try_get("n_alerts")?,
+                    payload: row.try_get("payload")?,
+                })
+            })
+            .collect::<anyhow::Result<_>>()
+            .map_err(|source| storage_error(OPERATION, source))
+    }
+
+    async fn alerts(&self) -> Result<Vec<AlertRecord>, StorageError> {
+        const OPERATION: &str = "alerts";
+        let rows = sqlx::query(
+            "SELECT fingerprint, starts_at, status, labels, annotations, ends_at, generator_url, \
+             first_receipt_id, last_receipt_id FROM alerts ORDER BY fingerprint, starts_at",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|source| storage_error(OPERATION, source))?;
+        rows.iter()
+            .map(|row| -> anyhow::Result<AlertRecord> {
+                let ends_at: Option<String> = row.try_get("ends_at")?;
+                Ok(AlertRecord {
+                    fingerprint: row.try_get("fingerprint")?,
+                    starts_at: parse_time(row.try_get("starts_at")?)?,
+                    status: parse_status(row.try_get("status")?)?,
+                    labels: parse_map(row.try_get("labels")?)?,
+                    annotations: parse_map(row.try_get("annotations")?)?,
+                    ends_at: ends_at.as_deref().map(parse_time).transpose()?,
+                    generator_url: row.try_get("generator_url")?,
+                    first_receipt_id: row.try_get("first_receipt_id")?,
+                    last_receipt_id: row.try_get("last_receipt_id")?,
+                })
+            })
+            .collect::<anyhow::Result<_>>()
+            .map_err(|source| storage_error(OPERATION, source))
+    }
+
+    async fn n_unprocessed_receipts(&self) -> Result<i64, StorageError> {
+        sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM webhook_receipts WHERE id > {LAST_PROCESSED}"
+        ))
+        .fetch_one(&self.reader)
+        .await
+        .map_err(|source| storage_error("n_unprocessed_receipts", source))
+    }
+}
+
+#[async_trait]
+impl ReceiptsTx for SqliteTx {
+    async fn next_unprocessed_receipts(
+        &mut self,
+        limit: usize,
+    ) -> Result<Vec<UnprocessedReceipt>, StorageError> {
+        next_unprocessed_receipts(&mut self.0, limit).await
+    }
+}
+
+/// The operation name of storing webhooks, in errors and metrics.
+const STORE_NOTIFICATION: &str = "store_notification";
+
+/// The highest receipt id the incident worker has processed (0 for none): receipts are
+/// processed in id order and ids only grow, so every receipt above it is waiting.
+const LAST_PROCESSED: &str = "(SELECT COALESCE(MAX(receipt_id), 0) FROM receipts_processed)";
+
+/// Rows per multi-row INSERT of receipts: 9 parameters each.
+pub(super) const RECEIPT_ROWS_PER_STATEMENT: usize = 1_000;
+
+/// Inserts the receipts of a batch inside the caller's transaction; one answer per
+/// receipt, in order. Their alerts go into `alerts` when the incident worker processes
+/// them ([`finish_incident_batch`]), so that a webhook's commit writes its receipt only.
+async fn insert_receipts(
+    connection: &mut Connection,
+    batch: &[NewReceipt<'_>],
+) -> Result<Vec<StoredReceipt>, StorageError> {
+    let error = |source: sqlx::Error| storage_error(STORE_NOTIFICATION, source);
+    // The first of a dedupe key in the batch is the one that may be new.
+    let mut first_of_key: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
+    let mut candidates: Vec<&NewReceipt<'_>> = Vec::with_capacity(batch.len());
+    for (index, receipt) in batch.iter().enumerate() {
+        if let std::collections::hash_map::Entry::Vacant(entry) =
+            first_of_key.entry(receipt.dedupe_key)
+        {
+            entry.insert(index);
+            candidates.push(receipt);
+        }
+    }
+    let mut inserted: HashMap<String, i64> = HashMap::with_capacity(candidates.len());
+    for chunk in candidates.chunks(RECEIPT_ROWS_PER_STATEMENT) {
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO webhook_receipts \
+             (dedupe_key, received_at, group_key, status, receiver, external_url, n_alerts, truncated_alerts, payload) ",
+        );
+        builder.push_values(chunk, |mut row, receipt| {
+            let notification = receipt.notification;
+            row.push_bind(receipt.dedupe_key)
+                .push_bind(format_time(receipt.received_at))
+                .push_bind(notification.group_key.as_str())
+                .push_bind(notification.status.as_str())
+                .push_bind(notification.receiver.as_str())
+                .push_bind(notification.external_url.as_str())
+                .push_bind(notification.alerts.len() as i64)
+                .push_bind(notification.truncated_alerts as i64)
+                .push_bind(receipt.raw_payload);
+        });
+        builder.push(" ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key");
+        let rows = builder
+            .build()
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(error)?;
+        for row in rows {
+            inserted.insert(
+                row.try_get("dedupe_key").map_err(error)?,
+                row.try_get("id").map_err(error)?,
+            );
+        }
+    }
+    // Keys stored by an earlier batch.
+    let mut existing: HashMap<String, i64> = HashMap::new();
+    let stored_before: Vec<&str> = candidates
+        .iter()
+        .map(|receipt| receipt.dedupe_key)
+        .filter(|key| !inserted.contains_key(*key))
+        .collect();
+    for chunk in stored_before.chunks(RECEIPT_ROWS_PER_STATEMENT) {
+        let mut builder: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT id, dedupe_key FROM webhook_receipts WHERE dedupe_key IN (");
+        let mut separated = builder.separated(", ");
+        for key in chunk {
+            separated.push_bind(*key);
+        }
+        builder.push(")");
+        for row in builder
+            .build()
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(error)?
+        {
+            existing.insert(
+                row.try_get("dedupe_key").map_err(error)?,
+                row.try_get("id").map_err(error)?,
+            );
+        }
+    }
+
+    batch
+        .iter()
+        .enumerate()
+        .map(|(index, receipt)| {
+            let key = receipt.dedupe_key;
+            let is_first = first_of_key.get(key) == Some(&index);
+            match (inserted.get(key), existing.get(key)) {
+                (Some(&receipt_id), _) => Ok(StoredReceipt {
+                    receipt_id,
+                    duplicate: !is_first,
+                }),
+                (None, Some(&receipt_id)) => Ok(StoredReceipt {
+                    receipt_id,
+                    duplicate: true,
+                }),
+                (None, None) => Err(storage_error(
+                    STORE_NOTIFICATION,
+                    anyhow::anyhow!("receipt {key:?} neither inserted nor found"),
+                )),
+            }
+        })
+        .collect()
+}
+
+pub(super) async fn next_unprocessed_receipts(
+    connection: &mut Connection,
+    limit: usize,
+) -> Result<Vec<UnprocessedReceipt>, StorageError> {
+    const OPERATION: &str = "next_unprocessed_receipts";
+    let rows = sqlx::query(&format!(
+        "SELECT id, received_at, payload FROM webhook_receipts WHERE id > {LAST_PROCESSED} \
+             ORDER BY id LIMIT ?"
+    ))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(|source| storage_error(OPERATION, source))?;
+    rows.iter()
+        .map(|row| -> anyhow::Result<UnprocessedReceipt> {
+            Ok(UnprocessedReceipt {
+                receipt_id: row.try_get("id")?,
+                received_at: parse_time(row.try_get("received_at")?)?,
+                payload: row.try_get("payload")?,
+            })
+        })
+        .collect::<anyhow::Result<_>>()
+        .map_err(|source| storage_error(OPERATION, source))
+}
+
+/// Upserts the alerts the receipts of a batch carried into `alerts`, in receipt order, so
+/// that a later webhook's copy of an alert is applied after an earlier one's.
+pub(super) async fn upsert_received_alerts(
+    connection: &mut Connection,
+    received: &[ReceivedAlerts],
+) -> Result<(), StorageError> {
+    const OPERATION: &str = "upsert_alerts";
+    let error = |source: sqlx::Error| storage_error(OPERATION, source);
+    let mut alert_rows: Vec<(&Alert, i64, String)> = Vec::new();
+    for receipt in received {
+        let updated_at = format_time(receipt.received_at);
+        for alert in latest_per_key(&receipt.alerts) {
+            alert_rows.push((alert, receipt.receipt_id, updated_at.clone()));
+        }
+    }
+    for chunk in alert_rows.chunks(ROWS_PER_STATEMENT) {
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, ends_at, \
+             generator_url, first_receipt_id, last_receipt_id, updated_at) ",
+        );
+        builder.push_values(chunk, |mut row, (alert, receipt_id, updated_at)| {
+            row.push_bind(alert.fingerprint.as_str())
+                .push_bind(format_time(alert.starts_at))
+                .push_bind(alert.status.as_str())
+                .push_bind(serde_json::to_string(&alert.labels).expect("map of strings"))
+                .push_bind(serde_json::to_string(&alert.annotations).expect("map of strings"))
+                .push_bind(alert.ends_at.map(format_time))
+                .push_bind(alert.generator_url.as_str())
+                .push_bind(*receipt_id)
+                .push_bind(*receipt_id)
+                .push_bind(updated_at.as_str());
+        });
+        // A resolved alert stays resolved: a late "firing" for the same
+        // (fingerprint, startsAt) is an older message, not a new outage (a re-fire has a
+        // new startsAt). SQLite applies the rows in order, so when several webhooks of
+        // the batch carry the same alert, each later copy updates the earlier one.
+        builder.push(
+            " ON CONFLICT (fingerprint, starts_at) DO UPDATE SET \
+             status = CASE WHEN alerts.status = 'resolved' THEN alerts.status ELSE excluded.status END, \
+             ends_at = CASE WHEN alerts.status = 'resolved' THEN alerts.ends_at ELSE excluded.ends_at END, \
+             labels = CASE WHEN alerts.status = 'resolved' THEN alerts.labels ELSE excluded.labels END, \
+             annotations = CASE WHEN alerts.status = 'resolved' THEN alerts.annotations ELSE excluded.annotations END, \
+             generator_url = excluded.generator_url, \
+             last_receipt_id = excluded.last_receipt_id, \
+             updated_at = excluded.updated_at",
+        );
+        builder
+            .build()
+            .execute(&mut *connection)
+            .await
+            .map_err(error)?;
+    }
+    Ok(())
+}
+
+/// One alert per (fingerprint, startsAt) of one webhook: a resolved copy wins, otherwise
+/// the last one.
+fn latest_per_key(alerts: &[Alert]) -> Vec<&Alert> {
+    let mut position: HashMap<(&str, Timestamp), usize> = HashMap::with_capacity(alerts.len());
+    let mut chosen: Vec<&Alert> = Vec::with_capacity(alerts.len());
+    for alert in alerts {
+        match position.get(&(alert.fingerprint.as_str(), alert.starts_at)) {
+            Some(&index) => {
+                if chosen[index].status != AlertStatus::Resolved {
+                    chosen[index] = alert;
+                }
+            }
+            None => {
+                position.insert((alert.fingerprint.as_str(), alert.starts_at), chosen.len());
+                chosen.push(alert);
+            }
+        }
+    }
+    chosen
+}

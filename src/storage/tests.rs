@@ -1,0 +1,787 @@
+//! The storage contract, checked through the [`Storage`] handle only (never a backend
+//! type), so that the same suite runs against every backend: each test opens a fresh
+//! database with [`open_storage`], the one place that names the configured backend.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::*;
+use crate::alertmanager::{Alert, AlertStatus};
+use crate::classify::{Classification, Level, ScopeSummary, summarize};
+use crate::config::{DatabaseConfig, DatabaseUrl};
+use crate::incident::{DeliveryState, DraftState, IncidentKind, LogEvent, Published};
+use crate::inventory::Inventory;
+use crate::notice::{NoticeKind, RenderedNotice};
+
+/// A fresh database in its own folder (kept alive by the returned guard).
+async fn open_storage() -> (Storage, tempfile::TempDir) {
+    let folder = tempfile::tempdir().unwrap();
+    let config = DatabaseConfig {
+        url: DatabaseUrl::Sqlite {
+            path: folder.path().join("relay.db"),
+        },
+        busy_timeout: Duration::from_secs(5),
+        min_free_bytes: 0,
+    };
+    (Storage::open(&config).await.unwrap(), folder)
+}
+
+fn at(text: &str) -> Timestamp {
+    text.parse().unwrap()
+}
+
+fn webhook(group_key: &str, status: &str, starts_at: &str) -> (Notification, String) {
+    let body = serde_json::json!({
+        "version": "4",
+        "groupKey": group_key,
+        "status": status,
+        "receiver": "samsa-relay",
+        "alerts": [{
+            "status": status,
+            "labels": {"alertname": "SamsaDown", "actor": "a1"},
+            "startsAt": starts_at,
+            "fingerprint": "f1",
+        }],
+    })
+    .to_string();
+    (Notification::parse(body.as_bytes()).unwrap(), body)
+}
+
+fn scope() -> (ScopeSummary, Classification) {
+    let summary = summarize(&[], &Inventory::default_samsa());
+    let classification = Classification {
+        level: Level::Two,
+        crisis: false,
+        reasons: vec!["Övning".to_owned()],
+    };
+    (summary, classification)
+}
+
+fn rendered() -> RenderedNotice {
+    RenderedNotice {
+        email_subject: "Störning i SAMSA".to_owned(),
+        email_text: "SAMSA fungerar inte.".to_owned(),
+        email_html: "<p>SAMSA fungerar inte.</p>".to_owned(),
+        banner_text: "Störning i SAMSA".to_owned(),
+        website_title: "Störning".to_owned(),
+        website_body: "Webbtext".to_owned(),
+        newsletter_title: "Störning".to_owned(),
+        newsletter_body: "Nyhetsbrevstext".to_owned(),
+        itnytt_title: "Störning".to_owned(),
+        itnytt_body: "IT-Nytt-text".to_owned(),
+        crisis_subject: String::new(),
+        crisis_text: String::new(),
+    }
+}
+
+/// Opens a drill with a pending draft by hand; returns (incident id, draft id).
+async fn drill_with_draft(storage: &Storage, now: Timestamp) -> (i64, i64) {
+    let (summary, classification) = scope();
+    let mut transaction = storage.begin_write().await.unwrap();
+    let incident_id = transaction
+        .insert_drill_incident(&summary, &classification, "Operatör", now)
+        .await
+        .unwrap()
+        .expect("no drill open yet");
+    let fields = DraftFields {
+        level: Some(Level::Two),
+        ..DraftFields::default()
+    };
+    let draft_id = transaction
+        .insert_operator_draft(
+            incident_id,
+            NoticeKind::Initial,
+            &fields,
+            &serde_json::json!({"drill": true}),
+            &rendered(),
+            "Operatör",
+            now,
+        )
+        .await
+        .unwrap()
+        .expect("no draft pending yet");
+    transaction.commit().await.unwrap();
+    (incident_id, draft_id)
+}
+
+fn publication(incident_id: i64, draft_id: i64, now: Timestamp) -> PublicationWrite {
+    let (summary, classification) = scope();
+    PublicationWrite {
+        incident_id,
+        draft_id,
+        draft_version: 1,
+        kind: NoticeKind::Initial,
+        level: Level::Two,
+        decided_by: Some("Beslutsfattare".to_owned()),
+        decided_role: Some("subregion".to_owned()),
+        published_by: "Operatör".to_owned(),
+        channels: vec!["email".to_owned(), "banner".to_owned()],
+        rendered: rendered(),
+        published_at: now,
+        published: Published {
+            kind: NoticeKind::Initial,
+            summary,
+            classification,
+        },
+        deliveries: vec![
+            ("email".to_owned(), "a@example.org".to_owned()),
+            ("email".to_owned(), "b@example.org".to_owned()),
+            ("banner".to_owned(), "banner".to_owned()),
+        ],
+        events: vec![EventWrite::new(
+            now,
+            "Operatör",
+            &LogEvent::NoticePublished {
+                draft_id,
+                draft_version: 1,
+                kind: NoticeKind::Initial,
+                level: 2,
+                suggested_level: 2,
+                channels: vec!["email".to_owned(), "banner".to_owned()],
+                n_deliveries: 3,
+                notice_id: None,
+            },
+        )],
+    }
+}
+
+/// Publishes the drill's draft; returns the notice id.
+async fn publish(storage: &Storage, incident_id: i64, draft_id: i64, now: Timestamp) -> i64 {
+    let mut transaction = storage.begin_write().await.unwrap();
+    let notice_id = transaction
+        .insert_publication(&publication(incident_id, draft_id, now))
+        .await
+        .unwrap()
+        .expect("not published before");
+    transaction.commit().await.unwrap();
+    notice_id
+}
+
+#[tokio::test]
+async fn a_duplicate_dedupe_key_is_stored_once() {
+    let (storage, _folder) = open_storage().await;
+    let now = at("2026-11-28T05:00:00Z");
+    let (notification, body) = webhook("g1", "firing", "2026-11-28T04:59:00Z");
+    let (other, other_body) = webhook("g2", "firing", "2026-11-28T04:59:00Z");
+    let first = storage
+        .store_notification(&notification, "key-1", &body, now)
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    let again = storage
+        .store_notification(&notification, "key-1", &body, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        StoredReceipt {
+            receipt_id: first.receipt_id,
+            duplicate: true
+        }
+    );
+    // Within one group commit: the first copy of a key is new, later copies are not.
+    let batch = [
+        NewReceipt {
+            notification: &other,
+            dedupe_key: "key-2",
+            raw_payload: &other_body,
+            received_at: now,
+        },
+        NewReceipt {
+            notification: &other,
+            dedupe_key: "key-2",
+            raw_payload: &other_body,
+            received_at: now,
+        },
+        NewReceipt {
+            notification: &notification,
+            dedupe_key: "key-1",
+            raw_payload: &body,
+            received_at: now,
+        },
+    ];
+    let stored = storage.store_notifications(&batch).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|s| s.duplicate).collect::<Vec<_>>(),
+        [false, true, true]
+    );
+    assert_eq!(stored[0].receipt_id, stored[1].receipt_id);
+    assert_eq!(stored[2].receipt_id, first.receipt_id);
+    let receipts = storage.receipts().await.unwrap();
+    assert_eq!(receipts.len(), 2);
+    assert_eq!(receipts[0].group_key, "g1");
+    assert_eq!(receipts[0].payload, body);
+    assert_eq!(storage.n_unprocessed_receipts().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn a_processed_receipt_leaves_the_backlog_and_resolved_stays_final() {
+    let (storage, _folder) = open_storage().await;
+    let now = at("2026-11-28T05:00:00Z");
+    let starts_at = "2026-11-28T04:59:00Z";
+    let (resolved, resolved_body) = webhook("g1", "resolved", starts_at);
+    let (firing, firing_body) = webhook("g1", "firing", starts_at);
+    storage
+        .store_notification(&resolved, "resolved", &resolved_body, now)
+        .await
+        .unwrap();
+    storage
+        .store_notification(&firing, "late-firing", &firing_body, now)
+        .await
+        .unwrap();
+
+    let mut transaction = storage.begin_write().await.unwrap();
+    let backlog = transaction.next_unprocessed_receipts(10).await.unwrap();
+    assert_eq!(backlog.len(), 2);
+    assert_eq!(
+        transaction
+            .next_unprocessed_receipts(1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let alerts_of = |notification: &Notification| -> Vec<Alert> { notification.alerts.clone() };
+    let batch = IncidentBatch {
+        receipt_ids: backlog.iter().map(|receipt| receipt.receipt_id).collect(),
+        received: vec![
+            ReceivedAlerts {
+                receipt_id: backlog[0].receipt_id,
+                received_at: now,
+                alerts: alerts_of(&resolved),
+            },
+            ReceivedAlerts {
+                receipt_id: backlog[1].receipt_id,
+                received_at: now,
+                alerts: alerts_of(&firing),
+            },
+        ],
+        ..IncidentBatch::default()
+    };
+    transaction
+        .finish_incident_batch(&batch, now)
+        .await
+        .unwrap();
+    transaction.commit().await.unwrap();
+
+    assert_eq!(storage.n_unprocessed_receipts().await.unwrap(), 0);
+    let mut transaction = storage.begin_write().await.unwrap();
+    assert!(
+        transaction
+            .next_unprocessed_receipts(10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    drop(transaction);
+    let alerts = storage.alerts().await.unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].status, AlertStatus::Resolved);
+    assert_eq!(alerts[0].last_receipt_id, backlog[1].receipt_id);
+}
+
+#[tokio::test]
+async fn an_uncommitted_transaction_writes_nothing() {
+    let (storage, _folder) = open_storage().await;
+    let now = at("2026-11-28T05:00:00Z");
+    let (summary, classification) = scope();
+    let mut transaction = storage.begin_write().await.unwrap();
+    transaction
+        .insert_drill_incident(&summary, &classification, "Operatör", now)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(transaction);
+    assert!(storage.incidents().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn one_open_incident_per_kind() {
+    let (storage, _folder) = open_storage().await;
+    let now = at("2026-11-28T05:00:00Z");
+    let (summary, classification) = scope();
+    let detail = serde_json::json!({
+        "watchdog_alertname": "Watchdog",
+        "last_seen": "2026-11-28T04:50:00Z",
+        "timeout_seconds": 600,
+    });
+    let monitoring = storage
+        .open_monitoring_incident(now, &summary, &classification, detail.clone())
+        .await
+        .unwrap()
+        .expect("none open");
+    assert_eq!(
+        storage
+            .open_monitoring_incident(now, &summary, &classification, detail.clone())
+            .await
+            .unwrap(),
+        None
+    );
+    let (drill, _) = drill_with_draft(&storage, now).await;
+    let mut transaction = storage.begin_write().await.unwrap();
+    assert_eq!(
+        transaction
+            .insert_drill_incident(&summary, &classification, "Operatör", now)
+            .await
+            .unwrap(),
+        None
+    );
+    drop(transaction);
+
+    let incidents = storage.incidents().await.unwrap();
+    assert_eq!(
+        incidents
+            .iter()
+            .map(|record| (record.incident_id, record.kind))
+            .collect::<Vec<_>>(),
+        [
+            (monitoring, IncidentKind::Monitoring),
+            (drill, IncidentKind::Drill)
+        ]
+    );
+    let events = storage.incident_events(monitoring).await.unwrap();
+    assert_eq!(events[0].event, "monitoring_chain_broken");
+    assert_eq!(events[0].detail, detail);
+    assert!(matches!(
+        events[0].log_event().unwrap(),
+        LogEvent::MonitoringChainBroken {
+            timeout_seconds: 600,
+            ..
+        }
+    ));
+
+    let later = now + SignedDuration::from_mins(5);
+    assert_eq!(
+        storage.resolve_monitoring_incident(later).await.unwrap(),
+        Some(monitoring)
+    );
+    assert_eq!(
+        storage.resolve_monitoring_incident(later).await.unwrap(),
+        None
+    );
+    let record = storage
+        .followup_incident(monitoring)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.resolved_at, Some(later));
+    // Resolved, so a new one may open.
+    assert!(
+        storage
+            .open_monitoring_incident(later, &summary, &classification, detail)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn one_pending_draft_per_incident_and_discard_is_final() {
+    let (storage, _folder) = open_storage().await;
+    let now = at("2026-11-28T05:00:00Z");
+    let (incident_id, draft_id) = drill_with_draft(&storage, now).await;
+    let mut transaction = storage.begin_write().await.unwrap();
+    let second = transaction
+        .insert_operator_draft(
+            incident_id,
+            NoticeKind::Update,
+            &DraftFields::default(),
+            &serde_json::json!({}),
+            &rendered(),
+            "Operatör",
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(second, None);
+    transaction
+        .add_draft_version(
+            incident_id,
+            draft_id,
+            2,
+            "Operatör",
+            &DraftFields {
+                level: Some(Level::Three),
+                ..DraftFields::default()
+            },
+            &serde_json::json!({"drill": true}),
+            &rendered(),
+            now,
+        )
+        .await
+        .unwrap();
+    transaction.commit().await.unwrap();
+
+    let overview = storage.pending_drafts_overview().await.unwrap();
+    assert_eq!(overview.len(), 1);
+    assert_eq!(overview[0].incident_kind, IncidentKind::Drill);
+    assert_eq!(overview[0].latest_version, 2);
+    let drafts = storage.drafts(incident_id).await.unwrap();
+    assert_eq!(drafts[0].state, DraftState::Pending);
+    assert_eq!(drafts[0].versions[1].fields.level, Some(Level::Three));
+
+    let discarded = storage
+        .discard_draft(draft_id, "fel", "Operatör", now)
+        .await
+        .unwrap();
+    assert_eq!(discarded, Some((incident_id, now)));
+    assert_eq!(
+        storage
+            .discard_draft(draft_id, "fel", "Operatör", now)
+            .await
+            .unwrap(),
+        None
+    );
+    let (draft, incident) = storage
+        .draft_with_incident(draft_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(draft.state, DraftState::Discarded);
+    assert_eq!(draft.state_reason.as_deref(), Some("fel"));
+    assert_eq!(incident.kind, IncidentKind::Drill);
+    assert!(storage.pending_drafts_overview().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn one_publication_per_draft() {
+    let (storage, _folder) = open_storage().await;
+    let now = at("2026-11-28T05:00:00Z");
+    let (incident_id, draft_id) = drill_with_draft(&storage, now).await;
+    let mut transaction = storage.begin_write().await.unwrap();
+    let for_publish = transaction
+        .draft_for_publish(draft_id, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(for_publish.state, DraftState::Pending);
+    assert_eq!(for_publish.latest_version, 1);
+    assert!(
+        transaction
+            .draft_for_publish(draft_id, 2)
+            .await
+            .unwrap()
+            .unwrap()
+            .version
+            .is_none()
+    );
+    drop(transaction);
+
+    let notice_id = publish(&storage, incident_id, draft_id, now).await;
+    let mut transaction = storage.begin_write().await.unwrap();
+    assert_eq!(
+        transaction
+            .insert_publication(&publication(incident_id, draft_id, now))
+            .await
+            .unwrap(),
+        Err(AlreadyPublished)
+    );
+    drop(transaction);
+
+    let drafts = storage.drafts(incident_id).await.unwrap();
+    assert_eq!(drafts[0].state, DraftState::Published);
+    let notices = storage.published_notices(None, 10).await.unwrap();
+    assert_eq!(notices.len(), 1);
+    assert_eq!(notices[0].notice_id, notice_id);
+    assert_eq!(notices[0].level, Level::Two);
+    let banner = storage
+        .current_banner(&["banner".to_owned()])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(banner.notice_id, notice_id);
+    assert!(
+        storage
+            .current_banner(&["sms".to_owned()])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let outbox = storage.outbox(Some(incident_id)).await.unwrap();
+    assert_eq!(outbox.len(), 3);
+    assert!(outbox.iter().all(|row| row.state == DeliveryState::Pending));
+    // The log entry carries the notice id storage assigned.
+    let events = storage.incident_events(incident_id).await.unwrap();
+    let published = events
+        .iter()
+        .find(|event| event.event == "notice_published")
+        .unwrap();
+    assert_eq!(published.detail["notice_id"], notice_id);
+}
+
+#[tokio::test]
+async fn a_lease_that_ran_out_makes_a_delivery_claimable_again() {
+    let (storage, _folder) = open_storage().await;
+    let now = at("2026-11-28T05:00:00Z");
+    let (incident_id, draft_id) = drill_with_draft(&storage, now).await;
+    publish(&storage, incident_id, draft_id, now).await;
+    let lease = Duration::from_secs(60);
+
+    let claimed = storage
+        .claim_deliveries("email", 10, now, lease)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|delivery| delivery.attempt == 1));
+    assert_eq!(claimed[0].notice.level, Level::Two);
+    // Leased: nobody else gets them, not even a moment before the lease runs out.
+    let almost = now + SignedDuration::from_secs(59);
+    assert!(
+        storage
+            .claim_deliveries("email", 10, almost, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let expired = now + SignedDuration::from_secs(61);
+    let again = storage
+        .claim_deliveries("email", 10, expired, lease)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 2);
+    assert!(again.iter().all(|delivery| delivery.attempt == 2));
+    assert_eq!(again[0].delivery_id, claimed[0].delivery_id);
+
+    storage
+        .record_deliveries(&[
+            DeliveryResult::Sent {
+                outbox_id: again[0].outbox_id,
+                at: expired,
+            },
+            DeliveryResult::Failed {
+                outbox_id: again[1].outbox_id,
+                at: expired,
+                error: "550 no such user".to_owned(),
+            },
+        ])
+        .await
+        .unwrap();
+    let states: Vec<DeliveryState> = storage
+        .outbox(Some(incident_id))
+        .await
+        .unwrap()
+        .iter()
+        .filter(|row| row.channel == "email")
+        .map(|row| row.state)
+        .collect();
+    assert_eq!(states, [DeliveryState::Sent, DeliveryState::Failed]);
+    assert_eq!(storage.failed_deliveries(10).await.unwrap().len(), 1);
+    let summary = storage.delivery_summary(10).await.unwrap();
+    assert!(
+        summary
+            .iter()
+            .any(|(_, channel, state, count)| channel == "email"
+                && *state == DeliveryState::Sent
+                && *count == 1)
+    );
+
+    // An operator's retry makes only a failed row pending again.
+    assert!(
+        storage
+            .retry_failed_delivery(again[1].outbox_id, expired, "Operatör")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !storage
+            .retry_failed_delivery(again[0].outbox_id, expired, "Operatör")
+            .await
+            .unwrap()
+    );
+    let retried = storage
+        .claim_deliveries("email", 10, expired, lease)
+        .await
+        .unwrap();
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].outbox_id, again[1].outbox_id);
+    // At start-up every lease is released.
+    assert_eq!(storage.release_delivery_leases().await.unwrap(), 1);
+    assert_eq!(
+        storage
+            .claim_deliveries("email", 10, expired, lease)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Every entry written on the way reads back as the typed log.
+    let events: Vec<LogEvent> = storage
+        .incident_events(incident_id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|event| event.log_event().unwrap())
+        .collect();
+    let kinds: Vec<String> = events.iter().map(LogEvent::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "drill_started",
+            "draft_created",
+            "notice_published",
+            "delivery_failed",
+            "delivery_retried"
+        ]
+    );
+    assert!(matches!(
+        events[1],
+        LogEvent::DraftCreated { by_hand: true, .. }
+    ));
+    assert!(matches!(
+        events[2],
+        LogEvent::NoticePublished {
+            notice_id: Some(_),
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn operator_mail_is_enqueued_once_per_key() {
+    let (storage, _folder) = open_storage().await;
+    let now = at("2026-11-28T05:00:00Z");
+    let mail = |key: &str| OperatorMailWrite {
+        dedupe_key: key.to_owned(),
+        purpose: "review".to_owned(),
+        incident_id: None,
+        draft_id: None,
+        draft_version: None,
+        to_address: "operator@example.org".to_owned(),
+        subject: "Granska".to_owned(),
+        body: "Länk".to_owned(),
+    };
+    assert_eq!(
+        storage
+            .enqueue_operator_mail(&[mail("a"), mail("a")], now)
+            .await
+            .unwrap(),
+        1
+    );
+    let mut transaction = storage.begin_write().await.unwrap();
+    assert_eq!(
+        transaction
+            .enqueue_operator_mail(&[mail("a"), mail("b")], now)
+            .await
+            .unwrap(),
+        1
+    );
+    transaction.commit().await.unwrap();
+    assert_eq!(
+        storage
+            .missing_operator_mail_keys(&["a".to_owned(), "c".to_owned()])
+            .await
+            .unwrap(),
+        ["c"]
+    );
+    let lease = Duration::from_secs(60);
+    let claimed = storage.claim_operator_mail(10, now, lease).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(
+        storage
+            .claim_operator_mail(10, now, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    storage
+        .record_operator_mail(&[DeliveryResult::Sent {
+            outbox_id: claimed[0].mail_id,
+            at: now,
+        }])
+        .await
+        .unwrap();
+    let mails = storage.operator_mail().await.unwrap();
+    assert_eq!(mails[0].3, DeliveryState::Sent);
+    assert_eq!(mails[1].3, DeliveryState::Pending);
+    // The second one's lease runs out: claimable again.
+    let later = now + SignedDuration::from_secs(61);
+    assert_eq!(
+        storage
+            .claim_operator_mail(10, later, lease)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_followup_snapshot_reads_what_was_written() {
+    let (storage, _folder) = open_storage().await;
+    let now = at("2026-11-28T05:00:00Z");
+    let (incident_id, draft_id) = drill_with_draft(&storage, now).await;
+    publish(&storage, incident_id, draft_id, now).await;
+    let mut transaction = storage.begin_write().await.unwrap();
+    transaction
+        .insert_feedback(&FeedbackWrite {
+            incident_id,
+            received_at: now,
+            name: "Anna".to_owned(),
+            organisation: "Vårdcentral".to_owned(),
+            message: "Bra information.".to_owned(),
+        })
+        .await
+        .unwrap();
+    transaction
+        .insert_lesson(&LessonWrite {
+            incident_id,
+            created_at: now,
+            created_by: "Operatör".to_owned(),
+            kind: "lesson".to_owned(),
+            audience: Some("suppliers".to_owned()),
+            text: "Testa reservrutinen.".to_owned(),
+        })
+        .await
+        .unwrap();
+    transaction.close_drill(incident_id, now).await.unwrap();
+    transaction.commit().await.unwrap();
+
+    let snapshot = storage
+        .followup_snapshot(incident_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(snapshot.incident.kind, IncidentKind::Drill);
+    assert_eq!(snapshot.incident.resolved_at, Some(now));
+    assert_eq!(snapshot.drafts.len(), 1);
+    assert_eq!(snapshot.drafts[0].state, DraftState::Published);
+    assert_eq!(snapshot.notices.len(), 1);
+    assert_eq!(snapshot.deliveries.len(), 2);
+    assert_eq!(snapshot.feedback[0].name, "Anna");
+    assert_eq!(snapshot.lessons[0].audience.as_deref(), Some("suppliers"));
+    assert!(
+        storage
+            .followup_snapshot(incident_id + 1)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        storage.followup_incident_ids(None, None).await.unwrap(),
+        [incident_id]
+    );
+    assert!(
+        storage
+            .followup_incident_ids(Some(now + SignedDuration::from_secs(1)), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(storage.incident_overview(10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_database_takes_writes_and_checkpoints() {
+    let (storage, _folder) = open_storage().await;
+    storage.check_writable().await.unwrap();
+    storage.checkpoint().await.unwrap();
+    storage.close().await;
+}
+
+#[test]
+fn a_storage_error_says_whether_it_is_transient() {
+    assert!(StorageError::transient("x", anyhow::anyhow!("busy")).is_transient());
+    assert!(!StorageError::permanent("x", anyhow::anyhow!("bad row")).is_transient());
+}

@@ -1,0 +1,884 @@
+//! The operator pages in a real browser: headless Chromium (the Debian packages `chromium`
+//! and `chromium-driver`, which `scripts/test-all.sh` installs), driven through WebDriver by
+//! fantoccini, in a phone-sized window. The relay runs for real with the file mail
+//! transport, and the review link is read from the email it writes, as an operator's mail
+//! client would show it.
+//!
+//! chromedriver is started as a child process on a free local port and stopped by its PID
+//! when the test ends, also when it fails. Chromium gets a fresh profile and resolves no
+//! host but 127.0.0.1, so nothing leaves the machine.
+//!
+//! Screenshots go to `target/test-artifacts/browser/` (`target/` is never committed); each
+//! test prints their paths.
+
+use crate::common;
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TestApp;
+use fantoccini::actions::{InputSource as _, KeyAction, KeyActions};
+use fantoccini::elements::Element;
+use fantoccini::key::Key;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use mail_parser::MessageParser;
+use serde_json::{Value, json};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// A common phone viewport (CSS pixels).
+const PHONE_WIDTH: u32 = 390;
+const PHONE_HEIGHT: u32 = 844;
+const DEADLINE: Duration = Duration::from_secs(20);
+/// What `base_config` puts in `server.public_url`; links in emails start with it.
+const PUBLIC_URL: &str = "http://127.0.0.1:9095";
+
+const OPERATOR_NAME: &str = "Åsa Lindqvist";
+const OPERATOR_EMAIL: &str = "asa.lindqvist@example.org";
+const OPERATORS: &str = r#"
+[[operators]]
+name = "Åsa Lindqvist"
+email = "asa.lindqvist@example.org"
+groups = ["on-duty"]
+"#;
+
+const ADDED_INFORMATION: &str =
+    "Vårdcentralerna i Fyrbodal använder reservrutinen på papper. Nästa avstämning sker kl. 07.00.";
+const DECIDED_BY: &str = "Karin Öberg, samordnare Fyrbodal";
+
+#[tokio::test]
+async fn an_operator_edits_previews_and_publishes_a_level_2_notice_on_a_phone() {
+    let started = Instant::now();
+    let browser = Browser::start().await;
+    let app = common::spawn_app_with_tables(OPERATORS).await;
+    let (incident_id, review_path) = whole_subregion_outage_and_review_link(&app).await;
+    let client = &browser.client;
+    let shots = Screenshots::new("review");
+
+    client
+        .goto(&format!("{}{review_path}", app.address))
+        .await
+        .expect("the review page opens");
+    assert_eq!(
+        client.title().await.unwrap(),
+        format!("Granska utkast – incident {incident_id} – samsa-relay")
+    );
+    assert_eq!(
+        script(client, "return document.documentElement.lang;").await,
+        "sv"
+    );
+    assert_eq!(
+        heading(client).await,
+        format!("Granska utkast: första meddelande – incident {incident_id}")
+    );
+    assert_no_horizontal_overflow(client, "the review page").await;
+    let level_2 = labelled_control(client, "Nivå 2:").await;
+    assert!(
+        level_2.is_selected().await.unwrap(),
+        "the suggested level 2 is preselected"
+    );
+    shots.save(&browser, "1-before-edit").await;
+
+    let information =
+        labelled_control(client, "Fyll på med för störningen relevant information").await;
+    assert_eq!(information.tag_name().await.unwrap(), "textarea");
+    information.send_keys(ADDED_INFORMATION).await.unwrap();
+    // A tap on the label chooses the radio button.
+    label(client, "Nivå 2:").await.click().await.unwrap();
+    assert!(level_2.is_selected().await.unwrap());
+    labelled_control(client, "Vem beslutade")
+        .await
+        .send_keys(DECIDED_BY)
+        .await
+        .unwrap();
+    labelled_control(client, "I vilken roll")
+        .await
+        .select_by_label("delregional nivå")
+        .await
+        .unwrap();
+
+    click_and_wait_for_next_page(client, button(client, "Förhandsvisa").await).await;
+    assert_eq!(
+        script(
+            client,
+            "return document.querySelector('[role=status]')?.textContent.trim() ?? '';"
+        )
+        .await,
+        "Förhandsvisningen är uppdaterad."
+    );
+    assert_eq!(
+        script(
+            client,
+            "return document.getElementById('preview-heading').textContent.trim();"
+        )
+        .await,
+        "Förhandsvisning (version 2)"
+    );
+    let previewed_email = preview_text(client, "E-post: text").await;
+    assert!(
+        previewed_email.contains(ADDED_INFORMATION),
+        "the preview shows the added text:\n{previewed_email}"
+    );
+    // The choices survive the round trip, so Publicera needs no retyping.
+    assert!(
+        labelled_control(client, "Nivå 2:")
+            .await
+            .is_selected()
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        labelled_control(client, "Vem beslutade")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(DECIDED_BY)
+    );
+    assert_eq!(
+        labelled_control(client, "I vilken roll")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("subregional")
+    );
+    assert_no_horizontal_overflow(client, "the review page after the preview").await;
+    shots.save(&browser, "2-after-preview").await;
+
+    click_and_wait_for_next_page(client, button(client, "Publicera").await).await;
+    assert_eq!(heading(client).await, "Publicerat");
+    assert_eq!(client.title().await.unwrap(), "Publicerat – samsa-relay");
+    assert_no_horizontal_overflow(client, "the confirmation").await;
+    shots.save(&browser, "3-published").await;
+
+    let notices = app.state.storage.published_notices(None, 10).await.unwrap();
+    assert_eq!(notices.len(), 1, "{notices:#?}");
+    let notice = &notices[0];
+    assert_eq!(notice.incident_id, incident_id);
+    assert_eq!(notice.level, 2);
+    assert_eq!(notice.decided_by.as_deref(), Some(DECIDED_BY));
+    assert_eq!(notice.decided_role.as_deref(), Some("subregional"));
+    assert_eq!(notice.published_by, OPERATOR_NAME);
+    assert_eq!(
+        notice.draft_version, 2,
+        "the previewed version is what was published"
+    );
+    assert!(
+        notice.rendered.email_text.contains(ADDED_INFORMATION),
+        "{}",
+        notice.rendered.email_text
+    );
+    assert_eq!(
+        notice.rendered.email_text, previewed_email,
+        "exactly what was previewed"
+    );
+    let outbox = app.state.storage.outbox(Some(incident_id)).await.unwrap();
+    let mut outbox_channels: Vec<&str> = outbox.iter().map(|row| row.channel.as_str()).collect();
+    outbox_channels.sort_unstable();
+    let mut notice_channels: Vec<&str> = notice.channels.iter().map(String::as_str).collect();
+    notice_channels.sort_unstable();
+    assert_eq!(outbox_channels, ["banner", "newsletter", "website"]);
+    assert_eq!(outbox_channels, notice_channels);
+    assert!(outbox.iter().all(|row| row.notice_id == notice.notice_id));
+
+    browser.close().await;
+    app.stop().await;
+    report(&format!(
+        "browser: review, preview and publish took {:.1?}",
+        started.elapsed()
+    ));
+}
+
+#[tokio::test]
+async fn a_tampered_link_is_refused_and_the_review_page_is_usable_by_keyboard_and_labels() {
+    let started = Instant::now();
+    let browser = Browser::start().await;
+    let app = common::spawn_app_with_tables(OPERATORS).await;
+    let (_, review_path) = whole_subregion_outage_and_review_link(&app).await;
+    let client = &browser.client;
+    let shots = Screenshots::new("checks");
+
+    let tampered_path = tamper(&review_path);
+    let tampered_url = format!("{}{tampered_path}", app.address);
+    assert_eq!(
+        app.client.get(&tampered_url).send().await.unwrap().status(),
+        403
+    );
+    client.goto(&tampered_url).await.unwrap();
+    assert_eq!(heading(client).await, "Länken gäller inte");
+    assert_eq!(
+        client.title().await.unwrap(),
+        "Länken gäller inte – samsa-relay"
+    );
+    assert_eq!(
+        script(client, "return document.documentElement.lang;").await,
+        "sv"
+    );
+    assert_eq!(
+        script(
+            client,
+            "return document.querySelector('main a')?.getAttribute('href') ?? '';"
+        )
+        .await,
+        "/ops/login",
+        "the refusal offers a new link"
+    );
+    assert_no_horizontal_overflow(client, "the refusal").await;
+    shots.save(&browser, "tampered-link").await;
+
+    client
+        .goto(&format!("{}{review_path}", app.address))
+        .await
+        .unwrap();
+    let unlabelled = client
+        .execute(UNLABELLED_CONTROLS, vec![])
+        .await
+        .expect("the label check runs");
+    assert_eq!(
+        unlabelled,
+        json!([]),
+        "controls without a <label> or a fieldset with a legend"
+    );
+    assert_no_horizontal_overflow(client, "the review page").await;
+
+    let stops = tab_until_publish(client, &shots).await;
+    let names: Vec<String> = stops
+        .iter()
+        .map(|stop| stop["name"].as_str().unwrap_or("").to_owned())
+        .collect();
+    report(&format!(
+        "browser: tab order to Publicera: {}",
+        names.join(" → ")
+    ));
+    let last = stops.last().expect("at least one tab stop");
+    assert_eq!(
+        last["name"], "button Publicera",
+        "Tab never reached Publicera: {names:?}"
+    );
+    for stop in &stops {
+        assert_ne!(
+            stop["outline"], "none",
+            "no visible focus on {}",
+            stop["name"]
+        );
+    }
+    for stop in &stops {
+        let covered = stop["covered"].as_f64().unwrap_or(0.0);
+        if covered > 0.0 {
+            // A page issue to fix in style.css (WCAG 2.2, 2.4.11 Focus Not Obscured), not
+            // yet asserted: reported so it stays visible.
+            report(&format!(
+                "browser: page issue: {:.0} % of the focused {} is under the sticky action bar",
+                covered * 100.0,
+                stop["name"]
+            ));
+        }
+    }
+    shots.save(&browser, "publish-focused").await;
+
+    browser.close().await;
+    app.stop().await;
+    report(&format!(
+        "browser: tampered link and accessibility checks took {:.1?}",
+        started.elapsed()
+    ));
+}
+
+// ---- the scenario ------------------------------------------------------------------
+
+/// Posts a webhook about all of Fyrbodal (a whole sub-region: level 2), waits for the
+/// review email to the on-duty operator and returns the incident id and the path of the
+/// email's link (`/ops/r/TOKEN`).
+async fn whole_subregion_outage_and_review_link(app: &TestApp) -> (i64, String) {
+    let webhook = common::payload(
+        "firing",
+        vec![common::alert(
+            "fyrbodal-1",
+            "firing",
+            json!({"alertname": "SamsaLoginDown", "service": "samsa", "subregion": "fyrbodal"}),
+            "2026-11-28T04:12:00Z",
+        )],
+    );
+    assert_eq!(app.post_webhook(webhook.to_string()).await.status(), 200);
+    let (draft_id, version, incident_id) =
+        common::eventually("a pending draft", DEADLINE, || async {
+            let pending = app.state.storage.pending_drafts_overview().await.ok()?;
+            pending
+                .first()
+                .map(|draft| (draft.draft_id, draft.latest_version, draft.incident_id))
+        })
+        .await;
+    let (_, _, suggested) =
+        common::pending_draft(app, incident_id, samsa_relay::notice::NoticeKind::Initial).await;
+    assert_eq!(
+        suggested.as_number(),
+        2,
+        "a whole sub-region suggests level 2"
+    );
+
+    // The operator mail outbox marks a mail sent only after the file is written.
+    let subject = common::eventually("the review email sent", DEADLINE, || async {
+        let mails = app.state.storage.operator_mail().await.ok()?;
+        mails.into_iter().find_map(|(key, to, subject, state)| {
+            (key == format!("review:{draft_id}:{version}:{OPERATOR_EMAIL}") && state == "sent")
+                .then(|| {
+                    assert_eq!(to, OPERATOR_EMAIL);
+                    subject
+                })
+        })
+    })
+    .await;
+    let body = mail_body(&app.folder.path().join("mail"), &subject);
+    assert!(
+        body.starts_with(&format!("Hej {OPERATOR_NAME},")),
+        "the body decodes to Swedish text:\n{body}"
+    );
+    let link = body
+        .lines()
+        .map(str::trim)
+        .find(|line| line.contains("/ops/r/"))
+        .unwrap_or_else(|| panic!("no review link in the email:\n{body}"));
+    let url =
+        url::Url::parse(link).unwrap_or_else(|error| panic!("{link:?} is not a URL: {error}"));
+    assert!(link.starts_with(PUBLIC_URL), "{link}");
+    assert!(url.query().is_none() && url.fragment().is_none(), "{link}");
+    // The relay listens on a port of its own; the link names the configured public URL.
+    (incident_id, url.path().to_owned())
+}
+
+/// The decoded text of the one message in `folder` with this subject.
+fn mail_body(folder: &Path, subject: &str) -> String {
+    let mut bodies = Vec::new();
+    for entry in std::fs::read_dir(folder).expect("the mail folder exists") {
+        let path = entry.expect("a folder entry").path();
+        let bytes = std::fs::read(&path).expect("a readable message file");
+        let message = MessageParser::default()
+            .parse(&bytes)
+            .unwrap_or_else(|| panic!("{} is not a message", path.display()));
+        if message.subject() == Some(subject) {
+            let to = message
+                .to()
+                .and_then(|to| to.first())
+                .and_then(|to| to.address());
+            assert_eq!(to, Some(OPERATOR_EMAIL));
+            bodies.push(message.body_text(0).expect("a text body").into_owned());
+        }
+    }
+    assert_eq!(bodies.len(), 1, "one message with the subject {subject:?}");
+    bodies.remove(0)
+}
+
+/// The same path with one character of the token's payload changed.
+fn tamper(path: &str) -> String {
+    let token = path.strip_prefix("/ops/r/").expect("a review link");
+    let mut characters: Vec<char> = token.chars().collect();
+    let index = token.len() / 3;
+    characters[index] = if characters[index] == 'A' { 'B' } else { 'A' };
+    format!("/ops/r/{}", characters.into_iter().collect::<String>())
+}
+
+// ---- page helpers ------------------------------------------------------------------
+
+/// Runs `body` (JavaScript with `return`) and returns its string result.
+async fn script(client: &Client, body: &str) -> String {
+    let value = client
+        .execute(body, vec![])
+        .await
+        .unwrap_or_else(|error| panic!("script {body:?} failed: {error}"));
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("script {body:?} returned {value}"))
+        .to_owned()
+}
+
+async fn heading(client: &Client) -> String {
+    client
+        .find(Locator::Css("h1"))
+        .await
+        .expect("a page heading")
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The `<label>` whose text starts with `text`; exactly one must match.
+async fn label(client: &Client, text: &str) -> Element {
+    let xpath = format!("//label[starts-with(normalize-space(.), '{text}')]");
+    let mut labels = client.find_all(Locator::XPath(&xpath)).await.unwrap();
+    assert_eq!(labels.len(), 1, "one label starting with {text:?}");
+    labels.remove(0)
+}
+
+/// The control a `<label>` names through its `for`, as a screen reader pairs them.
+async fn labelled_control(client: &Client, text: &str) -> Element {
+    let label = label(client, text).await;
+    let id = label
+        .attr("for")
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("the label {text:?} has no for="));
+    client
+        .find(Locator::Id(&id))
+        .await
+        .unwrap_or_else(|error| panic!("the label {text:?} names #{id}, which is missing: {error}"))
+}
+
+async fn button(client: &Client, text: &str) -> Element {
+    client
+        .find(Locator::XPath(&format!(
+            "//button[normalize-space(.)='{text}']"
+        )))
+        .await
+        .unwrap_or_else(|error| panic!("no button {text:?}: {error}"))
+}
+
+/// Clicks `element` and waits until the next page has loaded (the old document carried a
+/// mark the new one does not).
+async fn click_and_wait_for_next_page(client: &Client, element: Element) {
+    client
+        .execute("window.samsaPreviousPage = true;", vec![])
+        .await
+        .unwrap();
+    element.click().await.unwrap();
+    common::eventually("the next page", DEADLINE, || async {
+        let loaded = client
+            .execute(
+                "return document.readyState === 'complete' && window.samsaPreviousPage !== true;",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (loaded == Value::Bool(true)).then_some(())
+    })
+    .await;
+}
+
+/// The text under the preview's heading `section_heading`.
+async fn preview_text(client: &Client, section_heading: &str) -> String {
+    let value = client
+        .execute(
+            "const heading = [...document.querySelectorAll('section[aria-labelledby=preview-heading] h3')]
+                 .find(h3 => h3.textContent.trim() === arguments[0]);
+             return heading ? heading.nextElementSibling.textContent : null;",
+            vec![json!(section_heading)],
+        )
+        .await
+        .unwrap();
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("no preview section {section_heading:?}"))
+        .to_owned()
+}
+
+async fn assert_no_horizontal_overflow(client: &Client, what: &str) {
+    let widths = client
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(widths[1], PHONE_WIDTH, "the viewport is a phone's width");
+    assert!(
+        widths[0].as_u64() <= widths[1].as_u64(),
+        "{what} scrolls sideways at {PHONE_WIDTH}px: scrollWidth {}",
+        widths[0]
+    );
+}
+
+/// Every visible form control that has neither a non-empty `<label>` nor a fieldset with
+/// a legend; and labels that point at nothing.
+const UNLABELLED_CONTROLS: &str = "
+    const problems = [];
+    for (const control of document.querySelectorAll('input, select, textarea')) {
+        if (control.type === 'hidden') continue;
+        const labelled = [...control.labels].some(label => label.textContent.trim() !== '');
+        const legend = control.closest('fieldset')?.querySelector(':scope > legend');
+        const grouped = legend != null && legend.textContent.trim() !== '';
+        if (!labelled && !grouped) problems.push(control.outerHTML.slice(0, 160));
+    }
+    for (const label of document.querySelectorAll('label[for]')) {
+        if (!document.getElementById(label.htmlFor)) problems.push(label.outerHTML.slice(0, 160));
+    }
+    return problems;";
+
+/// Describes the focused element: a name, whether a focus outline shows, and whether the
+/// sticky action bar covers it.
+const FOCUSED: &str = "
+    const element = document.activeElement;
+    const text = (element.labels?.[0]?.textContent ?? element.textContent ?? '').trim().replace(/\\s+/g, ' ');
+    const rect = element.getBoundingClientRect();
+    const bar = document.querySelector('.actions')?.getBoundingClientRect();
+    const inBar = element.closest('.actions') !== null;
+    return {
+        name: element.tagName.toLowerCase() + ' ' + text.slice(0, 50),
+        value: element.value ?? '',
+        outline: getComputedStyle(element).outlineStyle,
+        // The share of the element's height under the bar (0 when it is in the bar).
+        covered: inBar || bar == null || rect.height === 0 ? 0
+            : Math.max(0, Math.min(rect.bottom, bar.bottom) - Math.max(rect.top, bar.top)) / rect.height,
+    };";
+
+/// Presses Tab from the top of the page until Publicera has the focus (at most 60 times);
+/// returns every stop.
+async fn tab_until_publish(client: &Client, shots: &Screenshots) -> Vec<Value> {
+    client
+        .execute(
+            "document.activeElement?.blur(); window.scrollTo(0, 0);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let mut stops: Vec<Value> = Vec::new();
+    for _ in 0..60 {
+        let tab = KeyActions::new("keyboard".to_owned())
+            .then(KeyAction::Down {
+                value: Key::Tab.into(),
+            })
+            .then(KeyAction::Up {
+                value: Key::Tab.into(),
+            });
+        client.perform_actions(tab).await.unwrap();
+        let stop = client.execute(FOCUSED, vec![]).await.unwrap();
+        // A date field takes several Tabs (day, month, year, …): one stop.
+        if stops
+            .last()
+            .is_some_and(|last| last["name"] == stop["name"])
+        {
+            continue;
+        }
+        let is_publish = stop["name"] == "button Publicera" && stop["value"] == "publish";
+        // Evidence for the report: the first control the bar hides completely.
+        let hidden = |stop: &Value| {
+            stop["covered"]
+                .as_f64()
+                .is_some_and(|covered| covered >= 0.99)
+        };
+        if hidden(&stop) && !stops.iter().any(hidden) {
+            shots.save_viewport(client, "focus-under-action-bar").await;
+        }
+        stops.push(stop);
+        if is_publish {
+            break;
+        }
+    }
+    stops
+}
+
+// ---- screenshots -------------------------------------------------------------------
+
+/// PNG files under `target/test-artifacts/browser/`, named `PREFIX-NAME.png` (what the
+/// phone shows) and `PREFIX-NAME-full.png` (the whole page). Each run overwrites them.
+struct Screenshots {
+    folder: PathBuf,
+    prefix: &'static str,
+}
+
+impl Screenshots {
+    fn new(prefix: &'static str) -> Screenshots {
+        // CARGO_TARGET_TMPDIR is `<target dir>/tmp`, wherever the target dir is.
+        let folder = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .expect("the target dir")
+            .join("test-artifacts")
+            .join("browser");
+        std::fs::create_dir_all(&folder).expect("the screenshot folder");
+        Screenshots { folder, prefix }
+    }
+
+    /// Saves what the phone shows and, when the page is longer, the whole page.
+    async fn save(&self, browser: &Browser, name: &str) {
+        let client = &browser.client;
+        self.save_viewport(client, name).await;
+
+        let height = client
+            .execute("return document.documentElement.scrollHeight;", vec![])
+            .await
+            .unwrap()
+            .as_u64()
+            .expect("a height");
+        let height = u32::try_from(height).unwrap_or(u32::MAX).min(12_000);
+        let full_path = self.folder.join(format!("{}-{name}-full.png", self.prefix));
+        if height > PHONE_HEIGHT {
+            // The whole page: make the viewport as tall as the document, then restore it.
+            browser.set_viewport(PHONE_WIDTH, height).await;
+            let full = client.screenshot().await.expect("a screenshot");
+            browser.set_viewport(PHONE_WIDTH, PHONE_HEIGHT).await;
+            write_png(&full_path, &full);
+            report(&format!("screenshot: {}", full_path.display()));
+        } else {
+            // The page fits: a full-page file from an earlier run would mislead.
+            let _ = std::fs::remove_file(&full_path);
+        }
+    }
+
+    /// Saves what the phone shows.
+    async fn save_viewport(&self, client: &Client, name: &str) {
+        let path = self.folder.join(format!("{}-{name}.png", self.prefix));
+        write_png(&path, &client.screenshot().await.expect("a screenshot"));
+        report(&format!("screenshot: {}", path.display()));
+    }
+}
+
+fn write_png(path: &Path, png: &[u8]) {
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG image");
+    std::fs::write(path, png)
+        .unwrap_or_else(|error| panic!("cannot write {}: {error}", path.display()));
+}
+
+/// Prints past the test harness's capture, so the lines show for passing tests too.
+fn report(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+// ---- the browser -------------------------------------------------------------------
+
+/// One Chromium session through a chromedriver of our own. Fields drop in order: the
+/// session, then chromedriver, then the folder with the log and Chromium's profile.
+struct Browser {
+    client: Client,
+    driver: ChromeDriver,
+    /// How much larger the window is than the page's viewport (width, height).
+    frame: (u32, u32),
+    _folder: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        for binary in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                Path::new(binary).exists(),
+                "{binary} is missing: the browser tests need the Debian packages chromium and \
+                 chromium-driver; run `bash scripts/test-all.sh`, which installs them"
+            );
+        }
+        let folder = tempfile::tempdir().expect("a temporary folder");
+        let mut driver = ChromeDriver::start(folder.path()).await;
+        let capabilities = json!({
+            "browserName": "chrome",
+            "pageLoadStrategy": "normal",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--disable-dev-shm-usage",
+                    "--disable-extensions",
+                    "--disable-crash-reporter",
+                    "--no-proxy-server",
+                    // Only 127.0.0.1 (the relay, chromedriver) can be reached.
+                    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+                    // Phones overlay their scroll bars; a classic one would take 15 px.
+                    "--hide-scrollbars",
+                    format!("--window-size={PHONE_WIDTH},{PHONE_HEIGHT}"),
+                    format!("--user-data-dir={}", folder.path().join("profile").display()),
+                ],
+                // Accept-Language as a Swedish phone sends it. (The date fields still show
+                // the en-US pattern: Debian's chromium has only the en-US locale.)
+                "prefs": {"intl.accept_languages": "sv-SE,sv"},
+            },
+        });
+        let Value::Object(capabilities) = capabilities else {
+            unreachable!("the capabilities are an object")
+        };
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&driver.url())
+            .await
+            .unwrap_or_else(|error| {
+                panic!(
+                    "Chromium did not start: {error}\nchromedriver log:\n{}",
+                    driver.log()
+                )
+            });
+        driver.session_id = client.session_id().await.ok().flatten();
+        let mut browser = Browser {
+            client,
+            driver,
+            frame: (0, 0),
+            _folder: folder,
+        };
+        browser.set_viewport(PHONE_WIDTH, PHONE_HEIGHT).await;
+        // The window is larger than its viewport by the (invisible) window frame.
+        let viewport = browser
+            .client
+            .execute("return [window.innerWidth, window.innerHeight];", vec![])
+            .await
+            .unwrap();
+        let frame = |index: usize, size: u32| {
+            size - u32::try_from(viewport[index].as_u64().expect("a size")).unwrap()
+        };
+        browser.frame = (frame(0, PHONE_WIDTH), frame(1, PHONE_HEIGHT));
+        browser.set_viewport(PHONE_WIDTH, PHONE_HEIGHT).await;
+        let viewport = browser
+            .client
+            .execute("return [window.innerWidth, window.innerHeight];", vec![])
+            .await
+            .unwrap();
+        assert_eq!(viewport, json!([PHONE_WIDTH, PHONE_HEIGHT]), "the viewport");
+        browser
+    }
+
+    /// Sizes the window so that the page gets `width` x `height` CSS pixels.
+    async fn set_viewport(&self, width: u32, height: u32) {
+        self.client
+            .set_window_size(width + self.frame.0, height + self.frame.1)
+            .await
+            .expect("the window resizes");
+    }
+
+    /// Ends the session, which quits Chromium; dropping the driver then stops chromedriver.
+    async fn close(mut self) {
+        self.client
+            .clone()
+            .close()
+            .await
+            .expect("the Chromium session ends");
+        self.driver.session_id = None;
+    }
+}
+
+/// chromedriver as a child process on a local port.
+struct ChromeDriver {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    /// The open session, which `Drop` ends when a failed test could not.
+    session_id: Option<String>,
+}
+
+impl ChromeDriver {
+    /// Starts chromedriver on a free port and waits until it answers /status. The port is
+    /// free when chosen; should another process take it first, the next try picks another.
+    async fn start(folder: &Path) -> ChromeDriver {
+        let log = folder.join("chromedriver.log");
+        for _ in 0..3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free port")
+                .port();
+            let log_file = std::fs::File::create(&log).expect("a log file");
+            let child = Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone().expect("a log handle"))
+                .stderr(log_file)
+                .spawn()
+                .unwrap_or_else(|error| panic!("cannot start {CHROMEDRIVER}: {error}"));
+            let mut driver = ChromeDriver {
+                child,
+                port,
+                log: log.clone(),
+                session_id: None,
+            };
+            if driver.wait_until_ready().await {
+                return driver;
+            }
+        }
+        panic!(
+            "chromedriver did not start in three tries; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    }
+
+    /// True once /status says ready; false when chromedriver exited or stayed silent.
+    async fn wait_until_ready(&mut self) -> bool {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("an HTTP client");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if let Ok(response) = http.get(format!("{}/status", self.url())).send().await
+                && let Ok(status) = response.json::<Value>().await
+                && status["value"]["ready"] == true
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ChromeDriver {
+    /// Ends a session a failed test left open (Chromium quits), asks chromedriver to exit,
+    /// and kills it by its PID when it has not within five seconds.
+    fn drop(&mut self) {
+        if let Some(session_id) = self.session_id.take() {
+            blocking_request(self.port, "DELETE", &format!("/session/{session_id}"));
+        }
+        blocking_request(self.port, "GET", "/shutdown");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bodiless HTTP/1.1 request to chromedriver, for `Drop` (which cannot await). Reads
+/// the answer up to its Content-Length (chromedriver keeps the connection open), at most
+/// ten seconds; the answer itself is ignored.
+fn blocking_request(port: u16, method: &str, path: &str) {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) else {
+        return;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return;
+    }
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n_read @ 1..) = stream.read(&mut chunk) {
+        answer.extend_from_slice(&chunk[..n_read]);
+        let text = String::from_utf8_lossy(&answer);
+        let Some(head_end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let content_length = text[..head_end]
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        if answer.len() >= head_end + 4 + content_length {
+            return;
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! From stored webhooks to incidents and drafts, through the real app and its worker.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::{TestApp, alert, payload, spawn_app, spawn_app_with_tables};
+use samsa_relay::storage::{DraftRecord, IncidentRecord};
+use serde_json::{Value, json};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn down(fingerprint: &str, status: &str, labels: Value) -> Value {
+    let mut labels = labels;
+    labels["alertname"] = json!("SamsaLoginDown");
+    labels["service"] = json!("samsa");
+    alert(fingerprint, status, labels, "2026-11-28T04:10:00Z")
+}
+
+async fn incident(app: &TestApp, incident_id: i64) -> Option<IncidentRecord> {
+    app.state
+        .storage
+        .incidents()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|record| record.incident_id == incident_id)
+}
+
+async fn drafts(app: &TestApp, incident_id: i64) -> Vec<DraftRecord> {
+    app.state.storage.drafts(incident_id).await.unwrap()
+}
+
+async fn processed(app: &TestApp) {
+    common::eventually("every receipt processed", DEADLINE, || async {
+        (app.state.storage.n_unprocessed_receipts().await.unwrap() == 0).then_some(())
+    })
+    .await;
+}
+
+async fn events(app: &TestApp, incident_id: i64) -> Vec<String> {
+    app.state
+        .storage
+        .incident_events(incident_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|event| event.event)
+        .collect()
+}
+
+#[tokio::test]
+async fn an_outage_grows_and_the_pending_draft_is_revised_then_withdrawn_on_resolution() {
+    let app = spawn_app().await;
+
+    let first = payload(
+        "firing",
+        vec![down("a1", "firing", json!({"actor": "kommun-uddevalla"}))],
+    );
+    assert_eq!(app.post_webhook(first.to_string()).await.status(), 200);
+    processed(&app).await;
+    let record = incident(&app, 1).await.expect("incident 1 opened");
+    assert_eq!(record.kind, "outage");
+    assert_eq!(record.incident.summary.n_affected, 1);
+    assert_eq!(record.incident.classification.level.as_number(), 1);
+    let draft_list = drafts(&app, 1).await;
+    assert_eq!(draft_list.len(), 1);
+    assert_eq!(draft_list[0].state, "pending");
+    assert_eq!(draft_list[0].versions.len(), 1);
+    let rendered = &draft_list[0].versions[0].rendered;
+    assert!(
+        rendered.email_text.contains("Uddevalla"),
+        "{}",
+        rendered.email_text
+    );
+    assert!(
+        rendered.email_text.contains("dygnet runt") || rendered.email_text.contains("hela dygnet")
+    );
+    assert!(
+        rendered.email_text.contains("/public/feedback/1"),
+        "{}",
+        rendered.email_text
+    );
+
+    // The whole of Fyrbodal goes down: same incident, level 2, the draft revised in place.
+    let second = payload(
+        "firing",
+        vec![
+            down("a1", "firing", json!({"actor": "kommun-uddevalla"})),
+            down("s1", "firing", json!({"subregion": "fyrbodal"})),
+        ],
+    );
+    assert_eq!(app.post_webhook(second.to_string()).await.status(), 200);
+    processed(&app).await;
+    let record = incident(&app, 1).await.unwrap();
+    assert_eq!(record.incident.classification.level.as_number(), 2);
+    assert!(record.incident.summary.n_affected > 14);
+    let draft_list = drafts(&app, 1).await;
+    assert_eq!(draft_list.len(), 1, "revised in place, never duplicated");
+    assert_eq!(draft_list[0].versions.len(), 2);
+    assert_eq!(app.state.storage.incidents().await.unwrap().len(), 1);
+
+    // Everything resolves before anyone published: the draft is withdrawn, no resolution
+    // notice is drafted.
+    let resolved = payload(
+        "resolved",
+        vec![
+            down("a1", "resolved", json!({"actor": "kommun-uddevalla"})),
+            down("s1", "resolved", json!({"subregion": "fyrbodal"})),
+        ],
+    );
+    assert_eq!(app.post_webhook(resolved.to_string()).await.status(), 200);
+    processed(&app).await;
+    let record = incident(&app, 1).await.unwrap();
+    assert!(record.resolved_at.is_some());
+    let draft_list = drafts(&app, 1).await;
+    assert_eq!(draft_list.len(), 1);
+    assert_eq!(draft_list[0].state, "withdrawn");
+    assert!(draft_list[0].state_reason.is_some());
+
+    let log = events(&app, 1).await;
+    for expected in [
+        "incident_opened",
+        "alert_firing",
+        "draft_created",
+        "scope_changed",
+        "level_changed",
+        "draft_revised",
+        "alert_resolved",
+        "incident_resolved",
+        "draft_withdrawn",
+    ] {
+        assert!(
+            log.iter().any(|event| event == expected),
+            "{expected} missing from {log:?}"
+        );
+    }
+    assert_eq!(app.metric("samsa_relay_incidents_opened_total").await, 1.0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_webhook_changes_no_incident() {
+    let app = spawn_app().await;
+    let body = payload(
+        "firing",
+        vec![down("a1", "firing", json!({"actor": "kommun-boras"}))],
+    )
+    .to_string();
+    app.post_webhook(body.clone()).await;
+    app.post_webhook(body).await;
+    processed(&app).await;
+    assert_eq!(app.state.storage.incidents().await.unwrap().len(), 1);
+    assert_eq!(drafts(&app, 1).await[0].versions.len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_whole_service_down_suggests_level_3_with_crisis() {
+    let app = spawn_app().await;
+    let body = payload(
+        "firing",
+        vec![down("all", "firing", json!({"scope": "all"}))],
+    );
+    app.post_webhook(body.to_string()).await;
+    processed(&app).await;
+    let record = incident(&app, 1).await.unwrap();
+    assert!(record.incident.summary.whole_service);
+    assert_eq!(record.incident.classification.level.as_number(), 3);
+    assert!(record.incident.classification.crisis);
+    assert!(
+        !drafts(&app, 1).await[0].versions[0]
+            .rendered
+            .crisis_text
+            .is_empty()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_10000_alert_payload_becomes_one_incident_with_one_draft() {
+    let app = spawn_app().await;
+    let inventory = samsa_relay::inventory::Inventory::default_samsa();
+    let ids: Vec<String> = inventory
+        .actors()
+        .iter()
+        .map(|actor| actor.id.clone())
+        .collect();
+    let alerts = (0..10_000)
+        .map(|index| {
+            down(
+                &format!("{index:016x}"),
+                "firing",
+                json!({"actor": ids[index % ids.len()]}),
+            )
+        })
+        .collect();
+    let response = app
+        .post_webhook(payload("firing", alerts).to_string())
+        .await;
+    assert_eq!(response.status(), 200);
+    processed(&app).await;
+    let record = incident(&app, 1).await.unwrap();
+    assert_eq!(record.incident.alerts.len(), 10_000);
+    assert_eq!(record.incident.summary.n_affected, ids.len());
+    assert_eq!(record.incident.classification.level.as_number(), 3);
+    assert_eq!(drafts(&app, 1).await.len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_watchdog_opens_an_internal_incident_and_its_return_resolves_it() {
+    let app = spawn_app_with_tables("[incidents]\nwatchdog_timeout = \"1s\"\n").await;
+    let record = common::eventually("the monitoring incident", DEADLINE, || async {
+        app.state
+            .storage
+            .incidents()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|record| record.kind == "monitoring")
+    })
+    .await;
+    assert!(record.resolved_at.is_none());
+    assert!(
+        drafts(&app, record.incident_id).await.is_empty(),
+        "never a public notice"
+    );
+
+    let watchdog = payload(
+        "firing",
+        vec![alert(
+            "wd",
+            "firing",
+            json!({"alertname": "Watchdog", "severity": "none"}),
+            "2026-11-28T00:00:00Z",
+        )],
+    );
+    assert_eq!(app.post_webhook(watchdog.to_string()).await.status(), 200);
+    common::eventually("the monitoring incident resolved", DEADLINE, || async {
+        let records = app.state.storage.incidents().await.unwrap();
+        records
+            .into_iter()
+            .find(|found| found.incident_id == record.incident_id && found.resolved_at.is_some())
+    })
+    .await;
+    // The Watchdog itself never opens an outage.
+    processed(&app).await;
+    assert!(
+        app.state
+            .storage
+            .incidents()
+            .await
+            .unwrap()
+            .iter()
+            .all(|record| record.kind == "monitoring")
+    );
+    let log = events(&app, record.incident_id).await;
+    assert_eq!(
+        log,
+        vec!["monitoring_chain_broken", "monitoring_chain_restored"]
+    );
+    app.stop().await;
+}
+
+/// Webhooks of a whole outage and the next one: opened, grown, raised to level 3,
+/// resolved before publication (draft withdrawn), a new incident after the flap window,
+/// a resend that changes nothing, and its resolution. Times are fixed, so two databases
+/// that process them must end up identical.
+fn two_outages() -> Vec<(jiff::Timestamp, Value)> {
+    let at = |text: &str| text.parse::<jiff::Timestamp>().expect("a valid time");
+    let login = |fingerprint: &str, status: &str, labels: Value, starts_at: &str| {
+        let mut labels = labels;
+        labels["alertname"] = json!("SamsaLoginDown");
+        labels["service"] = json!("samsa");
+        alert(fingerprint, status, labels, starts_at)
+    };
+    let first = "2026-11-28T04:10:00Z";
+    let second = "2026-11-28T08:00:00Z";
+    vec![
+        (
+            at("2026-11-28T04:11:00Z"),
+            payload(
+                "firing",
+                vec![login(
+                    "a1",
+                    "firing",
+                    json!({"actor": "kommun-uddevalla"}),
+                    first,
+                )],
+            ),
+        ),
+        (
+            at("2026-11-28T04:12:00Z"),
+            payload(
+                "firing",
+                vec![login(
+                    "a2",
+                    "firing",
+                    json!({"actor": "kommun-boras"}),
+                    first,
+                )],
+            ),
+        ),
+        (
+            at("2026-11-28T04:13:00Z"),
+            payload(
+                "firing",
+                vec![login("a3", "firing", json!({"scope": "all"}), first)],
+            ),
+        ),
+        (
+            at("2026-11-28T04:40:00Z"),
+            payload(
+                "resolved",
+                vec![
+                    login(
+                        "a1",
+                        "resolved",
+                        json!({"actor": "kommun-uddevalla"}),
+                        first,
+                    ),
+                    login("a2", "resolved", json!({"actor": "kommun-boras"}), first),
+                    login("a3", "resolved", json!({"scope": "all"}), first),
+                ],
+            ),
+        ),
+        (
+            at("2026-11-28T08:01:00Z"),
+            payload(
+                "firing",
+                vec![login(
+                    "b1",
+                    "firing",
+                    json!({"subregion": "skaraborg"}),
+                    second,
+                )],
+            ),
+        ),
+        (
+            at("2026-11-28T08:02:00Z"),
+            payload(
+                "firing",
+                vec![
+                    login("b1", "firing", json!({"subregion": "skaraborg"}), second),
+                    login("b2", "firing", json!({"actor": "kommun-mark"}), second),
+                ],
+            ),
+        ),
+        (
+            at("2026-11-28T08:30:00Z"),
+            payload(
+                "resolved",
+                vec![login(
+                    "b2",
+                    "resolved",
+                    json!({"actor": "kommun-mark"}),
+                    second,
+                )],
+            ),
+        ),
+    ]
+}
+
+/// Everything the worker wrote, read back: incidents, their drafts and their logs.
+async fn everything_written(
+    app: &samsa_relay::app::App,
+) -> Vec<(
+    IncidentRecord,
+    Vec<DraftRecord>,
+    Vec<samsa_relay::storage::EventRecord>,
+)> {
+    let storage = &app.state().storage;
+    let mut written = Vec::new();
+    for record in storage.incidents().await.unwrap() {
+        let drafts = storage.drafts(record.incident_id).await.unwrap();
+        let events = storage.incident_events(record.incident_id).await.unwrap();
+        written.push((record, drafts, events));
+    }
+    written
+}
+
+#[tokio::test]
+async fn a_batch_of_receipts_writes_exactly_what_one_step_per_receipt_writes() {
+    use samsa_relay::incident_worker::StepOutcome;
+
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let folder = tempfile::tempdir().expect("temporary folder");
+        let config = common::config_with_tables(folder.path(), "");
+        let app = samsa_relay::app::App::build(config)
+            .await
+            .expect("app builds");
+        for (received_at, body) in two_outages() {
+            common::store_at(&app.state().storage, received_at, &body).await;
+        }
+        apps.push((app, folder));
+    }
+    let n_receipts = two_outages().len();
+
+    // One step per receipt, as a quiet relay would do them.
+    let (one_by_one, _) = &apps[0];
+    for _ in 0..n_receipts {
+        let outcome = one_by_one.worker().process_next_receipt().await.unwrap();
+        assert!(
+            matches!(outcome, StepOutcome::Processed { .. }),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(
+        one_by_one.worker().process_next_receipt().await.unwrap(),
+        StepOutcome::Idle
+    );
+
+    // All of them in one transaction, as a busy relay does: a draft created early in the
+    // batch is revised and withdrawn later in the same batch.
+    let (batched, _) = &apps[1];
+    let outcomes = batched.worker().process_receipts(64).await.unwrap();
+    assert_eq!(outcomes.len(), n_receipts, "{outcomes:?}");
+    assert!(
+        batched
+            .worker()
+            .process_receipts(64)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let expected = everything_written(one_by_one).await;
+    let written = everything_written(batched).await;
+    assert_eq!(expected.len(), 2, "two incidents: {expected:#?}");
+    let first_drafts = &expected[0].1;
+    assert_eq!(first_drafts.len(), 1);
+    assert_eq!(first_drafts[0].state, "withdrawn");
+    assert!(first_drafts[0].versions.len() >= 2, "{first_drafts:#?}");
+    assert_eq!(written, expected);
+}

@@ -1,0 +1,596 @@
+//! `POST /webhook/alertmanager` end to end against the real app and a real SQLite file.
+
+use crate::common;
+
+use common::{TOKEN, alert, many_alerts, payload, spawn_app, spawn_app_with};
+use samsa_relay::alertmanager::AlertStatus;
+use serde_json::{Value, json};
+use sqlx::Connection as _;
+
+fn samsa_down(actor: &str, fingerprint: &str, status: &str) -> Value {
+    payload(
+        status,
+        vec![alert(
+            fingerprint,
+            status,
+            json!({"alertname": "SamsaLoginDown", "service": "samsa", "actor": actor, "subregion": "fyrbodal"}),
+            "2026-11-28T04:12:00.5Z",
+        )],
+    )
+}
+
+#[tokio::test]
+async fn a_payload_is_persisted_and_read_back() {
+    let app = spawn_app().await;
+    let body = samsa_down("kommun-uddevalla", "f00d", "firing").to_string();
+    let response = app.post_webhook(body.clone()).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["duplicate"], false);
+    assert_eq!(answer["alerts"], 1);
+    let receipt_id = answer["receipt_id"].as_i64().unwrap();
+
+    let receipts = app.state.storage.receipts().await.unwrap();
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0].receipt_id, receipt_id);
+    assert_eq!(
+        receipts[0].payload, body,
+        "the raw payload is kept byte for byte"
+    );
+    assert_eq!(receipts[0].status, AlertStatus::Firing);
+    assert_eq!(receipts[0].receiver, "samsa-relay");
+
+    let alerts = app.alerts_when_processed().await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].fingerprint, "f00d");
+    assert_eq!(alerts[0].labels["actor"], "kommun-uddevalla");
+    assert_eq!(
+        alerts[0].annotations["summary"],
+        "SAMSA login page unreachable"
+    );
+    assert_eq!(alerts[0].starts_at.to_string(), "2026-11-28T04:12:00.5Z");
+    assert_eq!(alerts[0].ends_at, None);
+    assert_eq!(alerts[0].generator_url, "http://prometheus.example/graph");
+    assert_eq!(
+        app.metric(r#"samsa_relay_alerts_received_total{status="firing"}"#)
+            .await,
+        1.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_resend_is_counted_as_duplicate_and_stored_once() {
+    let app = spawn_app().await;
+    let body = samsa_down("kommun-uddevalla", "f00d", "firing");
+    let first: Value = app
+        .post_webhook(body.to_string())
+        .await
+        .json()
+        .await
+        .unwrap();
+    // An HA peer sends the same notification with its own external URL.
+    let mut from_peer = body.clone();
+    from_peer["externalURL"] = json!("http://alertmanager-2.example:9093");
+    let second = app.post_webhook(from_peer.to_string()).await;
+    assert_eq!(second.status(), 200);
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(second["duplicate"], true);
+    assert_eq!(second["receipt_id"], first["receipt_id"]);
+    assert_eq!(app.state.storage.receipts().await.unwrap().len(), 1);
+    assert_eq!(app.alerts_when_processed().await.len(), 1);
+    assert_eq!(
+        app.metric("samsa_relay_webhook_duplicates_total").await,
+        1.0
+    );
+    assert_eq!(
+        app.metric(r#"samsa_relay_alerts_received_total{status="firing"}"#)
+            .await,
+        1.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_resends_store_exactly_one_receipt() {
+    let app = spawn_app().await;
+    let body = samsa_down("kommun-tanum", "beef", "firing").to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let client = app.client.clone();
+        let url = format!("{}/webhook/alertmanager", app.address);
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .bearer_auth(TOKEN)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()["duplicate"]
+                .as_bool()
+                .unwrap()
+        }));
+    }
+    let mut n_new = 0;
+    for task in tasks {
+        if !task.await.unwrap() {
+            n_new += 1;
+        }
+    }
+    assert_eq!(n_new, 1);
+    assert_eq!(app.state.storage.receipts().await.unwrap().len(), 1);
+    assert_eq!(
+        app.metric("samsa_relay_webhook_duplicates_total").await,
+        15.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn resolution_updates_the_alert_and_a_late_firing_does_not_undo_it() {
+    let app = spawn_app().await;
+    app.post_webhook(samsa_down("kommun-lysekil", "abc", "firing").to_string())
+        .await;
+    let resolved = app
+        .post_webhook(samsa_down("kommun-lysekil", "abc", "resolved").to_string())
+        .await;
+    assert_eq!(resolved.status(), 200);
+    let alerts = app.alerts_when_processed().await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].status, AlertStatus::Resolved);
+    assert_eq!(
+        alerts[0].ends_at.unwrap().to_string(),
+        "2026-11-28T06:00:00Z"
+    );
+
+    // A delayed copy of the firing notification with other annotations (so not a duplicate).
+    let mut late = samsa_down("kommun-lysekil", "abc", "firing");
+    late["alerts"][0]["annotations"]["summary"] = json!("late copy");
+    assert_eq!(app.post_webhook(late.to_string()).await.status(), 200);
+    let alerts = app.alerts_when_processed().await;
+    assert_eq!(alerts[0].status, AlertStatus::Resolved);
+    assert_eq!(app.state.storage.receipts().await.unwrap().len(), 3);
+    app.stop().await;
+}
+
+/// What one group commit must do with a batch: the first copy of a notification is new,
+/// a later copy in the same batch and a copy stored by an earlier batch are duplicates of
+/// it, and the alerts of several webhooks apply in arrival order (a resolution in the
+/// batch wins over the firing before it, and a late firing after it does not undo it).
+#[tokio::test]
+async fn one_group_commit_dedupes_within_and_across_batches_and_applies_alerts_in_order() {
+    use samsa_relay::alertmanager::Notification;
+    use samsa_relay::storage::NewReceipt;
+
+    let app = spawn_app().await;
+    let storage = &app.state.storage;
+    let at =
+        |second: i64| jiff::Timestamp::from_second(1_795_000_000 + second).expect("a valid time");
+    let earlier = samsa_down("kommun-mark", "e1", "firing").to_string();
+    let earlier_notification = Notification::parse(earlier.as_bytes()).unwrap();
+    let stored = storage
+        .store_notification(
+            &earlier_notification,
+            &earlier_notification.dedupe_key(),
+            &earlier,
+            at(0),
+        )
+        .await
+        .unwrap();
+    assert!(!stored.duplicate);
+
+    let firing = samsa_down("kommun-tanum", "a1", "firing").to_string();
+    let resolved = samsa_down("kommun-tanum", "a1", "resolved").to_string();
+    let mut late = samsa_down("kommun-tanum", "a1", "firing");
+    late["alerts"][0]["annotations"]["summary"] = json!("late copy");
+    let late = late.to_string();
+    let bodies = [&firing, &resolved, &firing, &earlier, &late];
+    let notifications: Vec<Notification> = bodies
+        .iter()
+        .map(|body| Notification::parse(body.as_bytes()).unwrap())
+        .collect();
+    let keys: Vec<String> = notifications.iter().map(Notification::dedupe_key).collect();
+    let batch: Vec<NewReceipt<'_>> = (0..bodies.len())
+        .map(|index| NewReceipt {
+            notification: &notifications[index],
+            dedupe_key: &keys[index],
+            raw_payload: bodies[index],
+            received_at: at(index as i64 + 1),
+        })
+        .collect();
+    let answers = storage.store_notifications(&batch).await.unwrap();
+    let duplicates: Vec<bool> = answers.iter().map(|answer| answer.duplicate).collect();
+    assert_eq!(duplicates, [false, false, true, true, false]);
+    assert_eq!(answers[2].receipt_id, answers[0].receipt_id);
+    assert_eq!(answers[3].receipt_id, stored.receipt_id);
+    let ids: std::collections::BTreeSet<i64> =
+        answers.iter().map(|answer| answer.receipt_id).collect();
+    assert_eq!(ids.len(), 4, "{answers:?}");
+
+    let receipts = storage.receipts().await.unwrap();
+    assert_eq!(receipts.len(), 4);
+    let alerts = app.alerts_when_processed().await;
+    let a1 = alerts
+        .iter()
+        .find(|alert| alert.fingerprint == "a1")
+        .unwrap();
+    assert_eq!(a1.status, AlertStatus::Resolved);
+    assert_eq!(a1.annotations["summary"], "SAMSA login page unreachable");
+    assert_eq!(a1.first_receipt_id, answers[0].receipt_id);
+    assert_eq!(a1.last_receipt_id, answers[4].receipt_id);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn missing_or_wrong_credentials_get_401_with_a_json_error() {
+    let app = spawn_app().await;
+    let url = format!("{}/webhook/alertmanager", app.address);
+    let body = samsa_down("kommun-orust", "1", "firing").to_string();
+    let attempts = [
+        None,
+        Some("Bearer wrong-token-0123456789".to_owned()),
+        Some(format!("Bearer {TOKEN}x")),
+        Some(format!("Token {TOKEN}")),
+        Some("Basic dXNlcjpwYXNz".to_owned()),
+    ];
+    for authorization in attempts {
+        let mut request = app.client.post(&url).body(body.clone());
+        if let Some(value) = &authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{authorization:?}");
+        assert!(response.headers().contains_key("www-authenticate"));
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"], "unauthorized");
+        assert!(error["detail"].is_string());
+    }
+    assert!(app.state.storage.receipts().await.unwrap().is_empty());
+    assert_eq!(
+        app.metric(r#"samsa_relay_webhook_requests_total{outcome="unauthorized"}"#)
+            .await,
+        5.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn basic_auth_is_accepted_where_configured() {
+    let app = spawn_app_with(
+        "",
+        "",
+        "basic_username = \"alertmanager\"\nbasic_password = \"basic-secret-123\"",
+    )
+    .await;
+    let url = format!("{}/webhook/alertmanager", app.address);
+    let body = samsa_down("kommun-orust", "1", "firing").to_string();
+    let good = app
+        .client
+        .post(&url)
+        .basic_auth("alertmanager", Some("basic-secret-123"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status(), 200);
+    let bad = app
+        .client
+        .post(&url)
+        .basic_auth("alertmanager", Some("wrong"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_payloads_get_400_naming_what_and_where() {
+    let app = spawn_app().await;
+    let mut missing_fingerprint = samsa_down("kommun-orust", "1", "firing");
+    missing_fingerprint["alerts"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("fingerprint");
+    let mut missing_group_key = samsa_down("kommun-orust", "1", "firing");
+    missing_group_key
+        .as_object_mut()
+        .unwrap()
+        .remove("groupKey");
+    let mut wrong_version = samsa_down("kommun-orust", "1", "firing");
+    wrong_version["version"] = json!("3");
+    let mut bad_status = samsa_down("kommun-orust", "1", "firing");
+    bad_status["alerts"][0]["status"] = json!("sleeping");
+
+    let cases = [
+        (
+            "{\"version\": \"4\", ".to_owned(),
+            "invalid JSON",
+            "line 1 column",
+        ),
+        ("[]".to_owned(), "expected a JSON object", "the payload"),
+        (
+            missing_fingerprint.to_string(),
+            "missing field `fingerprint`",
+            "alerts[0]",
+        ),
+        (
+            missing_group_key.to_string(),
+            "missing field `groupKey`",
+            "",
+        ),
+        (
+            wrong_version.to_string(),
+            "unsupported payload version",
+            "version",
+        ),
+        (
+            bad_status.to_string(),
+            "unknown variant `sleeping`",
+            "alerts[0].status",
+        ),
+    ];
+    for (body, error_starts, detail_starts) in cases {
+        let response = app.post_webhook(body.clone()).await;
+        assert_eq!(response.status(), 400, "{body}");
+        let error: Value = response.json().await.unwrap();
+        let text = error["error"].as_str().unwrap();
+        assert!(text.starts_with(error_starts), "{text:?} for {body}");
+        assert!(
+            error["detail"].as_str().unwrap().starts_with(detail_starts),
+            "{error}"
+        );
+    }
+    assert!(app.state.storage.receipts().await.unwrap().is_empty());
+    assert_eq!(
+        app.metric(r#"samsa_relay_webhook_requests_total{outcome="bad_request"}"#)
+            .await,
+        6.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_fields_are_accepted() {
+    let app = spawn_app().await;
+    let mut body = samsa_down("kommun-orust", "1", "firing");
+    body["someFutureField"] = json!({"nested": [1, 2, 3]});
+    body["alerts"][0]["silencedBy"] = json!([]);
+    let response = app.post_webhook(body.to_string()).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(app.alerts_when_processed().await.len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413() {
+    let app = spawn_app_with("max_body_bytes = 4096", "", "").await;
+    let big = many_alerts(40).to_string();
+    assert!(big.len() > 4096);
+    let response = app.post_webhook(big.clone()).await;
+    assert_eq!(response.status(), 413);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"], "payload too large");
+
+    // The same without a Content-Length: the limit holds while reading a chunked body.
+    let response =
+        common::post_chunked(&app.address, "/webhook/alertmanager", TOKEN, big.as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(app.state.storage.receipts().await.unwrap().is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_10000_alert_payload_is_accepted_and_every_alert_stored() {
+    let app = spawn_app().await;
+    let body = many_alerts(10_000).to_string();
+    let response = app.post_webhook(body).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["alerts"], 10_000);
+    assert_eq!(app.alerts_when_processed().await.len(), 10_000);
+    assert_eq!(
+        app.metric(r#"samsa_relay_alerts_received_total{status="firing"}"#)
+            .await,
+        10_000.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn storage_that_cannot_be_written_gives_503_then_recovers() {
+    let app = spawn_app_with("", "busy_timeout = \"200ms\"", "").await;
+    // Another process holds the write lock (as a backup tool or a stuck writer would).
+    let database = app.folder.path().join("relay.db");
+    let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", database.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+
+    let body = samsa_down("kommun-orust", "1", "firing").to_string();
+    let response = app.post_webhook(body.clone()).await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"], "temporarily unavailable");
+    assert_eq!(app.get("/readyz").await.status(), 503);
+    assert_eq!(
+        app.get("/healthz").await.status(),
+        200,
+        "the process itself is alive"
+    );
+    assert!(
+        app.metric(r#"samsa_relay_storage_errors_total{operation="store_notification"}"#)
+            .await
+            >= 1.0
+    );
+    assert_eq!(app.metric("samsa_relay_storage_writable").await, 0.0);
+
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    blocker.close().await.unwrap();
+    // Alertmanager retries; now it lands.
+    let response = app.post_webhook(body).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["duplicate"], false);
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    assert_eq!(app.state.storage.receipts().await.unwrap().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    app.post_webhook(samsa_down("kommun-orust", "1", "firing").to_string())
+        .await;
+    let metrics = app.metrics().await;
+    for name in [
+        "samsa_relay_webhook_requests_total{outcome=\"accepted\"} 1",
+        "samsa_relay_ingest_duration_seconds_count 1",
+        "samsa_relay_build_info{version=",
+        "samsa_relay_http_requests_total{method=\"POST\",route=\"/webhook/alertmanager\",status=\"2xx\"} 1",
+        "samsa_relay_storage_writable 1",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from\n{metrics}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn stored_webhooks_survive_a_restart() {
+    let app = spawn_app().await;
+    app.post_webhook(samsa_down("kommun-orust", "1", "firing").to_string())
+        .await;
+    let config_text = common::base_config(app.folder.path(), "", "", "");
+    let receipts_before = app.state.storage.receipts().await.unwrap();
+    let alerts_before = app.alerts_when_processed().await;
+    let folder = app.stop().await;
+
+    let config = samsa_relay::config::Config::from_toml(&config_text, &Default::default()).unwrap();
+    let again = common::start(config, folder).await;
+    assert_eq!(
+        again.state.storage.receipts().await.unwrap(),
+        receipts_before
+    );
+    assert_eq!(again.alerts_when_processed().await, alerts_before);
+    let resend = again
+        .post_webhook(samsa_down("kommun-orust", "1", "firing").to_string())
+        .await;
+    assert_eq!(resend.json::<Value>().await.unwrap()["duplicate"], true);
+    again.stop().await;
+}
+
+/// A database written before migration 0006 (when a receipt's own `processed_at` marked
+/// it) keeps its backlog exactly: processed receipts stay processed, the rest is still
+/// waiting, in order.
+#[tokio::test]
+async fn a_database_from_before_receipts_processed_keeps_its_backlog() {
+    use sha2::{Digest as _, Sha384};
+
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let path = folder.path().join("relay.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let mut connection = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    let earlier: [(i64, &str, &str); 5] = [
+        (
+            1,
+            "ingest",
+            include_str!("../../migrations/sqlite/0001_ingest.sql"),
+        ),
+        (
+            2,
+            "incidents",
+            include_str!("../../migrations/sqlite/0002_incidents.sql"),
+        ),
+        (
+            3,
+            "publishing",
+            include_str!("../../migrations/sqlite/0003_publishing.sql"),
+        ),
+        (
+            4,
+            "operators",
+            include_str!("../../migrations/sqlite/0004_operators.sql"),
+        ),
+        (
+            5,
+            "followup",
+            include_str!("../../migrations/sqlite/0005_followup.sql"),
+        ),
+    ];
+    sqlx::raw_sql(
+        "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
+         installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL, \
+         checksum BLOB NOT NULL, execution_time BIGINT NOT NULL)",
+    )
+    .execute(&mut connection)
+    .await
+    .unwrap();
+    for (version, description, sql) in earlier {
+        sqlx::raw_sql(sql).execute(&mut connection).await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (?, ?, TRUE, ?, 0)",
+        )
+        .bind(version)
+        .bind(description)
+        .bind(Sha384::digest(sql.as_bytes()).to_vec())
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    }
+    for (id, processed_at) in [
+        (1, Some("2026-11-28T04:12:01.000000000Z")),
+        (2, Some("2026-11-28T04:12:02.000000000Z")),
+        (3, None),
+        (4, None),
+    ] {
+        let body = samsa_down("kommun-mark", &format!("f{id}"), "firing").to_string();
+        sqlx::query(
+            "INSERT INTO webhook_receipts (id, dedupe_key, received_at, group_key, status, receiver, \
+             external_url, n_alerts, truncated_alerts, payload, processed_at) \
+             VALUES (?, ?, '2026-11-28T04:12:00.000000000Z', 'g', 'firing', 'samsa-relay', 'http://am', 1, 0, ?, ?)",
+        )
+        .bind(id)
+        .bind(format!("key-{id}"))
+        .bind(body)
+        .bind(processed_at)
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    }
+    connection.close().await.unwrap();
+
+    let config = common::config_with_tables(folder.path(), "");
+    let app = samsa_relay::app::App::build(config)
+        .await
+        .expect("the app migrates and starts");
+    assert_eq!(
+        app.state().storage.n_unprocessed_receipts().await.unwrap(),
+        2
+    );
+    let outcome = app.worker().process_next_receipt().await.unwrap();
+    assert!(
+        matches!(
+            outcome,
+            samsa_relay::incident_worker::StepOutcome::Processed { receipt_id: 3, .. }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        app.state().storage.n_unprocessed_receipts().await.unwrap(),
+        1
+    );
+}
