@@ -843,6 +843,7 @@ impl RawConfig {
         {
             resolve(&mut channel.recipients_file);
             resolve(&mut channel.bearer_token_file);
+            resolve(&mut channel.signing_secret_file);
         }
     }
 

@@ -62,7 +62,7 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route(
             "/webhook/alertmanager",
             post(webhook::receive_alertmanager_webhook),
@@ -79,8 +79,13 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_deadline,
-        ))
-        .with_state(state)
+        ));
+    let router = if state.config.server.tls.is_some() {
+        router.layer(middleware::map_response(pages::strict_transport_security))
+    } else {
+        router
+    };
+    router.with_state(state)
 }
 
 /// `/metrics` on the main listener, unless `server.metrics_listen` gives it its own.
