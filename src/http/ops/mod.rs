@@ -251,9 +251,10 @@ impl FromRequestParts<AppState> for ReviewSession {
         let parameters = path_parameters(parts).await?;
         // A draft in the path: the review page under a dashboard link or single sign-on.
         // None: under a review link, which names its draft itself.
-        let draft_in_path = path_parameter(&parameters, "draft_id")
-            .map(|text| text.parse::<i64>().map_err(|_| draft_not_found()))
-            .transpose()?;
+        let draft_in_path = match path_parameter(&parameters, "draft_id") {
+            None => None,
+            Some(text) => Some(text.parse::<i64>().map_err(|_| draft_not_found())?),
+        };
         let (session, purpose) = authenticate(parts, state, |purpose| match purpose {
             LinkPurpose::Review { .. } => draft_in_path.is_none(),
             LinkPurpose::Dashboard => draft_in_path.is_some(),
