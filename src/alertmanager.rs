@@ -1,6 +1,12 @@
 //! The Alertmanager webhook payload (version 4): wire types, and their conversion into the
 //! domain [`Notification`] at the edge. Unknown fields are accepted; a wrong version or a
-//! missing required field is a [`PayloadError`] that names the field.
+//! missing required field is a [`PayloadError`] that names the field, never quoting more
+//! than a short excerpt of the input.
+//!
+//! [`Received::parse`] also cuts what a webhook carries to the limits below before it is
+//! stored: a label or annotation value, a name, or any other string over its limit, and
+//! labels or annotations beyond the count per map. Whatever the relay stores, logs,
+//! renders or shows comes from the cut payload.
 
 use std::collections::BTreeMap;
 
@@ -56,6 +62,113 @@ impl AlertStatus {
     }
 }
 
+/// Most characters of a label value kept; a longer one is cut and ends with `…`.
+pub const MAX_LABEL_VALUE_CHARS: usize = 1024;
+/// Most characters of an annotation value kept (a description may be a paragraph or two).
+pub const MAX_ANNOTATION_VALUE_CHARS: usize = 8192;
+/// Most characters of a label or annotation name; an entry with a longer name is dropped.
+pub const MAX_NAME_CHARS: usize = 256;
+/// Most labels, and most annotations, kept per map (an alert's, or the common ones); the
+/// rest (in name order) are dropped.
+pub const MAX_ENTRIES: usize = 64;
+/// Most characters of any other string in the payload (`generatorURL`, unknown fields …).
+pub const MAX_OTHER_STRING_CHARS: usize = 8192;
+/// Most characters of input an error quotes.
+const MAX_QUOTED_CHARS: usize = 64;
+/// Most characters of a [`PayloadError`]'s `error` and `detail` each.
+const MAX_ERROR_CHARS: usize = 200;
+/// The top-level field of a stored payload that records what was cut.
+pub const CUT_FIELD: &str = "samsaRelayCut";
+
+/// A webhook as the relay keeps it: the notification, and the payload to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub notification: Notification,
+    /// The cut payload (with [`CUT_FIELD`]) when anything was over a limit; `None`: the
+    /// body as received is stored.
+    pub cut_payload: Option<String>,
+    pub cut: Cuts,
+}
+
+/// What [`Received::parse`] cut, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Cuts {
+    /// Label values cut to [`MAX_LABEL_VALUE_CHARS`].
+    pub label_values: u64,
+    /// Annotation values cut to [`MAX_ANNOTATION_VALUE_CHARS`].
+    pub annotation_values: u64,
+    /// Labels and annotations dropped: over [`MAX_ENTRIES`], or a name over
+    /// [`MAX_NAME_CHARS`].
+    pub entries_dropped: u64,
+    /// Other strings cut to [`MAX_OTHER_STRING_CHARS`].
+    pub other_strings: u64,
+}
+
+impl Cuts {
+    pub fn is_empty(&self) -> bool {
+        *self == Cuts::default()
+    }
+
+    /// (kind, count) pairs, for the metric.
+    pub fn by_kind(&self) -> [(&'static str, u64); 4] {
+        [
+            ("label_value", self.label_values),
+            ("annotation_value", self.annotation_values),
+            ("entry_dropped", self.entries_dropped),
+            ("other_string", self.other_strings),
+        ]
+    }
+}
+
+impl Received {
+    /// Parses a webhook body (see [`Notification::parse`]) and cuts it to the limits. A
+    /// body with nothing over them, which is every ordinary webhook, is kept as received;
+    /// only a body larger than its alerts explain is walked as a whole.
+    pub fn parse(body: &[u8]) -> Result<Received, PayloadError> {
+        let notification = Notification::parse(body)?;
+        // An ordinary alert is a few hundred bytes; a body well beyond that carries
+        // something big outside the labels and annotations (an unknown field, say).
+        let ordinary_size = 64 * 1024 + notification.alerts.len() * 16 * 1024;
+        if !notification.over_limits() && body.len() <= ordinary_size {
+            return Ok(Received {
+                notification,
+                cut_payload: None,
+                cut: Cuts::default(),
+            });
+        }
+        let mut payload: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
+            PayloadError {
+                error: format!("invalid JSON: {error}"),
+                detail: "body".to_owned(),
+            }
+            .shortened()
+        })?;
+        let mut cut = Cuts::default();
+        cut_payload(&mut payload, &mut cut);
+        if cut.is_empty() {
+            return Ok(Received {
+                notification,
+                cut_payload: None,
+                cut,
+            });
+        }
+        if let Some(object) = payload.as_object_mut() {
+            object.insert(
+                CUT_FIELD.to_owned(),
+                serde_json::to_value(cut).expect("counts serialize"),
+            );
+        }
+        let text = payload.to_string();
+        // What is stored and what is acted on are the same: the worker parses it again.
+        let notification = Notification::parse(text.as_bytes())?;
+        Ok(Received {
+            notification,
+            cut_payload: Some(text),
+            cut,
+        })
+    }
+}
+
 /// Why a payload was refused; `error` says what, `detail` says where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PayloadError {
@@ -93,9 +206,23 @@ struct WireAlert {
     fingerprint: String,
 }
 
+impl PayloadError {
+    /// Cuts `error` and `detail` to a few lines: an error never echoes input at length.
+    fn shortened(self) -> PayloadError {
+        PayloadError {
+            error: cut_chars(&self.error, MAX_ERROR_CHARS).unwrap_or(self.error),
+            detail: cut_chars(&self.detail, MAX_ERROR_CHARS).unwrap_or(self.detail),
+        }
+    }
+}
+
 impl Notification {
-    /// Parses and checks a webhook body.
+    /// Parses and checks a webhook body. [`Received::parse`] also applies the limits.
     pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
+        Notification::parse_unshortened(body).map_err(PayloadError::shortened)
+    }
+
+    fn parse_unshortened(body: &[u8]) -> Result<Notification, PayloadError> {
         // The plain parse is the fast path; only a failure pays for the path-tracking one,
         // which tells the sender where the problem is.
         let wire: WirePayload = match serde_json::from_slice(body) {
@@ -105,7 +232,7 @@ impl Notification {
         if wire.version != "4" {
             return Err(PayloadError {
                 error: "unsupported payload version".to_owned(),
-                detail: format!("version: expected \"4\", got {:?}", wire.version),
+                detail: format!("version: expected \"4\", got {:?}", truncate(&wire.version)),
             });
         }
         if wire.group_key.is_empty() {
@@ -122,6 +249,20 @@ impl Notification {
             external_url: wire.external_url,
             truncated_alerts: wire.truncated_alerts,
             alerts,
+        })
+    }
+
+    /// Whether any label or annotation is over the limits [`Received::parse`] cuts to.
+    fn over_limits(&self) -> bool {
+        let over = |map: &BTreeMap<String, String>, max_value_chars: usize| {
+            map.len() > MAX_ENTRIES
+                || map.iter().any(|(name, value)| {
+                    name.len() > MAX_NAME_CHARS || value.len() > max_value_chars
+                })
+        };
+        self.alerts.iter().any(|alert| {
+            over(&alert.labels, MAX_LABEL_VALUE_CHARS)
+                || over(&alert.annotations, MAX_ANNOTATION_VALUE_CHARS)
         })
     }
 
@@ -210,8 +351,100 @@ fn parse_time(text: &str) -> Option<Timestamp> {
     text.parse::<Timestamp>().ok()
 }
 
+/// A short excerpt of input for an error message, marked with `…` when cut.
 fn truncate(text: &str) -> String {
-    text.chars().take(64).collect()
+    cut_chars(text, MAX_QUOTED_CHARS).unwrap_or_else(|| text.to_owned())
+}
+
+/// `text` cut to `max_chars` characters and `…`, or `None` when it fits.
+fn cut_chars(text: &str, max_chars: usize) -> Option<String> {
+    // Bytes first: a string of at most max_chars bytes has at most max_chars characters.
+    if text.len() <= max_chars {
+        return None;
+    }
+    let (cut_at, _) = text.char_indices().nth(max_chars)?;
+    let mut cut = String::with_capacity(cut_at + '…'.len_utf8());
+    cut.push_str(&text[..cut_at]);
+    cut.push('…');
+    Some(cut)
+}
+
+/// The maps of label or annotation entries in a payload, by key.
+const LABEL_MAPS: &[&str] = &["labels", "groupLabels", "commonLabels"];
+const ANNOTATION_MAPS: &[&str] = &["annotations", "commonAnnotations"];
+
+/// Cuts every string and map in `value` to the limits, counting what it cut.
+fn cut_payload(value: &mut serde_json::Value, cut: &mut Cuts) {
+    match value {
+        serde_json::Value::String(text) => {
+            if let Some(shorter) = cut_chars(text, MAX_OTHER_STRING_CHARS) {
+                *text = shorter;
+                cut.other_strings += 1;
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                cut_payload(item, cut);
+            }
+        }
+        serde_json::Value::Object(fields) => {
+            // Long names of unknown fields are dropped like long label names.
+            let n_fields = fields.len();
+            fields.retain(|name, _| name.len() <= MAX_OTHER_STRING_CHARS);
+            cut.entries_dropped += (n_fields - fields.len()) as u64;
+            for (name, field) in fields.iter_mut() {
+                let max_value_chars = if LABEL_MAPS.contains(&name.as_str()) {
+                    Some(MAX_LABEL_VALUE_CHARS)
+                } else if ANNOTATION_MAPS.contains(&name.as_str()) {
+                    Some(MAX_ANNOTATION_VALUE_CHARS)
+                } else {
+                    None
+                };
+                match (max_value_chars, field) {
+                    (Some(max_value_chars), serde_json::Value::Object(entries)) => {
+                        cut_entries(entries, max_value_chars, cut);
+                    }
+                    (_, field) => cut_payload(field, cut),
+                }
+            }
+        }
+        serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::Number(_) => {}
+    }
+}
+
+/// Cuts one map of labels or annotations: names, count, values.
+fn cut_entries(
+    entries: &mut serde_json::Map<String, serde_json::Value>,
+    max_value_chars: usize,
+    cut: &mut Cuts,
+) {
+    let n_entries = entries.len();
+    entries.retain(|name, _| name.chars().count() <= MAX_NAME_CHARS);
+    if entries.len() > MAX_ENTRIES {
+        // The first MAX_ENTRIES names in order are kept, whatever order the map keeps.
+        let mut names: Vec<String> = entries.keys().cloned().collect();
+        names.sort_unstable();
+        for name in &names[MAX_ENTRIES..] {
+            entries.remove(name);
+        }
+    }
+    cut.entries_dropped += (n_entries - entries.len()) as u64;
+    for value in entries.values_mut() {
+        match value {
+            serde_json::Value::String(text) => {
+                if let Some(shorter) = cut_chars(text, max_value_chars) {
+                    *text = shorter;
+                    if max_value_chars == MAX_LABEL_VALUE_CHARS {
+                        cut.label_values += 1;
+                    } else {
+                        cut.annotation_values += 1;
+                    }
+                }
+            }
+            // Not a string: the parse refuses it anyway.
+            other => cut_payload(other, cut),
+        }
+    }
 }
 
 fn missing(field: &str) -> PayloadError {
@@ -335,6 +568,132 @@ mod tests {
         assert_eq!(
             error.detail,
             r#"alerts[0].startsAt: "yesterday" is not RFC 3339"#
+        );
+    }
+
+    #[test]
+    fn an_ordinary_webhook_is_stored_as_received() {
+        let body = payload(ONE_ALERT);
+        let received = Received::parse(body.as_bytes()).unwrap();
+        assert_eq!(received.cut_payload, None);
+        assert!(received.cut.is_empty());
+        assert_eq!(
+            received.notification,
+            Notification::parse(body.as_bytes()).unwrap()
+        );
+    }
+
+    #[test]
+    fn oversized_values_and_too_many_entries_are_cut_and_counted() {
+        let huge_label = "x".repeat(3 * 1024 * 1024);
+        let long_annotation = "å".repeat(MAX_ANNOTATION_VALUE_CHARS + 10);
+        let many_labels: String = (0..100)
+            .map(|index| format!(r#""extra_{index:03}":"v","#))
+            .collect();
+        let long_name = "n".repeat(MAX_NAME_CHARS + 1);
+        let alert = ONE_ALERT
+            .replace(
+                r#""actor":"kommun-boras""#,
+                &format!(r#"{many_labels}"actor":"{huge_label}","{long_name}":"v""#),
+            )
+            .replace(
+                r#""summary":"down""#,
+                &format!(r#""summary":"down","description":"{long_annotation}""#),
+            )
+            .replace(
+                r#""generatorURL":"http://prom/graph""#,
+                &format!(r#""generatorURL":"http://prom/{huge_label}","unknown":"{huge_label}""#),
+            );
+        let body = payload(&alert);
+        let received = Received::parse(body.as_bytes()).unwrap();
+        let stored = received.cut_payload.expect("cut");
+        assert!(stored.len() < 64 * 1024, "stored {} bytes", stored.len());
+        assert_eq!(
+            received.cut,
+            Cuts {
+                label_values: 1,
+                annotation_values: 1,
+                // alertname, actor and 100 extra labels (64 kept), and one with a long
+                // name.
+                entries_dropped: 102 - 64 + 1,
+                other_strings: 2,
+            }
+        );
+        let alert = &received.notification.alerts[0];
+        assert_eq!(alert.labels.len(), MAX_ENTRIES);
+        // Name order: alertname, then extra_000 …
+        assert_eq!(alert.labels["alertname"], "SamsaDown");
+        assert!(!alert.labels.contains_key("extra_099"));
+        assert_eq!(
+            alert.labels["actor"].chars().count(),
+            MAX_LABEL_VALUE_CHARS + 1
+        );
+        let description = &alert.annotations["description"];
+        assert_eq!(description.chars().count(), MAX_ANNOTATION_VALUE_CHARS + 1);
+        assert!(description.ends_with("å…"));
+        assert!(alert.generator_url.ends_with('…'));
+        assert!(alert.generator_url.chars().count() <= MAX_OTHER_STRING_CHARS + 1);
+        // What is stored parses to the same notification, and records the cut.
+        assert_eq!(
+            Notification::parse(stored.as_bytes()).unwrap(),
+            received.notification
+        );
+        let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+        assert_eq!(stored[CUT_FIELD]["label_values"], 1);
+    }
+
+    #[test]
+    fn a_label_value_over_the_limit_is_cut_with_a_marker() {
+        let value = "v".repeat(MAX_LABEL_VALUE_CHARS + 1);
+        let alert = ONE_ALERT.replace("kommun-boras", &value);
+        let received = Received::parse(payload(&alert).as_bytes()).unwrap();
+        let actor = &received.notification.alerts[0].labels["actor"];
+        assert_eq!(actor.chars().count(), MAX_LABEL_VALUE_CHARS + 1);
+        assert!(actor.ends_with("v…"));
+        assert_eq!(received.cut.label_values, 1);
+        // At the limit nothing is cut.
+        let alert = ONE_ALERT.replace("kommun-boras", &value[1..]);
+        let received = Received::parse(payload(&alert).as_bytes()).unwrap();
+        assert_eq!(received.cut_payload, None);
+    }
+
+    #[test]
+    fn errors_quote_only_a_short_excerpt_of_the_input() {
+        let long = "9".repeat(1024 * 1024);
+        let bodies = [
+            payload(ONE_ALERT).replace(r#""version":"4""#, &format!(r#""version":"{long}""#)),
+            payload(ONE_ALERT).replace(
+                r#""status":"firing","receiver""#,
+                &format!(r#""status":"{long}","receiver""#),
+            ),
+            payload(ONE_ALERT).replace(
+                r#""truncatedAlerts":0"#,
+                &format!(r#""truncatedAlerts":"{long}""#),
+            ),
+            payload(&ONE_ALERT.replace("2026-11-28T04:12:00.123Z", &long)),
+            payload(&ONE_ALERT.replace(r#""actor":"kommun-boras""#, &format!(r#""actor":{long}"#))),
+            payload(&ONE_ALERT.replace(r#""actor":"kommun-boras""#, &format!(r#""{long}":1"#))),
+        ];
+        for body in bodies {
+            let error = Received::parse(body.as_bytes()).unwrap_err();
+            assert!(
+                error.error.len() + error.detail.len() < 1024,
+                "{} + {} bytes: {:.300}",
+                error.error.len(),
+                error.detail.len(),
+                error.error
+            );
+        }
+        let error = Notification::parse(
+            payload(ONE_ALERT)
+                .replace(r#""version":"4""#, &format!(r#""version":"{long}""#))
+                .as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(error.error, "unsupported payload version");
+        assert_eq!(
+            error.detail,
+            format!("version: expected \"4\", got \"{}…\"", &long[..64])
         );
     }
 

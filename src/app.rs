@@ -14,7 +14,7 @@ use crate::delivery::RetryPolicy;
 use crate::delivery::{ChannelSender, DeliveryWorker, email::EmailTransport};
 use crate::gauges::GaugeRefresher;
 use crate::http::server::{ServerLimits, serve};
-use crate::http::{AppState, router};
+use crate::http::{AppState, metrics_router, router};
 use crate::incident_worker::{IncidentWorker, WatchdogClock};
 use crate::ingest::{Ingest, IngestQueue};
 use crate::links::LinkSigner;
@@ -35,6 +35,8 @@ pub struct App {
     delivery_workers: Vec<Arc<DeliveryWorker>>,
     listener: tokio::net::TcpListener,
     local_addr: SocketAddr,
+    /// `server.metrics_listen`, bound.
+    metrics_listener: Option<(tokio::net::TcpListener, SocketAddr)>,
 }
 
 impl App {
@@ -48,10 +50,18 @@ impl App {
             .await
             .context("cannot open storage")?;
         let metrics = Metrics::new();
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
-            .await
+        let listener = crate::http::server::bind(config.server.listen)
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let local_addr = listener.local_addr().context("listener address")?;
+        let metrics_listener = match config.server.metrics_listen {
+            Some(address) => {
+                let listener = crate::http::server::bind(address)
+                    .with_context(|| format!("cannot listen for /metrics on {address}"))?;
+                let local_addr = listener.local_addr().context("metrics listener address")?;
+                Some((listener, local_addr))
+            }
+            None => None,
+        };
         let released = storage
             .release_delivery_leases()
             .await
@@ -155,11 +165,17 @@ impl App {
             delivery_workers,
             listener,
             local_addr,
+            metrics_listener,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `/metrics` is served when `server.metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(_, address)| *address)
     }
 
     pub fn state(&self) -> &AppState {
@@ -186,6 +202,7 @@ impl App {
         let App {
             state,
             listener,
+            metrics_listener,
             worker,
             delivery_workers,
             notifier,
@@ -223,9 +240,28 @@ impl App {
         workers.close();
         let limits = ServerLimits {
             max_connections: state.config.server.max_connections,
+            max_connections_per_client: state.config.server.max_connections_per_client,
             header_read_timeout: state.config.server.header_read_timeout,
+            write_timeout: state.config.server.write_timeout,
             tls_handshake_timeout: std::time::Duration::from_secs(10),
+            trusted_proxies: state.config.server.trusted_proxies.clone(),
         };
+        // The metrics listener has the same limits, no TLS, and stops with the main one.
+        if let Some((metrics_listener, _)) = metrics_listener {
+            let server = serve(
+                metrics_listener,
+                metrics_router(state.clone()),
+                limits.clone(),
+                None,
+                state.metrics.clone(),
+                stopping.clone(),
+            );
+            workers.spawn(async move {
+                if let Err(error) = server.await {
+                    tracing::error!(error = format!("{error:#}"), "the metrics listener failed");
+                }
+            });
+        }
         let tls = match &state.config.server.tls {
             Some((certificate, key)) => {
                 Some(tls_acceptor(certificate, key).context("cannot set up TLS")?)

@@ -42,7 +42,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
 ];
 
 /// The webhook token and link secret shipped in `deploy/samsa-relay.toml`. They let the
-/// relay run on loopback with no setup; the relay refuses to listen anywhere else with them.
+/// relay run on loopback with no setup; the relay refuses them when it listens anywhere else
+/// or its `server.public_url` is not a loopback URL.
 pub const SHIPPED_EXAMPLE_SECRETS: &[&str] = &[
     "example-webhook-token-change-me",
     "example-link-secret-change-me-0123456789",
@@ -74,8 +75,14 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub max_connections: usize,
+    /// Connections one client may hold open (trusted proxies: no cap of their own).
+    pub max_connections_per_client: usize,
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
+    /// Longest time writing one response may take.
+    pub write_timeout: Duration,
+    /// Where `/metrics` is served instead of `listen`, when set.
+    pub metrics_listen: Option<SocketAddr>,
     /// (certificate chain, private key) PEM files when the relay serves HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Reverse proxies whose `X-Forwarded-For` names the client (for per-client limits).
@@ -206,12 +213,24 @@ pub struct RawServer {
     pub max_body_bytes: usize,
     /// How long shutdown waits for in-flight requests and workers, e.g. `10s`.
     pub shutdown_grace: String,
-    /// Most connections open at once; one more is closed at once.
+    /// Most connections open at once; at the cap a newcomer takes the place of the oldest
+    /// connection of the client holding the most, or is closed at once.
     pub max_connections: usize,
-    /// Longest time a client may take to send a request's head, e.g. `10s`.
+    /// Most connections one client (an IPv4 address, an IPv6 /64) may hold open; one more
+    /// is closed at once. A trusted proxy has no cap of its own.
+    pub max_connections_per_client: usize,
+    /// Longest time a client may take to send a request's head, counted from when the
+    /// connection is ready for one (so also how long a kept-alive connection may idle),
+    /// e.g. `10s`.
     pub header_read_timeout: String,
     /// Longest time a request may take, body included, before it is answered 408.
     pub request_timeout: String,
+    /// Longest time writing one response may take; a client that does not read it in
+    /// time is disconnected, e.g. `30s`.
+    pub write_timeout: String,
+    /// A second address and port serving only `GET /metrics` (plain HTTP), e.g.
+    /// `127.0.0.1:9096`; `/metrics` then leaves `listen`. Unset: `/metrics` is on `listen`.
+    pub metrics_listen: Option<String>,
     /// PEM certificate chain: with `tls_key_file`, the relay serves HTTPS itself.
     pub tls_certificate_file: Option<String>,
     /// PEM private key for `tls_certificate_file`.
@@ -231,8 +250,11 @@ impl Default for RawServer {
             max_body_bytes: 32 * 1024 * 1024,
             shutdown_grace: "10s".to_owned(),
             max_connections: 1024,
+            max_connections_per_client: 64,
             header_read_timeout: "10s".to_owned(),
             request_timeout: "30s".to_owned(),
+            write_timeout: "30s".to_owned(),
+            metrics_listen: None,
             trusted_proxies: Vec::new(),
             tls_certificate_file: None,
             tls_key_file: None,
@@ -549,6 +571,31 @@ impl Config {
             "server.request_timeout",
             parse_duration(&raw.server.request_timeout),
         );
+        if raw.server.max_connections_per_client == 0 {
+            problems.push("server.max_connections_per_client", "must be at least 1");
+        }
+        let write_timeout = problems.check(
+            "server.write_timeout",
+            parse_duration(&raw.server.write_timeout),
+        );
+        let metrics_listen = match &raw.server.metrics_listen {
+            None => Some(None),
+            Some(text) => problems.check(
+                "server.metrics_listen",
+                text.parse::<SocketAddr>().map(Some).map_err(|error| {
+                    format!("expected ADDRESS:PORT such as 127.0.0.1:9096 ({error})")
+                }),
+            ),
+        };
+        if let (Some(listen), Some(Some(metrics_listen))) = (listen, metrics_listen)
+            && listen == metrics_listen
+            && listen.port() != 0
+        {
+            problems.push(
+                "server.metrics_listen",
+                "must differ from server.listen (leave it unset to serve /metrics there)",
+            );
+        }
         let mut trusted_proxies = Vec::with_capacity(raw.server.trusted_proxies.len());
         for (index, text) in raw.server.trusted_proxies.iter().enumerate() {
             match parse_network(text) {
@@ -698,17 +745,27 @@ impl Config {
             None => publishing::check_plan(&mut problems, RawPlan::default(), &channels),
         };
 
-        if let Some(listen) = listen
-            && !listen.ip().is_loopback()
-        {
-            let uses_example = bearer_token
-                .iter()
-                .chain(link_secret.iter())
-                .any(|secret| SHIPPED_EXAMPLE_SECRETS.contains(&secret.expose()));
-            if uses_example {
+        // The example secrets are public: a relay that anyone but this host can reach, be it
+        // directly (listen) or through a proxy (public_url), must not accept them.
+        let uses_example = bearer_token
+            .iter()
+            .chain(link_secret.iter())
+            .any(|secret| SHIPPED_EXAMPLE_SECRETS.contains(&secret.expose()));
+        if uses_example {
+            if let Some(listen) = listen
+                && !listen.ip().is_loopback()
+            {
                 problems.push(
                     "server.listen",
                     "the shipped example token or link secret may only be used on a loopback address; set your own",
+                );
+            }
+            if let Some(public_url) = &public_url
+                && !is_loopback_url(public_url)
+            {
+                problems.push(
+                    "server.public_url",
+                    "the shipped example token or link secret may only be used while the public URL is a loopback address (127.0.0.1, [::1] or localhost); set your own",
                 );
             }
         }
@@ -724,8 +781,11 @@ impl Config {
                 max_body_bytes: raw.server.max_body_bytes,
                 shutdown_grace: shutdown_grace.expect("checked"),
                 max_connections: raw.server.max_connections,
+                max_connections_per_client: raw.server.max_connections_per_client,
                 header_read_timeout: header_read_timeout.expect("checked"),
                 request_timeout: request_timeout.expect("checked"),
+                write_timeout: write_timeout.expect("checked"),
+                metrics_listen: metrics_listen.expect("checked"),
                 tls,
                 trusted_proxies,
             },
@@ -783,6 +843,7 @@ impl RawConfig {
         {
             resolve(&mut channel.recipients_file);
             resolve(&mut channel.bearer_token_file);
+            resolve(&mut channel.signing_secret_file);
         }
     }
 
@@ -1047,6 +1108,19 @@ fn parse_http_url(text: &str) -> Result<url::Url, String> {
     }
 }
 
+/// Whether a URL names this host only: a loopback address or `localhost`.
+fn is_loopback_url(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
 fn parse_database_url(text: &str) -> Result<DatabaseUrl, String> {
     if let Some(path) = text.strip_prefix("sqlite://") {
         if path.is_empty() {
@@ -1294,6 +1368,51 @@ key = 1
         );
         let errors = Config::from_toml(&text, &no_environment()).unwrap_err();
         assert_eq!(errors.0[0].path, "server.listen");
+    }
+
+    /// Behind a proxy on the same host the relay listens on loopback, yet anyone who can
+    /// reach the public URL can use links signed with the public example secret.
+    #[test]
+    fn shipped_example_secrets_are_refused_behind_a_public_url() {
+        let with = |public_url: &str, token: &str, link_secret: &str| {
+            let text = format!(
+                "[server]\nlisten = \"127.0.0.1:9095\"\npublic_url = \"{public_url}\"\n[webhook]\ntoken = \"{token}\"\n[links]\nsecret = \"{link_secret}\"\n"
+            );
+            Config::from_toml(&text, &no_environment())
+        };
+        let own_token = "an-own-webhook-token-0123";
+        let own_secret = "a-link-secret-that-is-long-enough-0123";
+        for public_url in ["https://samsa-relay.example.org", "http://10.1.2.3:9095"] {
+            for (token, link_secret) in [
+                (own_token, SHIPPED_EXAMPLE_SECRETS[1]),
+                (SHIPPED_EXAMPLE_SECRETS[0], own_secret),
+            ] {
+                let errors = with(public_url, token, link_secret).unwrap_err();
+                let paths: Vec<&str> = errors
+                    .0
+                    .iter()
+                    .map(|problem| problem.path.as_str())
+                    .collect();
+                assert_eq!(paths, ["server.public_url"], "{public_url}");
+                assert!(!errors.to_string().contains("change-me"), "{errors}");
+            }
+        }
+        for public_url in [
+            "http://127.0.0.1:9095",
+            "http://127.1.2.3:9095",
+            "http://[::1]:9095",
+            "http://localhost:9095/",
+            "http://relay.localhost",
+        ] {
+            with(
+                public_url,
+                SHIPPED_EXAMPLE_SECRETS[0],
+                SHIPPED_EXAMPLE_SECRETS[1],
+            )
+            .unwrap_or_else(|errors| panic!("{public_url}: {errors}"));
+        }
+        // Own secrets: any public URL.
+        with("https://samsa-relay.example.org", own_token, own_secret).unwrap();
     }
 
     #[test]

@@ -284,8 +284,29 @@ pub fn followup_link(
     format!("{dashboard}/followup/{incident_id}")
 }
 
+/// The line above the sender's message in an operator mail; the message follows with
+/// every line quoted ([`quoted`]).
+pub const FEEDBACK_QUOTE_HEADING: &str = "Meddelande från formuläret (avsändarens egna ord):";
+
+/// Quotes a stranger's text for a plain-text mail: every line starts with `> ` (an empty
+/// line with `>`), so nothing in it can pass for the mail around it, such as a fake
+/// "open this link" block above the real one.
+pub fn quoted(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            if line.is_empty() {
+                ">".to_owned()
+            } else {
+                format!("> {line}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The email telling an operator about new feedback. The subject carries no text from the
-/// form (a header must never see what a stranger typed); the body is plain text.
+/// form (a header must never see what a stranger typed); the body is plain text, with the
+/// message quoted line by line under [`FEEDBACK_QUOTE_HEADING`].
 #[allow(clippy::too_many_arguments)]
 fn feedback_mail(
     config: &Config,
@@ -316,7 +337,7 @@ fn feedback_mail(
              Mottagen: {received}\n\
              Namn: {name}\n\
              Organisation: {organisation}\n\n\
-             Meddelande:\n{message}\n\n\
+             {FEEDBACK_QUOTE_HEADING}\n{message}\n\n\
              Återkopplingen finns i incidentens logg och i uppföljningsrapporten:\n{link}\n\n\
              /samsa-relay\n",
             operator_name = operator.name,
@@ -324,7 +345,7 @@ fn feedback_mail(
             received = format_swedish_time(now),
             name = feedback.name,
             organisation = feedback.organisation,
-            message = feedback.message,
+            message = quoted(&feedback.message),
         ),
     }
 }

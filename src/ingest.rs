@@ -13,7 +13,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::alertmanager::{AlertStatus, Notification, PayloadError};
+use crate::alertmanager::{AlertStatus, Notification, PayloadError, Received};
 use crate::incident_worker::{WatchdogClock, carries_watchdog};
 use crate::metrics::Metrics;
 use crate::storage::{NewReceipt, Storage, StorageError, StoredReceipt};
@@ -85,14 +85,30 @@ impl Ingest {
     /// worker. Returns after the commit.
     pub async fn ingest_webhook(&self, body: &[u8]) -> Result<IngestOutcome, IngestError> {
         let metrics = &self.metrics;
-        let notification = Notification::parse(body).map_err(IngestError::Invalid)?;
-        // Notification::parse accepted it as JSON, so it is UTF-8.
-        let raw_payload = std::str::from_utf8(body).map_err(|_| {
-            IngestError::Invalid(PayloadError {
-                error: "invalid JSON: not UTF-8".to_owned(),
-                detail: "body".to_owned(),
-            })
-        })?;
+        // Cut to the limits of `alertmanager`: what is stored is what the relay acts on.
+        let received = Received::parse(body).map_err(IngestError::Invalid)?;
+        let notification = received.notification;
+        let raw_payload = match received.cut_payload {
+            Some(cut_payload) => {
+                tracing::warn!(cut = ?received.cut, "a webhook was over the size limits; stored cut");
+                for (kind, count) in received.cut.by_kind() {
+                    metrics
+                        .webhook_values_cut
+                        .with_label_values(&[kind])
+                        .inc_by(count);
+                }
+                cut_payload
+            }
+            // Received::parse accepted it as JSON, so it is UTF-8.
+            None => std::str::from_utf8(body)
+                .map_err(|_| {
+                    IngestError::Invalid(PayloadError {
+                        error: "invalid JSON: not UTF-8".to_owned(),
+                        detail: "body".to_owned(),
+                    })
+                })?
+                .to_owned(),
+        };
         let dedupe_key = notification.dedupe_key();
         let n_alerts = notification.alerts.len();
         let n_firing = notification
@@ -103,12 +119,7 @@ impl Ingest {
         let watchdog_seen = carries_watchdog(&notification, &self.watchdog_alertname);
         let receipt = self
             .queue
-            .store(
-                notification,
-                dedupe_key,
-                raw_payload.to_owned(),
-                Timestamp::now(),
-            )
+            .store(notification, dedupe_key, raw_payload, Timestamp::now())
             .await?;
         // A resend of the Watchdog is a duplicate, and still proves that the chain works.
         if watchdog_seen {

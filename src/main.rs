@@ -189,6 +189,17 @@ fn revoke_links(config: &std::path::Path) -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Each connection is an open file: room for both listeners' caps and the relay's own.
+    let max_connections = config.server.max_connections as u64;
+    match samsa_relay::http::server::raise_open_files_limit(2 * max_connections + 256) {
+        Ok(limit) if limit < max_connections + 64 => tracing::warn!(
+            limit,
+            max_connections,
+            "the open-files limit is below server.max_connections; raise LimitNOFILE"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot raise the open-files limit"),
+    }
     let app = App::build(config).await?;
     tracing::info!(address = %app.local_addr(), version = env!("CARGO_PKG_VERSION"), "samsa-relay listening");
     app.run(shutdown_signal()).await

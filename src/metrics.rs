@@ -72,6 +72,12 @@ pub struct Metrics {
     pub connections_open: IntGauge,
     /// Connections closed at once because the connection limit was reached.
     pub connections_refused: IntCounter,
+    /// What webhooks carried over the size limits, cut before storing, by kind.
+    pub webhook_values_cut: IntCounterVec,
+    /// Connections closed at once because their client held its share already.
+    pub client_connections_refused: IntCounter,
+    /// Open connections the server closed, by reason (a deadline, or a newcomer's place).
+    pub connections_cut: IntCounterVec,
     /// Requests answered 408 because they took longer than the request timeout.
     pub requests_timed_out: IntCounter,
 }
@@ -305,6 +311,27 @@ impl Metrics {
             "Connections closed at once because the connection limit was reached.",
         )
         .expect("valid metric");
+        let webhook_values_cut = IntCounterVec::new(
+            Opts::new(
+                "samsa_relay_webhook_values_cut_total",
+                "Parts of accepted webhooks cut to the size limits before storing: label_value, annotation_value, entry_dropped (a label or annotation over the count or with a too long name), other_string.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let client_connections_refused = IntCounter::new(
+            "samsa_relay_client_connections_refused_total",
+            "Connections closed at once because their client had server.max_connections_per_client open.",
+        )
+        .expect("valid metric");
+        let connections_cut = IntCounterVec::new(
+            Opts::new(
+                "samsa_relay_connections_cut_total",
+                "Open connections the server closed: header_timeout (no complete request head in time, idle keep-alive included), write_timeout (the client did not read its response in time), evicted (closed at the connection cap for a client with fewer connections).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         let requests_timed_out = IntCounter::new(
             "samsa_relay_requests_timed_out_total",
             "Requests that ran past the request timeout (answered 408, or 503 for webhooks so that Alertmanager retries).",
@@ -347,6 +374,9 @@ impl Metrics {
             Box::new(storage_duration.clone()),
             Box::new(connections_open.clone()),
             Box::new(connections_refused.clone()),
+            Box::new(client_connections_refused.clone()),
+            Box::new(webhook_values_cut.clone()),
+            Box::new(connections_cut.clone()),
             Box::new(requests_timed_out.clone()),
         ] {
             registry
@@ -364,6 +394,17 @@ impl Metrics {
             "unavailable",
         ] {
             webhook_requests.with_label_values(&[outcome]);
+        }
+        for kind in [
+            "label_value",
+            "annotation_value",
+            "entry_dropped",
+            "other_string",
+        ] {
+            webhook_values_cut.with_label_values(&[kind]);
+        }
+        for reason in ["header_timeout", "write_timeout", "evicted"] {
+            connections_cut.with_label_values(&[reason]);
         }
         for status in ["firing", "resolved"] {
             alerts_received.with_label_values(&[status]);
@@ -409,6 +450,9 @@ impl Metrics {
             storage_duration,
             connections_open,
             connections_refused,
+            client_connections_refused,
+            webhook_values_cut,
+            connections_cut,
             requests_timed_out,
         }
     }

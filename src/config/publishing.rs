@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{Problems, Secret, parse_duration, parse_http_url, resolve_secret};
+use crate::notice::webhook_body::WebhookSigningKey;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartTls {
@@ -55,6 +56,14 @@ pub struct RawChannel {
     pub bearer_token_file: Option<String>,
     /// webhook: extra request headers.
     pub headers: BTreeMap<String, String>,
+    /// webhook, and banner with `url`: the Standard Webhooks secret (`whsec_` + base64 of
+    /// 24 to 64 random bytes) that signs every request (`webhook-signature`).
+    pub signing_secret: Option<String>,
+    /// webhook, and banner with `url`: file holding the signing secret.
+    pub signing_secret_file: Option<String>,
+    /// webhook, and banner with `url`: allow an `http://` URL on a host that is not
+    /// loopback (without it, such a URL must be `https://`).
+    pub allow_http: bool,
     /// webhook: a minijinja template for the JSON body (default: the relay's own shape).
     pub body_template: Option<String>,
     /// webhook: longest time one request may take, e.g. `10s`.
@@ -162,6 +171,8 @@ pub struct ChannelConfig {
     pub rate_limit_per_minute: Option<u32>,
     pub concurrency: usize,
     pub drill: bool,
+    /// Signs each request (webhook, or a banner's push); `None`: unsigned.
+    pub signing_key: Option<WebhookSigningKey>,
 }
 
 /// `[plan]`: the channels each level uses (the seed's activity plan by default).
@@ -378,7 +389,9 @@ fn check_channel(
             not_for(problems, "recipients", has_email_keys, transport_name);
             not_for(problems, "bearer_token", has_webhook_keys, transport_name);
             let push_url = match raw.url.as_deref() {
-                Some(text) => Some(problems.check(&at("url"), parse_http_url(text))?),
+                Some(text) => {
+                    Some(problems.check(&at("url"), parse_outgoing_url(text, raw.allow_http))?)
+                }
                 None => None,
             };
             for (index, origin) in raw.allowed_origins.iter().enumerate() {
@@ -441,7 +454,7 @@ fn check_channel(
         "webhook" => {
             not_for(problems, "recipients", has_email_keys, transport_name);
             let url = match raw.url.as_deref() {
-                Some(text) => problems.check(&at("url"), parse_http_url(text)),
+                Some(text) => problems.check(&at("url"), parse_outgoing_url(text, raw.allow_http)),
                 None => {
                     problems.push(&at("url"), "a webhook channel needs a url");
                     None
@@ -497,6 +510,38 @@ fn check_channel(
             None
         }
     };
+    // Signing and plain HTTP concern what the relay POSTs: a webhook, or a banner's push.
+    let posts = transport_name == "webhook" || (transport_name == "banner" && raw.url.is_some());
+    let has_signing_secret = raw.signing_secret.is_some() || raw.signing_secret_file.is_some();
+    if !posts && (has_signing_secret || raw.allow_http) {
+        let key = if has_signing_secret {
+            "signing_secret"
+        } else {
+            "allow_http"
+        };
+        problems.push(
+            &at(key),
+            "applies only to what the relay POSTs: a webhook channel, or a banner with url",
+        );
+    }
+    let signing_key = if posts {
+        problems
+            .check(
+                &at("signing_secret"),
+                resolve_secret(
+                    raw.signing_secret.as_deref(),
+                    raw.signing_secret_file.as_deref(),
+                )
+                .and_then(|secret| {
+                    secret
+                        .map(|secret| WebhookSigningKey::parse(secret.expose()))
+                        .transpose()
+                }),
+            )
+            .flatten()
+    } else {
+        None
+    };
     if raw.rate_limit_per_minute == Some(0) {
         problems.push(
             &at("rate_limit_per_minute"),
@@ -513,6 +558,7 @@ fn check_channel(
         rate_limit_per_minute: raw.rate_limit_per_minute.filter(|limit| *limit > 0),
         concurrency: raw.concurrency.filter(|value| *value > 0).unwrap_or(8),
         drill: raw.drill,
+        signing_key,
     })
 }
 
@@ -551,6 +597,25 @@ pub(super) fn check_plan(
     ok.then_some(PlanConfig {
         levels: [raw.level_1, raw.level_2, raw.level_3],
     })
+}
+
+/// A URL the relay POSTs notices to: `https://`, or `http://` on a loopback host
+/// (`127.0.0.0/8`, `::1`, `localhost`) or with `allow_http`.
+fn parse_outgoing_url(text: &str, allow_http: bool) -> Result<url::Url, String> {
+    let url = parse_http_url(text)?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    if url.scheme() == "http" && !loopback && !allow_http {
+        return Err(
+            "http:// sends the notice and any token unencrypted; use https://, or set allow_http = true for a receiver on a trusted network"
+                .to_owned(),
+        );
+    }
+    Ok(url)
 }
 
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {
@@ -688,6 +753,28 @@ mod tests {
         let no_column = folder.path().join("bad.csv");
         std::fs::write(&no_column, "name,phone\nA,123\n").unwrap();
         assert!(read_recipients_file(&no_column).is_err());
+    }
+
+    #[test]
+    fn outgoing_urls_are_https_unless_loopback_or_allowed() {
+        for url in [
+            "https://cms.example.org/hook",
+            "http://127.0.0.1:8080/hook",
+            "http://127.1.2.3/hook",
+            "http://[::1]:8080/hook",
+            "http://localhost:8080/hook",
+        ] {
+            assert!(parse_outgoing_url(url, false).is_ok(), "{url}");
+        }
+        for url in [
+            "http://cms.example.org/hook",
+            "http://10.0.0.5/hook",
+            "http://localhost.example.org/hook",
+        ] {
+            let problem = parse_outgoing_url(url, false).unwrap_err();
+            assert!(problem.contains("https://"), "{url}: {problem}");
+            assert!(parse_outgoing_url(url, true).is_ok(), "{url} allowed");
+        }
     }
 
     #[test]

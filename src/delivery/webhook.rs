@@ -4,13 +4,24 @@
 //! The body is the relay's own shape ([`WebhookBody`]) or the output of the channel's
 //! `body_template`, a MiniJinja template with JSON auto-escaping, so `{{ title }}` prints
 //! a quoted, escaped JSON string and a template cannot be broken by the text it carries.
-//! Every request carries the outbox row's delivery id as `Idempotency-Key` and
-//! `X-SAMSA-Delivery-Id`, the same on every retry, so a receiver can drop duplicates.
+//! Every request carries the outbox row's delivery id as `Idempotency-Key`,
+//! `X-SAMSA-Delivery-Id` and `webhook-id`, the same on every retry, so a receiver can drop
+//! duplicates.
+//!
+//! **Signatures** (Standard Webhooks, <https://www.standardwebhooks.com>): every request
+//! has `webhook-id` and `webhook-timestamp` (Unix seconds, of this attempt); with the
+//! channel's `signing_secret` also `webhook-signature`, `v1,` + base64 HMAC-SHA256 of
+//! `{webhook-id}.{webhook-timestamp}.{body}` ([`WebhookSigningKey`]). A banner's push is
+//! signed the same way. `docs/publishing.md` says how a receiver checks it.
 //!
 //! The answer decides retry or give up: no connection, a timeout, 408, 429 and 5xx are
 //! transient (a `Retry-After` is passed on); any other 4xx, a 3xx (redirects are not
 //! followed) or a body the template cannot make into JSON are permanent. The bearer token
-//! and configured headers are marked sensitive and never logged.
+//! and configured headers are marked sensitive and never logged. Of a receiver's error
+//! answer only a short excerpt is kept ([`error_excerpt`]): the channel's secrets cut out
+//! (a receiver may echo the request), anything unprintable escaped, at most
+//! [`MAX_ERROR_BODY_CHARS`] characters. That excerpt is all that reaches the log, the
+//! outbox row, the incident log and the operators' mail.
 
 use std::time::Duration;
 
@@ -20,9 +31,10 @@ use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{ChannelConfig, ChannelContent, ChannelTransport, Config};
 use crate::notice::webhook_body::{
-    WebhookBody, check_body_template, render_template, template_environment,
+    WebhookBody, WebhookSigningKey, check_body_template, render_template, template_environment,
 };
 use crate::notice::{DRILL_NOTE, RenderedNotice};
+use crate::secret::Secret;
 use crate::storage::{ClaimedDelivery, PublishedNoticeRecord};
 
 use super::DeliveryError;
@@ -33,7 +45,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of a receiver's answer is read, at most; the rest is dropped unread.
 pub const MAX_RESPONSE_BYTES: usize = 8 * 1024;
 /// How much of an error answer is kept in the outbox row's `last_error`, in characters.
-pub const MAX_ERROR_BODY_CHARS: usize = 200;
+pub const MAX_ERROR_BODY_CHARS: usize = 100;
+/// Secrets shorter than this are not searched for in an answer (they would match by chance).
+const MIN_REDACTED_CHARS: usize = 6;
 
 pub struct WebhookSender {
     client: reqwest::Client,
@@ -43,6 +57,10 @@ pub struct WebhookSender {
     url: Option<reqwest::Url>,
     /// The bearer token and configured headers, marked sensitive.
     headers: HeaderMap,
+    /// Signs each request (`webhook-signature`), when the channel has a secret.
+    signing_key: Option<WebhookSigningKey>,
+    /// Every secret the channel sends, cut out of a receiver's answer before it is kept.
+    redacted: Vec<Secret>,
     body_template: Option<minijinja::Environment<'static>>,
     timeout: Duration,
     public_url: String,
@@ -72,6 +90,20 @@ impl WebhookSender {
                     other.kind()
                 ),
             };
+        let mut redacted: Vec<Secret> = configured_headers
+            .iter()
+            .map(|(_, value)| value.clone())
+            .chain(bearer_token.cloned())
+            .chain(
+                channel
+                    .signing_key
+                    .as_ref()
+                    .map(|key| Secret::new(key.expose())),
+            )
+            .filter(|secret| secret.expose().chars().count() >= MIN_REDACTED_CHARS)
+            .collect();
+        // Longest first, so that a secret containing another is cut out whole.
+        redacted.sort_by_key(|secret| std::cmp::Reverse(secret.expose().len()));
         let mut headers = HeaderMap::new();
         for (name, value) in configured_headers {
             let name = HeaderName::from_bytes(name.as_bytes())
@@ -108,6 +140,8 @@ impl WebhookSender {
             content: channel.content,
             url,
             headers,
+            signing_key: channel.signing_key.clone(),
+            redacted,
             body_template,
             timeout,
             public_url: config
@@ -142,7 +176,11 @@ impl WebhookSender {
             HeaderName::from_static("idempotency-key"),
             delivery_id.clone(),
         );
-        headers.insert(HeaderName::from_static("x-samsa-delivery-id"), delivery_id);
+        headers.insert(
+            HeaderName::from_static("x-samsa-delivery-id"),
+            delivery_id.clone(),
+        );
+        headers.extend(self.signature_headers(&delivery.delivery_id, delivery_id, &body));
         let response = self
             .client
             .post(url)
@@ -158,7 +196,7 @@ impl WebhookSender {
             return Ok(());
         }
         let retry_after = retry_after(response.headers(), Timestamp::now());
-        let excerpt = read_capped(response).await;
+        let excerpt = error_excerpt(&read_capped(response).await, &self.redacted);
         let excerpt = excerpt.trim();
         let described = if excerpt.is_empty() {
             format!("HTTP {status}")
@@ -166,6 +204,27 @@ impl WebhookSender {
             format!("HTTP {status}: {excerpt}")
         };
         Err(classify_status(status, retry_after, described))
+    }
+
+    /// The Standard Webhooks headers of one attempt: `webhook-id` (the delivery id, the
+    /// same on every retry), `webhook-timestamp` (now) and, with a key,
+    /// `webhook-signature` over exactly the bytes sent.
+    fn signature_headers(&self, id: &str, id_value: HeaderValue, body: &str) -> HeaderMap {
+        let timestamp = Timestamp::now().as_second();
+        let mut headers = HeaderMap::new();
+        headers.insert(HeaderName::from_static("webhook-id"), id_value);
+        headers.insert(
+            HeaderName::from_static("webhook-timestamp"),
+            HeaderValue::from(timestamp),
+        );
+        if let Some(key) = &self.signing_key
+            && let Ok(mut signature) =
+                HeaderValue::from_str(&key.sign(id, timestamp, body.as_bytes()))
+        {
+            signature.set_sensitive(true);
+            headers.insert(HeaderName::from_static("webhook-signature"), signature);
+        }
+        headers
     }
 
     /// The request body: the default shape, or the channel's template (checked to be JSON).
@@ -287,7 +346,7 @@ fn request_failure(error: &reqwest::Error) -> String {
     }
 }
 
-/// Reads at most [`MAX_RESPONSE_BYTES`] of the answer and returns its start as text.
+/// Reads at most [`MAX_RESPONSE_BYTES`] of the answer, as text.
 async fn read_capped(mut response: reqwest::Response) -> String {
     let mut bytes = Vec::new();
     while bytes.len() < MAX_RESPONSE_BYTES {
@@ -297,11 +356,42 @@ async fn read_capped(mut response: reqwest::Response) -> String {
         }
     }
     bytes.truncate(MAX_RESPONSE_BYTES);
-    String::from_utf8_lossy(&bytes)
-        .chars()
-        .filter(|character| !character.is_control() || *character == ' ')
-        .take(MAX_ERROR_BODY_CHARS)
-        .collect()
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The part of a receiver's answer that is kept: every one of `secrets` (what the relay
+/// sent, which a receiver may echo) replaced by `***` in the whole answer first, then
+/// line breaks and tabs as spaces, other control and invisible formatting characters
+/// (bidirectional overrides, zero-width) escaped as `\u{…}`, and the start up to
+/// [`MAX_ERROR_BODY_CHARS`] characters, with `…` when cut.
+pub fn error_excerpt(answer: &str, secrets: &[Secret]) -> String {
+    let mut answer = answer.to_owned();
+    for secret in secrets {
+        answer = answer.replace(secret.expose(), "***");
+    }
+    let mut excerpt = String::new();
+    for (n_chars, character) in answer.chars().enumerate() {
+        if n_chars == MAX_ERROR_BODY_CHARS {
+            excerpt.push('…');
+            break;
+        }
+        match character {
+            '\n' | '\r' | '\t' => excerpt.push(' '),
+            character if character.is_control() || is_invisible_format(character) => {
+                excerpt.push_str(&character.escape_unicode().to_string());
+            }
+            character => excerpt.push(character),
+        }
+    }
+    excerpt
+}
+
+/// Characters that change how the text around them shows without showing themselves.
+fn is_invisible_format(character: char) -> bool {
+    matches!(
+        character,
+        '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+    )
 }
 
 #[cfg(test)]
@@ -327,6 +417,32 @@ mod tests {
         assert_eq!(retry_after(&headers, now), Some(Duration::ZERO));
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers, now), None);
+    }
+
+    #[test]
+    fn an_error_answer_is_cut_short_with_secrets_removed_and_control_characters_escaped() {
+        let secrets = [
+            Secret::new("cms-secret-token-0123456789"),
+            Secret::new("cms-secret"),
+        ];
+        let answer = format!(
+            "{{\"error\": \"bad token cms-secret-token-0123456789\"}}\n\u{1b}[31mröd\u{202e}{}",
+            "x".repeat(500)
+        );
+        let excerpt = error_excerpt(&answer, &secrets);
+        assert!(
+            excerpt.starts_with("{\"error\": \"bad token ***\"} \\u{1b}[31mröd\\u{202e}xx"),
+            "{excerpt}"
+        );
+        assert!(!excerpt.contains("cms-secret"));
+        assert!(!excerpt.contains('\u{1b}') && !excerpt.contains('\u{202e}'));
+        assert!(excerpt.ends_with('…'));
+        // 100 characters of the answer, `…`, and the two escapes longer than what they stand for.
+        assert_eq!(excerpt.chars().count(), MAX_ERROR_BODY_CHARS + 1 + 5 + 7);
+        assert_eq!(
+            error_excerpt("ogiltig kategori", &secrets),
+            "ogiltig kategori"
+        );
     }
 
     #[test]

@@ -62,16 +62,45 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route(
             "/webhook/alertmanager",
             post(webhook::receive_alertmanager_webhook),
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .merge(metrics_on_main_listener(&state))
         .merge(ops::routes())
         .merge(public::routes(&state))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_http_metrics,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_deadline,
+        ));
+    let router = if state.config.server.tls.is_some() {
+        router.layer(middleware::map_response(pages::strict_transport_security))
+    } else {
+        router
+    };
+    router.with_state(state)
+}
+
+/// `/metrics` on the main listener, unless `server.metrics_listen` gives it its own.
+fn metrics_on_main_listener(state: &AppState) -> Router<AppState> {
+    match state.config.server.metrics_listen {
+        Some(_) => Router::new(),
+        None => Router::new().route("/metrics", get(health::metrics)),
+    }
+}
+
+/// The router of `server.metrics_listen`: `GET /metrics` only, counted and bounded like
+/// every other request.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             record_http_metrics,

@@ -106,6 +106,21 @@ pub(super) fn security_headers(headers: &mut HeaderMap) {
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
 
+/// `Strict-Transport-Security` for a relay that serves HTTPS itself (`server.tls_*`): a
+/// year, and for this host only (the relay does not know what else runs on its domain).
+/// Behind a proxy that terminates TLS the proxy sets it.
+pub(super) const STRICT_TRANSPORT_SECURITY: &str = "max-age=31536000";
+
+/// Adds [`STRICT_TRANSPORT_SECURITY`] to a response; the router wraps every route in it
+/// when the relay serves TLS.
+pub(super) async fn strict_transport_security(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static(STRICT_TRANSPORT_SECURITY),
+    );
+    response
+}
+
 /// An operator page (in the operators' layout) with a heading, paragraphs and an optional link (URL, text).
 pub(super) fn message_page(
     status: StatusCode,

@@ -19,6 +19,10 @@ pub trait Followup: Send + Sync {
         incident_id: i64,
     ) -> Result<Option<IncidentRecord>, StorageError>;
 
+    /// Whether at least one notice of the incident was published (the public feedback
+    /// page exists only then).
+    async fn has_publication(&self, incident_id: i64) -> Result<bool, StorageError>;
+
     /// Everything the incident report needs, read in one transaction; `None` when the
     /// incident does not exist.
     async fn followup_snapshot(

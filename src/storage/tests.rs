@@ -468,7 +468,9 @@ async fn one_publication_per_draft() {
     );
     drop(transaction);
 
+    assert!(!storage.has_publication(incident_id).await.unwrap());
     let notice_id = publish(&storage, incident_id, draft_id, now).await;
+    assert!(storage.has_publication(incident_id).await.unwrap());
     let mut transaction = storage.begin_write().await.unwrap();
     assert_eq!(
         transaction

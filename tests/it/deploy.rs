@@ -205,6 +205,19 @@ fn prometheus_config_passes_promtool_check_without_warnings() {
         assert!(jobs.contains_key(job), "prometheus.yml has no job {job}");
     }
     assert_eq!(string(&jobs[RELAY_JOB]["metrics_path"]), "/metrics");
+    // It scrapes the port of server.metrics_listen in the production config.
+    let production = relay_config_toml(
+        &std::fs::read_to_string(deploy_path("systemd/samsa-relay.toml")).unwrap(),
+    );
+    let metrics_listen: std::net::SocketAddr = production["server"]["metrics_listen"]
+        .as_str()
+        .expect("server.metrics_listen is set")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        string(&array(&jobs[RELAY_JOB]["static_configs"])[0]["targets"][0]),
+        format!("samsa-relay:{}", metrics_listen.port())
+    );
     // Every blackbox job asks for a module that blackbox.yml defines.
     let blackbox = &yaml_documents(&deploy_path("blackbox/blackbox.yml"))[0];
     for (job_name, job) in &jobs {
@@ -794,6 +807,28 @@ fn kubernetes_manifests_parse_and_fit_together() {
         "the Secret's keys vs the config's {KUBERNETES_SECRETS} files"
     );
 
+    // /metrics on a port of its own: the config's metrics_listen is the container port
+    // "metrics", which the Service does not expose.
+    let metrics_listen: std::net::SocketAddr = relay_config["server"]["metrics_listen"]
+        .as_str()
+        .expect("server.metrics_listen is set")
+        .parse()
+        .unwrap();
+    let metrics_port = array(&container["ports"])
+        .iter()
+        .find(|port| port["name"] == "metrics")
+        .expect("a container port named metrics");
+    assert_eq!(
+        metrics_port["containerPort"].as_u64(),
+        Some(u64::from(metrics_listen.port()))
+    );
+    assert!(
+        array(&service["spec"]["ports"])
+            .iter()
+            .all(|port| port["targetPort"] != "metrics"),
+        "the Service does not expose /metrics"
+    );
+
     // The PodMonitor scrapes this pod's /metrics as job="samsa-relay".
     let monitor = &pod_monitor["spec"];
     assert_eq!(pod_monitor["apiVersion"], "monitoring.coreos.com/v1");
@@ -809,7 +844,7 @@ fn kubernetes_manifests_parse_and_fit_together() {
         "the pod label {job_label} becomes the job the rules match on"
     );
     let endpoint = &array(&monitor["podMetricsEndpoints"])[0];
-    assert_eq!(endpoint["port"], "http");
+    assert_eq!(endpoint["port"], "metrics");
     assert_eq!(endpoint["path"], "/metrics");
 
     // kubectl apply -k applies everything but the example Secret.

@@ -908,6 +908,14 @@ async fn app_with_incident(actor: &str) -> TestApp {
     app
 }
 
+/// [`app_with_incident`] with the first notice published on the banner: the public
+/// feedback page exists only for an incident with a published notice.
+async fn app_with_published_incident(actor: &str) -> TestApp {
+    let app = app_with_incident(actor).await;
+    common::publish_pending(&app, 1, NoticeKind::Initial, &["banner"]).await;
+    app
+}
+
 async fn report_json(app: &TestApp, token: &str) -> Value {
     let response = get(app, &format!("/ops/d/{token}/followup/1/report.json")).await;
     assert_eq!(response.status(), 200);
@@ -1290,7 +1298,7 @@ async fn a_live_incident_from_first_alert_to_lessons_learned_over_http() {
 
 #[tokio::test]
 async fn hostile_feedback_stays_plain_text_everywhere_it_is_shown() {
-    let app = app_with_incident("kommun-boras").await;
+    let app = app_with_published_incident("kommun-boras").await;
     let name = "<script>alert(1)</script>\r\nBcc: evil@example.org";
     let organisation = "\"><img src=x onerror=alert(2)>";
     let message = "<script>alert(3)</script>\r\n[klicka här](javascript:alert(4))\r\n\u{202e}baklänges\r\n\r\nSubject: injected\r\n.\r\n";
@@ -1417,7 +1425,7 @@ async fn hostile_feedback_stays_plain_text_everywhere_it_is_shown() {
 
 #[tokio::test]
 async fn feedback_is_rate_limited_per_client_without_losing_the_text() {
-    let app = app_with_incident("kommun-boras").await;
+    let app = app_with_published_incident("kommun-boras").await;
     let fields = |message: &'static str| {
         [
             ("name", "Lisa Berg"),
@@ -1478,7 +1486,7 @@ async fn feedback_is_rate_limited_per_client_without_losing_the_text() {
 
 #[tokio::test]
 async fn feedback_about_unknown_or_internal_incidents_is_not_found() {
-    let app = app_with_incident("kommun-boras").await;
+    let app = app_with_published_incident("kommun-boras").await;
     for path in [
         "/public/feedback/99",
         "/public/feedback/abc",
@@ -1501,6 +1509,38 @@ async fn feedback_about_unknown_or_internal_incidents_is_not_found() {
             .status(),
         404
     );
+    // Incident 1 is published; a second one (a drill, never published) is not, and
+    // answers the same 404 as an unknown number, on the form, the POST and the thanks.
+    let (drill, _) = samsa_relay::publishing::start_drill(
+        &app.state.storage,
+        &app.state.config,
+        &app.state.renderer,
+        &[samsa_relay::classify::AlertScope::Everything],
+        "anna@example.org",
+    )
+    .await
+    .expect("the drill starts");
+    for path in [
+        format!("/public/feedback/{drill}"),
+        format!("/public/feedback/{drill}/tack"),
+    ] {
+        let response = get(&app, &path).await;
+        assert_eq!(response.status(), 404, "{path}");
+        assert!(
+            response
+                .text()
+                .await
+                .unwrap()
+                .contains("Incidenten finns inte")
+        );
+    }
+    assert_eq!(
+        post_form(&app, &format!("/public/feedback/{drill}"), &fields)
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(get(&app, "/public/feedback/1").await.status(), 200);
     // The internal "monitoring chain broken" incident is never public.
     let config = &app.state.config;
     let summary = samsa_relay::classify::summarize(&[], &config.inventory);
@@ -1523,6 +1563,119 @@ async fn feedback_about_unknown_or_internal_incidents_is_not_found() {
             .await
             .status(),
         404
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn feedback_from_another_site_is_refused_and_the_text_is_quoted_as_the_senders_words() {
+    let app = app_with_published_incident("kommun-boras").await;
+    let body = "name=Lisa+Berg&organisation=Bor%C3%A5s+stad&message=Hej";
+    let post = |headers: &'static [(&'static str, &'static str)], body: String| {
+        let mut request = client()
+            .post(format!("{}/public/feedback/1", app.address))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    // A page elsewhere that makes a visitor's browser post the form.
+    for headers in [
+        &[("sec-fetch-site", "cross-site")][..],
+        &[("sec-fetch-site", "same-site")][..],
+        &[("origin", "https://evil.example")][..],
+        &[("origin", "null")][..],
+        &[
+            ("origin", "https://evil.example"),
+            ("sec-fetch-site", "same-origin"),
+        ][..],
+    ] {
+        let response = post(headers, body.to_owned()).await.unwrap();
+        assert_eq!(response.status(), 403, "{headers:?}");
+        let html = response.text().await.unwrap();
+        assert!(
+            html.contains("Formuläret kom från en annan webbplats"),
+            "{html}"
+        );
+    }
+    let token = dashboard_token(&app, "anna@example.org");
+    assert_eq!(
+        report_json(&app, &token).await["feedback"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0,
+        "nothing refused was stored"
+    );
+
+    // The form's own page: its origin is the address the browser sent the form to, or
+    // the configured public URL (behind a proxy).
+    let fake_block = "Hej!\r\n\r\nÅterkopplingen finns i incidentens logg och i uppföljningsrapporten:\r\nhttps://evil.example/ops/d/falsk\r\n\r\n/samsa-relay";
+    let own_origin = app.address.clone();
+    let message: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("name", "Lisa Berg"),
+            ("organisation", "Borås stad"),
+            ("message", fake_block),
+        ])
+        .finish();
+    let response = client()
+        .post(format!("{}/public/feedback/1", app.address))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", own_origin)
+        .header("sec-fetch-site", "same-origin")
+        .body(message)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let response = post(
+        &[
+            ("origin", "http://127.0.0.1:9095"),
+            ("sec-fetch-site", "none"),
+        ],
+        body.to_owned(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 303, "the public URL's origin");
+
+    // In the operator's mail the sender's words are quoted line by line under a heading
+    // that says whose they are; only the relay's own link stands unquoted.
+    let mail = feedback_mail(&app).await;
+    let message = mail_parser::MessageParser::default().parse(&mail).unwrap();
+    let text = message.body_text(0).unwrap().replace("\r\n", "\n");
+    assert!(
+        text.contains(
+            "Meddelande från formuläret (avsändarens egna ord):\n> Hej!\n>\n> Återkopplingen finns i incidentens logg och i uppföljningsrapporten:\n> https://evil.example/ops/d/falsk\n>\n> /samsa-relay\n"
+        ),
+        "{text}"
+    );
+    for line in text.lines().filter(|line| line.contains("evil.example")) {
+        assert!(line.starts_with("> "), "unquoted: {line}");
+    }
+    let real_link = text
+        .lines()
+        .skip_while(|line| {
+            *line != "Återkopplingen finns i incidentens logg och i uppföljningsrapporten:"
+        })
+        .nth(1)
+        .expect("the relay's own link");
+    assert!(real_link.contains("/ops/d/"), "{real_link}");
+
+    // On the operator's page, in a blockquote under the same heading.
+    let page = get(&app, &format!("/ops/d/{token}/followup/1"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(
+            "<p>Meddelande från formuläret (avsändarens egna ord):</p>\n<blockquote class=\"sender-words\"><pre>Hej!"
+        ),
+        "{page}"
     );
     app.stop().await;
 }

@@ -667,3 +667,101 @@ async fn the_feed_holds_only_notices_of_feed_channels() {
     let (_, feed) = get_feed(&app).await;
     assert!(feed.entries.is_empty(), "{feed:?}");
 }
+
+#[tokio::test]
+async fn banner_html_may_be_framed_only_by_the_allowed_origins() {
+    let app = spawn_app_with_tables(PUBLIC_TABLES).await;
+    let response = app
+        .client
+        .get(format!("{}/public/banner.html", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let policy = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        policy,
+        format!(
+            "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors {LOGIN_PAGE_ORIGIN}"
+        )
+    );
+    // A 304 carries the same policy.
+    let etag = response.headers()["etag"].clone();
+    let not_modified = app
+        .client
+        .get(format!("{}/public/banner.html", app.address))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_modified.status(), 304);
+    assert_eq!(not_modified.headers()["content-security-policy"], &policy);
+    app.stop().await;
+
+    // Without allowed origins only the relay's own origin may frame it.
+    let app = spawn_app_with_tables(
+        "[channels.banner]\ncontent = \"banner\"\ntransport = \"banner\"\n\n[plan]\nlevel_1 = [\"banner\"]\nlevel_2 = [\"banner\"]\nlevel_3 = [\"banner\"]\n",
+    )
+    .await;
+    let (headers, _) = get_text(&app, "/public/banner.html").await;
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .ends_with("frame-ancestors 'self'")
+    );
+    assert!(
+        headers.get("strict-transport-security").is_none(),
+        "no HSTS over plain HTTP"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn under_tls_every_response_carries_hsts() {
+    let folder = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let certificate_file = folder.path().join("relay.crt");
+    let key_file = folder.path().join("relay.key");
+    std::fs::write(&certificate_file, certified.cert.pem()).unwrap();
+    std::fs::write(&key_file, certified.signing_key.serialize_pem()).unwrap();
+    let server_extra = format!(
+        "tls_certificate_file = {:?}\ntls_key_file = {:?}",
+        certificate_file.display().to_string(),
+        key_file.display().to_string()
+    );
+    let app = common::spawn_app_with(&server_extra, "", "").await;
+    let port = app.address.rsplit(':').next().unwrap().to_owned();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap(),
+        )
+        .resolve("localhost", format!("127.0.0.1:{port}").parse().unwrap())
+        .build()
+        .unwrap();
+    for (path, status) in [
+        ("/healthz", 200),
+        ("/public/banner.html", 200),
+        ("/public/feedback/1", 404),
+        ("/ops/static/style.css", 200),
+        ("/no/such/page", 404),
+    ] {
+        let response = client
+            .get(format!("https://localhost:{port}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        assert_eq!(
+            response.headers()["strict-transport-security"],
+            "max-age=31536000",
+            "{path}"
+        );
+    }
+    app.stop().await;
+}

@@ -30,6 +30,10 @@ use serde_json::{Value, json};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 const CMS_TOKEN: &str = "cms-secret-token-0123456789";
+/// `whsec_` + base64 of the bytes 0, 1, …, 31.
+const CMS_SIGNING_SECRET: &str = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// The Standard Webhooks spec's example secret (24 bytes).
+const BANNER_SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 // ---------------------------------------------------------------------------------------
 // The receiver.
@@ -568,4 +572,356 @@ body_template = '{"rubrik": "{{ title }}"}'
     assert!(message.contains("channels.cms.body_template"), "{message}");
     assert!(message.contains("not JSON"), "{message}");
     app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Signatures (Standard Webhooks), plain HTTP and what is kept of an error answer.
+
+/// Verifies a request the way the Standard Webhooks reference libraries do, written from
+/// the spec and independent of the relay's signing code: the key is the base64 after
+/// `whsec_`; the timestamp must be within 5 minutes of `now` either way; the signed
+/// content is `{webhook-id}.{webhook-timestamp}.{body}`; `webhook-signature` holds
+/// space-separated `VERSION,BASE64` entries, of which one `v1` must match (compared in
+/// constant time by `Mac::verify_slice`).
+fn verify_standard_webhook(
+    secret: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: i64,
+) -> Result<(), String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use hmac::{Hmac, Mac as _};
+    const TOLERANCE_SECONDS: i64 = 5 * 60;
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .ok_or_else(|| format!("no {name}"))
+    };
+    let key = STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
+        .map_err(|error| format!("the secret: {error}"))?;
+    let id = text("webhook-id")?;
+    let timestamp: i64 = text("webhook-timestamp")?
+        .parse()
+        .map_err(|_| "the timestamp is not a number".to_owned())?;
+    if (now - timestamp).abs() > TOLERANCE_SECONDS {
+        return Err("the timestamp is outside the tolerance".to_owned());
+    }
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    for entry in text("webhook-signature")?.split(' ') {
+        let Some((version, encoded)) = entry.split_once(',') else {
+            continue;
+        };
+        if version != "v1" {
+            continue;
+        }
+        let Ok(signature) = STANDARD.decode(encoded) else {
+            continue;
+        };
+        if mac.clone().verify_slice(&signature).is_ok() {
+            return Ok(());
+        }
+    }
+    Err("no signature matches".to_owned())
+}
+
+fn signature_headers(id: &str, timestamp: i64, signature: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("webhook-id", id.parse().unwrap());
+    headers.insert("webhook-timestamp", timestamp.to_string().parse().unwrap());
+    headers.insert("webhook-signature", signature.parse().unwrap());
+    headers
+}
+
+#[test]
+fn signatures_match_fixed_vectors_computed_with_python() {
+    use samsa_relay::notice::webhook_body::WebhookSigningKey;
+    // Computed once, independently, with
+    //   python3 -c 'import base64,hmac,hashlib; key = base64.b64decode(SECRET[6:]);
+    //     print("v1," + base64.b64encode(hmac.new(key, CONTENT, hashlib.sha256).digest()).decode())'
+    // The first is the Standard Webhooks spec's own example (its reference libraries
+    // test the same secret, id, timestamp and body).
+    let vectors = [
+        (
+            BANNER_SIGNING_SECRET,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1_614_265_330,
+            r#"{"test": 2432232314}"#,
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+        ),
+        (
+            CMS_SIGNING_SECRET,
+            "1-9e02ab09674f74db7ed513ea",
+            1_796_112_000,
+            r#"{"title":"Driftstörning i SAMSA"}"#,
+            "v1,plz6FV88Y0TvvHVYBYnvQg+HFYqB+9kVylu6no/CWgY=",
+        ),
+    ];
+    for (secret, id, timestamp, body, expected) in vectors {
+        let key = WebhookSigningKey::parse(secret).unwrap();
+        assert_eq!(key.sign(id, timestamp, body.as_bytes()), expected);
+        let headers = signature_headers(id, timestamp, expected);
+        verify_standard_webhook(secret, &headers, body.as_bytes(), timestamp).unwrap();
+        // The spec's rules: 5 minutes either way, any of several signatures, only `v1`.
+        verify_standard_webhook(secret, &headers, body.as_bytes(), timestamp + 300).unwrap();
+        verify_standard_webhook(secret, &headers, body.as_bytes(), timestamp - 300).unwrap();
+        assert!(
+            verify_standard_webhook(secret, &headers, body.as_bytes(), timestamp + 301).is_err()
+        );
+        assert!(
+            verify_standard_webhook(secret, &headers, body.as_bytes(), timestamp - 301).is_err()
+        );
+        let several = format!(
+            "v1,bm90IHRoZSBzaWduYXR1cmU= v2,{} {expected}",
+            &expected[3..]
+        );
+        let headers_several = signature_headers(id, timestamp, &several);
+        verify_standard_webhook(secret, &headers_several, body.as_bytes(), timestamp).unwrap();
+        let only_v2 = signature_headers(id, timestamp, &format!("v2,{}", &expected[3..]));
+        assert!(verify_standard_webhook(secret, &only_v2, body.as_bytes(), timestamp).is_err());
+        assert!(
+            verify_standard_webhook(secret, &headers, b"{\"test\": 1}", timestamp).is_err(),
+            "another body"
+        );
+        let other_id = signature_headers("msg_other", timestamp, expected);
+        assert!(verify_standard_webhook(secret, &other_id, body.as_bytes(), timestamp).is_err());
+    }
+}
+
+#[tokio::test]
+async fn deliveries_and_the_banner_push_are_signed_the_standard_webhooks_way() {
+    let cms = Receiver::start(vec![Answer::Status {
+        status: 500,
+        headers: vec![],
+        body: "internt fel",
+    }])
+    .await;
+    let app = spawn_app_with_tables(&format!(
+        r#"
+[channels.banner]
+content = "banner"
+transport = "banner"
+url = "{base}/banner-push"
+signing_secret = "{BANNER_SIGNING_SECRET}"
+
+[channels.website]
+content = "website"
+transport = "webhook"
+url = "{base}/cms/news"
+signing_secret = "{CMS_SIGNING_SECRET}"
+
+[plan]
+level_1 = ["banner", "website"]
+level_2 = ["banner", "website"]
+level_3 = ["banner", "website"]
+"#,
+        base = cms.base_url
+    ))
+    .await;
+    open_incident(&app).await;
+    publish_pending(&app, 1, NoticeKind::Initial, &["banner", "website"]).await;
+    eventually("the website row sent", DEADLINE, || async {
+        let rows = outbox_rows(&app, "website").await;
+        (rows.len() == 1 && rows[0].state == "sent").then_some(())
+    })
+    .await;
+    let row = &outbox_rows(&app, "website").await[0];
+    let website: Vec<Received> = cms
+        .received()
+        .into_iter()
+        .filter(|request| request.path_and_query.starts_with("/cms/"))
+        .collect();
+    assert_eq!(website.len(), 2, "one failed attempt and one retry");
+    let now = jiff::Timestamp::now().as_second();
+    for request in &website {
+        // The delivery id is the webhook id, the same on the retry.
+        assert_eq!(request.header("webhook-id"), row.delivery_id);
+        let timestamp: i64 = request.header("webhook-timestamp").parse().unwrap();
+        assert!((now - timestamp).abs() < 60, "{timestamp} is now");
+        verify_standard_webhook(CMS_SIGNING_SECRET, &request.headers, &request.body, now).unwrap();
+        // Another secret, another body or a replay long after do not verify.
+        assert!(
+            verify_standard_webhook(BANNER_SIGNING_SECRET, &request.headers, &request.body, now)
+                .is_err()
+        );
+        let mut tampered = request.body.clone();
+        tampered.extend_from_slice(b" ");
+        assert!(
+            verify_standard_webhook(CMS_SIGNING_SECRET, &request.headers, &tampered, now).is_err()
+        );
+        assert!(
+            verify_standard_webhook(
+                CMS_SIGNING_SECRET,
+                &request.headers,
+                &request.body,
+                now + 10 * 60
+            )
+            .is_err()
+        );
+    }
+
+    // The banner's push, with the banner channel's own secret.
+    let push_row = eventually("the banner push sent", DEADLINE, || async {
+        outbox_rows(&app, "banner")
+            .await
+            .into_iter()
+            .find(|row| row.recipient.ends_with("/banner-push") && row.state == "sent")
+    })
+    .await;
+    let pushes: Vec<Received> = cms
+        .received()
+        .into_iter()
+        .filter(|request| request.path_and_query == "/banner-push")
+        .collect();
+    assert_eq!(pushes.len(), 1);
+    assert_eq!(pushes[0].header("webhook-id"), push_row.delivery_id);
+    verify_standard_webhook(
+        BANNER_SIGNING_SECRET,
+        &pushes[0].headers,
+        &pushes[0].body,
+        jiff::Timestamp::now().as_second(),
+    )
+    .unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_receiver_that_echoes_the_request_leaves_only_a_short_excerpt_without_secrets() {
+    const ECHO: &str = "{\"error\":\"unauthorized\",\"authorization\":\"Bearer cms-secret-token-0123456789\",\"signing\":\"whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"}\r\n\u{1b}[2J\u{202e}AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let cms = Receiver::start(vec![Answer::Status {
+        status: 400,
+        headers: vec![("content-type", "application/json")],
+        body: ECHO,
+    }])
+    .await;
+    let app = spawn_app_with_tables(APP_TABLES).await;
+    let config = direct_config(
+        &app,
+        &format!(
+            "[channels.cms]\ncontent = \"website\"\ntransport = \"webhook\"\nurl = \"{}/cms\"\nbearer_token = \"{CMS_TOKEN}\"\nsigning_secret = \"{CMS_SIGNING_SECRET}\"\n",
+            cms.base_url
+        ),
+    );
+    let worker = direct_worker(&app, &config);
+    publish_on_cms(&app, &config).await;
+    let counts = worker.try_deliver_next().await.unwrap();
+    assert_eq!(counts.failed, 1);
+    let row = &outbox_rows(&app, "cms").await[0];
+    let error = row.last_error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("400") && error.contains("unauthorized"),
+        "{error}"
+    );
+    assert!(!error.contains(CMS_TOKEN), "{error}");
+    assert!(!error.contains(CMS_SIGNING_SECRET), "{error}");
+    assert!(error.contains("Bearer ***"), "{error}");
+    assert!(
+        !error.contains('\u{1b}') && !error.contains('\u{202e}'),
+        "{error:?}"
+    );
+    assert!(error.contains("\\u{1b}[2J\\u{202e}"), "escaped: {error}");
+    assert!(error.ends_with('…'), "cut short: {error}");
+    assert!(
+        error.chars().count() < 160,
+        "{} characters",
+        error.chars().count()
+    );
+    // Nor in the incident's log (which the report and the operators' mail read).
+    for event in app.state.storage.incident_events(1).await.unwrap() {
+        let detail = event.detail.to_string();
+        assert!(!detail.contains(CMS_TOKEN), "{detail}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn plain_http_to_another_host_and_misplaced_signing_keys_are_config_problems() {
+    let folder = tempfile::tempdir().unwrap();
+    // Each table is the only channel; the plan uses it on every level.
+    let load = |tables: &str| {
+        let name = tables
+            .trim_start_matches("[channels.")
+            .split(']')
+            .next()
+            .unwrap();
+        let text = format!(
+            "{}\n{tables}\n[plan]\nlevel_1 = [\"{name}\"]\nlevel_2 = [\"{name}\"]\nlevel_3 = [\"{name}\"]\n",
+            common::base_config(folder.path(), "", "", "")
+        );
+        samsa_relay::config::Config::from_toml(&text, &Default::default())
+    };
+    let webhook = |url: &str, extra: &str| {
+        format!(
+            "[channels.cms]\ncontent = \"website\"\ntransport = \"webhook\"\nurl = \"{url}\"\n{extra}"
+        )
+    };
+    let problem = |tables: &str| load(tables).expect_err("refused").to_string();
+
+    let message = problem(&webhook("http://cms.example.org/hook", ""));
+    assert!(
+        message.contains("channels.cms.url") && message.contains("https://"),
+        "{message}"
+    );
+    let message = problem(
+        "[channels.banner]\ncontent = \"banner\"\ntransport = \"banner\"\nurl = \"http://intranet.example.org/push\"\n",
+    );
+    assert!(message.contains("channels.banner.url"), "{message}");
+    for tables in [
+        webhook("https://cms.example.org/hook", ""),
+        webhook("http://127.0.0.1:8080/hook", ""),
+        webhook("http://[::1]:8080/hook", ""),
+        webhook("http://localhost:8080/hook", ""),
+        webhook("http://cms.example.org/hook", "allow_http = true\n"),
+        "[channels.banner]\ncontent = \"banner\"\ntransport = \"banner\"\nurl = \"http://intranet.example.org/push\"\nallow_http = true\n".to_owned(),
+    ] {
+        load(&tables).unwrap_or_else(|problems| panic!("{tables}: {problems}"));
+    }
+
+    // The secret: whsec_ and base64 of 24 to 64 bytes, inline or in a file.
+    let secret_file = folder.path().join("cms-signing-secret");
+    std::fs::write(&secret_file, format!("{CMS_SIGNING_SECRET}\n")).unwrap();
+    let config = load(&webhook(
+        "https://cms.example.org/hook",
+        &format!(
+            "signing_secret_file = {:?}\n",
+            secret_file.display().to_string()
+        ),
+    ))
+    .unwrap();
+    let key = config.channels["cms"].signing_key.as_ref().expect("a key");
+    assert_eq!(key.expose(), CMS_SIGNING_SECRET);
+    assert!(!format!("{:?}", config.channels["cms"]).contains(CMS_SIGNING_SECRET));
+    for (extra, key) in [
+        (
+            "signing_secret = \"not-whsec\"\n",
+            "channels.cms.signing_secret",
+        ),
+        (
+            "signing_secret = \"whsec_c2hvcnQ=\"\n",
+            "channels.cms.signing_secret",
+        ),
+    ] {
+        let message = problem(&webhook("https://cms.example.org/hook", extra));
+        assert!(message.contains(key), "{message}");
+        assert!(
+            !message.contains("c2hvcnQ"),
+            "the secret is not printed: {message}"
+        );
+    }
+    // Only what the relay POSTs is signed: not a feed, not a banner without url.
+    let message = problem(&format!(
+        "[channels.website]\ncontent = \"website\"\ntransport = \"feed\"\nsigning_secret = \"{CMS_SIGNING_SECRET}\"\n"
+    ));
+    assert!(
+        message.contains("channels.website.signing_secret"),
+        "{message}"
+    );
+    let message = problem(
+        "[channels.banner]\ncontent = \"banner\"\ntransport = \"banner\"\nallow_http = true\n",
+    );
+    assert!(message.contains("channels.banner.allow_http"), "{message}");
 }

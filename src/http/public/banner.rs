@@ -4,7 +4,7 @@
 //! published since ([`crate::storage::Storage::current_banner`]).
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -173,10 +173,51 @@ pub(super) async fn banner_html(State(state): State<AppState>, request: HeaderMa
                 ),
                 None => String::new(),
             };
-            cacheable(&state, &request, HTML, body.into_bytes())
+            let mut response = cacheable(&state, &request, HTML, body.into_bytes());
+            if let Ok(policy) = HeaderValue::from_str(&banner_html_policy(&state)) {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_SECURITY_POLICY, policy);
+            }
+            response
         }
         Err(error) => error.into_response(),
     }
+}
+
+/// The `Content-Security-Policy` of `banner.html`: nothing to load or run, and framed
+/// only by the login pages of `allowed_origins` (every banner channel's), or, with none
+/// configured, by pages of the relay's own origin (`'self'`: a login page behind the same
+/// proxy). A login page on another origin that frames the fragment must be listed there,
+/// as it must for the script's CORS read.
+fn banner_html_policy(state: &AppState) -> String {
+    let mut ancestors: Vec<String> = state
+        .config
+        .channels
+        .values()
+        .filter_map(|channel| match &channel.transport {
+            ChannelTransport::Banner {
+                allowed_origins, ..
+            } => Some(allowed_origins),
+            _ => None,
+        })
+        .flatten()
+        // Written as the origin the URL parser sees, so the header holds no more than
+        // scheme, host and port whatever the config's text.
+        .filter_map(|origin| url::Url::parse(origin).ok())
+        .map(|origin| origin.origin().ascii_serialization())
+        .filter(|origin| origin != "null")
+        .collect();
+    ancestors.sort();
+    ancestors.dedup();
+    let frame_ancestors = if ancestors.is_empty() {
+        "'self'".to_owned()
+    } else {
+        ancestors.join(" ")
+    };
+    format!(
+        "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors {frame_ancestors}"
+    )
 }
 
 pub(super) async fn banner_js(State(state): State<AppState>, request: HeaderMap) -> Response {

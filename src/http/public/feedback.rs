@@ -1,13 +1,17 @@
 //! The public feedback page every notice links to (no login):
 //!
 //! - `GET /public/feedback/{incident_id}`: the form (name, organisation, message), in
-//!   Swedish, accessible, without JavaScript.
+//!   Swedish, accessible, without JavaScript. Only for an outage or drill with at least
+//!   one published notice; any other number is the same 404 as an unknown one.
 //! - `POST /public/feedback/{incident_id}`: stores the feedback through
 //!   [`crate::followup::submit_feedback`] (log entry and email to on-duty operators in the
 //!   same transaction), then `303` to `/public/feedback/{incident_id}/tack`. Bodies over
 //!   64 KiB get 413 before they are read; every POST takes a token from a per-client rate
 //!   limit ([`FeedbackLimiter`]) and gets 429 with `Retry-After` when there is none, with
 //!   the form shown again so nothing typed is lost.
+//!
+//! A POST from a page on another site (by `Sec-Fetch-Site` or `Origin`) is refused with
+//! 403 and a Swedish page before anything else; a request with neither header is taken.
 //!
 //! Everything a person typed is escaped by MiniJinja's HTML auto-escape on these pages.
 
@@ -241,19 +245,27 @@ fn public_storage_unavailable() -> Response {
     response
 }
 
-/// The incident feedback may be given about: outages and drills, never the internal
-/// monitoring incidents.
+/// The incident feedback may be given about: an outage or a drill with at least one
+/// published notice (the page is linked from the notices). Internal monitoring incidents
+/// and incidents never published answer the same 404 as an unknown number, so the page
+/// tells nobody what exists.
 async fn public_incident(state: &AppState, incident_id: &str) -> Result<IncidentRecord, Response> {
     let Some(incident_id) = incident_number(incident_id) else {
         return Err(incident_not_found());
     };
-    match state.storage.followup_incident(incident_id).await {
-        Ok(Some(incident)) if incident.kind != IncidentKind::Monitoring => Ok(incident),
-        Ok(_) => Err(incident_not_found()),
-        Err(error) => {
-            tracing::error!(error = ?anyhow::Error::from(error), "cannot read the incident for the feedback page");
-            Err(public_storage_unavailable())
-        }
+    let unavailable = |error: crate::storage::StorageError| {
+        tracing::error!(error = ?anyhow::Error::from(error), "cannot read the incident for the feedback page");
+        public_storage_unavailable()
+    };
+    let incident = match state.storage.followup_incident(incident_id).await {
+        Ok(Some(incident)) if incident.kind != IncidentKind::Monitoring => incident,
+        Ok(_) => return Err(incident_not_found()),
+        Err(error) => return Err(unavailable(error)),
+    };
+    match state.storage.has_publication(incident_id).await {
+        Ok(true) => Ok(incident),
+        Ok(false) => Err(incident_not_found()),
+        Err(error) => Err(unavailable(error)),
     }
 }
 
@@ -291,6 +303,16 @@ pub(super) async fn feedback_submit(
     let Some(number) = incident_number(&incident_id) else {
         return incident_not_found();
     };
+    if is_cross_site(&state, &headers) {
+        return public_message(
+            StatusCode::FORBIDDEN,
+            "Formuläret kom från en annan webbplats",
+            &[
+                "Återkopplingen togs inte emot: formuläret skickades från en annan webbplats än återkopplingssidan.",
+                "Öppna återkopplingssidan via länken i meddelandet om driftstörningen och skicka därifrån.",
+            ],
+        );
+    }
     let (name, organisation, message) = (
         form.name.as_str(),
         form.organisation.as_str(),
@@ -392,6 +414,48 @@ pub(super) async fn feedback_submit(
             response
         }
     }
+}
+
+/// Whether a POST came from a page on another site, by what the browser says:
+/// `Sec-Fetch-Site` other than `same-origin` or `none` (typed or bookmarked), or an
+/// `Origin` other than the relay's own (`server.public_url`, or the `Host` the request was
+/// sent to, when a proxy in front keeps it). A request with neither header (an old
+/// browser, a script) is let through: the check is against a page that makes a visitor's
+/// browser post, and every browser that could be made to do so sends one of them.
+fn is_cross_site(state: &AppState, headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or_default().trim();
+        if !site.eq_ignore_ascii_case("same-origin") && !site.eq_ignore_ascii_case("none") {
+            return true;
+        }
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return false;
+    };
+    let Some(origin) = origin
+        .to_str()
+        .ok()
+        .and_then(|origin| url::Url::parse(origin.trim()).ok())
+        .filter(|origin| matches!(origin.scheme(), "http" | "https") && origin.has_host())
+    else {
+        // Also `Origin: null` (a sandboxed frame, a redirect from elsewhere).
+        return true;
+    };
+    if origin.origin() == state.config.server.public_url.origin() {
+        return false;
+    }
+    // Host and port as the `Host` header writes them (the port only when not the
+    // scheme's default).
+    let origin_authority = match (origin.host_str(), origin.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_owned(),
+        (None, _) => return true,
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .map(str::trim);
+    host.is_none_or(|host| !host.eq_ignore_ascii_case(&origin_authority))
 }
 
 pub(super) async fn feedback_thanks(

@@ -32,6 +32,16 @@ impl Followup for SqliteStorage {
         incident_by_id(&mut connection, incident_id).await
     }
 
+    async fn has_publication(&self, incident_id: i64) -> Result<bool, StorageError> {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM published_notices WHERE incident_id = ?)",
+        )
+        .bind(incident_id)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(|source| storage_error("has_publication", source))
+    }
+
     async fn followup_snapshot(
         &self,
         incident_id: i64,
