@@ -58,6 +58,14 @@ pub enum Command {
         #[arg(value_name = "INCIDENT", value_parser = parse_incident)]
         incident: i64,
     },
+    /// Revoke every operator link issued until now (review and dashboard links alike),
+    /// in the configured database; operators ask for new ones at /ops/login. Takes effect
+    /// at once, also for a relay that is running.
+    RevokeLinks {
+        /// The TOML configuration file (its database is used).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 /// The report's forms on the command line.

@@ -3,8 +3,16 @@
 //! expires. The token is `base64url(claims JSON) "." base64url(mac)`; the claims are not
 //! secret (they name a draft and an operator), only unforgeable.
 //!
+//! Every token also carries its issue time (`i`, signed with the rest), so that
+//! `samsa-relay revoke-links` can invalidate every link issued before a moment: the
+//! operator pages compare it with the stored "links valid from" time.
+//!
 //! CSRF tokens for the forms on a linked page are derived from the link token with the
-//! same key under another label, so a form can only be posted by someone who has the link.
+//! same key under another label, so a form can only be posted by someone who has the link
+//! (and stop working when it expires). Forms with no link behind them (the login form,
+//! pages behind single sign-on) get a fresh token per page instead
+//! ([`LinkSigner::fresh_csrf_token`]): a random nonce and the issue time, MACed together
+//! with what the form is for, and refused once older than the age the caller allows.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -41,6 +49,24 @@ pub struct LinkClaims {
     pub expires_at: i64,
 }
 
+/// A verified link: its claims and when it was signed (Unix milliseconds, so that a link
+/// asked for right after a revocation is not taken for one issued before it; 0 for a
+/// token signed before links carried their issue time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedLink {
+    pub claims: LinkClaims,
+    pub issued_at: i64,
+}
+
+/// The signed payload: the claims and the issue time.
+#[derive(Serialize, Deserialize)]
+struct SignedClaims {
+    #[serde(flatten)]
+    claims: LinkClaims,
+    #[serde(rename = "i", default)]
+    issued_at: i64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
     #[error("the link is malformed")]
@@ -59,6 +85,10 @@ pub struct LinkSigner {
 
 const LINK_LABEL: &[u8] = b"samsa-relay link v1\0";
 const CSRF_LABEL: &[u8] = b"samsa-relay csrf v1\0";
+const FRESH_CSRF_LABEL: &[u8] = b"samsa-relay fresh csrf v1\0";
+/// The random part of a fresh CSRF token. It needs to be unique, not secret: the MAC is
+/// what makes the token unforgeable.
+const NONCE_BYTES: usize = 16;
 /// Longest token accepted; real ones are about 150 characters.
 const MAX_TOKEN_CHARS: usize = 1024;
 
@@ -69,8 +99,18 @@ impl LinkSigner {
         }
     }
 
+    /// Signs `claims` as issued now.
     pub fn sign(&self, claims: &LinkClaims) -> String {
-        let json = serde_json::to_vec(claims).expect("claims serialize");
+        self.sign_issued(claims, Timestamp::now())
+    }
+
+    /// Signs `claims` as issued at `issued_at`.
+    pub fn sign_issued(&self, claims: &LinkClaims, issued_at: Timestamp) -> String {
+        let json = serde_json::to_vec(&SignedClaims {
+            claims: claims.clone(),
+            issued_at: issued_at.as_millisecond(),
+        })
+        .expect("claims serialize");
         let payload = URL_SAFE_NO_PAD.encode(json);
         let mac = self.mac(LINK_LABEL, payload.as_bytes());
         format!("{payload}.{}", URL_SAFE_NO_PAD.encode(mac))
@@ -78,6 +118,12 @@ impl LinkSigner {
 
     /// Checks the signature first (nothing of an unsigned token is trusted), then expiry.
     pub fn verify(&self, token: &str, now: Timestamp) -> Result<LinkClaims, LinkError> {
+        self.verify_issued(token, now)
+            .map(|verified| verified.claims)
+    }
+
+    /// [`LinkSigner::verify`], also returning when the link was issued.
+    pub fn verify_issued(&self, token: &str, now: Timestamp) -> Result<VerifiedLink, LinkError> {
         if token.len() > MAX_TOKEN_CHARS {
             return Err(LinkError::Malformed);
         }
@@ -93,11 +139,15 @@ impl LinkSigner {
         let json = URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| LinkError::Malformed)?;
-        let claims: LinkClaims = serde_json::from_slice(&json).map_err(|_| LinkError::Malformed)?;
-        if now.as_second() >= claims.expires_at {
+        let signed: SignedClaims =
+            serde_json::from_slice(&json).map_err(|_| LinkError::Malformed)?;
+        if now.as_second() >= signed.claims.expires_at {
             return Err(LinkError::Expired);
         }
-        Ok(claims)
+        Ok(VerifiedLink {
+            claims: signed.claims,
+            issued_at: signed.issued_at,
+        })
     }
 
     /// The CSRF token for forms on the page that `link_token` opens.
@@ -114,6 +164,66 @@ impl LinkSigner {
         mac.update(CSRF_LABEL);
         mac.update(link_token.as_bytes());
         mac.verify_slice(&posted).is_ok()
+    }
+
+    /// A CSRF token for one form with no link behind it, bound to `context` (what the form
+    /// is for and, behind single sign-on, whom): `base64url(nonce ‖ issue time) "."
+    /// base64url(mac)`. Each page gets a new one.
+    pub fn fresh_csrf_token(&self, context: &str, now: Timestamp) -> String {
+        let mut body = [0_u8; NONCE_BYTES + 8];
+        body[..NONCE_BYTES].copy_from_slice(&fastrand::u128(..).to_be_bytes());
+        body[NONCE_BYTES..].copy_from_slice(&now.as_second().to_be_bytes());
+        let mac = self.fresh_csrf_mac(context, &body).finalize().into_bytes();
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(body),
+            URL_SAFE_NO_PAD.encode(mac)
+        )
+    }
+
+    /// Checks a posted fresh CSRF token: the MAC (constant time), then that it was issued
+    /// for `context` no more than `max_age` before `now` (and not in the future).
+    pub fn check_fresh_csrf(
+        &self,
+        context: &str,
+        posted: &str,
+        now: Timestamp,
+        max_age: std::time::Duration,
+    ) -> bool {
+        let Some((body, signature)) = posted.trim().split_once('.') else {
+            return false;
+        };
+        let (Ok(body), Ok(signature)) = (
+            URL_SAFE_NO_PAD.decode(body),
+            URL_SAFE_NO_PAD.decode(signature),
+        ) else {
+            return false;
+        };
+        if body.len() != NONCE_BYTES + 8 {
+            return false;
+        }
+        if self
+            .fresh_csrf_mac(context, &body)
+            .verify_slice(&signature)
+            .is_err()
+        {
+            return false;
+        }
+        let issued_at = i64::from_be_bytes(body[NONCE_BYTES..].try_into().expect("8 bytes"));
+        let age = now.as_second().saturating_sub(issued_at);
+        // A minute of clock skew between instances behind one proxy is allowed.
+        (-60..=max_age.as_secs() as i64).contains(&age)
+    }
+
+    /// The MAC state over a fresh token's context (length-prefixed, so no context is a
+    /// prefix of another) and body.
+    fn fresh_csrf_mac(&self, context: &str, body: &[u8]) -> Hmac<Sha256> {
+        let mut mac = self.keyed();
+        mac.update(FRESH_CSRF_LABEL);
+        mac.update(&(context.len() as u64).to_be_bytes());
+        mac.update(context.as_bytes());
+        mac.update(body);
+        mac
     }
 
     fn keyed(&self) -> Hmac<Sha256> {
@@ -201,6 +311,47 @@ mod tests {
         assert!(!signer.check_csrf(&second, &csrf));
         assert!(!signer.check_csrf(&first, ""));
         assert!(!signer.check_csrf(&first, "not base64 !"));
+    }
+
+    #[test]
+    fn a_link_carries_its_issue_time() {
+        let signer = signer();
+        let token = signer.sign_issued(&review(12, 2_000), at(1_500));
+        assert_eq!(
+            signer.verify_issued(&token, at(1_600)).unwrap(),
+            VerifiedLink {
+                claims: review(12, 2_000),
+                issued_at: 1_500_000
+            }
+        );
+        // A token from before issue times were signed counts as issued at 0.
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&review(12, 2_000)).unwrap());
+        let mac = URL_SAFE_NO_PAD.encode(signer.mac(LINK_LABEL, payload.as_bytes()));
+        let old = format!("{payload}.{mac}");
+        assert_eq!(signer.verify_issued(&old, at(1_600)).unwrap().issued_at, 0);
+    }
+
+    #[test]
+    fn fresh_csrf_tokens_differ_belong_to_their_context_and_expire() {
+        let signer = signer();
+        let hour = std::time::Duration::from_secs(3600);
+        let first = signer.fresh_csrf_token("login form", at(10_000));
+        let second = signer.fresh_csrf_token("login form", at(10_000));
+        assert_ne!(first, second, "every page gets its own token");
+        assert!(signer.check_fresh_csrf("login form", &first, at(10_000), hour));
+        assert!(signer.check_fresh_csrf("login form", &first, at(13_600), hour));
+        assert!(!signer.check_fresh_csrf("login form", &first, at(13_601), hour));
+        assert!(!signer.check_fresh_csrf("login form", &first, at(9_000), hour));
+        assert!(!signer.check_fresh_csrf("sso\0anna@example.org", &first, at(10_000), hour));
+        // Moving the issue time forward breaks the MAC.
+        let (body, mac) = first.split_once('.').unwrap();
+        let mut body = URL_SAFE_NO_PAD.decode(body).unwrap();
+        body[NONCE_BYTES..].copy_from_slice(&13_000_i64.to_be_bytes());
+        let moved = format!("{}.{mac}", URL_SAFE_NO_PAD.encode(body));
+        assert!(!signer.check_fresh_csrf("login form", &moved, at(13_601), hour));
+        for garbage in ["", ".", "abc", "a.b", &"x".repeat(5000)] {
+            assert!(!signer.check_fresh_csrf("login form", garbage, at(10_000), hour));
+        }
     }
 
     proptest! {

@@ -67,6 +67,7 @@ fn main() -> ExitCode {
             output,
             incident,
         } => report(&config, format.into(), output.as_deref(), incident),
+        Command::RevokeLinks { config } => revoke_links(&config),
         Command::Serve { config } => {
             let config = match Config::load(&config) {
                 Ok(config) => config,
@@ -149,6 +150,39 @@ fn report(
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("report: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `revoke-links`: exit 0 once every link issued until now is revoked, 1 when the
+/// database cannot be written, 2 when the config is invalid.
+fn revoke_links(config: &std::path::Path) -> ExitCode {
+    let config = match Config::load(config) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let now = jiff::Timestamp::now();
+    match runtime.block_on(samsa_relay::operators::revoke_links(&config, now)) {
+        Ok(()) => {
+            println!("every operator link issued until {now} is revoked");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("revoke-links: {error:#}");
             ExitCode::FAILURE
         }
     }

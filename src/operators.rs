@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use jiff::{SignedDuration, Timestamp};
 use lettre::Message;
 use lettre::message::{Mailbox, SinglePart};
@@ -24,7 +25,9 @@ use crate::metrics::Metrics;
 use crate::notice::{format_swedish_time, kind_label};
 use crate::storage::{DeliveryResult, OperatorMailWrite, Storage};
 
-/// A signed link for `operator` to `purpose`, valid for the configured time.
+/// A signed link for `operator` to `purpose`, issued `now` and valid for the configured
+/// time: `review.link_ttl` for a review link, the shorter `review.dashboard_link_ttl` for
+/// a dashboard link.
 pub fn signed_link(
     config: &Config,
     signer: &LinkSigner,
@@ -32,19 +35,41 @@ pub fn signed_link(
     purpose: LinkPurpose,
     now: Timestamp,
 ) -> (String, Timestamp) {
-    let expires_at = now
-        + SignedDuration::try_from(config.review.link_ttl)
-            .unwrap_or(SignedDuration::from_hours(24));
-    let token = signer.sign(&LinkClaims {
-        purpose: purpose.clone(),
-        operator: operator.email.clone(),
-        expires_at: expires_at.as_second(),
-    });
+    let time_to_live = match purpose {
+        LinkPurpose::Review { .. } => config.review.link_ttl,
+        LinkPurpose::Dashboard => config.review.dashboard_link_ttl,
+    };
+    let expires_at =
+        now + SignedDuration::try_from(time_to_live).unwrap_or(SignedDuration::from_hours(2));
+    let token = signer.sign_issued(
+        &LinkClaims {
+            purpose: purpose.clone(),
+            operator: operator.email.clone(),
+            expires_at: expires_at.as_second(),
+        },
+        now,
+    );
     let path = match purpose {
         LinkPurpose::Review { .. } => format!("/ops/r/{token}"),
         LinkPurpose::Dashboard => format!("/ops/d/{token}"),
     };
     (config.public_link(&path), expires_at)
+}
+
+/// Revokes every operator link issued until `now`, in the configured database (the
+/// `revoke-links` command). The operator pages read the time on every link check, so a
+/// running relay refuses those links at once.
+pub async fn revoke_links(config: &Config, now: Timestamp) -> anyhow::Result<()> {
+    // An existing one: a mistyped path must not revoke links in a new, empty database.
+    let storage = Storage::open_existing(&config.database)
+        .await
+        .context("cannot open the database")?;
+    storage
+        .revoke_links(now)
+        .await
+        .context("cannot store the revocation")?;
+    storage.close().await;
+    Ok(())
 }
 
 /// The dashboard login email for an operator who asked for it.

@@ -23,8 +23,11 @@ pub struct RawOperator {
 #[derive(Debug, Deserialize)]
 #[serde(default)]
 pub struct RawReview {
-    /// How long a review or login link works, e.g. `24h`.
+    /// How long a review link works, e.g. `24h`.
     pub link_ttl: String,
+    /// How long a dashboard link (the login email's, and those in feedback emails) works,
+    /// e.g. `2h`; short, since it opens every draft and the follow-up.
+    pub dashboard_link_ttl: String,
     /// A draft nobody acted on within this time is sent again, to on-duty and
     /// escalation, e.g. `10m`.
     pub escalate_after: String,
@@ -40,6 +43,7 @@ impl Default for RawReview {
     fn default() -> RawReview {
         RawReview {
             link_ttl: "24h".to_owned(),
+            dashboard_link_ttl: "2h".to_owned(),
             escalate_after: "10m".to_owned(),
             revision_email_interval: "2m".to_owned(),
             trusted_user_header: None,
@@ -59,7 +63,10 @@ pub struct Operator {
 #[derive(Debug, Clone)]
 pub struct ReviewConfig {
     pub operators: Vec<Operator>,
+    /// How long a review link works.
     pub link_ttl: Duration,
+    /// How long a dashboard link works.
+    pub dashboard_link_ttl: Duration,
     pub escalate_after: Duration,
     pub revision_email_interval: Duration,
     pub trusted_user_header: Option<axum::http::HeaderName>,
@@ -138,6 +145,10 @@ pub(super) fn check_review(
         });
     }
     let link_ttl = problems.check("review.link_ttl", positive(&raw.link_ttl));
+    let dashboard_link_ttl = problems.check(
+        "review.dashboard_link_ttl",
+        positive(&raw.dashboard_link_ttl),
+    );
     let escalate_after = problems.check("review.escalate_after", positive(&raw.escalate_after));
     let revision_email_interval = problems.check(
         "review.revision_email_interval",
@@ -160,6 +171,7 @@ pub(super) fn check_review(
     Some(ReviewConfig {
         operators,
         link_ttl: link_ttl?,
+        dashboard_link_ttl: dashboard_link_ttl?,
         escalate_after: escalate_after?,
         revision_email_interval: revision_email_interval?,
         trusted_user_header,

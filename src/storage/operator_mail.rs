@@ -44,6 +44,13 @@ pub trait OperatorMail: Send + Sync {
 
     /// The drafts waiting for an operator, with when a review mail last went out.
     async fn pending_drafts_overview(&self) -> Result<Vec<PendingDraftOverview>, StorageError>;
+
+    /// Operator links issued at or before this time are revoked; none when no link ever
+    /// was.
+    async fn links_valid_from(&self) -> Result<Option<Timestamp>, StorageError>;
+
+    /// Revokes every operator link issued at or before `now` (never moves the time back).
+    async fn revoke_links(&self, now: Timestamp) -> Result<(), StorageError>;
 }
 
 /// Operator mail, inside a write transaction.

@@ -787,3 +787,24 @@ fn a_storage_error_says_whether_it_is_transient() {
     assert!(StorageError::transient("x", anyhow::anyhow!("busy")).is_transient());
     assert!(!StorageError::permanent("x", anyhow::anyhow!("bad row")).is_transient());
 }
+
+#[tokio::test]
+async fn revoking_links_only_moves_their_valid_from_time_forward() {
+    let (storage, _folder) = open_storage().await;
+    assert_eq!(storage.links_valid_from().await.unwrap(), None);
+    let first = at("2026-11-28T04:10:00.123456789Z");
+    storage.revoke_links(first).await.unwrap();
+    assert_eq!(storage.links_valid_from().await.unwrap(), Some(first));
+    storage
+        .revoke_links(at("2026-11-28T04:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        storage.links_valid_from().await.unwrap(),
+        Some(first),
+        "an earlier revocation does not bring back revoked links"
+    );
+    let second = at("2026-11-28T05:00:00Z");
+    storage.revoke_links(second).await.unwrap();
+    assert_eq!(storage.links_valid_from().await.unwrap(), Some(second));
+}

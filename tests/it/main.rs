@@ -39,6 +39,7 @@ mod hardening;
 mod incidents;
 mod ingest;
 mod notices;
+mod operator_links;
 mod ops;
 mod properties;
 mod public;

@@ -125,8 +125,7 @@ async fn dashboard(
                 )
             }),
             pending: pending_draft.map(|draft| kind_label(draft.kind).to_owned()),
-            review_link: pending_draft
-                .map(|draft| session.review_url(state, draft.draft_id, draft.latest_version)),
+            review_link: pending_draft.map(|draft| session.review_url(state, draft.draft_id)),
         };
         if record.resolved_at.is_none() {
             open_incidents.push(row);
@@ -249,7 +248,7 @@ pub(super) async fn dashboard_action(
                     Some(draft_id),
                 )
             })
-            .map(|(text, draft_id)| (text, draft_id.map(|id| session.review_url(state, id, 1)))),
+            .map(|(text, draft_id)| (text, draft_id.map(|id| session.review_url(state, id)))),
             (Some(DashboardAction::Resolve), Some(incident_id)) => draft_by_hand(
                 &state.storage,
                 &state.config,
@@ -262,7 +261,7 @@ pub(super) async fn dashboard_action(
             .map(|draft_id| {
                 (
                     "Ett utkast till åtgärdat-meddelande är skapat.".to_owned(),
-                    Some(session.review_url(state, draft_id, 1)),
+                    Some(session.review_url(state, draft_id)),
                 )
             }),
             (Some(DashboardAction::Retry), _) => {
@@ -309,7 +308,7 @@ pub(super) async fn dashboard_action(
                 .map(|(_, draft_id)| {
                     (
                         "Övningen är startad. Granska dess första meddelande.".to_owned(),
-                        Some(session.review_url(state, draft_id, 1)),
+                        Some(session.review_url(state, draft_id)),
                     )
                 })
             }

@@ -5,15 +5,19 @@
 //! Every page is reached in one of two forms, and each handler is written once for both:
 //!
 //! - a signed link, the token in the path: `/ops/d/{token}` is the dashboard (and the
-//!   follow-up pages under it), `/ops/r/{token}` the review page of the draft the link
-//!   names;
+//!   follow-up pages and every draft's review page, `/ops/d/{token}/r/{draft_id}`, under
+//!   it), `/ops/r/{token}` the review page of the draft the link names;
 //! - behind a single sign-on proxy (when `review.trusted_user_header` is set): the same
 //!   pages under `/ops/sso/d` and `/ops/sso/r/{draft_id}`.
 //!
 //! [`OperatorSession`] (the dashboard's pages) and [`ReviewSession`] (a review page) are
 //! the extractors that authenticate either form. A review link opens only its draft, never
-//! the dashboard; a dashboard link opens no review page. The dashboard's pages are one
-//! [`Router`] nested under both prefixes.
+//! the dashboard, and no page mints a link: what a page links to lives under the link in
+//! hand (so it expires with it), and a review link's operator asks for a dashboard link at
+//! `/ops/login`. A dashboard link opens review pages only under its own prefix. Every link
+//! check also compares the link's issue time with the stored "links valid from" time
+//! (`samsa-relay revoke-links`). The dashboard's pages are one [`Router`] nested under
+//! both prefixes.
 
 mod dashboard;
 mod followup;
@@ -33,17 +37,23 @@ use super::AppState;
 use super::pages::{message_page, read_form};
 use crate::config::Operator;
 use crate::links::{LinkError, LinkPurpose};
-use crate::operators::signed_link;
 
 /// Every route under `/ops/`.
 pub(super) fn routes() -> Router<AppState> {
+    // One login limiter per router, so each app (and each test) has its own.
+    let login_limiter = std::sync::Arc::new(login::LoginLimiter::new());
     Router::new()
-        .route("/ops/static/style.css", get(stylesheet))
         .route(
             "/ops/login",
             get(login::login_page).post(login::login_submit),
         )
+        .route_layer(axum::Extension(login_limiter))
+        .route("/ops/static/style.css", get(stylesheet))
         .nest("/ops/d/{token}", dashboard_pages())
+        .route(
+            "/ops/d/{token}/r/{draft_id}",
+            get(review::review_page).post(review::review_action),
+        )
         .nest("/ops/sso/d", dashboard_pages())
         .route(
             "/ops/r/{token}",
@@ -125,76 +135,95 @@ pub(super) struct ReviewSession {
 
 #[derive(Debug, Clone)]
 enum Access {
-    /// A signed link: the token in the path.
-    Link { token: String },
+    /// A signed link: the token in the path. A dashboard link also opens the review page
+    /// of any draft under it (`/ops/d/{token}/r/{draft_id}`, no new link minted); a review
+    /// link opens its own draft only.
+    Link { token: String, dashboard: bool },
     /// A single sign-on proxy vouched for the operator.
     Sso,
 }
 
-impl OperatorSession {
-    /// What the CSRF token is bound to: the link's token, or the operator behind SSO.
-    fn csrf_label(&self) -> String {
-        match &self.access {
-            Access::Link { token } => token.clone(),
-            Access::Sso => format!("sso\0{}", self.operator.email),
-        }
-    }
+/// How long a fresh CSRF token (the login form's, every form's behind single sign-on)
+/// may be posted after the page was shown.
+pub(super) const FRESH_CSRF_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
 
+impl OperatorSession {
+    /// A CSRF token for a form on this session's page. Under a link it is derived from the
+    /// link (and dies with it); behind single sign-on there is no link, so each page gets
+    /// a fresh token bound to the operator that expires after [`FRESH_CSRF_MAX_AGE`].
     pub(super) fn csrf(&self, state: &AppState) -> String {
-        state.signer.csrf_token(&self.csrf_label())
+        match &self.access {
+            Access::Link { token, .. } => state.signer.csrf_token(token),
+            Access::Sso => state
+                .signer
+                .fresh_csrf_token(&self.sso_csrf_context(), Timestamp::now()),
+        }
     }
 
     /// Whether the posted token (empty when the form had none) belongs to this session.
     pub(super) fn check_csrf(&self, state: &AppState, posted: &str) -> bool {
-        !posted.is_empty() && state.signer.check_csrf(&self.csrf_label(), posted)
+        if posted.is_empty() {
+            return false;
+        }
+        match &self.access {
+            Access::Link { token, .. } => state.signer.check_csrf(token, posted),
+            Access::Sso => state.signer.check_fresh_csrf(
+                &self.sso_csrf_context(),
+                posted,
+                Timestamp::now(),
+                FRESH_CSRF_MAX_AGE,
+            ),
+        }
+    }
+
+    fn sso_csrf_context(&self) -> String {
+        format!("sso\0{}", self.operator.email)
     }
 
     /// The dashboard's URL under the link in hand, for a session opened by the
     /// dashboard's own link (its forms post there; the follow-up pages live under it).
     pub(super) fn dashboard_path(&self) -> String {
         match &self.access {
-            Access::Link { token } => format!("/ops/d/{token}"),
+            Access::Link { token, .. } => format!("/ops/d/{token}"),
             Access::Sso => "/ops/sso/d".to_owned(),
         }
     }
 
-    /// The review page's URL under the link in hand (its forms post there).
+    /// The review page's URL under the session in hand (its forms post there): the review
+    /// link itself, the draft's page under the dashboard link, or behind single sign-on.
     pub(super) fn review_path(&self, draft_id: i64) -> String {
         match &self.access {
-            Access::Link { token } => format!("/ops/r/{token}"),
+            Access::Link {
+                token,
+                dashboard: false,
+            } => format!("/ops/r/{token}"),
+            Access::Link {
+                token,
+                dashboard: true,
+            } => format!("/ops/d/{token}/r/{draft_id}"),
             Access::Sso => format!("/ops/sso/r/{draft_id}"),
         }
     }
 
-    /// A dashboard URL from any session: a link session gets a freshly signed dashboard
-    /// link (a review link does not open the dashboard).
-    pub(super) fn dashboard_url(&self, state: &AppState) -> String {
-        self.url(state, LinkPurpose::Dashboard, "/ops/sso/d".to_owned())
-    }
-
-    /// A review URL from any session: a link session gets a freshly signed review link.
-    pub(super) fn review_url(&self, state: &AppState, draft_id: i64, version: i64) -> String {
-        self.url(
-            state,
-            LinkPurpose::Review { draft_id, version },
-            format!("/ops/sso/r/{draft_id}"),
-        )
-    }
-
-    /// A freshly signed link for `purpose`, or behind single sign-on the page's `sso_path`.
-    fn url(&self, state: &AppState, purpose: LinkPurpose, sso_path: String) -> String {
+    /// The review page of a draft, linked from a dashboard page: under the dashboard link
+    /// in hand (absolute, as the links in emails are), never a newly signed link; behind
+    /// single sign-on its `/ops/sso/` path.
+    pub(super) fn review_url(&self, state: &AppState, draft_id: i64) -> String {
         match &self.access {
-            Access::Link { .. } => {
-                signed_link(
-                    &state.config,
-                    &state.signer,
-                    &self.operator,
-                    purpose,
-                    Timestamp::now(),
-                )
-                .0
-            }
-            Access::Sso => sso_path,
+            Access::Link { .. } => state.config.public_link(&self.review_path(draft_id)),
+            Access::Sso => self.review_path(draft_id),
+        }
+    }
+
+    /// Where "to the dashboard" leads from a page of this session, and its text. A review
+    /// link opens no dashboard and mints no link to it: its operator is sent to the login
+    /// page to ask for a dashboard link by email.
+    pub(super) fn dashboard_link(&self) -> (String, &'static str) {
+        match &self.access {
+            Access::Link {
+                dashboard: false, ..
+            } => ("/ops/login".to_owned(), "Be om en länk till översikten"),
+            _ => (self.dashboard_path(), "Till översikten"),
         }
     }
 }
@@ -219,36 +248,41 @@ impl FromRequestParts<AppState> for ReviewSession {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<ReviewSession, Response> {
-        let (session, purpose) = authenticate(parts, state, |purpose| {
-            matches!(purpose, LinkPurpose::Review { .. })
+        let parameters = path_parameters(parts).await?;
+        // A draft in the path: the review page under a dashboard link or single sign-on.
+        // None: under a review link, which names its draft itself.
+        let draft_in_path = match path_parameter(&parameters, "draft_id") {
+            None => None,
+            Some(text) => Some(text.parse::<i64>().map_err(|_| draft_not_found())?),
+        };
+        let (session, purpose) = authenticate(parts, state, |purpose| match purpose {
+            LinkPurpose::Review { .. } => draft_in_path.is_none(),
+            LinkPurpose::Dashboard => draft_in_path.is_some(),
         })
         .await?;
-        match purpose {
-            Some(LinkPurpose::Review { draft_id, version }) => Ok(ReviewSession {
+        match (purpose, draft_in_path) {
+            (Some(LinkPurpose::Review { draft_id, version }), None) => Ok(ReviewSession {
                 session,
                 draft_id,
                 link_version: Some(version),
             }),
+            (Some(LinkPurpose::Dashboard) | None, Some(draft_id)) => Ok(ReviewSession {
+                session,
+                draft_id,
+                link_version: None,
+            }),
             // Already refused by `authenticate`; answered the same way here.
-            Some(LinkPurpose::Dashboard) => Err(link_refused(LinkError::BadSignature)),
-            None => {
-                let draft_id = path_parameter(&path_parameters(parts).await?, "draft_id")
-                    .and_then(|text| text.parse::<i64>().ok())
-                    .ok_or_else(draft_not_found)?;
-                Ok(ReviewSession {
-                    session,
-                    draft_id,
-                    link_version: None,
-                })
-            }
+            _ => Err(link_refused(LinkError::BadSignature)),
         }
     }
 }
 
 /// The session of the request: of the link whose token is in the path (which must be
 /// one `opens` accepts: any other is refused as a bad link before the operator is looked
-/// up), or else of the operator the single sign-on proxy names. Returns the link's
-/// purpose, none behind single sign-on.
+/// up, and one issued before the stored "links valid from" time is refused as revoked),
+/// or else of the operator the single sign-on proxy names. The operator is looked up in
+/// the running config on every request, so one removed from it is refused at once.
+/// Returns the link's purpose, none behind single sign-on.
 // The error is the page to answer with; it is built once per request, so its size
 // does not matter.
 #[allow(clippy::result_large_err)]
@@ -260,12 +294,23 @@ async fn authenticate(
     let Some(token) = path_parameter(&path_parameters(parts).await?, "token") else {
         return session_from_sso(state, parts).map(|session| (session, None));
     };
-    let claims = state
+    let verified = state
         .signer
-        .verify(&token, Timestamp::now())
+        .verify_issued(&token, Timestamp::now())
         .map_err(link_refused)?;
+    let claims = verified.claims;
     if !opens(&claims.purpose) {
         return Err(link_refused(LinkError::BadSignature));
+    }
+    match state.storage.links_valid_from().await {
+        Ok(Some(valid_from)) if verified.issued_at <= valid_from.as_millisecond() => {
+            return Err(link_revoked());
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::error!(error = ?anyhow::Error::from(error), "cannot read when links were revoked");
+            return Err(storage_unavailable());
+        }
     }
     let operator = state
         .config
@@ -273,10 +318,11 @@ async fn authenticate(
         .operator(&claims.operator)
         .cloned()
         .ok_or_else(not_an_operator)?;
+    let dashboard = claims.purpose == LinkPurpose::Dashboard;
     Ok((
         OperatorSession {
             operator,
-            access: Access::Link { token },
+            access: Access::Link { token, dashboard },
         },
         Some(claims.purpose),
     ))
@@ -371,6 +417,15 @@ pub(super) fn link_refused(error: LinkError) -> Response {
         StatusCode::FORBIDDEN,
         heading,
         &[text],
+        Some(("/ops/login", "Be om en ny länk")),
+    )
+}
+
+pub(super) fn link_revoked() -> Response {
+    message_page(
+        StatusCode::FORBIDDEN,
+        "Länken är återkallad",
+        &["Alla länkar som skickats före en viss tidpunkt har dragits tillbaka. Be om en ny länk."],
         Some(("/ops/login", "Be om en ny länk")),
     )
 }

@@ -305,11 +305,12 @@ pub(super) async fn review_action(
             {
                 Ok(Some((_, created_at))) => {
                     observe_decision(state, created_at);
+                    let (dashboard_href, dashboard_text) = session.dashboard_link();
                     message_page(
                         StatusCode::OK,
                         "Utkastet är kasserat",
                         &["Inget publicerades. Orsaken finns i incidentens logg."],
-                        Some((&session.dashboard_url(state), "Till översikten")),
+                        Some((&dashboard_href, dashboard_text)),
                     )
                 }
                 Ok(None) => {
@@ -469,11 +470,12 @@ pub(super) async fn review_action(
                         1 => "1 mottagare får det nu. Följ leveransen på översikten.".to_owned(),
                         n => format!("{n} mottagare får det nu. Följ leveranserna på översikten."),
                     };
+                    let (dashboard_href, dashboard_text) = session.dashboard_link();
                     message_page(
                         StatusCode::OK,
                         "Publicerat",
                         &[&what, &decided, &deliveries],
-                        Some((&session.dashboard_url(state), "Till översikten")),
+                        Some((&dashboard_href, dashboard_text)),
                     )
                 }
                 Err(crate::publishing::PublishError::Storage(_)) => storage_unavailable(),

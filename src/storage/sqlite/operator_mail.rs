@@ -121,6 +121,37 @@ impl OperatorMail for SqliteStorage {
             .map_err(|source| storage_error("operator_mail", source))
     }
 
+    async fn links_valid_from(&self) -> Result<Option<Timestamp>, StorageError> {
+        const OPERATION: &str = "links_valid_from";
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT links_valid_from FROM link_revocation WHERE id = 1")
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(|source| storage_error(OPERATION, source))?;
+        text.map(|text| parse_time(&text))
+            .transpose()
+            .map_err(|source| storage_error(OPERATION, source))
+    }
+
+    async fn revoke_links(&self, now: Timestamp) -> Result<(), StorageError> {
+        const OPERATION: &str = "revoke_links";
+        let mut transaction = self.begin_immediate().await?;
+        // Times are stored fixed-width, so the text maximum is the later time.
+        sqlx::query(
+            "INSERT INTO link_revocation (id, links_valid_from) VALUES (1, ?1) \
+             ON CONFLICT (id) DO UPDATE SET links_valid_from = \
+             max(links_valid_from, excluded.links_valid_from)",
+        )
+        .bind(format_time(now))
+        .execute(&mut *transaction)
+        .await
+        .map_err(|source| storage_error(OPERATION, source))?;
+        transaction
+            .commit()
+            .await
+            .map_err(|source| storage_error(OPERATION, source))
+    }
+
     async fn pending_drafts_overview(&self) -> Result<Vec<PendingDraftOverview>, StorageError> {
         const OPERATION: &str = "pending_drafts_overview";
         let rows = sqlx::query(
