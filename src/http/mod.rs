@@ -72,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .merge(metrics_on_main_listener(&state))
         .merge(ops::routes())
         .merge(public::routes(&state))
+        .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             record_http_metrics,
@@ -86,6 +87,16 @@ pub fn router(state: AppState) -> Router {
         router
     };
     router.with_state(state)
+}
+
+/// Any path no route matches: under `/ops/` a Swedish page in the operators' layout, elsewhere
+/// an empty 404 as before.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/ops/") {
+        ops::not_found_page()
+    } else {
+        axum::http::StatusCode::NOT_FOUND.into_response()
+    }
 }
 
 /// `/metrics` on the main listener, unless `server.metrics_listen` gives it its own.

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use common::TestApp;
 use fantoccini::actions::{InputSource as _, KeyAction, KeyActions};
 use fantoccini::elements::Element;
@@ -26,6 +27,7 @@ use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use mail_parser::MessageParser;
+use samsa_relay::links::{LinkClaims, LinkPurpose};
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -289,6 +291,321 @@ async fn a_tampered_link_is_refused_and_the_review_page_is_usable_by_keyboard_an
         "browser: tampered link and accessibility checks took {:.1?}",
         started.elapsed()
     ));
+}
+
+/// The narrowest screen WCAG 1.4.10 (Reflow) asks for, in CSS pixels.
+const NARROW_WIDTH: u32 = 320;
+const NARROW_HEIGHT: u32 = 640;
+/// The printable width of an A4 page with the report's 15 mm side margins (180 mm), in
+/// CSS pixels (96 to the inch).
+const A4_PRINTABLE_WIDTH: u32 = 680;
+/// A log note with a token longer than any line: it must wrap inside its cell.
+const LONG_URL_NOTE: &str = "Leverantörens statussida: https://status.example.org/incidents/2026-11-28/samsa-inloggning-fyrbodal-driftstorning-uppfoljning";
+
+#[tokio::test]
+async fn every_operator_and_public_page_reflows_at_320_px() {
+    let started = Instant::now();
+    let browser = Browser::start().await;
+    browser.set_viewport(NARROW_WIDTH, NARROW_HEIGHT).await;
+    let app = common::spawn_app_with_tables(OPERATORS).await;
+    let (incident_id, review_path) = whole_subregion_outage_and_review_link(&app).await;
+    let client = &browser.client;
+    let shots = Screenshots::new("narrow");
+    let mut checked = Vec::new();
+
+    client
+        .goto(&format!("{}{review_path}", app.address))
+        .await
+        .unwrap();
+    assert_fits_narrow_screen(client, "the review page").await;
+    shots.save_viewport(client, "review").await;
+    checked.push("review");
+
+    // Publicera at level 2 without the decision: the page comes back with the error, and
+    // its title says so.
+    click_and_wait_for_next_page(client, button(client, "Publicera").await).await;
+    let title = client.title().await.unwrap();
+    assert!(
+        title.starts_with("Fel: Granska utkast"),
+        "the title after a form error: {title:?}"
+    );
+    assert_fits_narrow_screen(client, "the review page with an error").await;
+    shots.save_viewport(client, "review-error").await;
+    checked.push("review with an error");
+
+    common::publish_pending(
+        &app,
+        incident_id,
+        samsa_relay::notice::NoticeKind::Initial,
+        &["banner", "newsletter", "website"],
+    )
+    .await;
+    let dashboard = dashboard_path(&app);
+    for (name, path) in [
+        ("dashboard", dashboard.clone()),
+        ("follow-up list", format!("{dashboard}/followup")),
+        (
+            "incident page",
+            format!("{dashboard}/followup/{incident_id}"),
+        ),
+        (
+            "report",
+            format!("{dashboard}/followup/{incident_id}/report.html"),
+        ),
+    ] {
+        client
+            .goto(&format!("{}{path}", app.address))
+            .await
+            .unwrap();
+        assert_fits_narrow_screen(client, name).await;
+        shots.save(&browser, &name.replace(' ', "-")).await;
+        checked.push(name);
+    }
+    // The dashboard's delivery table is one block per row, each cell labelled.
+    client
+        .goto(&format!("{}{dashboard}", app.address))
+        .await
+        .unwrap();
+    let labels = script(
+        client,
+        "return [...document.querySelector('#notices-heading').parentElement.querySelectorAll('tbody tr:first-child td')]
+            .map(cell => getComputedStyle(cell, '::before').content).join(' | ');",
+    )
+    .await;
+    assert_eq!(
+        labels,
+        r#""Meddelande: " | "Publicerat: " | "Kanal: " | "Levererat: " | "Väntar: " | "Misslyckat: ""#
+    );
+
+    // The feedback form: required fields marked, and a title that tells of an error.
+    client
+        .goto(&format!("{}/public/feedback/{incident_id}", app.address))
+        .await
+        .unwrap();
+    assert_fits_narrow_screen(client, "the feedback form").await;
+    let marked = client
+        .execute(
+            "return ['name', 'organisation', 'message'].map(id => {
+                const field = document.getElementById(id);
+                return [field.required, field.getAttribute('aria-required'),
+                        field.labels[0].textContent.trim()];
+            });",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        marked,
+        json!([
+            [true, "true", "Namn (obligatoriskt)"],
+            [true, "true", "Organisation (obligatoriskt)"],
+            [true, "true", "Meddelande (obligatoriskt)"]
+        ])
+    );
+    shots.save(&browser, "feedback").await;
+    checked.push("feedback form");
+    // Sent without the browser's own check, as an older browser would.
+    client
+        .execute(
+            "const form = document.querySelector('main form'); form.noValidate = true;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    click_and_wait_for_next_page(client, button(client, "Skicka").await).await;
+    let title = client.title().await.unwrap();
+    assert!(
+        title.starts_with("Fel: Återkoppling"),
+        "the feedback title after an error: {title:?}"
+    );
+    assert_fits_narrow_screen(client, "the feedback form with errors").await;
+    shots.save(&browser, "feedback-error").await;
+    checked.push("feedback form with errors");
+
+    // Error pages in the operators' layout.
+    client
+        .goto(&format!("{}/ops/finns-inte", app.address))
+        .await
+        .unwrap();
+    assert_eq!(heading(client).await, "Sidan finns inte");
+    assert_eq!(
+        client.title().await.unwrap(),
+        "Sidan finns inte – samsa-relay"
+    );
+    assert_fits_narrow_screen(client, "the not-found page").await;
+    shots.save_viewport(client, "not-found").await;
+    checked.push("not found");
+    let expired = app.state.signer.sign(&LinkClaims {
+        purpose: LinkPurpose::Dashboard,
+        operator: OPERATOR_EMAIL.to_owned(),
+        expires_at: jiff::Timestamp::now().as_second() - 60,
+    });
+    client
+        .goto(&format!("{}/ops/d/{expired}", app.address))
+        .await
+        .unwrap();
+    assert_eq!(heading(client).await, "Länken har gått ut");
+    assert_fits_narrow_screen(client, "the expired-link page").await;
+    shots.save_viewport(client, "expired-link").await;
+    checked.push("expired link");
+
+    browser.close().await;
+    app.stop().await;
+    report(&format!(
+        "browser: {} pages fit {NARROW_WIDTH}px ({}) in {:.1?}",
+        checked.len(),
+        checked.join(", "),
+        started.elapsed()
+    ));
+}
+
+#[tokio::test]
+async fn the_report_prints_on_a4_with_every_table_inside_the_margins() {
+    let started = Instant::now();
+    let browser = Browser::start().await;
+    let app = common::spawn_app_with_tables(OPERATORS).await;
+    let (incident_id, _) = whole_subregion_outage_and_review_link(&app).await;
+    common::publish_pending(
+        &app,
+        incident_id,
+        samsa_relay::notice::NoticeKind::Initial,
+        &["banner", "newsletter", "website"],
+    )
+    .await;
+    let client = &browser.client;
+    let dashboard = dashboard_path(&app);
+    client
+        .goto(&format!(
+            "{}{dashboard}/followup/{incident_id}",
+            app.address
+        ))
+        .await
+        .unwrap();
+    labelled_control(client, "Vad hände?")
+        .await
+        .send_keys(LONG_URL_NOTE)
+        .await
+        .unwrap();
+    click_and_wait_for_next_page(client, button(client, "Lägg till i loggen").await).await;
+    client
+        .goto(&format!(
+            "{}{dashboard}/followup/{incident_id}/report.html",
+            app.address
+        ))
+        .await
+        .unwrap();
+    assert!(
+        client
+            .source()
+            .await
+            .unwrap()
+            .contains("samsa-inloggning-fyrbodal"),
+        "the report shows the note"
+    );
+
+    // The report as an A4 PDF, as Chromium's print dialog makes it.
+    let pdf = browser
+        .devtools(
+            "Page.printToPDF",
+            json!({"preferCSSPageSize": true, "printBackground": true}),
+        )
+        .await;
+    let pdf = base64::engine::general_purpose::STANDARD
+        .decode(pdf["data"].as_str().expect("PDF data"))
+        .expect("base64 PDF");
+    assert!(pdf.starts_with(b"%PDF-"), "a PDF");
+    let shots = Screenshots::new("print");
+    let pdf_path = shots.folder.join("print-report.pdf");
+    std::fs::write(&pdf_path, &pdf).unwrap();
+    report(&format!(
+        "pdf: {} ({} bytes)",
+        pdf_path.display(),
+        pdf.len()
+    ));
+
+    // The same page under the print stylesheet, in a viewport as wide as the printable
+    // area: every table and every cell inside it, and no word broken across lines.
+    browser
+        .devtools("Emulation.setEmulatedMedia", json!({"media": "print"}))
+        .await;
+    browser.set_viewport(A4_PRINTABLE_WIDTH, PHONE_HEIGHT).await;
+    let problems = client.execute(PRINT_LAYOUT_PROBLEMS, vec![]).await.unwrap();
+    let n_tables = script(
+        client,
+        "return String(document.querySelectorAll('table').length);",
+    )
+    .await;
+    shots.save(&browser, "report").await;
+    browser
+        .devtools("Emulation.setEmulatedMedia", json!({"media": ""}))
+        .await;
+    browser.set_viewport(PHONE_WIDTH, PHONE_HEIGHT).await;
+    assert_eq!(problems, json!([]), "the printed report's layout");
+
+    browser.close().await;
+    app.stop().await;
+    report(&format!(
+        "browser: the report printed to PDF, {n_tables} tables inside the A4 margins, in {:.1?}",
+        started.elapsed()
+    ));
+}
+
+/// Under the print stylesheet: tables wider than the body, cells whose content overflows
+/// them, and words (up to 30 characters; longer tokens such as URLs may break) that are
+/// split across lines.
+const PRINT_LAYOUT_PROBLEMS: &str = "
+    const problems = [];
+    const body = document.body.getBoundingClientRect();
+    for (const table of document.querySelectorAll('table')) {
+        const rect = table.getBoundingClientRect();
+        if (rect.left < body.left - 0.5 || rect.right > body.right + 0.5) {
+            problems.push('table wider than the page: ' + table.textContent.trim().slice(0, 40));
+        }
+        for (const cell of table.querySelectorAll('th, td')) {
+            if (cell.scrollWidth > cell.clientWidth + 1) {
+                problems.push('cell overflows: ' + cell.textContent.trim().slice(0, 40));
+            }
+            const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+            for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+                const pattern = /\\S+/g;
+                for (let match = pattern.exec(node.data); match; match = pattern.exec(node.data)) {
+                    if (match[0].length > 30) continue;
+                    const range = document.createRange();
+                    range.setStart(node, match.index);
+                    range.setEnd(node, match.index + match[0].length);
+                    const tops = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+                    if (tops.size > 1) problems.push('word broken: ' + match[0]);
+                }
+            }
+        }
+    }
+    return problems;";
+
+/// The path of a dashboard link for the operator, valid for an hour.
+fn dashboard_path(app: &TestApp) -> String {
+    let token = app.state.signer.sign(&LinkClaims {
+        purpose: LinkPurpose::Dashboard,
+        operator: OPERATOR_EMAIL.to_owned(),
+        expires_at: jiff::Timestamp::now().as_second() + 3600,
+    });
+    format!("/ops/d/{token}")
+}
+
+/// The page is no wider than a 320 px screen: nothing scrolls sideways.
+async fn assert_fits_narrow_screen(client: &Client, what: &str) {
+    let widths = client
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(widths[1], NARROW_WIDTH, "the viewport is 320 px wide");
+    assert!(
+        widths[0].as_u64() <= widths[1].as_u64(),
+        "{what} scrolls sideways at {NARROW_WIDTH}px: scrollWidth {}",
+        widths[0]
+    );
 }
 
 // ---- the scenario ------------------------------------------------------------------
@@ -738,6 +1055,34 @@ impl Browser {
             .set_window_size(width + self.frame.0, height + self.frame.1)
             .await
             .expect("the window resizes");
+    }
+
+    /// Runs a Chrome DevTools Protocol command through chromedriver
+    /// (`goog/cdp/execute`) and returns its result.
+    async fn devtools(&self, command: &str, parameters: Value) -> Value {
+        let session_id = self.driver.session_id.as_deref().expect("an open session");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("an HTTP client");
+        let answer: Value = http
+            .post(format!(
+                "{}/session/{session_id}/goog/cdp/execute",
+                self.driver.url()
+            ))
+            .json(&json!({"cmd": command, "params": parameters}))
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{command} was not sent: {error}"))
+            .json()
+            .await
+            .unwrap_or_else(|error| panic!("{command} gave no JSON: {error}"));
+        assert!(
+            answer["value"].get("error").is_none(),
+            "{command} failed: {answer}"
+        );
+        answer["value"].clone()
     }
 
     /// Ends the session, which quits Chromium; dropping the driver then stops chromedriver.

@@ -294,10 +294,11 @@ async fn authenticate(
     let Some(token) = path_parameter(&path_parameters(parts).await?, "token") else {
         return session_from_sso(state, parts).map(|session| (session, None));
     };
-    let verified = state
-        .signer
-        .verify_issued(&token, Timestamp::now())
-        .map_err(link_refused)?;
+    let verified = match state.signer.verify_issued(&token, Timestamp::now()) {
+        Ok(verified) => verified,
+        Err(LinkError::Expired) => return Err(link_expired(state, &token).await),
+        Err(error) => return Err(link_refused(error)),
+    };
     let claims = verified.claims;
     if !opens(&claims.purpose) {
         return Err(link_refused(LinkError::BadSignature));
@@ -405,9 +406,62 @@ where
 // ---------------------------------------------------------------------------------------
 // The pages every operator page answers with when it refuses.
 
+/// What to do about an expired link, in one step: ask for a new one at `/ops/login`. A
+/// review link's page also says whether its draft still waits. `Expired` is only
+/// returned for a link whose signature holds, so its claims can be read by checking it
+/// as of a time before it expired.
+async fn link_expired(state: &AppState, token: &str) -> Response {
+    let draft_id = match state.signer.verify(token, Timestamp::UNIX_EPOCH) {
+        Ok(claims) => match claims.purpose {
+            LinkPurpose::Review { draft_id, .. } => Some(draft_id),
+            LinkPurpose::Dashboard => None,
+        },
+        Err(_) => None,
+    };
+    let draft_waits = match draft_id {
+        None => None,
+        Some(draft_id) => match state.storage.pending_drafts_overview().await {
+            Ok(pending) => Some(pending.iter().any(|draft| draft.draft_id == draft_id)),
+            Err(error) => {
+                tracing::warn!(error = ?anyhow::Error::from(error), "cannot read the pending drafts for an expired link");
+                None
+            }
+        },
+    };
+    let mut paragraphs = vec![EXPIRED_LINK_STEP];
+    match draft_waits {
+        Some(true) => paragraphs.push("Utkastet väntar fortfarande på granskning."),
+        Some(false) => paragraphs
+            .push("Utkastet väntar inte längre: det är redan publicerat, kasserat eller ersatt."),
+        None => {}
+    }
+    message_page(
+        StatusCode::FORBIDDEN,
+        "Länken har gått ut",
+        &paragraphs,
+        Some(("/ops/login", "Be om en ny länk")),
+    )
+}
+
+/// The one step after an expired link.
+const EXPIRED_LINK_STEP: &str = "Be om en ny länk på inloggningssidan: skriv din e-postadress där, så kommer en ny länk med e-post.";
+
+/// The answer to an address under `/ops/` that leads nowhere: a Swedish page in the
+/// operators' layout instead of the browser's empty 404.
+pub(super) fn not_found_page() -> Response {
+    message_page(
+        StatusCode::NOT_FOUND,
+        "Sidan finns inte",
+        &[
+            "Adressen leder inte till någon sida. Kontrollera att hela länken från e-postmeddelandet kom med, eller be om en ny länk.",
+        ],
+        Some(("/ops/login", "Be om en ny länk")),
+    )
+}
+
 pub(super) fn link_refused(error: LinkError) -> Response {
     let (heading, text) = match error {
-        LinkError::Expired => ("Länken har gått ut", "Be om en ny länk till översikten."),
+        LinkError::Expired => ("Länken har gått ut", EXPIRED_LINK_STEP),
         LinkError::Malformed | LinkError::BadSignature => (
             "Länken gäller inte",
             "Länken är ofullständig eller ändrad. Använd länken i e-postmeddelandet eller be om en ny.",
