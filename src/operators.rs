@@ -578,9 +578,7 @@ fn affected_line(summary: &serde_json::Value) -> Option<String> {
     let n_affected = summary["n_affected"].as_u64()?;
     let n_actors = summary["n_actors"].as_u64()?;
     if summary["whole_service"].as_bool() == Some(true) {
-        return Some(format!(
-            "Hela SAMSA påverkas: alla {n_actors} aktörer."
-        ));
+        return Some(format!("Hela SAMSA påverkas: alla {n_actors} aktörer."));
     }
     // A municipality says so ("kommunen Borås"), unlike the hospital in the same town.
     let names: Vec<String> = summary["subregions"]
@@ -616,7 +614,9 @@ fn affected_line(summary: &serde_json::Value) -> Option<String> {
     } else {
         crate::swedish::join_swedish_list(&names)
     };
-    Some(format!("{n_affected} av {n_actors} aktörer påverkas: {named}."))
+    Some(format!(
+        "{n_affected} av {n_actors} aktörer påverkas: {named}."
+    ))
 }
 
 #[cfg(test)]

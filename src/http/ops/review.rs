@@ -583,11 +583,17 @@ fn delivery_phrases(state: &AppState, per_channel: &[(String, usize)]) -> Vec<St
             let label = channel_label(state, name);
             let transport = state.config.channels.get(name).map(|c| &c.transport);
             match transport {
-                Some(ChannelTransport::Banner { .. }) => format!("{label}: visas på inloggningssidan"),
+                Some(ChannelTransport::Banner { .. }) => {
+                    format!("{label}: visas på inloggningssidan")
+                }
                 Some(ChannelTransport::Feed) => format!("{label}: publiceras i flödet"),
                 Some(ChannelTransport::Email { .. }) => format!(
                     "{label}: {}",
-                    crate::swedish::count_phrase(*n, "e-postmeddelande skickas", "e-postmeddelanden skickas")
+                    crate::swedish::count_phrase(
+                        *n,
+                        "e-postmeddelande skickas",
+                        "e-postmeddelanden skickas"
+                    )
                 ),
                 Some(ChannelTransport::Webhook { .. }) | None => {
                     format!("{label}: skickas vidare till mottagarens system")

@@ -498,8 +498,7 @@ pub(super) async fn insert_publication(
 /// outbox row, so the same on every retry, and never the same on another installation.
 fn delivery_id(installation: &str, notice_id: i64, channel: &str, recipient: &str) -> String {
     use sha2::{Digest as _, Sha256};
-    let digest = Sha256::digest(
-        format!("{installation}\0{notice_id}\0{channel}\0{recipient}").as_bytes(),
-    );
+    let digest =
+        Sha256::digest(format!("{installation}\0{notice_id}\0{channel}\0{recipient}").as_bytes());
     format!("{notice_id}-{}", &crate::alertmanager::hex(&digest)[..24])
 }
