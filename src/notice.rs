@@ -881,13 +881,13 @@ mod tests {
         let cases: Vec<(Vec<AlertScope>, &str, &str)> = vec![
             (
                 actors(&["kommun-trollhattan"]),
-                "Trollhättan",
-                "Trollhättan",
+                "kommunen Trollhättan",
+                "kommunen Trollhättan",
             ),
             (
                 actors(&["kommun-trollhattan", "kommun-uddevalla", "kommun-boras"]),
-                "Trollhättan, Uddevalla och Borås",
-                "Trollhättan, Uddevalla och Borås",
+                "kommunerna Trollhättan, Uddevalla och Borås",
+                "kommunerna Trollhättan, Uddevalla och Borås",
             ),
             (
                 actors(&["sjukhus-nal"]),
@@ -929,8 +929,8 @@ mod tests {
             ),
             (
                 actors(&["kommun-xyz", "kommun-ale"]),
-                "Ale och 1 verksamhet med okänt id",
-                "Ale och 1 verksamhet med okänt id",
+                "kommunen Ale och 1 verksamhet med okänt id",
+                "kommunen Ale och 1 verksamhet med okänt id",
             ),
             (
                 vec![],
@@ -1013,7 +1013,7 @@ mod tests {
         let renderer = NoticeRenderer::new(&config).unwrap();
         let (_, input) = sample_inputs().remove(0);
         let rendered = renderer.render(&input).unwrap();
-        assert_eq!(rendered.banner_text, "Störning i SAMSA (Trollhättan)");
+        assert_eq!(rendered.banner_text, "Störning i SAMSA (kommunen Trollhättan)");
         assert!(rendered.email_subject.starts_with("Driftstörning i SAMSA"));
 
         std::fs::write(
