@@ -1013,7 +1013,10 @@ mod tests {
         let renderer = NoticeRenderer::new(&config).unwrap();
         let (_, input) = sample_inputs().remove(0);
         let rendered = renderer.render(&input).unwrap();
-        assert_eq!(rendered.banner_text, "Störning i SAMSA (kommunen Trollhättan)");
+        assert_eq!(
+            rendered.banner_text,
+            "Störning i SAMSA (kommunen Trollhättan)"
+        );
         assert!(rendered.email_subject.starts_with("Driftstörning i SAMSA"));
 
         std::fs::write(
