@@ -95,6 +95,10 @@ pub struct SubregionScope {
     pub affected: Vec<String>,
     /// Display names of the same actors, same order.
     pub affected_names: Vec<String>,
+    /// Whether each of the same actors is a municipality, same order (empty in summaries
+    /// stored before it existed: then no name is known to be one).
+    #[serde(default)]
+    pub affected_kommuner: Vec<bool>,
     pub n_affected: usize,
     pub n_actors: usize,
     pub n_kommuner_affected: usize,
@@ -206,6 +210,7 @@ pub fn summarize(scopes: &[AlertScope], inventory: &Inventory) -> ScopeSummary {
             name: subregion.name.clone(),
             affected: Vec::new(),
             affected_names: Vec::new(),
+            affected_kommuner: Vec::new(),
             n_affected: 0,
             n_actors: 0,
             n_kommuner_affected: 0,
@@ -219,6 +224,7 @@ pub fn summarize(scopes: &[AlertScope], inventory: &Inventory) -> ScopeSummary {
             if targeted || affected_actor_ids.contains(actor.id.as_str()) {
                 subregion_scope.affected.push(actor.id.clone());
                 subregion_scope.affected_names.push(actor.name.clone());
+                subregion_scope.affected_kommuner.push(is_kommun);
                 subregion_scope.n_affected += 1;
                 subregion_scope.n_kommuner_affected += usize::from(is_kommun);
             }

@@ -140,46 +140,6 @@ impl Incident {
     }
 }
 
-/// What happened, in the words of the incident's log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum IncidentEvent {
-    IncidentOpened {
-        started_at: Timestamp,
-        n_affected: usize,
-        level: u8,
-        crisis: bool,
-        reasons: Vec<String>,
-    },
-    AlertFiring {
-        fingerprint: String,
-        starts_at: Timestamp,
-        labels: BTreeMap<String, String>,
-    },
-    AlertResolved {
-        fingerprint: String,
-        starts_at: Timestamp,
-    },
-    ScopeChanged {
-        n_affected_before: usize,
-        n_affected: usize,
-        whole_service: bool,
-    },
-    LevelChanged {
-        before: u8,
-        after: u8,
-        crisis: bool,
-        reasons: Vec<String>,
-    },
-    IncidentResolved {
-        at: Timestamp,
-    },
-    IncidentReopened {
-        at: Timestamp,
-        n_reopened: u32,
-    },
-}
-
 /// What the notices must do after a step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -197,7 +157,7 @@ pub enum DraftAction {
 pub struct Step {
     pub incident_id: i64,
     pub is_new: bool,
-    pub events: Vec<IncidentEvent>,
+    pub events: Vec<LogEvent>,
     pub draft_actions: Vec<DraftAction>,
 }
 
@@ -311,7 +271,7 @@ impl IncidentEngine {
                     (AlertStatus::Firing, AlertStatus::Resolved) => {
                         self.firing_scopes.remove(tracked, config);
                         tracked.status = AlertStatus::Resolved;
-                        events.push(IncidentEvent::AlertResolved {
+                        events.push(LogEvent::AlertResolved {
                             fingerprint: update.key.fingerprint.clone(),
                             starts_at: update.key.starts_at,
                         });
@@ -347,7 +307,7 @@ impl IncidentEngine {
                     incident.phase = Phase::Open;
                     incident.n_reopened += 1;
                     reopened = true;
-                    events.push(IncidentEvent::IncidentReopened {
+                    events.push(LogEvent::IncidentReopened {
                         at,
                         n_reopened: incident.n_reopened,
                     });
@@ -376,7 +336,7 @@ impl IncidentEngine {
                         counts: BTreeMap::new(),
                     };
                     is_new = true;
-                    events.push(IncidentEvent::IncidentOpened {
+                    events.push(LogEvent::IncidentOpened {
                         started_at: update.key.starts_at,
                         n_affected: 0,
                         level: 1,
@@ -393,7 +353,7 @@ impl IncidentEngine {
             };
             self.firing_scopes.add(&tracked, config);
             incident.alerts.insert(update.key.clone(), tracked);
-            events.push(IncidentEvent::AlertFiring {
+            events.push(LogEvent::AlertFiring {
                 fingerprint: update.key.fingerprint.clone(),
                 starts_at: update.key.starts_at,
                 labels: update.labels.clone(),
@@ -414,7 +374,7 @@ impl IncidentEngine {
             let classification = classify(&summary, config.broad_subregion_share);
             if is_new {
                 // The opening event carries the first scope and level; they did not change.
-                if let Some(IncidentEvent::IncidentOpened {
+                if let Some(LogEvent::IncidentOpened {
                     started_at,
                     n_affected,
                     level,
@@ -422,7 +382,7 @@ impl IncidentEngine {
                     reasons,
                 }) = events
                     .iter_mut()
-                    .find(|event| matches!(event, IncidentEvent::IncidentOpened { .. }))
+                    .find(|event| matches!(event, LogEvent::IncidentOpened { .. }))
                 {
                     *started_at = incident.started_at;
                     *n_affected = summary.n_affected;
@@ -431,7 +391,7 @@ impl IncidentEngine {
                     *reasons = classification.reasons.clone();
                 }
             } else if summary != incident.summary {
-                events.push(IncidentEvent::ScopeChanged {
+                events.push(LogEvent::ScopeChanged {
                     n_affected_before: incident.summary.n_affected,
                     n_affected: summary.n_affected,
                     whole_service: summary.whole_service,
@@ -442,7 +402,7 @@ impl IncidentEngine {
                 && (classification.level != incident.classification.level
                     || classification.crisis != incident.classification.crisis)
             {
-                events.push(IncidentEvent::LevelChanged {
+                events.push(LogEvent::LevelChanged {
                     before: incident.classification.level.as_number(),
                     after: classification.level.as_number(),
                     crisis: classification.crisis,
@@ -455,7 +415,7 @@ impl IncidentEngine {
         }
         if resolved_now {
             incident.phase = Phase::Resolved { at };
-            events.push(IncidentEvent::IncidentResolved { at });
+            events.push(LogEvent::IncidentResolved { at });
         }
 
         let draft_actions = decide_drafts(

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::alertmanager::{AlertStatus, Notification};
 use crate::classify::{Classification, Level, summarize};
 use crate::config::Config;
-use crate::incident::{AlertKey, AlertUpdate, DraftAction, IncidentEngine, IncidentEvent};
+use crate::incident::{AlertKey, AlertUpdate, DraftAction, IncidentEngine, LogEvent};
 use crate::metrics::Metrics;
 use crate::notice::{NoticeRenderer, format_swedish_time};
 use crate::storage::{
@@ -476,21 +476,10 @@ pub fn plan_step(
     })
 }
 
-fn event_write(event: &IncidentEvent, at: Timestamp) -> EventWrite {
+fn event_write(event: &LogEvent, at: Timestamp) -> EventWrite {
     let source = match event {
-        IncidentEvent::AlertFiring { .. } | IncidentEvent::AlertResolved { .. } => "alertmanager",
+        LogEvent::AlertFiring { .. } | LogEvent::AlertResolved { .. } => "alertmanager",
         _ => "relay",
     };
-    let mut detail = serde_json::to_value(event).expect("events serialize");
-    let name = detail
-        .as_object_mut()
-        .and_then(|object| object.remove("event"))
-        .and_then(|name| name.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "unknown".to_owned());
-    EventWrite {
-        at,
-        source: source.to_owned(),
-        event: name,
-        detail,
-    }
+    EventWrite::new(at, source, event)
 }

@@ -107,22 +107,9 @@ fn report(
     output: Option<&std::path::Path>,
     incident_id: i64,
 ) -> ExitCode {
-    let config = match Config::load(config) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+    let (config, runtime) = match config_and_runtime(config) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     let text = match runtime.block_on(samsa_relay::followup::report_from_config(
         &config,
@@ -158,22 +145,9 @@ fn report(
 /// `revoke-links`: exit 0 once every link issued until now is revoked, 1 when the
 /// database cannot be written, 2 when the config is invalid.
 fn revoke_links(config: &std::path::Path) -> ExitCode {
-    let config = match Config::load(config) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+    let (config, runtime) = match config_and_runtime(config) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     let now = jiff::Timestamp::now();
     match runtime.block_on(samsa_relay::operators::revoke_links(&config, now)) {
@@ -203,4 +177,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = App::build(config).await?;
     tracing::info!(address = %app.local_addr(), version = env!("CARGO_PKG_VERSION"), "samsa-relay listening");
     app.run(shutdown_signal()).await
+}
+
+/// What `report` and `revoke-links` start with: the checked config (exit 2 with its
+/// problems when invalid) and a current-thread runtime (exit 1 when none can be made).
+fn config_and_runtime(
+    config: &std::path::Path,
+) -> Result<(Config, tokio::runtime::Runtime), ExitCode> {
+    let config = Config::load(config).map_err(|errors| {
+        eprintln!("{errors}");
+        ExitCode::from(2)
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        })?;
+    Ok((config, runtime))
 }

@@ -614,6 +614,9 @@ fn describe_scope(summary: &ScopeSummary) -> ScopeText {
 
     let mut groups = Vec::new();
     let mut parts = Vec::new();
+    // Municipalities named in the sentence say so ("kommunen Borås"), so that a name is
+    // not read as everything in that town (such as its hospital).
+    let mut inline_kommuner: Vec<String> = Vec::new();
     if summary.whole_service {
         let subregion_names: Vec<String> = summary
             .subregions
@@ -654,7 +657,13 @@ fn describe_scope(summary: &ScopeSummary) -> ScopeText {
                     actors: actor_names.clone(),
                 });
                 if names_inline {
-                    parts.extend(actor_names);
+                    for (index, actor_name) in actor_names.into_iter().enumerate() {
+                        if subregion.affected_kommuner.get(index) == Some(&true) {
+                            inline_kommuner.push(actor_name);
+                        } else {
+                            parts.push(actor_name);
+                        }
+                    }
                 } else {
                     parts.push(format!(
                         "{} i {subregion_name}",
@@ -679,6 +688,17 @@ fn describe_scope(summary: &ScopeSummary) -> ScopeText {
         }
     }
 
+    // Counted as separate names, as before they were grouped.
+    let n_parts = parts.len() + inline_kommuner.len();
+    match inline_kommuner.len() {
+        0 => {}
+        1 => parts.insert(0, format!("kommunen {}", inline_kommuner[0])),
+        _ => parts.insert(
+            0,
+            format!("kommunerna {}", join_swedish_list(&inline_kommuner)),
+        ),
+    }
+
     let mut unknown_parts = Vec::new();
     if !summary.unknown_actor_ids.is_empty() {
         unknown_parts.push(format!(
@@ -701,7 +721,7 @@ fn describe_scope(summary: &ScopeSummary) -> ScopeText {
         "samtliga verksamheter".to_owned()
     } else {
         // Past four parts a list stops being readable; the total says it better.
-        let mut known_parts = if parts.len() > 4 {
+        let mut known_parts = if n_parts > 4 {
             vec![format!(
                 "{} av {} verksamheter",
                 summary.n_affected, summary.n_actors
@@ -861,13 +881,13 @@ mod tests {
         let cases: Vec<(Vec<AlertScope>, &str, &str)> = vec![
             (
                 actors(&["kommun-trollhattan"]),
-                "Trollhättan",
-                "Trollhättan",
+                "kommunen Trollhättan",
+                "kommunen Trollhättan",
             ),
             (
                 actors(&["kommun-trollhattan", "kommun-uddevalla", "kommun-boras"]),
-                "Trollhättan, Uddevalla och Borås",
-                "Trollhättan, Uddevalla och Borås",
+                "kommunerna Trollhättan, Uddevalla och Borås",
+                "kommunerna Trollhättan, Uddevalla och Borås",
             ),
             (
                 actors(&["sjukhus-nal"]),
@@ -909,8 +929,8 @@ mod tests {
             ),
             (
                 actors(&["kommun-xyz", "kommun-ale"]),
-                "Ale och 1 verksamhet med okänt id",
-                "Ale och 1 verksamhet med okänt id",
+                "kommunen Ale och 1 verksamhet med okänt id",
+                "kommunen Ale och 1 verksamhet med okänt id",
             ),
             (
                 vec![],
@@ -993,7 +1013,10 @@ mod tests {
         let renderer = NoticeRenderer::new(&config).unwrap();
         let (_, input) = sample_inputs().remove(0);
         let rendered = renderer.render(&input).unwrap();
-        assert_eq!(rendered.banner_text, "Störning i SAMSA (Trollhättan)");
+        assert_eq!(
+            rendered.banner_text,
+            "Störning i SAMSA (kommunen Trollhättan)"
+        );
         assert!(rendered.email_subject.starts_with("Driftstörning i SAMSA"));
 
         std::fs::write(

@@ -22,7 +22,7 @@ use crate::delivery::{DeliveryError, Outcomes, RetryPolicy, StepCounts};
 use crate::incident::IncidentKind;
 use crate::links::{LinkClaims, LinkPurpose, LinkSigner};
 use crate::metrics::Metrics;
-use crate::notice::{format_swedish_time, kind_label};
+use crate::notice::{NoticeKind, format_swedish_time, kind_label};
 use crate::storage::{DeliveryResult, OperatorMailWrite, Storage};
 
 /// A signed link for `operator` to `purpose`, issued `now` and valid for the configured
@@ -263,9 +263,8 @@ impl ReviewNotifier {
                             .collect()
                     })
                     .unwrap_or_default();
-                let kind = draft
-                    .map(|draft| kind_label(draft.kind))
-                    .unwrap_or("utkast");
+                let notice_kind = draft.map(|draft| draft.kind);
+                let affected = affected_line(&input["summary"]);
                 let (link, expires_at) = signed_link(
                     config,
                     &self.signer,
@@ -281,16 +280,21 @@ impl ReviewNotifier {
                     )
                 } else {
                     format!(
-                        "{drill_prefix}Granska utkast: {kind} för incident {incident_id} (föreslagen nivå {level})"
+                        "{drill_prefix}{}",
+                        review_subject(notice_kind, incident_id, level)
                     )
                 };
                 let mut body = format!("Hej {},\n\n", operator.name);
                 if escalation {
                     body.push_str("Ingen har ännu granskat utkastet nedan. Det skickas nu till alla i jour och eskalering.\n\n");
                 }
+                body.push_str(&review_opening(notice_kind, incident_id, version));
+                body.push('\n');
+                if let Some(affected) = &affected {
+                    body.push_str(&format!("{affected}\n"));
+                }
                 body.push_str(&format!(
-                    "Ett utkast väntar på granskning: {kind} om driftstörningen i SAMSA (incident {incident_id}, version {version}).\n\
-                     Föreslagen nivå: {level}{}.\n",
+                    "Föreslagen nivå: {level}{}.\n",
                     if crisis { " (kriskommunikation)" } else { "" }
                 ));
                 for reason in &reasons {
@@ -453,11 +457,17 @@ impl OperatorMailWorker {
             .claim_operator_mail(8, Timestamp::now(), timeout * 2 + Duration::from_secs(60))
             .await?;
         let mut outcomes = Outcomes::new(self.policy);
+        let installation = if claimed.is_empty() {
+            String::new()
+        } else {
+            self.storage.installation_id().await?
+        };
         for mail in claimed {
             let outcome = match self.message(
                 &mail.to_address,
                 &mail.subject,
                 &mail.body,
+                &installation,
                 &mail.dedupe_key,
             ) {
                 Ok(message) => {
@@ -487,13 +497,17 @@ impl OperatorMailWorker {
         to: &str,
         subject: &str,
         body: &str,
+        installation: &str,
         dedupe_key: &str,
     ) -> Result<Message, DeliveryError> {
         let to: Mailbox = to.parse().map_err(|error| {
             DeliveryError::permanent(format!("{to:?} is not an email address ({error})"))
         })?;
         let details = &self.config.smtp.details;
-        let digest = crate::alertmanager::hex(&sha2::Sha256::digest(dedupe_key.as_bytes()));
+        // The installation id keeps a new installation from reusing an earlier one's ids.
+        let digest = crate::alertmanager::hex(&sha2::Sha256::digest(
+            format!("{installation}\0{dedupe_key}").as_bytes(),
+        ));
         Message::builder()
             .from(details.from.clone())
             .reply_to(details.reply_to.clone())
@@ -524,5 +538,133 @@ impl OperatorMailWorker {
                 () = tokio::time::sleep(wait) => {}
             }
         }
+    }
+}
+
+/// The review mail's subject (without a drill prefix): a resolution reads as the
+/// all-clear it is, so that a tired operator knows at once what they approve.
+fn review_subject(kind: Option<NoticeKind>, incident_id: i64, level: u64) -> String {
+    match kind {
+        Some(NoticeKind::Resolved) => {
+            format!("Granska: SAMSA fungerar igen (incident {incident_id})")
+        }
+        Some(kind) => format!(
+            "Granska utkast: {} för incident {incident_id} (föreslagen nivå {level})",
+            kind_label(kind)
+        ),
+        None => format!("Granska utkast för incident {incident_id} (föreslagen nivå {level})"),
+    }
+}
+
+/// The review mail's first line: what waits for the operator's approval.
+fn review_opening(kind: Option<NoticeKind>, incident_id: i64, version: i64) -> String {
+    let what = match kind {
+        Some(NoticeKind::Initial) => "Ett första meddelande om en driftstörning i SAMSA",
+        Some(NoticeKind::Update) => "En uppdatering om driftstörningen i SAMSA",
+        Some(NoticeKind::Resolved) => {
+            "Ett meddelande om att SAMSA fungerar igen och att driftstörningen är över"
+        }
+        None => "Ett meddelande om driftstörningen i SAMSA",
+    };
+    format!("{what} väntar på din granskning (incident {incident_id}, version {version}).")
+}
+
+/// Up to this many affected actors are named in a review mail; the rest are counted.
+const MAX_NAMED_AFFECTED: usize = 5;
+
+/// Who is affected, from a draft's stored scope summary: "1 av 67 aktörer påverkas:
+/// Borås stad". `None` when the summary is missing or nobody known is affected.
+fn affected_line(summary: &serde_json::Value) -> Option<String> {
+    let n_affected = summary["n_affected"].as_u64()?;
+    let n_actors = summary["n_actors"].as_u64()?;
+    if summary["whole_service"].as_bool() == Some(true) {
+        return Some(format!("Hela SAMSA påverkas: alla {n_actors} aktörer."));
+    }
+    // A municipality says so ("kommunen Borås"), unlike the hospital in the same town.
+    let names: Vec<String> = summary["subregions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|subregion| {
+            let kommuner = &subregion["affected_kommuner"];
+            subregion["affected_names"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .filter_map(move |(index, name)| {
+                    let name = name.as_str()?;
+                    Some(if kommuner[index].as_bool() == Some(true) {
+                        format!("kommunen {name}")
+                    } else {
+                        name.to_owned()
+                    })
+                })
+        })
+        .collect();
+    if n_affected == 0 || names.is_empty() {
+        return (n_affected > 0).then(|| format!("{n_affected} av {n_actors} aktörer påverkas."));
+    }
+    let named = if names.len() > MAX_NAMED_AFFECTED {
+        format!(
+            "{} och {} till",
+            names[..MAX_NAMED_AFFECTED].join(", "),
+            names.len() - MAX_NAMED_AFFECTED
+        )
+    } else {
+        crate::swedish::join_swedish_list(&names)
+    };
+    Some(format!(
+        "{n_affected} av {n_actors} aktörer påverkas: {named}."
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_review_mail_names_who_is_affected() {
+        let summary = serde_json::json!({
+            "whole_service": false,
+            "subregions": [
+                {"id": "sodra-alvsborg", "name": "Södra Älvsborg", "affected": ["kommun-boras"],
+                 "affected_names": ["Borås"], "affected_kommuner": [true],
+                 "n_affected": 1, "n_actors": 10},
+                {"id": "fyrbodal", "name": "Fyrbodal", "affected": [], "affected_names": [],
+                 "n_affected": 0, "n_actors": 14},
+            ],
+            "unknown_actor_ids": [], "unknown_subregion_ids": [],
+            "n_affected": 1, "n_actors": 67,
+        });
+        assert_eq!(
+            affected_line(&summary).as_deref(),
+            Some("1 av 67 aktörer påverkas: kommunen Borås.")
+        );
+        let many = serde_json::json!({
+            "whole_service": false,
+            "subregions": [{"affected_names": ["A", "B", "C", "D", "E", "F", "G"]}],
+            "n_affected": 7, "n_actors": 67,
+        });
+        assert_eq!(
+            affected_line(&many).as_deref(),
+            Some("7 av 67 aktörer påverkas: A, B, C, D, E och 2 till.")
+        );
+        assert_eq!(affected_line(&serde_json::Value::Null), None);
+    }
+
+    #[test]
+    fn a_resolution_review_mail_reads_as_the_all_clear() {
+        assert_eq!(
+            review_subject(Some(NoticeKind::Resolved), 1, 1),
+            "Granska: SAMSA fungerar igen (incident 1)"
+        );
+        let opening = review_opening(Some(NoticeKind::Resolved), 1, 2);
+        assert!(opening.contains("SAMSA fungerar igen"), "{opening}");
+        assert!(!opening.contains("åtgärdat om"), "{opening}");
+        assert_eq!(
+            review_subject(Some(NoticeKind::Initial), 3, 2),
+            "Granska utkast: första meddelande för incident 3 (föreslagen nivå 2)"
+        );
     }
 }

@@ -102,6 +102,8 @@ pub struct Publication {
     pub notice_id: i64,
     pub incident_id: i64,
     pub n_deliveries: usize,
+    /// The deliveries per channel, in the order the channels were chosen.
+    pub deliveries_per_channel: Vec<(String, usize)>,
     pub kind: NoticeKind,
     pub level: u8,
     /// How long after the incident's first alert this notice went out, when it is the
@@ -358,6 +360,18 @@ pub async fn publish(
         notice_id,
         incident_id: draft.incident_id,
         n_deliveries: write.deliveries.len(),
+        deliveries_per_channel: write
+            .channels
+            .iter()
+            .map(|channel| {
+                let n = write
+                    .deliveries
+                    .iter()
+                    .filter(|(name, _)| name == channel)
+                    .count();
+                (channel.clone(), n)
+            })
+            .collect(),
         kind: draft.kind,
         level: level_number,
         first_notice_after,

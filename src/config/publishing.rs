@@ -37,6 +37,9 @@ pub struct SmtpDetails {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct RawChannel {
+    /// The channel's name as operators read it, in Swedish (default: by its `content`,
+    /// e.g. "Inloggningssidan" for a banner).
+    pub label: Option<String>,
     /// Which text of the notice this channel carries: `banner`, `email`, `website`,
     /// `newsletter`, `itnytt` or `crisis`.
     pub content: String,
@@ -93,6 +96,19 @@ pub enum ChannelContent {
 }
 
 impl ChannelContent {
+    /// The Swedish name operators read for a channel of this content when its config gives
+    /// no `label`.
+    pub fn default_label(self) -> &'static str {
+        match self {
+            ChannelContent::Banner => "Inloggningssidan",
+            ChannelContent::Email => "E-post till support- och IT-organisationer",
+            ChannelContent::Website => "Nyhet på webbplatsen",
+            ChannelContent::Newsletter => "Nyhetsbrev till prenumeranter",
+            ChannelContent::Itnytt => "IT-Nytt",
+            ChannelContent::Crisis => "Ordförande och vice ordförande i Ledningsrådet",
+        }
+    }
+
     pub fn parse(text: &str) -> Option<ChannelContent> {
         Some(match text {
             "banner" => ChannelContent::Banner,
@@ -166,6 +182,9 @@ impl ChannelTransport {
 #[derive(Debug, Clone)]
 pub struct ChannelConfig {
     pub name: String,
+    /// Shown to people instead of `name` (`channels.NAME.label`, or a Swedish default by
+    /// `content`).
+    pub label: String,
     pub content: ChannelContent,
     pub transport: ChannelTransport,
     pub rate_limit_per_minute: Option<u32>,
@@ -551,9 +570,15 @@ fn check_channel(
     if raw.concurrency == Some(0) {
         problems.push(&at("concurrency"), "must be at least 1");
     }
+    let content = content?;
+    let label = match raw.label.as_deref().map(str::trim) {
+        Some(label) if !label.is_empty() => label.to_owned(),
+        _ => content.default_label().to_owned(),
+    };
     Some(ChannelConfig {
         name: name.to_owned(),
-        content: content?,
+        label,
+        content,
         transport: transport?,
         rate_limit_per_minute: raw.rate_limit_per_minute.filter(|limit| *limit > 0),
         concurrency: raw.concurrency.filter(|value| *value > 0).unwrap_or(8),

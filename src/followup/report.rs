@@ -916,10 +916,17 @@ fn timeline(
         let Some(last_sent_at) = notice.last_sent_at else {
             continue;
         };
-        let mut text = format!(
-            "Meddelande {} via {}: {} av {} leveranser skickade",
-            notice.notice_id, notice.channel, notice.n_sent, notice.n_deliveries
-        );
+        // The channel as people read it; one delivery reads "skickat", not "1 av 1".
+        let channel = config
+            .channels
+            .get(&notice.channel)
+            .map_or(notice.channel.as_str(), |channel| channel.label.as_str());
+        let sent = if notice.n_deliveries == 1 && notice.n_sent == 1 {
+            "skickat".to_owned()
+        } else {
+            format!("{} av {} skickade", notice.n_sent, notice.n_deliveries)
+        };
+        let mut text = format!("Meddelande {}, {channel}: {sent}", notice.notice_id);
         if notice.n_failed > 0 {
             text.push_str(&format!(", {} misslyckades", notice.n_failed));
         }

@@ -270,7 +270,7 @@ fn a_note_sits_at_the_time_the_operator_gave() {
         "Anteckning: Cerner kallade till telefonkonferens (antecknat 06:10)"
     );
     assert_eq!(lines[1].time, "05:15");
-    assert_eq!(lines[1].offset, "+0:05");
+    assert_eq!(lines[1].offset, "5 min");
 }
 
 #[test]
@@ -345,8 +345,20 @@ fn incident_references_and_offsets_read_as_people_write_them() {
     assert_eq!(parse_incident_reference("0"), None);
     assert_eq!(parse_incident_reference("tjugo"), None);
     let start = at("2026-11-28T04:10:00Z");
-    assert_eq!(relative_offset(start, at("2026-11-28T05:15:59Z")), "+1:05");
-    assert_eq!(relative_offset(start, at("2026-11-28T04:08:00Z")), "−0:02");
+    assert_eq!(
+        relative_offset(start, at("2026-11-28T05:15:59Z")),
+        "1 tim 5 min"
+    );
+    assert_eq!(
+        relative_offset(start, at("2026-11-28T04:08:00Z")),
+        "2 min före"
+    );
+    assert_eq!(relative_offset(start, at("2026-11-28T04:38:00Z")), "28 min");
+    assert_eq!(
+        relative_offset(start, at("2026-12-03T09:14:00Z")),
+        "5 dygn 5 tim",
+        "not +125:04"
+    );
     assert_eq!(swedish_number(5000), "5\u{a0}000");
     assert_eq!(swedish_number(200), "200");
 }

@@ -121,7 +121,7 @@ fn resolving_before_anything_was_published_withdraws_the_draft() {
         .unwrap();
     assert!(
         step.events
-            .contains(&IncidentEvent::IncidentResolved { at: at(5) })
+            .contains(&LogEvent::IncidentResolved { at: at(5) })
     );
     assert!(matches!(
         step.draft_actions.as_slice(),
@@ -229,7 +229,7 @@ fn a_refire_within_the_flap_window_reopens_and_after_it_starts_anew() {
         )
         .unwrap();
     assert_eq!(step.incident_id, 1);
-    assert!(step.events.contains(&IncidentEvent::IncidentReopened {
+    assert!(step.events.contains(&LogEvent::IncidentReopened {
         at: at(15),
         n_reopened: 1
     }));

@@ -75,6 +75,10 @@ pub trait Backend: Receipts + Incidents + Publications + OperatorMail + Followup
 
     /// Closes the connections (SQLite: flushing the write-ahead log).
     async fn close(&self);
+
+    /// This installation's random id, created once with the database and never changed:
+    /// mixed into delivery ids and Message-IDs so that no two installations share them.
+    async fn installation_id(&self) -> Result<String, StorageError>;
 }
 
 /// A write transaction: the domain reads state through it, decides, and writes the

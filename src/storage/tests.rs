@@ -808,3 +808,53 @@ async fn revoking_links_only_moves_their_valid_from_time_forward() {
     storage.revoke_links(second).await.unwrap();
     assert_eq!(storage.links_valid_from().await.unwrap(), Some(second));
 }
+
+#[tokio::test]
+async fn the_installation_id_is_created_once_and_differs_between_installations() {
+    let (storage, folder) = open_storage().await;
+    let id = storage.installation_id().await.unwrap();
+    assert!(id.len() >= 32, "{id:?} is random enough");
+    assert_eq!(storage.installation_id().await.unwrap(), id);
+    storage.close().await;
+    let config = DatabaseConfig {
+        url: DatabaseUrl::Sqlite {
+            path: folder.path().join("relay.db"),
+        },
+        busy_timeout: Duration::from_secs(5),
+        min_free_bytes: 0,
+    };
+    let reopened = Storage::open(&config).await.unwrap();
+    assert_eq!(
+        reopened.installation_id().await.unwrap(),
+        id,
+        "reopening keeps the id"
+    );
+    let (other, _other_folder) = open_storage().await;
+    assert_ne!(other.installation_id().await.unwrap(), id);
+}
+
+#[tokio::test]
+async fn delivery_ids_are_stable_per_delivery_and_unique_per_installation() {
+    let now = at("2026-11-28T05:00:00Z");
+    let mut ids = Vec::new();
+    let mut folders = Vec::new();
+    for _ in 0..2 {
+        let (storage, folder) = open_storage().await;
+        folders.push(folder);
+        let (incident_id, draft_id) = drill_with_draft(&storage, now).await;
+        publish(&storage, incident_id, draft_id, now).await;
+        let outbox = storage.outbox(Some(incident_id)).await.unwrap();
+        let again = storage.outbox(Some(incident_id)).await.unwrap();
+        let mut these: Vec<String> = outbox.iter().map(|row| row.delivery_id.clone()).collect();
+        let kept: Vec<String> = again.iter().map(|row| row.delivery_id.clone()).collect();
+        assert_eq!(these, kept, "a delivery keeps its id");
+        these.sort();
+        ids.push(these);
+    }
+    // The same notice number, channels and recipients on two installations.
+    assert_eq!(ids[0].len(), ids[1].len());
+    assert!(
+        ids[0].iter().all(|id| !ids[1].contains(id)),
+        "a new installation reuses no delivery id: {ids:?}"
+    );
+}

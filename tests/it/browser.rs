@@ -86,7 +86,7 @@ async fn an_operator_edits_previews_and_publishes_a_level_2_notice_on_a_phone() 
     shots.save(&browser, "1-before-edit").await;
 
     let information =
-        labelled_control(client, "Fyll på med för störningen relevant information").await;
+        labelled_control(client, "Övrig information om störningen (frivilligt)").await;
     assert_eq!(information.tag_name().await.unwrap(), "textarea");
     information.send_keys(ADDED_INFORMATION).await.unwrap();
     // A tap on the label chooses the radio button.

@@ -582,7 +582,7 @@ fn substitute(file: &str, text: &str, replacements: &[(&str, &str)]) -> String {
     for (from, to) in replacements {
         assert!(
             result.contains(from),
-            "{file} no longer contains {from:?}; update tests/end_to_end.rs"
+            "{file} no longer contains {from:?}; update tests/it/end_to_end.rs"
         );
         result = result.replace(from, to);
     }
@@ -691,6 +691,9 @@ fn prometheus_files(
             ("scrape_timeout: 15s", "scrape_timeout: 1s"),
             ("alertmanager:9093", alertmanager_host),
             ("samsa-relay:9095", relay_host),
+            // /metrics: its own listener in the shipped config; the test relay serves it on the
+            // main port (no `server.metrics_listen`).
+            ("samsa-relay:9096", relay_host),
             ("blackbox-exporter:9115", blackbox_host),
             ("https://samsa.example.org/", &central),
         ],

@@ -118,6 +118,14 @@ async fn the_on_duty_operator_is_mailed_a_review_link_and_get_changes_nothing() 
     let folder = app.folder.path().join("mail");
     let files: Vec<_> = std::fs::read_dir(&folder).unwrap().collect();
     assert_eq!(files.len(), 1);
+    // It names who is affected, a municipality as one.
+    let bytes = std::fs::read(files[0].as_ref().unwrap().path()).unwrap();
+    let message = mail_parser::MessageParser::default().parse(&bytes).unwrap();
+    let mail = message.body_text(0).unwrap().into_owned();
+    assert!(
+        mail.contains("1 av 67 aktörer påverkas: kommunen Borås"),
+        "{mail}"
+    );
 
     let url = link(
         &app,
@@ -132,7 +140,10 @@ async fn the_on_duty_operator_is_mailed_a_review_link_and_get_changes_nothing() 
         let (status, html) = get_page(&app, &url).await;
         assert_eq!(status, 200);
         assert!(html.contains("<html lang=\"sv\">"));
-        assert!(html.contains("Fyll på med för störningen relevant information"));
+        assert!(html.contains("Övrig information om störningen (frivilligt)"));
+        // Channels by their Swedish names, never by their ids.
+        assert!(html.contains(">Inloggningssidan</label>"), "{html}");
+        assert!(!html.contains("(banner)") && !html.contains("(email)"));
     }
     let response = app.client.get(&url).send().await.unwrap();
     let headers = response.headers();
@@ -271,6 +282,13 @@ async fn posts_need_the_csrf_token_and_publishing_consumes_the_link() {
         let (status, html) = task.await.unwrap();
         if status == 200 && html.contains("<h1>Publicerat</h1>") {
             n_published += 1;
+            // The login page and the feed are shown, not counted as recipients.
+            assert!(
+                html.contains("Inloggningssidan: visas på inloggningssidan"),
+                "{html}"
+            );
+            assert!(html.contains("publiceras i flödet"), "{html}");
+            assert!(!html.contains("mottagare får det nu"), "{html}");
         }
     }
     assert_eq!(n_published, 1);

@@ -47,7 +47,7 @@ fn a_rehearsal_shows_the_incident_the_level_and_every_notice() {
         "--- E-post, ämne ---",
         "--- Inloggningssidan ---",
         "--- IT-Nytt, rubrik ---",
-        "Driftstörning i SAMSA – Trollhättan",
+        "Driftstörning i SAMSA – kommunen Trollhättan",
         "28 november 2026 kl. 05:12",
     ] {
         assert!(

@@ -168,7 +168,7 @@ async fn dashboard(
                     format_swedish_time(notice.published_at),
                     notice.published_by
                 ),
-                channel: channel.clone(),
+                channel: super::review::channel_label(state, channel),
                 sent: *sent,
                 pending: *waiting,
                 failed: *failed,
@@ -182,6 +182,7 @@ async fn dashboard(
         .unwrap_or_default()
         .into_iter()
         .map(|(outbox_id, incident_id, channel, recipient, error)| {
+            let channel = super::review::channel_label(state, &channel);
             context! { outbox_id, incident_id, channel, recipient, error }
         })
         .collect();

@@ -18,7 +18,7 @@ use super::{
     storage_unavailable,
 };
 use crate::classify::Level;
-use crate::config::ChannelContent;
+use crate::config::ChannelTransport;
 use crate::http::AppState;
 use crate::http::pages::{message_page, page, parse_local_time, render, stockholm};
 use crate::incident::{DraftState, IncidentKind};
@@ -466,10 +466,10 @@ pub(super) async fn review_action(
                         ),
                         None => "Nivå 1 kräver inget beslut.".to_owned(),
                     };
-                    let deliveries = match publication.n_deliveries {
-                        1 => "1 mottagare får det nu. Följ leveransen på översikten.".to_owned(),
-                        n => format!("{n} mottagare får det nu. Följ leveranserna på översikten."),
-                    };
+                    let deliveries = format!(
+                        "{}. Följ leveranserna på översikten.",
+                        delivery_phrases(state, &publication.deliveries_per_channel).join("; ")
+                    );
                     let (dashboard_href, dashboard_text) = session.dashboard_link();
                     message_page(
                         StatusCode::OK,
@@ -565,22 +565,42 @@ fn fields_from_form(form: &ReviewFields) -> Result<DraftFields, String> {
     })
 }
 
-fn channel_label(state: &AppState, name: &str) -> String {
-    let content = state
+/// A channel as people read it: its configured (or default) Swedish label, never its id.
+pub(super) fn channel_label(state: &AppState, name: &str) -> String {
+    state
         .config
         .channels
         .get(name)
-        .map(|channel| channel.content);
-    let what = match content {
-        Some(ChannelContent::Banner) => "Inloggningssidan",
-        Some(ChannelContent::Email) => "E-post till support- och IT-organisationer",
-        Some(ChannelContent::Website) => "Nyhet på webbplatsen",
-        Some(ChannelContent::Newsletter) => "Nyhetsbrev till prenumeranter",
-        Some(ChannelContent::Itnytt) => "IT-Nytt",
-        Some(ChannelContent::Crisis) => "Ordförande och vice ordförande i Ledningsrådet",
-        None => "",
-    };
-    format!("{what} ({name})")
+        .map_or_else(|| name.to_owned(), |channel| channel.label.clone())
+}
+
+/// The confirmation's count, per channel: mails and webhook calls are counted as what
+/// they are; the login page and the feeds reach readers without a recipient list.
+fn delivery_phrases(state: &AppState, per_channel: &[(String, usize)]) -> Vec<String> {
+    per_channel
+        .iter()
+        .map(|(name, n)| {
+            let label = channel_label(state, name);
+            let transport = state.config.channels.get(name).map(|c| &c.transport);
+            match transport {
+                Some(ChannelTransport::Banner { .. }) => {
+                    format!("{label}: visas på inloggningssidan")
+                }
+                Some(ChannelTransport::Feed) => format!("{label}: publiceras i flödet"),
+                Some(ChannelTransport::Email { .. }) => format!(
+                    "{label}: {}",
+                    crate::swedish::count_phrase(
+                        *n,
+                        "e-postmeddelande skickas",
+                        "e-postmeddelanden skickas"
+                    )
+                ),
+                Some(ChannelTransport::Webhook { .. }) | None => {
+                    format!("{label}: skickas vidare till mottagarens system")
+                }
+            }
+        })
+        .collect()
 }
 
 fn state_label(state: &str) -> &'static str {

@@ -185,6 +185,13 @@ impl Backend for SqliteStorage {
         self.reader.close().await;
         self.writer.close().await;
     }
+
+    async fn installation_id(&self) -> Result<String, StorageError> {
+        sqlx::query_scalar("SELECT installation_id FROM installation WHERE id = 1")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(|source| storage_error("installation_id", source))
+    }
 }
 
 /// A write transaction (`BEGIN IMMEDIATE`); dropped uncommitted, sqlx rolls it back.

@@ -452,6 +452,11 @@ pub(super) async fn insert_publication(
     if updated.rows_affected() != 1 {
         return Ok(Err(AlreadyPublished));
     }
+    let installation: String =
+        sqlx::query_scalar("SELECT installation_id FROM installation WHERE id = 1")
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(error)?;
     sqlx::query("UPDATE incidents SET published = ?, updated_at = ? WHERE id = ?")
         .bind(serde_json::to_string(&write.published).map_err(json_error)?)
         .bind(&at)
@@ -467,7 +472,7 @@ pub(super) async fn insert_publication(
             row.push_bind(notice_id)
                 .push_bind(channel.as_str())
                 .push_bind(recipient.as_str())
-                .push_bind(delivery_id(notice_id, channel, recipient))
+                .push_bind(delivery_id(&installation, notice_id, channel, recipient))
                 .push_bind("pending")
                 .push_bind(0_i64)
                 .push_bind(at.as_str())
@@ -489,9 +494,11 @@ pub(super) async fn insert_publication(
     Ok(Ok(notice_id))
 }
 
-/// A stable id for one (notice, channel, recipient): the same on every retry.
-fn delivery_id(notice_id: i64, channel: &str, recipient: &str) -> String {
+/// A stable id for one (notice, channel, recipient) of this installation: stored with the
+/// outbox row, so the same on every retry, and never the same on another installation.
+fn delivery_id(installation: &str, notice_id: i64, channel: &str, recipient: &str) -> String {
     use sha2::{Digest as _, Sha256};
-    let digest = Sha256::digest(format!("{notice_id}\0{channel}\0{recipient}").as_bytes());
+    let digest =
+        Sha256::digest(format!("{installation}\0{notice_id}\0{channel}\0{recipient}").as_bytes());
     format!("{notice_id}-{}", &crate::alertmanager::hex(&digest)[..24])
 }
