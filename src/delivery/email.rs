@@ -327,6 +327,7 @@ level_3 = ["email", "itnytt"]
             delivery_id: "3-0123456789abcdef01234567".to_owned(),
             attempt: 1,
             created_at: published_at,
+            reclaimed: false,
             notice: PublishedNoticeRecord {
                 notice_id: 3,
                 incident_id: 12,

@@ -5,7 +5,8 @@
 //! One interface per aggregate, each a file here with its record types: [`Receipts`]
 //! (`receipts.rs`), [`Incidents`] and drafts (`incidents.rs`), [`Publications`] and the
 //! outbox (`publications.rs`), [`OperatorMail`] (`operator_mail.rs`), [`Followup`]
-//! (`followup.rs`). Each has a twin (`ReceiptsTx`, `IncidentsTx`, …) for what runs inside a
+//! (`followup.rs`), and [`Cluster`] (`cluster.rs`: leases, heartbeats and rate budgets
+//! shared by replicas). Each has a twin (`ReceiptsTx`, `IncidentsTx`, …) for what runs inside a
 //! write transaction. [`Backend`] combines the aggregates and begins a [`WriteTransaction`]
 //! ([`BackendTx`] combines the transaction twins and commits).
 //!
@@ -31,6 +32,7 @@
 //! [`DeliveryState`]: crate::incident::DeliveryState
 //! [`Level`]: crate::classify::Level
 
+pub mod cluster;
 mod followup;
 mod incidents;
 mod operator_mail;
@@ -49,6 +51,7 @@ use jiff::Timestamp;
 use crate::alertmanager::Notification;
 use crate::config::{DatabaseConfig, DatabaseUrl};
 
+pub use cluster::{Cluster, ClusterTx, LeaseRecord};
 pub use followup::*;
 pub use incidents::*;
 pub use operator_mail::*;
@@ -61,7 +64,7 @@ pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_m
 
 /// A storage backend: every aggregate, write transactions, and the backend's upkeep.
 #[async_trait]
-pub trait Backend: Receipts + Incidents + Publications + OperatorMail + Followup {
+pub trait Backend: Receipts + Incidents + Publications + OperatorMail + Followup + Cluster {
     /// Starts a write transaction, the write lock taken up front (SQLite: `BEGIN
     /// IMMEDIATE`). Dropping it without [`BackendTx::commit`] rolls it back.
     async fn begin_write(&self) -> Result<WriteTransaction, StorageError>;
@@ -86,7 +89,7 @@ pub trait Backend: Receipts + Incidents + Publications + OperatorMail + Followup
 /// network call.
 #[async_trait]
 pub trait BackendTx:
-    ReceiptsTx + IncidentsTx + PublicationsTx + OperatorMailTx + FollowupTx
+    ReceiptsTx + IncidentsTx + PublicationsTx + OperatorMailTx + FollowupTx + ClusterTx
 {
     async fn commit(self: Box<Self>) -> Result<(), StorageError>;
 }

@@ -163,6 +163,9 @@ pub struct ClaimedDelivery {
     /// This attempt's number, from 1.
     pub attempt: i64,
     pub created_at: Timestamp,
+    /// The row was still leased by an attempt that never recorded its result (a replica
+    /// died or stalled while sending): the recipient may get this notice twice.
+    pub reclaimed: bool,
     pub notice: PublishedNoticeRecord,
 }
 

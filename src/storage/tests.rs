@@ -543,6 +543,9 @@ async fn a_lease_that_ran_out_makes_a_delivery_claimable_again() {
         .unwrap();
     assert_eq!(again.len(), 2);
     assert!(again.iter().all(|delivery| delivery.attempt == 2));
+    // Their first attempts never recorded a result: the recipients may have them already.
+    assert!(claimed.iter().all(|delivery| !delivery.reclaimed));
+    assert!(again.iter().all(|delivery| delivery.reclaimed));
     assert_eq!(again[0].delivery_id, claimed[0].delivery_id);
 
     storage
@@ -597,6 +600,8 @@ async fn a_lease_that_ran_out_makes_a_delivery_claimable_again() {
         .unwrap();
     assert_eq!(retried.len(), 1);
     assert_eq!(retried[0].outbox_id, again[1].outbox_id);
+    // The attempt before recorded its result.
+    assert!(!retried[0].reclaimed);
     // At start-up every lease is released.
     assert_eq!(storage.release_delivery_leases().await.unwrap(), 1);
     assert_eq!(
@@ -856,5 +861,135 @@ async fn delivery_ids_are_stable_per_delivery_and_unique_per_installation() {
     assert!(
         ids[0].iter().all(|id| !ids[1].contains(id)),
         "a new installation reuses no delivery id: {ids:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_lease_has_one_holder_until_it_expires_or_is_released() {
+    let (storage, _folder) = open_storage().await;
+    let ttl = Duration::from_secs(60);
+    let first = storage
+        .acquire_lease("correlation", "a", ttl)
+        .await
+        .unwrap();
+    assert!(first.is_held_by("a", Timestamp::now()));
+    // Another replica meets the holder and does not take it.
+    let second = storage
+        .acquire_lease("correlation", "b", ttl)
+        .await
+        .unwrap();
+    assert_eq!(second.holder, "a");
+    assert!(!second.is_held_by("b", Timestamp::now()));
+    // The holder renews it, keeping the time it took it.
+    let renewed = storage
+        .acquire_lease("correlation", "a", ttl)
+        .await
+        .unwrap();
+    assert_eq!(renewed.acquired_at, first.acquired_at);
+    assert!(renewed.expires_at >= first.expires_at);
+    // Leases are independent of each other.
+    let timers = storage.acquire_lease("timers", "b", ttl).await.unwrap();
+    assert!(timers.is_held_by("b", Timestamp::now()));
+    // Inside a write transaction, only the holder holds it.
+    let mut transaction = storage.begin_write().await.unwrap();
+    assert!(transaction.hold_lease("correlation", "a").await.unwrap());
+    assert!(!transaction.hold_lease("correlation", "b").await.unwrap());
+    assert!(!transaction.hold_lease("no-such-lease", "a").await.unwrap());
+    drop(transaction);
+    // Released by someone else: nothing happens; by the holder: free for the next.
+    storage.release_lease("correlation", "b").await.unwrap();
+    assert_eq!(
+        storage
+            .acquire_lease("correlation", "b", ttl)
+            .await
+            .unwrap()
+            .holder,
+        "a"
+    );
+    storage.release_lease("correlation", "a").await.unwrap();
+    let taken = storage
+        .acquire_lease("correlation", "b", ttl)
+        .await
+        .unwrap();
+    assert!(taken.is_held_by("b", Timestamp::now()));
+    // An expired lease passes to the next replica that asks.
+    storage
+        .acquire_lease("short", "a", Duration::from_millis(1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut transaction = storage.begin_write().await.unwrap();
+    assert!(!transaction.hold_lease("short", "a").await.unwrap());
+    drop(transaction);
+    let next = storage.acquire_lease("short", "b", ttl).await.unwrap();
+    assert!(next.is_held_by("b", Timestamp::now()));
+    let names: Vec<String> = storage
+        .leases()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|lease| lease.name)
+        .collect();
+    assert_eq!(names, ["correlation", "short", "timers"]);
+}
+
+#[tokio::test]
+async fn a_heartbeat_keeps_its_latest_arrival() {
+    let (storage, _folder) = open_storage().await;
+    assert_eq!(storage.last_heartbeat("watchdog").await.unwrap(), None);
+    let later = at("2026-12-03T08:01:00Z");
+    storage.record_heartbeat("watchdog", later).await.unwrap();
+    storage
+        .record_heartbeat("watchdog", at("2026-12-03T08:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        storage.last_heartbeat("watchdog").await.unwrap(),
+        Some(later)
+    );
+}
+
+#[tokio::test]
+async fn a_token_bucket_grants_no_more_than_its_rate() {
+    let (storage, _folder) = open_storage().await;
+    let start = at("2026-12-03T08:00:00Z");
+    // A full bucket of 30 at first; then empty.
+    assert_eq!(
+        storage
+            .take_tokens("email", 20, 30.0, 30, start)
+            .await
+            .unwrap(),
+        20
+    );
+    assert_eq!(
+        storage
+            .take_tokens("email", 20, 30.0, 30, start)
+            .await
+            .unwrap(),
+        10
+    );
+    assert_eq!(
+        storage
+            .take_tokens("email", 5, 30.0, 30, start)
+            .await
+            .unwrap(),
+        0
+    );
+    // 30 a minute is one every 2 s.
+    let later = start + SignedDuration::from_secs(10);
+    assert_eq!(
+        storage
+            .take_tokens("email", 20, 30.0, 30, later)
+            .await
+            .unwrap(),
+        5
+    );
+    // Buckets are per key.
+    assert_eq!(
+        storage
+            .take_tokens("itnytt", 3, 30.0, 30, later)
+            .await
+            .unwrap(),
+        3
     );
 }

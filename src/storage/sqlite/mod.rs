@@ -8,6 +8,7 @@
 //! `rows.rs` (which uses only this file) and the two outboxes' lease logic through
 //! `outbox.rs`.
 
+mod cluster;
 mod followup;
 mod incidents;
 mod operator_mail;

@@ -14,7 +14,7 @@ use crate::incident::LogEvent;
 use crate::storage::{DeliveryResult, EventWrite, StorageError};
 
 /// An outbox table: `id`, `state` ('pending', 'sent', 'failed'), `attempts`,
-/// `next_attempt_at`, `lease_until`, `sent_at`, `last_error`.
+/// `next_attempt_at`, `lease_until`, `reclaimed`, `sent_at`, `last_error`.
 pub(super) struct OutboxTable {
     pub name: &'static str,
     /// The columns a claim returns.
@@ -26,7 +26,7 @@ pub(super) struct OutboxTable {
 
 pub(super) const OUTBOX: OutboxTable = OutboxTable {
     name: "outbox",
-    claimed_columns: "id, notice_id, channel, recipient, delivery_id, attempts, created_at",
+    claimed_columns: "id, notice_id, channel, recipient, delivery_id, attempts, created_at, reclaimed",
     failed_incident: Some(
         "(SELECT incident_id FROM published_notices p WHERE p.id = outbox.notice_id)",
     ),
@@ -40,7 +40,9 @@ pub(super) const OPERATOR_MAIL: OutboxTable = OutboxTable {
 
 /// Leases up to `max` pending rows that are due and not leased (only those whose column
 /// `only.0` equals `only.1`, if given) until `now + lease`, oldest due first, and counts
-/// the attempt. Returns their claimed columns; the caller commits.
+/// the attempt. A row still leased (its lease ran out with no result recorded: the
+/// replica sending it died or stalled) is marked `reclaimed`, since its recipient may have
+/// had it already. Returns their claimed columns; the caller commits.
 pub(super) async fn claim_due(
     connection: &mut Connection,
     table: &OutboxTable,
@@ -60,7 +62,8 @@ pub(super) async fn claim_due(
     );
     let only_column = only.map_or(String::new(), |(column, _)| format!("{column} = ? AND "));
     let sql = format!(
-        "UPDATE {name} SET lease_until = ?, attempts = attempts + 1 WHERE id IN ( \
+        "UPDATE {name} SET reclaimed = (lease_until IS NOT NULL), lease_until = ?, \
+           attempts = attempts + 1 WHERE id IN ( \
            SELECT id FROM {name} WHERE {only_column}state = 'pending' AND next_attempt_at <= ? \
            AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at, id LIMIT ?) \
          RETURNING {claimed_columns}"

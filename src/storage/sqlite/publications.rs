@@ -69,6 +69,7 @@ impl Publications for SqliteStorage {
                     delivery_id: row.try_get("delivery_id")?,
                     attempt: row.try_get("attempts")?,
                     created_at: parse_time(row.try_get("created_at")?)?,
+                    reclaimed: row.try_get("reclaimed")?,
                     notice: notices[&notice_id].clone(),
                 })
             };
