@@ -34,7 +34,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "domain: the plan's rules, each owning its settings",
-        &["classify", "notice", "incident", "links"],
+        &["classify", "notice", "incident", "links", "subscription"],
     ),
     (
         "config: parses, checks and assembles settings",
@@ -52,6 +52,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "followup",
             "gauges",
             "simulate",
+            "subscribers",
         ],
     ),
     ("http: the only HTTP server", &["http"]),

@@ -24,6 +24,8 @@ pub mod publishing;
 mod secret;
 pub mod simulate;
 pub mod storage;
+pub mod subscribers;
+pub mod subscription;
 mod swedish;
 pub mod telemetry;
 mod tls;

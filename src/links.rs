@@ -13,6 +13,10 @@
 //! pages behind single sign-on) get a fresh token per page instead
 //! ([`LinkSigner::fresh_csrf_token`]): a random nonce and the issue time, MACed together
 //! with what the form is for, and refused once older than the age the caller allows.
+//!
+//! Subscribers' links (confirm a subscription, manage or end it: [`SubscriptionClaims`])
+//! are signed with the same key under a label of their own, so that a subscriber's link
+//! never opens an operator page and an operator link never touches a subscription.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -67,6 +71,32 @@ struct SignedClaims {
     issued_at: i64,
 }
 
+/// What a subscriber's link does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubscriptionAction {
+    /// Confirms a requested subscription (double opt-in); expires.
+    #[serde(rename = "c")]
+    Confirm,
+    /// Opens the subscription's own page (change, end, delete) and ends it in one click
+    /// (RFC 8058); in every mail, valid while the subscription's nonce is unchanged.
+    #[serde(rename = "m")]
+    Manage,
+}
+
+/// What a subscriber's link says: the action, the subscription and its nonce (a new
+/// nonce invalidates every earlier link), and an expiry (Unix seconds) for confirmations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionClaims {
+    #[serde(rename = "a")]
+    pub action: SubscriptionAction,
+    #[serde(rename = "s")]
+    pub subscriber_id: i64,
+    #[serde(rename = "n")]
+    pub nonce: String,
+    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
     #[error("the link is malformed")]
@@ -86,6 +116,7 @@ pub struct LinkSigner {
 const LINK_LABEL: &[u8] = b"samsa-relay link v1\0";
 const CSRF_LABEL: &[u8] = b"samsa-relay csrf v1\0";
 const FRESH_CSRF_LABEL: &[u8] = b"samsa-relay fresh csrf v1\0";
+const SUBSCRIPTION_LABEL: &[u8] = b"samsa-relay subscription v1\0";
 /// The random part of a fresh CSRF token. It needs to be unique, not secret: the MAC is
 /// what makes the token unforgeable.
 const NONCE_BYTES: usize = 16;
@@ -148,6 +179,47 @@ impl LinkSigner {
             claims: signed.claims,
             issued_at: signed.issued_at,
         })
+    }
+
+    /// Signs a subscriber's link.
+    pub fn sign_subscription(&self, claims: &SubscriptionClaims) -> String {
+        let json = serde_json::to_vec(claims).expect("claims serialize");
+        let payload = URL_SAFE_NO_PAD.encode(json);
+        let mac = self.mac(SUBSCRIPTION_LABEL, payload.as_bytes());
+        format!("{payload}.{}", URL_SAFE_NO_PAD.encode(mac))
+    }
+
+    /// Checks a subscriber's link: the signature first, then the expiry if it has one.
+    /// The caller compares the nonce with the stored one.
+    pub fn verify_subscription(
+        &self,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<SubscriptionClaims, LinkError> {
+        if token.len() > MAX_TOKEN_CHARS {
+            return Err(LinkError::Malformed);
+        }
+        let (payload, signature) = token.split_once('.').ok_or(LinkError::Malformed)?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| LinkError::Malformed)?;
+        let mut mac = self.keyed();
+        mac.update(SUBSCRIPTION_LABEL);
+        mac.update(payload.as_bytes());
+        mac.verify_slice(&signature)
+            .map_err(|_| LinkError::BadSignature)?;
+        let json = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| LinkError::Malformed)?;
+        let claims: SubscriptionClaims =
+            serde_json::from_slice(&json).map_err(|_| LinkError::Malformed)?;
+        if claims
+            .expires_at
+            .is_some_and(|expires_at| now.as_second() >= expires_at)
+        {
+            return Err(LinkError::Expired);
+        }
+        Ok(claims)
     }
 
     /// The CSRF token for forms on the page that `link_token` opens.
@@ -352,6 +424,63 @@ mod tests {
         for garbage in ["", ".", "abc", "a.b", &"x".repeat(5000)] {
             assert!(!signer.check_fresh_csrf("login form", garbage, at(10_000), hour));
         }
+    }
+
+    fn subscription(action: SubscriptionAction, expires_at: Option<i64>) -> SubscriptionClaims {
+        SubscriptionClaims {
+            action,
+            subscriber_id: 42,
+            nonce: "0123456789abcdef".to_owned(),
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn a_subscription_link_verifies_until_it_expires_and_cannot_be_moved() {
+        let signer = signer();
+        let confirm =
+            signer.sign_subscription(&subscription(SubscriptionAction::Confirm, Some(2_000)));
+        assert_eq!(
+            signer.verify_subscription(&confirm, at(1_999)).unwrap(),
+            subscription(SubscriptionAction::Confirm, Some(2_000))
+        );
+        assert_eq!(
+            signer.verify_subscription(&confirm, at(2_000)),
+            Err(LinkError::Expired)
+        );
+        let manage = signer.sign_subscription(&subscription(SubscriptionAction::Manage, None));
+        assert!(manage.len() < 150, "short enough for a header: {manage}");
+        assert!(
+            signer
+                .verify_subscription(&manage, at(i64::from(i32::MAX)))
+                .is_ok()
+        );
+        // Another subscriber, or a confirm link made a manage link, breaks the MAC.
+        let (_, mac) = manage.split_once('.').unwrap();
+        let mut other = subscription(SubscriptionAction::Manage, None);
+        other.subscriber_id = 43;
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&other).unwrap());
+        assert_eq!(
+            signer.verify_subscription(&format!("{payload}.{mac}"), at(1_000)),
+            Err(LinkError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn subscription_links_and_operator_links_never_stand_in_for_each_other() {
+        let signer = signer();
+        let operator = signer.sign(&review(12, 2_000));
+        assert!(signer.verify_subscription(&operator, at(1_000)).is_err());
+        let manage = signer.sign_subscription(&subscription(SubscriptionAction::Manage, None));
+        assert!(signer.verify(&manage, at(1_000)).is_err());
+        // Same claims bytes under the other label: still refused.
+        let (payload, _) = operator.split_once('.').unwrap();
+        let mac = URL_SAFE_NO_PAD.encode(signer.mac(SUBSCRIPTION_LABEL, payload.as_bytes()));
+        assert!(
+            signer
+                .verify(&format!("{payload}.{mac}"), at(1_000))
+                .is_err()
+        );
     }
 
     proptest! {

@@ -5,8 +5,9 @@
 //! One interface per aggregate, each a file here with its record types: [`Receipts`]
 //! (`receipts.rs`), [`Incidents`] and drafts (`incidents.rs`), [`Publications`] and the
 //! outbox (`publications.rs`), [`OperatorMail`] (`operator_mail.rs`), [`Followup`]
-//! (`followup.rs`), and [`Cluster`] (`cluster.rs`: leases, heartbeats and rate budgets
-//! shared by replicas). Each has a twin (`ReceiptsTx`, `IncidentsTx`, …) for what runs inside a
+//! (`followup.rs`), [`Cluster`] (`cluster.rs`: leases, heartbeats and rate budgets
+//! shared by replicas), and [`Subscriptions`] (`subscriptions.rs`: the subscribers of the
+//! notices). Each has a twin (`ReceiptsTx`, `IncidentsTx`, …) for what runs inside a
 //! write transaction. [`Backend`] combines the aggregates and begins a [`WriteTransaction`]
 //! ([`BackendTx`] combines the transaction twins and commits).
 //!
@@ -39,6 +40,7 @@ mod operator_mail;
 mod publications;
 mod receipts;
 mod sqlite;
+mod subscriptions;
 
 #[cfg(test)]
 mod tests;
@@ -57,6 +59,7 @@ pub use incidents::*;
 pub use operator_mail::*;
 pub use publications::*;
 pub use receipts::*;
+pub use subscriptions::*;
 
 /// How often the write-ahead log (or its backend's equivalent) is checkpointed off the
 /// commit path.
@@ -64,7 +67,9 @@ pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_m
 
 /// A storage backend: every aggregate, write transactions, and the backend's upkeep.
 #[async_trait]
-pub trait Backend: Receipts + Incidents + Publications + OperatorMail + Followup + Cluster {
+pub trait Backend:
+    Receipts + Incidents + Publications + OperatorMail + Followup + Cluster + Subscriptions
+{
     /// Starts a write transaction, the write lock taken up front (SQLite: `BEGIN
     /// IMMEDIATE`). Dropping it without [`BackendTx::commit`] rolls it back.
     async fn begin_write(&self) -> Result<WriteTransaction, StorageError>;
@@ -89,7 +94,13 @@ pub trait Backend: Receipts + Incidents + Publications + OperatorMail + Followup
 /// network call.
 #[async_trait]
 pub trait BackendTx:
-    ReceiptsTx + IncidentsTx + PublicationsTx + OperatorMailTx + FollowupTx + ClusterTx
+    ReceiptsTx
+    + IncidentsTx
+    + PublicationsTx
+    + OperatorMailTx
+    + FollowupTx
+    + ClusterTx
+    + SubscriptionsTx
 {
     async fn commit(self: Box<Self>) -> Result<(), StorageError>;
 }

@@ -993,3 +993,480 @@ async fn a_token_bucket_grants_no_more_than_its_rate() {
         3
     );
 }
+
+// ---- subscriptions ----------------------------------------------------------------------
+
+fn choices_of(actors: &[&str]) -> crate::subscription::Choices {
+    crate::subscription::Choices {
+        all: false,
+        actors: actors.iter().map(|id| (*id).to_owned()).collect(),
+        subregions: Vec::new(),
+        min_level: 1,
+    }
+}
+
+/// Asks for a subscription in its own transaction.
+async fn request(storage: &Storage, address: &str, nonce: &str, now: Timestamp) -> RequestOutcome {
+    let mut transaction = storage.begin_write().await.unwrap();
+    let outcome = transaction
+        .request_subscription(
+            address,
+            &choices_of(&["kommun-boras"]),
+            "self-service",
+            nonce,
+            now,
+        )
+        .await
+        .unwrap();
+    transaction.commit().await.unwrap();
+    outcome
+}
+
+#[tokio::test]
+async fn a_subscription_is_confirmed_only_with_its_nonce_and_asking_again_changes_nothing_confirmed()
+ {
+    use crate::subscription::SubscriberState;
+    let (storage, _folder) = open_storage().await;
+    let now = at("2026-11-28T05:00:00Z");
+    let RequestOutcome::Pending {
+        subscriber_id,
+        nonce,
+    } = request(&storage, " Anna@Boras.example ", "nonce-1", now).await
+    else {
+        panic!("a new address is pending");
+    };
+    assert_eq!(nonce, "nonce-1");
+    let stored = storage.subscriber(subscriber_id).await.unwrap().unwrap();
+    assert_eq!(stored.address, "anna@boras.example");
+    assert_eq!(stored.state, SubscriberState::Pending);
+    assert_eq!(stored.consented_at, None);
+    assert!(storage.confirmed_choices().await.unwrap().is_empty());
+    // Asked again while pending: same subscription, same nonce.
+    assert_eq!(
+        request(&storage, "anna@boras.example", "nonce-2", now).await,
+        RequestOutcome::Pending {
+            subscriber_id,
+            nonce: "nonce-1".to_owned()
+        }
+    );
+    assert_eq!(
+        storage
+            .confirm_subscriber(subscriber_id, "nonce-2", now)
+            .await
+            .unwrap(),
+        None
+    );
+    let later = now + SignedDuration::from_mins(5);
+    let confirmed = storage
+        .confirm_subscriber(subscriber_id, "nonce-1", later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(confirmed.state, SubscriberState::Confirmed);
+    assert_eq!(confirmed.consented_at, Some(later));
+    // Confirming twice keeps the first consent time.
+    let again = storage
+        .confirm_subscriber(
+            subscriber_id,
+            "nonce-1",
+            later + SignedDuration::from_mins(1),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.consented_at, Some(later));
+    assert_eq!(
+        storage.confirmed_choices().await.unwrap(),
+        [(subscriber_id, choices_of(&["kommun-boras"]))]
+    );
+    assert_eq!(
+        request(&storage, "ANNA@boras.example", "nonce-3", later).await,
+        RequestOutcome::AlreadyConfirmed {
+            subscriber_id,
+            nonce: "nonce-1".to_owned()
+        }
+    );
+    assert!(
+        storage
+            .change_choices(
+                subscriber_id,
+                "nonce-1",
+                &choices_of(&["kommun-skovde"]),
+                later
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !storage
+            .change_choices(subscriber_id, "wrong", &choices_of(&["kommun-ale"]), later)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        storage
+            .subscriber(subscriber_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .choices,
+        choices_of(&["kommun-skovde"])
+    );
+    // Ended, then asked for again: a new subscription with a new nonce.
+    assert!(
+        !storage
+            .unsubscribe(subscriber_id, "wrong", later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        storage
+            .unsubscribe(subscriber_id, "nonce-1", later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !storage
+            .unsubscribe(subscriber_id, "nonce-1", later)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        request(&storage, "anna@boras.example", "nonce-4", later).await,
+        RequestOutcome::Pending {
+            subscriber_id,
+            nonce: "nonce-4".to_owned()
+        }
+    );
+    let counts = storage.subscriber_counts().await.unwrap();
+    assert_eq!(counts, [(SubscriberState::Pending, 1)]);
+}
+
+#[tokio::test]
+async fn subscriber_deliveries_name_no_address_and_deleting_leaves_none() {
+    let (storage, _folder) = open_storage().await;
+    let now = at("2026-11-28T05:00:00Z");
+    let RequestOutcome::Pending {
+        subscriber_id,
+        nonce,
+    } = request(&storage, "anna@boras.example", "n1", now).await
+    else {
+        panic!("pending");
+    };
+    storage
+        .confirm_subscriber(subscriber_id, &nonce, now)
+        .await
+        .unwrap()
+        .unwrap();
+    storage
+        .enqueue_operator_mail(
+            &[OperatorMailWrite {
+                dedupe_key: "subscribe:1".to_owned(),
+                purpose: "subscription".to_owned(),
+                incident_id: None,
+                draft_id: None,
+                draft_version: None,
+                to_address: "anna@boras.example".to_owned(),
+                subject: "Bekräfta".to_owned(),
+                body: "Länk".to_owned(),
+            }],
+            now,
+        )
+        .await
+        .unwrap();
+    let (incident_id, draft_id) = drill_with_draft(&storage, now).await;
+    let mut write = publication(incident_id, draft_id, now);
+    write.channels.push("newsletter".to_owned());
+    let recipient = crate::subscription::recipient(subscriber_id);
+    write
+        .deliveries
+        .push(("newsletter".to_owned(), recipient.clone()));
+    let mut transaction = storage.begin_write().await.unwrap();
+    assert_eq!(
+        transaction
+            .earlier_subscriber_recipients(incident_id)
+            .await
+            .unwrap(),
+        Vec::<i64>::new()
+    );
+    transaction
+        .insert_publication(&write)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        transaction
+            .earlier_subscriber_recipients(incident_id)
+            .await
+            .unwrap(),
+        [subscriber_id]
+    );
+    transaction.commit().await.unwrap();
+    assert_eq!(
+        storage
+            .earlier_subscriber_recipients(incident_id)
+            .await
+            .unwrap(),
+        [subscriber_id]
+    );
+    let row = storage
+        .outbox(Some(incident_id))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|row| row.channel == "newsletter")
+        .unwrap();
+    assert_eq!(row.recipient, recipient);
+    let deliveries = storage.subscriber_deliveries(subscriber_id).await.unwrap();
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].incident_id, incident_id);
+
+    // A bounce of a subscriber's delivery is neither an operator alarm nor in the log.
+    let claimed = storage
+        .claim_deliveries("newsletter", 10, now, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let events_before = storage.incident_events(incident_id).await.unwrap().len();
+    storage
+        .record_deliveries(&[DeliveryResult::Failed {
+            outbox_id: claimed[0].outbox_id,
+            at: now,
+            error: "550 <anna@boras.example>: no such user".to_owned(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        storage.incident_events(incident_id).await.unwrap().len(),
+        events_before
+    );
+    assert!(storage.failed_deliveries(10).await.unwrap().is_empty());
+    assert!(
+        storage
+            .earlier_subscriber_recipients(incident_id)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a failed delivery is not hearing of the incident"
+    );
+
+    assert!(
+        storage
+            .delete_subscriber("ANNA@boras.example")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !storage
+            .delete_subscriber("anna@boras.example")
+            .await
+            .unwrap()
+    );
+    assert_eq!(storage.subscriber(subscriber_id).await.unwrap(), None);
+    assert!(
+        storage
+            .operator_mail()
+            .await
+            .unwrap()
+            .iter()
+            .all(|(_, to, _, _)| to != "anna@boras.example")
+    );
+    let everything = format!("{:?}", storage.outbox(None).await.unwrap());
+    assert!(!everything.contains("anna@"), "{everything}");
+    // The id is never given to the next subscriber.
+    let RequestOutcome::Pending {
+        subscriber_id: next,
+        ..
+    } = request(&storage, "anna@boras.example", "n2", now).await
+    else {
+        panic!("pending");
+    };
+    assert!(next > subscriber_id);
+}
+
+#[tokio::test]
+async fn a_subscriber_is_suspended_after_permanent_failures_in_a_row_and_pending_rows_cancelled() {
+    use crate::subscription::SubscriberState;
+    let (storage, _folder) = open_storage().await;
+    let now = at("2026-11-28T05:00:00Z");
+    let outcome = storage
+        .import_subscribers(
+            &[
+                NewSubscriber {
+                    address: "Anna@Boras.example".to_owned(),
+                    choices: choices_of(&["kommun-boras"]),
+                    nonce: "n1".to_owned(),
+                },
+                NewSubscriber {
+                    address: "bo@skovde.example".to_owned(),
+                    choices: choices_of(&["kommun-skovde"]),
+                    nonce: "n2".to_owned(),
+                },
+            ],
+            "import by Åsa",
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.added, ["anna@boras.example", "bo@skovde.example"]);
+    let again = storage
+        .import_subscribers(
+            &[NewSubscriber {
+                address: "anna@boras.example".to_owned(),
+                choices: choices_of(&["kommun-ale"]),
+                nonce: "n3".to_owned(),
+            }],
+            "import by Bo",
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.added, Vec::<String>::new());
+    assert_eq!(again.already_subscribed, ["anna@boras.example"]);
+    let anna = storage
+        .subscriber_by_address("anna@boras.example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(anna.state, SubscriberState::Confirmed);
+    assert_eq!(anna.source, "import by Åsa");
+    assert_eq!(anna.consented_at, Some(now));
+    assert_eq!(anna.choices, choices_of(&["kommun-boras"]));
+    let id = anna.subscriber_id;
+
+    let bounce = || {
+        (
+            id,
+            SubscriberOutcome::Bounced("550 no such user".to_owned()),
+        )
+    };
+    assert!(
+        storage
+            .record_subscriber_outcomes(&[bounce(), bounce()], 3, now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A delivery in between starts the count again.
+    storage
+        .record_subscriber_outcomes(&[(id, SubscriberOutcome::Delivered)], 3, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        storage
+            .subscriber(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .permanent_failures,
+        0
+    );
+    storage
+        .record_subscriber_outcomes(&[bounce(), bounce()], 3, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        storage
+            .record_subscriber_outcomes(&[bounce()], 3, now)
+            .await
+            .unwrap(),
+        [id]
+    );
+    let suspended = storage.subscriber(id).await.unwrap().unwrap();
+    assert_eq!(suspended.state, SubscriberState::Suspended);
+    assert_eq!(suspended.last_failure.as_deref(), Some("550 no such user"));
+    assert_eq!(suspended.ended_at, Some(now));
+    assert_eq!(
+        storage.confirmed_choices().await.unwrap().len(),
+        1,
+        "only bo is left"
+    );
+    // The operator's remove ends bo's; nothing to end twice.
+    assert!(
+        storage
+            .remove_subscriber("bo@skovde.example", "Åsa", now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !storage
+            .remove_subscriber("bo@skovde.example", "Åsa", now)
+            .await
+            .unwrap()
+    );
+    let bo = storage
+        .subscriber_by_address("bo@skovde.example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(bo.state, SubscriberState::Unsubscribed);
+    assert!(bo.source.ends_with("removed by Åsa"), "{}", bo.source);
+}
+
+#[tokio::test]
+async fn the_purge_deletes_expired_requests_and_ended_subscriptions_only() {
+    let (storage, _folder) = open_storage().await;
+    let day = SignedDuration::from_hours(24);
+    let start = at("2026-11-01T05:00:00Z");
+    // Pending since the start, never confirmed.
+    request(&storage, "old-pending@example.org", "a", start).await;
+    // Pending, asked for later.
+    request(&storage, "new-pending@example.org", "b", start + day * 2).await;
+    // Confirmed at the start: stays whatever its age.
+    let RequestOutcome::Pending {
+        subscriber_id: kept,
+        ..
+    } = request(&storage, "kept@example.org", "c", start).await
+    else {
+        panic!("pending");
+    };
+    storage.confirm_subscriber(kept, "c", start).await.unwrap();
+    // Ended at the start.
+    let RequestOutcome::Pending {
+        subscriber_id: ended,
+        ..
+    } = request(&storage, "ended@example.org", "d", start).await
+    else {
+        panic!("pending");
+    };
+    storage.confirm_subscriber(ended, "d", start).await.unwrap();
+    storage.unsubscribe(ended, "d", start).await.unwrap();
+
+    let now = start + day * 3;
+    let purged = storage
+        .purge_subscribers(now - day * 2, now - day * 30)
+        .await
+        .unwrap();
+    assert_eq!(purged, 1, "only the expired request");
+    let left: Vec<String> = storage
+        .subscribers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|subscriber| subscriber.address)
+        .collect();
+    assert_eq!(
+        left,
+        [
+            "ended@example.org",
+            "kept@example.org",
+            "new-pending@example.org"
+        ]
+    );
+    let later = start + day * 40;
+    assert_eq!(
+        storage
+            .purge_subscribers(later - day * 2, later - day * 30)
+            .await
+            .unwrap(),
+        2
+    );
+    let left: Vec<String> = storage
+        .subscribers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|subscriber| subscriber.address)
+        .collect();
+    assert_eq!(left, ["kept@example.org"]);
+}

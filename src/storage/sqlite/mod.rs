@@ -16,6 +16,7 @@ mod outbox;
 mod publications;
 mod receipts;
 mod rows;
+mod subscriptions;
 
 use std::path::Path;
 use std::str::FromStr as _;

@@ -27,8 +27,11 @@ pub(super) struct OutboxTable {
 pub(super) const OUTBOX: OutboxTable = OutboxTable {
     name: "outbox",
     claimed_columns: "id, notice_id, channel, recipient, delivery_id, attempts, created_at, reclaimed",
+    // Not for subscribers: their failures go to their subscription (suspension), and an
+    // SMTP answer may quote their address, which the append-only log would keep.
     failed_incident: Some(
-        "(SELECT incident_id FROM published_notices p WHERE p.id = outbox.notice_id)",
+        "CASE WHEN outbox.subscriber_id IS NULL THEN \
+         (SELECT incident_id FROM published_notices p WHERE p.id = outbox.notice_id) END",
     ),
 };
 
@@ -129,18 +132,20 @@ impl SqliteStorage {
             };
             let sql =
                 format!("UPDATE {name} SET {set} WHERE id = ? AND state = 'pending'{returning}");
-            let mut query = sqlx::query_scalar(&sql);
+            let mut query = sqlx::query_scalar::<_, Option<i64>>(&sql);
             if let Some(time) = time {
                 query = query.bind(format_time(time));
             }
             if let Some(message) = message {
                 query = query.bind(message);
             }
+            // No row, or a row whose failure is not logged (NULL).
             let incident_id: Option<i64> = query
                 .bind(outbox_id)
                 .fetch_optional(&mut *transaction)
                 .await
-                .map_err(error)?;
+                .map_err(error)?
+                .flatten();
             if let (Some(incident_id), DeliveryResult::Failed { at, error, .. }) =
                 (incident_id, result)
             {

@@ -273,7 +273,8 @@ impl Publications for SqliteStorage {
     ) -> Result<Vec<(i64, i64, String, String, String)>, StorageError> {
         let rows: Vec<(i64, i64, String, String, Option<String>)> = sqlx::query_as(
             "SELECT o.id, p.incident_id, o.channel, o.recipient, o.last_error FROM outbox o \
-             JOIN published_notices p ON p.id = o.notice_id WHERE o.state = 'failed' ORDER BY o.id DESC LIMIT ?",
+             JOIN published_notices p ON p.id = o.notice_id \
+             WHERE o.state = 'failed' AND o.subscriber_id IS NULL ORDER BY o.id DESC LIMIT ?",
         )
         .bind(limit)
         .fetch_all(&self.reader)
@@ -467,7 +468,7 @@ pub(super) async fn insert_publication(
         .map_err(error)?;
     for chunk in write.deliveries.chunks(ROWS_PER_STATEMENT) {
         let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO outbox (notice_id, channel, recipient, delivery_id, state, attempts, next_attempt_at, created_at) ",
+            "INSERT INTO outbox (notice_id, channel, recipient, delivery_id, state, attempts, next_attempt_at, created_at, subscriber_id) ",
         );
         builder.push_values(chunk, |mut row, (channel, recipient)| {
             row.push_bind(notice_id)
@@ -477,7 +478,8 @@ pub(super) async fn insert_publication(
                 .push_bind("pending")
                 .push_bind(0_i64)
                 .push_bind(at.as_str())
-                .push_bind(at.as_str());
+                .push_bind(at.as_str())
+                .push_bind(crate::subscription::subscriber_of_recipient(recipient));
         });
         builder
             .build()
