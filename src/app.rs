@@ -77,7 +77,7 @@ impl App {
         let email_transport = EmailTransport::new(&config).context("cannot set up email")?;
         let mut delivery_workers = Vec::new();
         for channel in config.channels.values() {
-            let sender = ChannelSender::for_channel(&config, channel, &email_transport)
+            let sender = ChannelSender::for_channel(&config, channel, &email_transport, &storage)
                 .with_context(|| format!("cannot set up channel {}", channel.name))?;
             delivery_workers.push(Arc::new(DeliveryWorker::new(
                 storage.clone(),

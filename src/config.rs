@@ -20,6 +20,7 @@ pub use crate::classify::IncidentsConfig;
 use crate::inventory::Inventory;
 pub use crate::notice::NoticesConfig;
 pub use crate::secret::Secret;
+pub use crate::subscription::SubscriptionsConfig;
 
 mod operators;
 mod publishing;
@@ -66,6 +67,7 @@ pub struct Config {
     pub channels: BTreeMap<String, ChannelConfig>,
     pub plan: PlanConfig,
     pub review: ReviewConfig,
+    pub subscriptions: SubscriptionsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -200,6 +202,34 @@ pub struct RawConfig {
     pub operators: Vec<operators::RawOperator>,
     /// `[review]`: links, escalation, single sign-on.
     pub review: operators::RawReview,
+    /// `[subscriptions]`: how long requests and ended subscriptions are kept, and when
+    /// an address that keeps failing is suspended.
+    pub subscriptions: RawSubscriptions,
+}
+
+/// `[subscriptions]`: the subscribers of a `subscribers` channel.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawSubscriptions {
+    /// How long a confirmation link works, e.g. `48h`; a request not confirmed by then is
+    /// deleted.
+    pub confirm_ttl: String,
+    /// How long an unsubscribed or suspended subscription is kept before it is deleted,
+    /// e.g. `720h` (30 days).
+    pub retention: String,
+    /// Permanent delivery failures (SMTP 5xx) in a row after which a subscription is
+    /// suspended.
+    pub suspend_after_failures: u32,
+}
+
+impl Default for RawSubscriptions {
+    fn default() -> RawSubscriptions {
+        RawSubscriptions {
+            confirm_ttl: "48h".to_owned(),
+            retention: "720h".to_owned(),
+            suspend_after_failures: 3,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -745,6 +775,28 @@ impl Config {
             None => publishing::check_plan(&mut problems, RawPlan::default(), &channels),
         };
 
+        let subscriptions = check_subscriptions(&mut problems, &raw.subscriptions);
+        let subscriber_channels: Vec<&String> = channels
+            .values()
+            .filter(|channel| matches!(channel.transport, ChannelTransport::Subscribers))
+            .map(|channel| &channel.name)
+            .collect();
+        if subscriber_channels.len() > 1 {
+            problems.push(
+                &format!("channels.{}.transport", subscriber_channels[1]),
+                "only one channel may reach the subscribers (each person gets each notice once)",
+            );
+        }
+        if let (Some(name), Some(public_url)) = (subscriber_channels.first(), &public_url)
+            && public_url.scheme() != "https"
+            && !is_loopback_url(public_url)
+        {
+            problems.push(
+                &format!("channels.{name}.transport"),
+                "subscribers get links to end their subscription (RFC 8058 one-click): server.public_url must be https:// (or loopback)",
+            );
+        }
+
         // The example secrets are public: a relay that anyone but this host can reach, be it
         // directly (listen) or through a proxy (public_url), must not accept them.
         let uses_example = bearer_token
@@ -815,6 +867,7 @@ impl Config {
             channels,
             plan: plan.expect("checked"),
             review: review.expect("checked"),
+            subscriptions: subscriptions.expect("checked"),
         })
     }
 }
@@ -1106,6 +1159,31 @@ fn parse_http_url(text: &str) -> Result<url::Url, String> {
         "http" | "https" if parsed.host().is_some() => Ok(parsed),
         _ => Err("expected an http:// or https:// URL with a host".to_owned()),
     }
+}
+
+fn check_subscriptions(
+    problems: &mut Problems,
+    raw: &RawSubscriptions,
+) -> Option<SubscriptionsConfig> {
+    let positive = |problems: &mut Problems, key: &str, text: &str| {
+        let duration = problems.check(key, parse_duration(text))?;
+        if duration.is_zero() {
+            problems.push(key, "must be more than zero");
+            return None;
+        }
+        Some(duration)
+    };
+    let confirm_ttl = positive(problems, "subscriptions.confirm_ttl", &raw.confirm_ttl);
+    let retention = positive(problems, "subscriptions.retention", &raw.retention);
+    if raw.suspend_after_failures == 0 {
+        problems.push("subscriptions.suspend_after_failures", "must be at least 1");
+        return None;
+    }
+    Some(SubscriptionsConfig {
+        confirm_ttl: confirm_ttl?,
+        retention: retention?,
+        suspend_after_failures: raw.suspend_after_failures,
+    })
 }
 
 /// Whether a URL names this host only: a loopback address or `localhost`.

@@ -270,6 +270,20 @@ pub fn is_valid_id(id: &str) -> bool {
             .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
 }
 
+/// A name made into an id-like word: lower case ASCII letters and digits, anything else
+/// a hyphen (`SAMSA` -> `samsa`, `Vård Öst` -> `v-rd--st`).
+pub fn slug(name: &str) -> String {
+    name.chars()
+        .map(|character| {
+            if character.is_ascii_alphanumeric() {
+                character.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
 /// `actors.3.kind` style paths from serde_ignored, written as `actors[3].kind`.
 fn format_ignored_path(path: &serde_ignored::Path<'_>) -> String {
     use serde_ignored::Path;

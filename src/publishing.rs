@@ -4,6 +4,9 @@
 //! decided) and writes, in one transaction, the published notice, the draft's new state,
 //! what the incident now says publicly, one outbox row per (channel, recipient), and the
 //! log entries. Delivery happens later, outside any transaction ([`crate::delivery`]).
+//! The subscribers a notice reaches are found in the same transaction
+//! ([`crate::subscription::targets`]), so a confirmation or an unsubscribe is either
+//! before the publication or after it.
 //! [`revise_draft`] stores an operator's edit as a new draft version, rendered.
 //! [`Publisher`] is the service the operator pages call: [`publish`], then wake the
 //! delivery workers and count the publication.
@@ -269,7 +272,7 @@ pub async fn publish(
         });
     }
 
-    let deliveries: Vec<(String, String)> = channels
+    let mut deliveries: Vec<(String, String)> = channels
         .iter()
         .flat_map(|name| {
             let channel = &config.channels[name];
@@ -280,6 +283,29 @@ pub async fn publish(
                 .map(move |recipient| (name.clone(), recipient))
         })
         .collect();
+    // The subscribers the notice concerns now, and everyone who heard of the incident
+    // before: one row each (the config allows one subscribers channel).
+    if let Some(name) = channels.iter().find(|name| {
+        matches!(
+            config.channels[name.as_str()].transport,
+            crate::config::ChannelTransport::Subscribers
+        )
+    }) {
+        let subscribers = transaction.confirmed_choices().await?;
+        let earlier = transaction
+            .earlier_subscriber_recipients(draft.incident_id)
+            .await?
+            .into_iter()
+            .collect();
+        let targets =
+            crate::subscription::targets(&subscribers, &earlier, &input.summary, request.level);
+        deliveries.extend(targets.into_iter().map(|target| {
+            (
+                name.clone(),
+                crate::subscription::recipient(target.subscriber_id),
+            )
+        }));
+    }
     let now = Timestamp::now();
     let mut events = Vec::new();
     if let Some(decision) = &decision {

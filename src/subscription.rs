@@ -27,6 +27,29 @@ use serde::{Deserialize, Serialize};
 use crate::classify::{Level, ScopeSummary};
 use crate::inventory::Inventory;
 
+/// How subscriptions are kept: the `[subscriptions]` section of the configuration
+/// (`config::RawSubscriptions` documents each key); owned here, which it configures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionsConfig {
+    /// How long a confirmation link works; an unconfirmed request is purged after it.
+    pub confirm_ttl: std::time::Duration,
+    /// How long an ended (unsubscribed or suspended) subscription is kept before it is
+    /// purged.
+    pub retention: std::time::Duration,
+    /// Permanent delivery failures in a row after which a subscription is suspended.
+    pub suspend_after_failures: u32,
+}
+
+impl Default for SubscriptionsConfig {
+    fn default() -> SubscriptionsConfig {
+        SubscriptionsConfig {
+            confirm_ttl: std::time::Duration::from_secs(48 * 3600),
+            retention: std::time::Duration::from_secs(30 * 24 * 3600),
+            suspend_after_failures: 3,
+        }
+    }
+}
+
 /// What a subscriber chose.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Choices {

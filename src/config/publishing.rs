@@ -44,7 +44,8 @@ pub struct RawChannel {
     /// `newsletter`, `itnytt` or `crisis`.
     pub content: String,
     /// How it is delivered: `banner` (served by the relay at /public/banner.*), `feed`
-    /// (the relay's Atom feed at /public/feed.atom), `email` or `webhook`.
+    /// (the relay's Atom feed at /public/feed.atom), `email`, `webhook`, or `subscribers`
+    /// (an email to each confirmed subscriber the notice concerns).
     pub transport: String,
     /// email: the recipients.
     pub recipients: Vec<String>,
@@ -150,6 +151,9 @@ pub enum ChannelTransport {
         body_template: Option<String>,
         timeout: Duration,
     },
+    /// One email to each confirmed subscriber whose choices the notice meets, found when
+    /// it is published (`crate::subscription::targets`).
+    Subscribers,
 }
 
 impl ChannelTransport {
@@ -159,10 +163,12 @@ impl ChannelTransport {
             ChannelTransport::Feed => "feed",
             ChannelTransport::Email { .. } => "email",
             ChannelTransport::Webhook { .. } => "webhook",
+            ChannelTransport::Subscribers => "subscribers",
         }
     }
 
-    /// The outbox recipients for one publication on this channel.
+    /// The outbox recipients for one publication on this channel; none for subscribers,
+    /// whom publishing finds from the incident's scope.
     pub fn recipients(&self) -> Vec<String> {
         match self {
             ChannelTransport::Banner { push_url, .. } => {
@@ -175,6 +181,7 @@ impl ChannelTransport {
             ChannelTransport::Feed => vec!["feed".to_owned()],
             ChannelTransport::Email { recipients } => recipients.clone(),
             ChannelTransport::Webhook { url, .. } => vec![url.to_string()],
+            ChannelTransport::Subscribers => Vec::new(),
         }
     }
 }
@@ -240,7 +247,8 @@ impl PlanConfig {
 }
 
 /// The channels of the shipped default: everything local (banner and feed served by the
-/// relay, mail to the configured SMTP URL, a file folder by default).
+/// relay; the newsletter to the subscribers through the configured SMTP URL, a file
+/// folder by default).
 pub fn default_channels() -> BTreeMap<String, RawChannel> {
     let mut channels = BTreeMap::new();
     channels.insert(
@@ -263,7 +271,7 @@ pub fn default_channels() -> BTreeMap<String, RawChannel> {
         "newsletter".to_owned(),
         RawChannel {
             content: "newsletter".to_owned(),
-            transport: "feed".to_owned(),
+            transport: "subscribers".to_owned(),
             ..RawChannel::default()
         },
     );
@@ -428,6 +436,12 @@ fn check_channel(
                 allowed_origins: raw.allowed_origins.clone(),
             })
         }
+        "subscribers" => {
+            not_for(problems, "recipients", has_email_keys, transport_name);
+            not_for(problems, "url", raw.url.is_some(), transport_name);
+            not_for(problems, "bearer_token", has_webhook_keys, transport_name);
+            Some(ChannelTransport::Subscribers)
+        }
         "feed" => {
             not_for(problems, "recipients", has_email_keys, transport_name);
             not_for(problems, "url", raw.url.is_some(), transport_name);
@@ -525,7 +539,10 @@ fn check_channel(
             })
         }
         _ => {
-            problems.push(&at("transport"), "expected banner, feed, email or webhook");
+            problems.push(
+                &at("transport"),
+                "expected banner, feed, email, webhook or subscribers",
+            );
             None
         }
     };

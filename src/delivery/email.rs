@@ -174,7 +174,38 @@ impl EmailSender {
     /// The message for one delivery. Fails (permanently) only when the recipient is not an
     /// address.
     pub fn message(&self, delivery: &ClaimedDelivery) -> Result<Message, DeliveryError> {
-        let recipient: Address = delivery.recipient.trim().parse().map_err(|error| {
+        self.build(delivery, &delivery.recipient, None)
+    }
+
+    /// The message for one delivery to a subscriber at `address`: the notice, then the
+    /// `footer` (why they get it, and their link), with the RFC 8058 one-click headers
+    /// pointing at `unsubscribe_url` and a `List-Id`.
+    pub fn subscriber_message(
+        &self,
+        delivery: &ClaimedDelivery,
+        address: &str,
+        footer: &str,
+        unsubscribe_url: &str,
+        list_id: &str,
+    ) -> Result<Message, DeliveryError> {
+        self.build(
+            delivery,
+            address,
+            Some(ListParts {
+                footer,
+                unsubscribe_url,
+                list_id,
+            }),
+        )
+    }
+
+    fn build(
+        &self,
+        delivery: &ClaimedDelivery,
+        address: &str,
+        list: Option<ListParts<'_>>,
+    ) -> Result<Message, DeliveryError> {
+        let recipient: Address = address.trim().parse().map_err(|error| {
             DeliveryError::permanent(bounded(&format!(
                 "{:?} is not an email address ({error})",
                 delivery.recipient
@@ -182,7 +213,7 @@ impl EmailSender {
         })?;
         let notice = &delivery.notice;
         let (subject, body) = channel_text(self.content, &notice.rendered);
-        let builder = Message::builder()
+        let mut builder = Message::builder()
             .from(self.from.clone())
             .reply_to(self.reply_to.clone())
             .to(Mailbox::new(None, recipient))
@@ -196,16 +227,77 @@ impl EmailSender {
             .raw_header(header("X-Auto-Response-Suppress", "All"))
             .raw_header(header("X-SAMSA-Incident", &notice.incident_id.to_string()))
             .raw_header(header("X-SAMSA-Notice", &notice.notice_id.to_string()));
+        let footer = list.as_ref().map_or("", |list| list.footer);
+        if let Some(list) = &list {
+            // RFC 2369 and RFC 8058: an https URL that ends the subscription with one POST
+            // of `List-Unsubscribe=One-Click`, no login, no confirmation page.
+            builder = builder
+                .raw_header(header(
+                    "List-Unsubscribe",
+                    &format!("<{}>", list.unsubscribe_url),
+                ))
+                .raw_header(header(
+                    "List-Unsubscribe-Post",
+                    "List-Unsubscribe=One-Click",
+                ))
+                .raw_header(header("List-Id", list.list_id));
+        }
         let built = match body {
-            Body::Alternative { text, html } => builder.multipart(
-                MultiPart::alternative_plain_html(text.to_owned(), html.to_owned()),
-            ),
-            Body::Text(text) => builder.singlepart(SinglePart::plain(text.to_owned())),
+            Body::Alternative { text, html } => {
+                let html = if footer.is_empty() {
+                    html.to_owned()
+                } else {
+                    format!("{html}\n<hr>\n{}", footer_html(footer))
+                };
+                builder.multipart(MultiPart::alternative_plain_html(
+                    format!("{text}{footer}"),
+                    html,
+                ))
+            }
+            Body::Text(text) => builder.singlepart(SinglePart::plain(format!("{text}{footer}"))),
         };
         built.map_err(|error| {
             DeliveryError::permanent(bounded(&format!("cannot build the message: {error}")))
         })
     }
+}
+
+/// What a subscriber's message carries besides the notice.
+struct ListParts<'a> {
+    footer: &'a str,
+    unsubscribe_url: &'a str,
+    list_id: &'a str,
+}
+
+/// A plain-text footer as HTML paragraphs: escaped, with its links clickable.
+fn footer_html(footer: &str) -> String {
+    footer
+        .trim()
+        .lines()
+        .filter(|line| !line.trim().is_empty() && line.trim() != "--")
+        .map(|line| {
+            let words: Vec<String> = line
+                .split(' ')
+                .map(|word| {
+                    let escaped = escape_html(word);
+                    if word.starts_with("https://") || word.starts_with("http://") {
+                        format!("<a href=\"{escaped}\">{escaped}</a>")
+                    } else {
+                        escaped
+                    }
+                })
+                .collect();
+            format!("<p style=\"font-size:small\">{}</p>", words.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// What a message carries: text, or text and HTML as alternatives.

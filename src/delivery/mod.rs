@@ -11,6 +11,7 @@
 
 pub mod email;
 pub mod smtp;
+pub mod subscribers;
 pub mod webhook;
 
 use std::num::NonZeroU32;
@@ -35,6 +36,10 @@ pub enum DeliveryError {
     },
     #[error("permanent: {reason}")]
     Permanent { reason: String },
+    /// Nothing to send any more: the subscription ended before the notice went out. The
+    /// row is failed without counting against anyone.
+    #[error("cancelled: {reason}")]
+    Cancelled { reason: String },
 }
 
 impl DeliveryError {
@@ -61,15 +66,17 @@ pub enum ChannelSender {
     },
     Email(email::EmailSender),
     Webhook(webhook::WebhookSender),
+    Subscribers(subscribers::SubscriberSender),
 }
 
 impl ChannelSender {
     /// Builds the sender for a channel. Email channels share one SMTP transport (and its
-    /// connection pool).
+    /// connection pool); the subscribers' channel reads their subscriptions from storage.
     pub fn for_channel(
         config: &Config,
         channel: &ChannelConfig,
         smtp: &email::EmailTransport,
+        storage: &Storage,
     ) -> anyhow::Result<ChannelSender> {
         Ok(match &channel.transport {
             ChannelTransport::Banner { push_url: None, .. } | ChannelTransport::Feed => {
@@ -86,6 +93,9 @@ impl ChannelSender {
             ChannelTransport::Webhook { .. } => {
                 ChannelSender::Webhook(webhook::WebhookSender::new(config, channel)?)
             }
+            ChannelTransport::Subscribers => ChannelSender::Subscribers(
+                subscribers::SubscriberSender::new(config, channel, smtp.clone(), storage.clone())?,
+            ),
         })
     }
 
@@ -97,13 +107,14 @@ impl ChannelSender {
             },
             ChannelSender::Email(sender) => sender.send(delivery).await,
             ChannelSender::Webhook(sender) => sender.send(delivery).await,
+            ChannelSender::Subscribers(sender) => sender.send(delivery).await,
         }
     }
 
     /// The longest one send may take before it counts as a transient failure.
     pub fn timeout(&self, config: &Config) -> Duration {
         match self {
-            ChannelSender::Email(_) => config.smtp.details.timeout,
+            ChannelSender::Email(_) | ChannelSender::Subscribers(_) => config.smtp.details.timeout,
             ChannelSender::Webhook(sender) => sender.timeout(),
             ChannelSender::Local { push: Some(sender) } => sender.timeout(),
             ChannelSender::Local { push: None } => Duration::from_secs(5),
@@ -204,7 +215,7 @@ impl Outcomes {
                     error: reason,
                 }
             }
-            Err(DeliveryError::Permanent { reason }) => {
+            Err(DeliveryError::Permanent { reason } | DeliveryError::Cancelled { reason }) => {
                 self.counts.failed += 1;
                 DeliveryResult::Failed {
                     outbox_id,
@@ -312,9 +323,24 @@ impl DeliveryWorker {
             });
         }
         let mut outcomes = Outcomes::new(self.policy);
+        let mut subscriber_outcomes = Vec::new();
         while let Some(joined) = sends.join_next().await {
             let (delivery, result) = joined?;
             let now = Timestamp::now();
+            if let Some(subscriber_id) =
+                crate::subscription::subscriber_of_recipient(&delivery.recipient)
+                    .filter(|_| matches!(*self.sender, ChannelSender::Subscribers(_)))
+            {
+                match &result {
+                    Ok(()) => subscriber_outcomes
+                        .push((subscriber_id, crate::storage::SubscriberOutcome::Delivered)),
+                    Err(DeliveryError::Permanent { reason }) => subscriber_outcomes.push((
+                        subscriber_id,
+                        crate::storage::SubscriberOutcome::Bounced(reason.clone()),
+                    )),
+                    Err(_) => {}
+                }
+            }
             match outcomes.add(delivery.outbox_id, delivery.attempt, result, now) {
                 DeliveryResult::Sent { .. } => {
                     let latency = now.duration_since(delivery.notice.published_at);
@@ -357,6 +383,21 @@ impl DeliveryWorker {
             .start_timer();
         self.storage.record_deliveries(&results).await?;
         record_timer.observe_duration();
+        let suspended = self
+            .storage
+            .record_subscriber_outcomes(
+                &subscriber_outcomes,
+                self.config.subscriptions.suspend_after_failures,
+                Timestamp::now(),
+            )
+            .await?;
+        for subscriber_id in suspended {
+            tracing::warn!(
+                channel = %self.channel.name,
+                subscriber_id,
+                "a subscription is suspended: its address failed permanently too often"
+            );
+        }
         let channel = self.channel.name.as_str();
         self.metrics
             .deliveries

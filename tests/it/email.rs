@@ -636,7 +636,9 @@ impl DirectApp {
         let state = app.state().clone();
         let channel = state.config.channels["email"].clone();
         let transport = EmailTransport::new(&state.config).unwrap();
-        let sender = ChannelSender::for_channel(&state.config, &channel, &transport).unwrap();
+        let sender =
+            ChannelSender::for_channel(&state.config, &channel, &transport, &state.storage)
+                .unwrap();
         let mut worker = DeliveryWorker::new(
             state.storage.clone(),
             state.config.clone(),

@@ -595,6 +595,14 @@ fn delivery_phrases(state: &AppState, per_channel: &[(String, usize)]) -> Vec<St
                         "e-postmeddelanden skickas"
                     )
                 ),
+                Some(ChannelTransport::Subscribers) => format!(
+                    "{label}: {}",
+                    crate::swedish::count_phrase(
+                        *n,
+                        "prenumerant får e-post",
+                        "prenumeranter får e-post"
+                    )
+                ),
                 Some(ChannelTransport::Webhook { .. }) | None => {
                     format!("{label}: skickas vidare till mottagarens system")
                 }
