@@ -231,6 +231,11 @@ impl App {
         spawn(Box::pin(
             state.storage.clone().run_checkpointer(stopping.clone()),
         ));
+        let upkeep = crate::subscribers::SubscriptionUpkeep {
+            storage: state.storage.clone(),
+            config: state.config.clone(),
+        };
+        spawn(Box::pin(upkeep.run(stopping.clone())));
         for delivery_worker in delivery_workers {
             let stopping = stopping.clone();
             spawn(Box::pin(async move {

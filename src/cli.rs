@@ -66,6 +66,53 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// The subscribers of the notices, in the configured database: list, count, import,
+    /// remove, and a subscriber's data (export, delete).
+    Subscribers {
+        /// The TOML configuration file (its database and inventory are used).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: SubscribersAction,
+    },
+}
+
+/// `samsa-relay subscribers …`.
+#[derive(Debug, Subcommand)]
+pub enum SubscribersAction {
+    /// Every subscriber: address, state, choices, source, consent time, failures.
+    List,
+    /// How many subscribers are in each state.
+    Count,
+    /// Add confirmed subscribers from a CSV file with an address column and an
+    /// organisations column (docs/subscriptions.md); addresses subscribed already are
+    /// left as they are. Nothing is imported when a line has a problem.
+    Import {
+        /// The CSV file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Who imports (recorded as the subscriptions' source).
+        #[arg(long, value_name = "NAME")]
+        by: String,
+    },
+    /// End the subscription of an address (kept until the retention time, then purged).
+    Remove {
+        #[arg(value_name = "ADDRESS")]
+        address: String,
+        /// Who removes it (recorded with the subscription).
+        #[arg(long, value_name = "NAME", default_value = "an operator")]
+        by: String,
+    },
+    /// Print everything stored about an address, as JSON.
+    Export {
+        #[arg(value_name = "ADDRESS")]
+        address: String,
+    },
+    /// Delete everything stored about an address, now.
+    Delete {
+        #[arg(value_name = "ADDRESS")]
+        address: String,
+    },
 }
 
 /// The report's forms on the command line.

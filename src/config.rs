@@ -787,15 +787,6 @@ impl Config {
                 "only one channel may reach the subscribers (each person gets each notice once)",
             );
         }
-        if let (Some(name), Some(public_url)) = (subscriber_channels.first(), &public_url)
-            && public_url.scheme() != "https"
-            && !is_loopback_url(public_url)
-        {
-            problems.push(
-                &format!("channels.{name}.transport"),
-                "subscribers get links to end their subscription (RFC 8058 one-click): server.public_url must be https:// (or loopback)",
-            );
-        }
 
         // The example secrets are public: a relay that anyone but this host can reach, be it
         // directly (listen) or through a proxy (public_url), must not accept them.
@@ -1187,7 +1178,7 @@ fn check_subscriptions(
 }
 
 /// Whether a URL names this host only: a loopback address or `localhost`.
-fn is_loopback_url(url: &url::Url) -> bool {
+pub fn is_loopback_url(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(address)) => address.is_loopback(),
         Some(url::Host::Ipv6(address)) => address.is_loopback(),

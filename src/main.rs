@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use samsa_relay::app::{App, shutdown_signal};
-use samsa_relay::cli::{Cli, Command};
+use samsa_relay::cli::{Cli, Command, SubscribersAction};
 use samsa_relay::config::Config;
 
 /// mimalloc instead of the C library's malloc: under load, glibc's malloc (and its
@@ -68,6 +68,7 @@ fn main() -> ExitCode {
             incident,
         } => report(&config, format.into(), output.as_deref(), incident),
         Command::RevokeLinks { config } => revoke_links(&config),
+        Command::Subscribers { config, action } => subscribers(&config, action),
         Command::Serve { config } => {
             let config = match Config::load(&config) {
                 Ok(config) => config,
@@ -157,6 +158,57 @@ fn revoke_links(config: &std::path::Path) -> ExitCode {
         }
         Err(error) => {
             eprintln!("revoke-links: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `subscribers`: exit 0 when done, 1 when the address has nothing stored, the file has
+/// problems or the database cannot be used, 2 when the config is invalid.
+fn subscribers(config: &std::path::Path, action: SubscribersAction) -> ExitCode {
+    use samsa_relay::subscribers;
+    let (config, runtime) = match config_and_runtime(config) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let now = jiff::Timestamp::now();
+    let result: anyhow::Result<Option<String>> = runtime.block_on(async {
+        let storage = samsa_relay::storage::Storage::open_existing(&config.database).await?;
+        let out = match action {
+            SubscribersAction::List => Some(subscribers::list(&storage, &config.inventory).await?),
+            SubscribersAction::Count => Some(subscribers::count(&storage).await?),
+            SubscribersAction::Import { file, by } => {
+                Some(subscribers::import(&storage, &config, &file, &by, now).await?)
+            }
+            SubscribersAction::Remove { address, by } => {
+                subscribers::remove(&storage, &address, &by, now)
+                    .await?
+                    .then(|| format!("{} is unsubscribed\n", address.trim()))
+            }
+            SubscribersAction::Export { address } => {
+                match subscribers::export(&storage, &config, &address).await? {
+                    Some(json) => Some(format!("{}\n", serde_json::to_string_pretty(&json)?)),
+                    None => None,
+                }
+            }
+            SubscribersAction::Delete { address } => subscribers::delete(&storage, &address)
+                .await?
+                .then(|| format!("everything stored about {} is deleted\n", address.trim())),
+        };
+        storage.close().await;
+        Ok(out)
+    });
+    match result {
+        Ok(Some(out)) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!("subscribers: no subscription is stored for that address");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("subscribers: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -178,8 +178,9 @@ impl EmailSender {
     }
 
     /// The message for one delivery to a subscriber at `address`: the notice, then the
-    /// `footer` (why they get it, and their link), with the RFC 8058 one-click headers
-    /// pointing at `unsubscribe_url` and a `List-Id`.
+    /// `footer` (why they get it, and their link), with `List-Unsubscribe` pointing at
+    /// `unsubscribe_url`, `List-Unsubscribe-Post` when `one_click` (RFC 8058), and a
+    /// `List-Id`.
     pub fn subscriber_message(
         &self,
         delivery: &ClaimedDelivery,
@@ -187,6 +188,7 @@ impl EmailSender {
         footer: &str,
         unsubscribe_url: &str,
         list_id: &str,
+        one_click: bool,
     ) -> Result<Message, DeliveryError> {
         self.build(
             delivery,
@@ -195,6 +197,7 @@ impl EmailSender {
                 footer,
                 unsubscribe_url,
                 list_id,
+                one_click,
             }),
         )
     }
@@ -236,11 +239,13 @@ impl EmailSender {
                     "List-Unsubscribe",
                     &format!("<{}>", list.unsubscribe_url),
                 ))
-                .raw_header(header(
+                .raw_header(header("List-Id", list.list_id));
+            if list.one_click {
+                builder = builder.raw_header(header(
                     "List-Unsubscribe-Post",
                     "List-Unsubscribe=One-Click",
-                ))
-                .raw_header(header("List-Id", list.list_id));
+                ));
+            }
         }
         let built = match body {
             Body::Alternative { text, html } => {
@@ -267,6 +272,8 @@ struct ListParts<'a> {
     footer: &'a str,
     unsubscribe_url: &'a str,
     list_id: &'a str,
+    /// `List-Unsubscribe-Post` too (the URL is https, or loopback).
+    one_click: bool,
 }
 
 /// A plain-text footer as HTML paragraphs: escaped, with its links clickable.

@@ -22,6 +22,9 @@ pub struct SubscriberSender {
     signer: LinkSigner,
     config: Arc<Config>,
     list_id: String,
+    /// RFC 8058 one-click needs an https URL: with a plain http public URL (other than
+    /// loopback) the mails carry the link without `List-Unsubscribe-Post`.
+    one_click: bool,
 }
 
 impl SubscriberSender {
@@ -42,6 +45,8 @@ impl SubscriberSender {
                 "Driftinformation om {service} <{}.driftinformation.{domain}>",
                 crate::inventory::slug(service)
             ),
+            one_click: config.server.public_url.scheme() == "https"
+                || crate::config::is_loopback_url(&config.server.public_url),
             config: Arc::new(config.clone()),
         })
     }
@@ -87,6 +92,7 @@ impl SubscriberSender {
             &footer,
             &unsubscribe_url,
             &self.list_id,
+            self.one_click,
         )?;
         self.transport.send(message).await
     }

@@ -51,6 +51,26 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             "feedback_message.html",
             include_str!("public/templates/feedback_message.html"),
         ),
+        (
+            "subscribe_choices.html",
+            include_str!("public/templates/subscribe_choices.html"),
+        ),
+        (
+            "subscribe_form.html",
+            include_str!("public/templates/subscribe_form.html"),
+        ),
+        (
+            "subscribe_manage.html",
+            include_str!("public/templates/subscribe_manage.html"),
+        ),
+        (
+            "subscribe_confirm.html",
+            include_str!("public/templates/subscribe_confirm.html"),
+        ),
+        (
+            "subscribe_message.html",
+            include_str!("public/templates/subscribe_message.html"),
+        ),
     ] {
         environment
             .add_template(name, source)

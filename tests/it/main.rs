@@ -45,6 +45,7 @@ mod properties;
 mod public;
 mod publishing;
 mod simulate;
+mod subscriptions;
 mod webhook;
 
 // A real Alertmanager (prometheus-alertmanager) in front of the relay.

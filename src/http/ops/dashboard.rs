@@ -186,6 +186,44 @@ async fn dashboard(
             context! { outbox_id, incident_id, channel, recipient, error }
         })
         .collect();
+    // The subscribers, when a channel reaches them: counts, and the suspended addresses.
+    let has_subscribers = state.config.channels.values().any(|channel| {
+        matches!(
+            channel.transport,
+            crate::config::ChannelTransport::Subscribers
+        )
+    });
+    let (subscriber_counts, suspended) = if has_subscribers {
+        let counts: Vec<_> = state
+            .storage
+            .subscriber_counts()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(subscriber_state, n)| context! { label => subscriber_state.label(), n => n })
+            .collect();
+        let suspended: Vec<_> = state
+            .storage
+            .subscribers()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|subscriber| {
+                subscriber.state == crate::subscription::SubscriberState::Suspended
+            })
+            .take(50)
+            .map(|subscriber| {
+                context! {
+                    address => subscriber.address,
+                    since => subscriber.ended_at.map(format_swedish_time),
+                    error => subscriber.last_failure,
+                }
+            })
+            .collect();
+        (Some(counts), suspended)
+    } else {
+        (None, Vec::new())
+    };
     let action_url = session.dashboard_path();
     let subregions: Vec<_> = state
         .config
@@ -213,6 +251,8 @@ async fn dashboard(
                 recent_incidents => recent_incidents,
                 notices => notice_rows,
                 failed => failed,
+                subscriber_counts => subscriber_counts,
+                suspended => suspended,
                 csrf => session.csrf(state),
                 action_url => action_url,
                 subregions => subregions,

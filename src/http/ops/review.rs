@@ -173,6 +173,29 @@ async fn show_review(
         }
     }
     let is_drill = incident.kind == IncidentKind::Drill;
+    // Whom the subscribers' channel would reach if published now, and why.
+    let reach = if channel_names.iter().any(|name| {
+        matches!(
+            state.config.channels[name.as_str()].transport,
+            ChannelTransport::Subscribers
+        )
+    }) {
+        let level = Level::from_number(level).unwrap_or(Level::One);
+        match crate::subscribers::reach(
+            &state.storage,
+            &state.config,
+            draft.incident_id,
+            &input.summary,
+            level,
+        )
+        .await
+        {
+            Ok(reach) => Some(reach_text(&reach, level)),
+            Err(_) => return storage_unavailable(),
+        }
+    } else {
+        None
+    };
     let channels: Vec<_> = channel_names
         .iter()
         .filter(|name| !is_drill || state.config.channels[name.as_str()].drill)
@@ -185,11 +208,16 @@ async fn show_review(
                 Some(chosen) => chosen.contains(name),
                 None => plan.channels_for(level).contains(name),
             };
+            let subscribers = matches!(
+                state.config.channels[name.as_str()].transport,
+                ChannelTransport::Subscribers
+            );
             context! {
                 name => name,
                 label => channel_label(state, name),
                 levels => levels.join(", "),
                 checked => checked,
+                reach => if subscribers { reach.clone() } else { None },
             }
         })
         .collect();
@@ -609,6 +637,27 @@ fn delivery_phrases(state: &AppState, per_channel: &[(String, usize)]) -> Vec<St
             }
         })
         .collect()
+}
+
+/// "Når 3 prenumeranter på nivå 1: Borås 2, hela Skaraborg 1." for the review page.
+fn reach_text(reach: &crate::subscription::Reach, level: Level) -> String {
+    let people = crate::swedish::count_phrase(reach.n_people, "prenumerant", "prenumeranter");
+    if reach.by_reason.is_empty() {
+        return format!(
+            "Når {people} på nivå {}: ingen prenumerant har valt det som berörs.",
+            level.as_number()
+        );
+    }
+    let reasons: Vec<String> = reach
+        .by_reason
+        .iter()
+        .map(|(label, n)| format!("{label} {n}"))
+        .collect();
+    format!(
+        "Når {people} på nivå {}: {}.",
+        level.as_number(),
+        reasons.join(", ")
+    )
 }
 
 fn state_label(state: &str) -> &'static str {

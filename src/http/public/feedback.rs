@@ -55,7 +55,7 @@ pub(super) struct FeedbackFields {
 
 /// A form on a public page, through axum's `Form` ([`read_form`]); a form that cannot be
 /// read is answered with a public message page.
-pub(super) struct PublicForm<T>(T);
+pub(super) struct PublicForm<T>(pub(super) T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for PublicForm<T> {
     type Rejection = Response;
@@ -422,7 +422,7 @@ pub(super) async fn feedback_submit(
 /// sent to, when a proxy in front keeps it). A request with neither header (an old
 /// browser, a script) is let through: the check is against a page that makes a visitor's
 /// browser post, and every browser that could be made to do so sends one of them.
-fn is_cross_site(state: &AppState, headers: &HeaderMap) -> bool {
+pub(super) fn is_cross_site(state: &AppState, headers: &HeaderMap) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
         let site = site.to_str().unwrap_or_default().trim();
         if !site.eq_ignore_ascii_case("same-origin") && !site.eq_ignore_ascii_case("none") {

@@ -1,7 +1,8 @@
 //! The public endpoints under `/public/`, no authentication: the read-only ones (the
 //! login-page [`banner`] as JSON, as an HTML fragment and as a script that one
 //! `<script>` tag embeds, a status summary, and the Atom [`feed`] of notices; everything
-//! there is already public) and the [`feedback`] form every notice links to.
+//! there is already public), the [`feedback`] form every notice links to, and the
+//! subscribers' pages ([`subscribe`]: subscribe, confirm, manage, one-click unsubscribe).
 //!
 //! - Every read answer has a strong `ETag` over its bytes (`If-None-Match` answers 304),
 //!   `Cache-Control: public, max-age=30`, and `Vary: Origin`. A browser on another origin
@@ -15,6 +16,7 @@
 mod banner;
 mod feed;
 mod feedback;
+mod subscribe;
 
 use std::sync::{Arc, LazyLock};
 
@@ -30,6 +32,7 @@ use sha2::{Digest as _, Sha256};
 use super::{ApiError, AppState, client_address};
 use crate::config::ChannelTransport;
 use feedback::FeedbackLimiter;
+use subscribe::SubscribeLimiter;
 
 /// Every route under `/public/`.
 pub(super) fn routes(state: &AppState) -> Router<AppState> {
@@ -45,6 +48,26 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
             get(feedback::feedback_thanks),
         )
         .route_layer(Extension(feedback_limiter))
+        .merge(
+            Router::new()
+                .route(
+                    "/public/subscribe",
+                    get(subscribe::subscribe_form).post(subscribe::subscribe_submit),
+                )
+                .route_layer(Extension(Arc::new(SubscribeLimiter::new()))),
+        )
+        .route(
+            "/public/subscribe/confirm/{token}",
+            get(subscribe::confirm_page).post(subscribe::confirm_submit),
+        )
+        .route(
+            "/public/subscription/{token}",
+            get(subscribe::manage).post(subscribe::manage_submit),
+        )
+        .route(
+            "/public/subscription/{token}/unsubscribe",
+            get(subscribe::unsubscribe_page).post(subscribe::unsubscribe_one_click),
+        )
         .merge(
             Router::new()
                 .route(
