@@ -395,3 +395,104 @@ async fn serve_takes_the_token_from_the_environment_stops_on_sigterm_and_keeps_i
         "SIGTERM must end with exit 0, got {status}"
     );
 }
+
+#[tokio::test]
+async fn subscribers_are_imported_listed_counted_exported_removed_and_deleted() {
+    let folder = tempfile::tempdir().unwrap();
+    let config_path = folder.path().join("relay.toml");
+    std::fs::write(&config_path, serve_config(folder.path(), 9, FILE_TOKEN)).unwrap();
+    let config = config_path.to_str().unwrap().to_owned();
+    let subscribers = |args: &[&str]| {
+        let mut all = vec!["subscribers", "--config", config.as_str()];
+        all.extend_from_slice(args);
+        run(folder.path(), &all)
+    };
+    // No database yet: refused, none created.
+    let refused = subscribers(&["count"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(!folder.path().join("data").join("relay.db").exists());
+    let loaded = samsa_relay::config::Config::load(&config_path).unwrap();
+    samsa_relay::storage::Storage::open(&loaded.database)
+        .await
+        .unwrap()
+        .close()
+        .await;
+
+    let bad = folder.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "E-post;Organisationer\nanna@boras.example;Borås\nnot an address;Skövde\nbo@x.example;Atlantis\n",
+    )
+    .unwrap();
+    let output = subscribers(&["import", bad.to_str().unwrap(), "--by", "Åsa Lindqvist"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 3")
+            && stderr.contains("line 4")
+            && stderr.contains("nothing imported"),
+        "{stderr}"
+    );
+    let count = subscribers(&["count"]);
+    assert!(
+        String::from_utf8_lossy(&count.stdout).contains("confirmed\t0"),
+        "nothing was imported"
+    );
+
+    let good = folder.path().join("good.csv");
+    std::fs::write(
+        &good,
+        "Namn,E-post,Organisationer\nAnna,Anna@Boras.example,\"Borås, Skövde\"\nBo,bo@vgr.example,alla\n",
+    )
+    .unwrap();
+    let output = subscribers(&["import", good.to_str().unwrap(), "--by", "Åsa Lindqvist"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "2 imported, 0 subscribed already (left as they were)\n"
+    );
+    let again = subscribers(&["import", good.to_str().unwrap(), "--by", "Bo"]);
+    assert!(String::from_utf8_lossy(&again.stdout).starts_with("0 imported, 2 subscribed already"));
+
+    let list = String::from_utf8_lossy(&subscribers(&["list"]).stdout).into_owned();
+    assert!(
+        list.contains("anna@boras.example\tconfirmed\tSkövde och Borås\timport by Åsa Lindqvist\t"),
+        "{list}"
+    );
+    assert!(
+        list.contains("bo@vgr.example\tconfirmed\talla störningar"),
+        "{list}"
+    );
+
+    let export = subscribers(&["export", "ANNA@boras.example"]);
+    assert!(export.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&export.stdout).unwrap();
+    assert_eq!(json["address"], "anna@boras.example");
+    assert_eq!(json["source"], "import by Åsa Lindqvist");
+    assert_eq!(
+        json["choices"]["organisations"],
+        serde_json::json!(["kommun-skovde", "kommun-boras"])
+    );
+    assert!(json["consented_at"].is_string());
+    assert!(
+        json.get("nonce").is_none(),
+        "no link material in the export"
+    );
+
+    let removed = subscribers(&["remove", "bo@vgr.example", "--by", "Åsa"]);
+    assert!(removed.status.success());
+    let count = String::from_utf8_lossy(&subscribers(&["count"]).stdout).into_owned();
+    assert_eq!(
+        count,
+        "pending\t0\nconfirmed\t1\nunsubscribed\t1\nsuspended\t0\n"
+    );
+
+    let deleted = subscribers(&["delete", "anna@boras.example"]);
+    assert!(deleted.status.success());
+    let gone = subscribers(&["export", "anna@boras.example"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert_eq!(
+        subscribers(&["delete", "anna@boras.example"]).status.code(),
+        Some(1)
+    );
+}
