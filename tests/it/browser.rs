@@ -1287,3 +1287,273 @@ fn blocking_request(port: u16, method: &str, path: &str) {
         }
     }
 }
+
+// ---- subscriptions (issue 18) --------------------------------------------------------
+
+const SUBSCRIBER: &str = "anna.berg@boras.example";
+/// A subscriber to Lerum only, imported: proves a Lerum notice went out at all.
+const LERUM_SUBSCRIBER: &str = "bo.ek@lerum.example";
+
+/// Every text part of the messages the sink took for `to`, oldest first, whose subject
+/// contains `subject`.
+fn sink_mails(
+    sink: &common::smtp_sink::SmtpSink,
+    to: &str,
+    subject: &str,
+) -> Vec<common::smtp_sink::Received> {
+    sink.messages()
+        .into_iter()
+        .filter(|message| {
+            message.rcpt_tos() == [to]
+                && message
+                    .header("subject")
+                    .is_some_and(|found| found.contains(subject))
+        })
+        .collect()
+}
+
+async fn wait_for_sink_mails(
+    sink: &common::smtp_sink::SmtpSink,
+    to: &str,
+    subject: &str,
+    n: usize,
+) -> Vec<common::smtp_sink::Received> {
+    common::eventually(
+        &format!("{n} message(s) {subject:?} to {to} at the SMTP server"),
+        DEADLINE,
+        || async {
+            let found = sink_mails(sink, to, subject);
+            (found.len() >= n).then_some(found)
+        },
+    )
+    .await
+}
+
+fn text_of(message: &common::smtp_sink::Received) -> String {
+    message
+        .parts()
+        .into_iter()
+        .find(|(content_type, _)| content_type == "text/plain")
+        .map(|(_, text)| text)
+        .expect("a text part")
+}
+
+async fn fire(app: &TestApp, fingerprint: &str, status: &str, labels: Value) {
+    let mut labels = labels;
+    labels["alertname"] = json!("SamsaLoginDown");
+    labels["service"] = json!("samsa");
+    let body = common::payload(
+        status,
+        vec![common::alert(
+            fingerprint,
+            status,
+            labels,
+            "2026-11-28T04:10:00Z",
+        )],
+    );
+    assert_eq!(app.post_webhook(body.to_string()).await.status(), 200);
+}
+
+async fn publish_newsletter(
+    app: &TestApp,
+    incident_id: i64,
+    kind: samsa_relay::notice::NoticeKind,
+) {
+    common::publish_pending(app, incident_id, kind, &["newsletter"]).await;
+}
+
+#[tokio::test]
+async fn a_subscriber_chooses_boras_and_skovde_confirms_gets_what_concerns_them_and_leaves_in_one_click()
+ {
+    use samsa_relay::notice::NoticeKind;
+    let started = Instant::now();
+    let sink = common::smtp_sink::SmtpSink::start();
+    let browser = Browser::start().await;
+    let app = common::spawn_app_with_smtp(
+        &format!("[smtp]\nurl = \"{}\"\nstarttls = \"none\"\n", sink.url()),
+        "[incidents]\nflap_window = \"0s\"\n",
+    )
+    .await;
+    app.state
+        .storage
+        .import_subscribers(
+            &[samsa_relay::storage::NewSubscriber {
+                address: LERUM_SUBSCRIBER.to_owned(),
+                choices: samsa_relay::subscription::Choices {
+                    all: false,
+                    actors: vec!["kommun-lerum".to_owned()],
+                    subregions: Vec::new(),
+                    min_level: 1,
+                },
+                nonce: samsa_relay::subscription::new_nonce(),
+            }],
+            "import by test",
+            jiff::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    let client = &browser.client;
+    let shots = Screenshots::new("subscribe");
+
+    // The form, on a phone: an address, only chosen organisations, found by search.
+    client
+        .goto(&format!("{}/public/subscribe", app.address))
+        .await
+        .unwrap();
+    assert_eq!(
+        heading(client).await,
+        "Prenumerera på driftinformation om SAMSA"
+    );
+    assert_no_horizontal_overflow(client, "the subscribe page").await;
+    let unlabelled = client.execute(UNLABELLED_CONTROLS, vec![]).await.unwrap();
+    assert_eq!(unlabelled, json!([]), "controls without a label");
+    labelled_control(client, "E-postadress")
+        .await
+        .send_keys(SUBSCRIBER)
+        .await
+        .unwrap();
+    label(client, "Bara störningar som berör")
+        .await
+        .click()
+        .await
+        .unwrap();
+    labelled_control(client, "Sök organisation")
+        .await
+        .send_keys("Borås")
+        .await
+        .unwrap();
+    click_and_wait_for_next_page(client, button(client, "Sök").await).await;
+    shots.save(&browser, "1-search").await;
+    label(client, "Borås").await.click().await.unwrap();
+    let search = labelled_control(client, "Sök organisation").await;
+    search.clear().await.unwrap();
+    search.send_keys("Skövde").await.unwrap();
+    click_and_wait_for_next_page(client, button(client, "Sök").await).await;
+    // Borås is kept though not shown; the address and the scope too.
+    assert_eq!(
+        labelled_control(client, "E-postadress")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(SUBSCRIBER)
+    );
+    assert!(
+        labelled_control(client, "Bara störningar som berör")
+            .await
+            .is_selected()
+            .await
+            .unwrap()
+    );
+    label(client, "Skövde").await.click().await.unwrap();
+    shots.save(&browser, "2-chosen").await;
+    click_and_wait_for_next_page(client, button(client, "Prenumerera").await).await;
+    assert_eq!(heading(client).await, "Kontrollera din e-post");
+    assert_no_horizontal_overflow(client, "the answer").await;
+
+    // The confirmation mail at the real SMTP server; its link, opened in the browser.
+    let mail = wait_for_sink_mails(&sink, SUBSCRIBER, "Bekräfta din prenumeration", 1)
+        .await
+        .remove(0);
+    let text = text_of(&mail);
+    assert!(text.contains("Skövde och Borås"), "{text}");
+    let confirm = text
+        .split_whitespace()
+        .find(|word| word.starts_with(&format!("{PUBLIC_URL}/public/subscribe/confirm/")))
+        .unwrap_or_else(|| panic!("no confirmation link in:\n{text}"))
+        .replacen(PUBLIC_URL, &app.address, 1);
+    client.goto(&confirm).await.unwrap();
+    assert_eq!(heading(client).await, "Bekräfta prenumerationen");
+    let pending = app
+        .state
+        .storage
+        .subscriber_by_address(SUBSCRIBER)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        pending.state,
+        samsa_relay::subscription::SubscriberState::Pending,
+        "opening the link confirms nothing"
+    );
+    shots.save(&browser, "3-confirm").await;
+    click_and_wait_for_next_page(client, button(client, "Bekräfta prenumerationen").await).await;
+    assert_eq!(heading(client).await, "Prenumerationen är bekräftad");
+    assert_no_horizontal_overflow(client, "the confirmation").await;
+    shots.save(&browser, "4-confirmed").await;
+
+    // An outage in Borås reaches the subscriber, with the one-click headers.
+    fire(&app, "boras", "firing", json!({"actor": "kommun-boras"})).await;
+    publish_newsletter(&app, 1, NoticeKind::Initial).await;
+    let notice = wait_for_sink_mails(&sink, SUBSCRIBER, "Borås", 1)
+        .await
+        .remove(0);
+    let unsubscribe = notice
+        .header("list-unsubscribe")
+        .expect("List-Unsubscribe")
+        .to_owned();
+    assert_eq!(
+        notice.header("list-unsubscribe-post"),
+        Some("List-Unsubscribe=One-Click")
+    );
+    assert!(text_of(&notice).contains("Skövde och Borås"));
+    fire(&app, "boras", "resolved", json!({"actor": "kommun-boras"})).await;
+    publish_newsletter(&app, 1, NoticeKind::Resolved).await;
+    let n_after_boras = wait_for_sink_mails(&sink, SUBSCRIBER, "", 3).await.len();
+
+    // Lerum: the Lerum subscriber hears of it, ours does not.
+    fire(&app, "lerum", "firing", json!({"actor": "kommun-lerum"})).await;
+    publish_newsletter(&app, 2, NoticeKind::Initial).await;
+    wait_for_sink_mails(&sink, LERUM_SUBSCRIBER, "Lerum", 1).await;
+    fire(&app, "lerum", "resolved", json!({"actor": "kommun-lerum"})).await;
+    publish_newsletter(&app, 2, NoticeKind::Resolved).await;
+    wait_for_sink_mails(&sink, LERUM_SUBSCRIBER, "", 2).await;
+    assert_eq!(
+        sink_mails(&sink, SUBSCRIBER, "").len(),
+        n_after_boras,
+        "nothing about Lerum"
+    );
+
+    // The whole service: everyone.
+    fire(&app, "all", "firing", json!({"scope": "all"})).await;
+    publish_newsletter(&app, 3, NoticeKind::Initial).await;
+    wait_for_sink_mails(&sink, SUBSCRIBER, "", n_after_boras + 1).await;
+    wait_for_sink_mails(&sink, LERUM_SUBSCRIBER, "", 3).await;
+
+    // RFC 8058: one POST, no session, ends this subscription only.
+    let one_click = unsubscribe
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .replacen(PUBLIC_URL, &app.address, 1);
+    let answer = app
+        .client
+        .post(&one_click)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let n_before_end = sink_mails(&sink, SUBSCRIBER, "").len();
+    fire(&app, "all", "resolved", json!({"scope": "all"})).await;
+    publish_newsletter(&app, 3, NoticeKind::Resolved).await;
+    wait_for_sink_mails(&sink, LERUM_SUBSCRIBER, "", 4).await;
+    assert_eq!(
+        sink_mails(&sink, SUBSCRIBER, "").len(),
+        n_before_end,
+        "nothing more arrives"
+    );
+    let rows = common::outbox_rows(&app, "newsletter").await;
+    assert!(
+        rows.iter()
+            .all(|row| row.recipient.starts_with("subscriber:"))
+    );
+
+    browser.close().await;
+    app.stop().await;
+    report(&format!(
+        "browser: subscribe, confirm, three notices and one-click took {:.1?}",
+        started.elapsed()
+    ));
+}

@@ -423,11 +423,13 @@ pub(super) async fn feedback_submit(
 /// browser, a script) is let through: the check is against a page that makes a visitor's
 /// browser post, and every browser that could be made to do so sends one of them.
 pub(super) fn is_cross_site(state: &AppState, headers: &HeaderMap) -> bool {
+    let mut same_origin_fetch = false;
     if let Some(site) = headers.get("sec-fetch-site") {
         let site = site.to_str().unwrap_or_default().trim();
         if !site.eq_ignore_ascii_case("same-origin") && !site.eq_ignore_ascii_case("none") {
             return true;
         }
+        same_origin_fetch = site.eq_ignore_ascii_case("same-origin");
     }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return false;
@@ -438,8 +440,15 @@ pub(super) fn is_cross_site(state: &AppState, headers: &HeaderMap) -> bool {
         .and_then(|origin| url::Url::parse(origin.trim()).ok())
         .filter(|origin| matches!(origin.scheme(), "http" | "https") && origin.has_host())
     else {
-        // Also `Origin: null` (a sandboxed frame, a redirect from elsewhere).
-        return true;
+        // `Origin: null` comes from a sandboxed frame or a redirect from elsewhere, and
+        // also from the pages' own forms: under `Referrer-Policy: no-referrer` Chromium
+        // posts them with `Origin: null`, and then says `Sec-Fetch-Site: same-origin`
+        // (a header no page can set).
+        let null = headers
+            .get(header::ORIGIN)
+            .and_then(|origin| origin.to_str().ok())
+            .is_some_and(|origin| origin.trim() == "null");
+        return !(null && same_origin_fetch);
     };
     if origin.origin() == state.config.server.public_url.origin() {
         return false;
