@@ -1,6 +1,12 @@
 //! One notice to many recipients through a real local SMTP server, run by scripts/bench.sh.
 //!
-//! Usage: fanout --smtp 127.0.0.1:PORT [--recipients 1000] [--timeout 120]
+//! Usage: fanout --smtp 127.0.0.1:PORT [--recipients 1000] [--subscribers 0] [--timeout 120]
+//!
+//! With `--subscribers N` the notice goes to N confirmed subscribers with mixed choices
+//! (all disruptions; Borås among other organisations; the whole of Södra Älvsborg; at
+//! levels 1 or from 1) through a `subscribers` channel instead of an email channel's
+//! list, so the publication also finds them (`subscription::targets`) in its
+//! transaction; every one of them is concerned by the outage in Borås.
 //!
 //! Runs the whole relay in this process (release code, the same `App` the binary runs,
 //! with a throwaway database and the shipped SMTP defaults: a pool of 4 connections,
@@ -56,7 +62,12 @@ async fn run(args: &Args) -> Result<(), String> {
     if !smtp_address.ip().is_loopback() {
         return Err("--smtp must be a loopback address".to_owned());
     }
-    let n_recipients: usize = args.number("recipients", 1000)?;
+    let n_subscribers: usize = args.number("subscribers", 0)?;
+    let n_recipients: usize = if n_subscribers > 0 {
+        n_subscribers
+    } else {
+        args.number("recipients", 1000)?
+    };
     let timeout = args.seconds("timeout", 120.0)?;
     let folder = tempfile::tempdir().map_err(|e| e.to_string())?;
     let recipients = folder.path().join("kontakter.txt");
@@ -87,19 +98,24 @@ secret = "bench-link-secret-0123456789-0123456789"
 [logging]
 level = "{log_level}"
 
-[channels.email]
-content = "email"
-transport = "email"
-recipients_file = "{recipients}"
+{channel}
 
 [plan]
-level_1 = ["email"]
-level_2 = ["email"]
-level_3 = ["email"]
+level_1 = ["{channel_name}"]
+level_2 = ["{channel_name}"]
+level_3 = ["{channel_name}"]
 "#,
         database = folder.path().join("relay.db").display(),
-        recipients = recipients.display(),
         log_level = args.string_or("log-level", "info"),
+        channel = if n_subscribers > 0 {
+            "[channels.newsletter]\ncontent = \"newsletter\"\ntransport = \"subscribers\"".to_owned()
+        } else {
+            format!(
+                "[channels.email]\ncontent = \"email\"\ntransport = \"email\"\nrecipients_file = \"{}\"",
+                recipients.display()
+            )
+        },
+        channel_name = if n_subscribers > 0 { "newsletter" } else { "email" },
     );
     let config = Config::from_toml(&text, &BTreeMap::new()).map_err(|e| e.to_string())?;
     samsa_relay::telemetry::init(&config.logging);
@@ -113,9 +129,18 @@ level_3 = ["email"]
         let _ = stopped.await;
     }));
 
+    let channel = if n_subscribers > 0 { "newsletter" } else { "email" };
+    if n_subscribers > 0 {
+        import_subscribers(&state, n_subscribers).await?;
+    }
     let result = tokio::time::timeout(timeout, async {
         // One actor down: a level 1 incident with one pending initial draft.
-        let body = common::payload_with(1, 0, 1, |_| "kommun-uddevalla".to_owned());
+        let actor = if n_subscribers > 0 {
+            "kommun-boras"
+        } else {
+            "kommun-uddevalla"
+        };
+        let body = common::payload_with(1, 0, 1, |_| actor.to_owned());
         let (status, answer) = post(&url, &body).await?;
         if status != 200 {
             return Err(format!("the webhook answered {status}: {answer}"));
@@ -133,7 +158,7 @@ level_3 = ["email"]
                 draft_id,
                 draft_version: version,
                 level: Level::One,
-                channels: vec!["email".to_owned()],
+                channels: vec![channel.to_owned()],
                 decision: None,
                 operator: "bench@samsa.example".to_owned(),
             })
@@ -153,6 +178,12 @@ level_3 = ["email"]
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let settled = started.elapsed();
+        if publication.n_deliveries != n_recipients {
+            return Err(format!(
+                "the notice reached {} of {n_recipients}",
+                publication.n_deliveries
+            ));
+        }
         println!("recipients={n_recipients}");
         println!("deliveries={}", publication.n_deliveries);
         println!("publish_commit_ms={:.1}", millis(committed));
@@ -165,7 +196,11 @@ level_3 = ["email"]
             (
                 "send",
                 "samsa_relay_delivery_attempt_duration_seconds",
-                r#"{channel="email"}"#,
+                if n_subscribers > 0 {
+                    r#"{channel="newsletter"}"#
+                } else {
+                    r#"{channel="email"}"#
+                },
             ),
             (
                 "claim",
@@ -190,6 +225,58 @@ level_3 = ["email"]
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(15), server).await;
     result
+}
+
+/// `n` confirmed subscribers with mixed choices, every one concerned by an outage in
+/// Borås: a quarter all disruptions, a quarter the whole of Södra Älvsborg and one other
+/// organisation, half Borås among two other organisations.
+async fn import_subscribers(state: &samsa_relay::http::AppState, n: usize) -> Result<(), String> {
+    use samsa_relay::subscription::Choices;
+    let others: Vec<String> = state
+        .config
+        .inventory
+        .actors()
+        .iter()
+        .map(|actor| actor.id.clone())
+        .filter(|id| id != "kommun-boras")
+        .collect();
+    let subscribers: Vec<samsa_relay::storage::NewSubscriber> = (0..n)
+        .map(|index| {
+            let choices = match index % 4 {
+                0 => Choices::default(),
+                1 => Choices {
+                    all: false,
+                    actors: vec![others[index % others.len()].clone()],
+                    subregions: vec!["sodra-alvsborg".to_owned()],
+                    min_level: 1,
+                },
+                _ => Choices {
+                    all: false,
+                    actors: vec![
+                        others[index % others.len()].clone(),
+                        "kommun-boras".to_owned(),
+                        others[(index * 7) % others.len()].clone(),
+                    ],
+                    subregions: Vec::new(),
+                    min_level: 1,
+                },
+            };
+            samsa_relay::storage::NewSubscriber {
+                address: format!("prenumerant-{index:05}@kommun-{:03}.example", index % 49),
+                choices,
+                nonce: samsa_relay::subscription::new_nonce(),
+            }
+        })
+        .collect();
+    let outcome = state
+        .storage
+        .import_subscribers(&subscribers, "import by bench", jiff::Timestamp::now())
+        .await
+        .map_err(|e| e.to_string())?;
+    if outcome.added.len() != n {
+        return Err(format!("imported {} of {n} subscribers", outcome.added.len()));
+    }
+    Ok(())
 }
 
 async fn post(url: &str, body: &str) -> Result<(u16, String), String> {

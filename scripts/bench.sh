@@ -15,6 +15,9 @@
 #   - times a 10,000-alert payload from its POST to its committed draft;
 #   - times one notice to 1,000 recipients through a local SMTP server (benches/fanout.rs;
 #     Postfix's smtp-sink, and for comparison the tests' aiosmtpd sink);
+#   - times one notice to 10,000 confirmed subscribers with mixed choices (benches/fanout.rs
+#     --subscribers): the publication that finds them and writes their outbox rows, and
+#     the delivery of every mail through Postfix's smtp-sink with no rate limit;
 #   - prints idle and peak RSS, time from start to ready, and the machine.
 #
 # Every relay runs the release binary with the shipped deploy/samsa-relay.toml (logging
@@ -38,6 +41,7 @@ BENCH_RATE_SECONDS="${BENCH_RATE_SECONDS:-10}"
 RATE=200
 BIG_ALERTS=10000
 N_RECIPIENTS=1000
+N_SUBSCRIBERS=10000
 # The shipped config's example token (loopback only).
 TOKEN="example-webhook-token-change-me"
 
@@ -335,6 +339,21 @@ for key in publish_commit_ms all_sent_ms sent not_sent send_mean_ms claim_mean_m
 done
 stop_pid "$SINK_PID"
 
+step "One notice to $N_SUBSCRIBERS subscribers through Postfix's smtp-sink"
+SINK_PORT="$("$DRIVE_BIN" free-port)"
+/usr/sbin/smtp-sink "${SINK_USER[@]}" -c "127.0.0.1:$SINK_PORT" 256 >"$WORK/smtp-sink-subscribers.log" 2>&1 &
+SINK_PID=$!
+PIDS+=("$SINK_PID")
+sleep 0.2
+kill -0 "$SINK_PID" 2>/dev/null || fail "smtp-sink did not start: $(cat "$WORK/smtp-sink-subscribers.log")"
+out="$(timeout 300 "$FANOUT_BIN" --smtp "127.0.0.1:$SINK_PORT" --subscribers "$N_SUBSCRIBERS" \
+    --timeout 240 2>"$WORK/fanout-subscribers.log")" || { tail -n 20 "$WORK/fanout-subscribers.log" >&2; fail "fanout --subscribers failed"; }
+echo "relay:   $(brief "$out")" >&2
+for key in publish_commit_ms all_sent_ms sent not_sent send_mean_ms claim_mean_ms claim_count record_mean_ms; do
+    RESULT[subscribers.$key]="$(value "$key" <<<"$out")"
+done
+stop_pid "$SINK_PID"
+
 step "The same through the tests' aiosmtpd sink (tests/support/smtp_sink.py)"
 SINK_PORT="$("$DRIVE_BIN" free-port)"
 mkdir -p "$WORK/aiosmtpd"
@@ -438,6 +457,11 @@ IDLE_MAX_KIB="$(max_of "${IDLE_SAMPLES[@]}")"
     printf '  aiosmtpd (tests'"'"' sink): %s ms, %s sent, %s received (send %s ms mean)\n' \
         "${RESULT[fanout.aiosmtpd.all_sent_ms]}" "${RESULT[fanout.aiosmtpd.sent]}" "${RESULT[fanout.aiosmtpd.received]}" \
         "${RESULT[fanout.aiosmtpd.send_mean_ms]}"
+    printf 'One notice to %s confirmed subscribers (mixed choices, all concerned), smtp-sink (Postfix):\n' "$N_SUBSCRIBERS"
+    printf '  publication with the outbox written %s ms; last delivery %s ms after Publish; %s sent, %s not (send %s ms mean; %s claims, %s ms mean; record %s ms mean)\n' \
+        "${RESULT[subscribers.publish_commit_ms]}" "${RESULT[subscribers.all_sent_ms]}" "${RESULT[subscribers.sent]}" \
+        "${RESULT[subscribers.not_sent]}" "${RESULT[subscribers.send_mean_ms]}" "${RESULT[subscribers.claim_count]}" \
+        "${RESULT[subscribers.claim_mean_ms]}" "${RESULT[subscribers.record_mean_ms]}"
     printf 'RSS: idle %s MB (largest of %d starts, 1 s after ready), peak %s MB (VmHWM, in run %s)\n' \
         "$(kib_to_mb "$IDLE_MAX_KIB")" "${#IDLE_SAMPLES[@]}" "$(kib_to_mb "$PEAK_KIB")" "$PEAK_WHERE"
     printf 'Start to ready (spawn to first 200 on /readyz, fresh database): %s ms\n' "$(stats "${READY_SAMPLES[@]}")"
@@ -458,6 +482,12 @@ IDLE_MAX_KIB="$(max_of "${IDLE_SAMPLES[@]}")"
     printf '  %-40s %s (%s ms)\n' "$N_RECIPIENTS recipients < 10 s (smtp-sink)" \
         "$(verdict "$(awk -v t="${RESULT[fanout.sink.all_sent_ms]}" -v s="${RESULT[fanout.sink.sent]}" -v n="$N_RECIPIENTS" \
             'BEGIN { print (t < 10000 && s == n) }')")" "${RESULT[fanout.sink.all_sent_ms]}"
+    printf '  %-40s %s (%s ms)\n' "$N_SUBSCRIBERS subscribers: outbox < 1 s" \
+        "$(verdict "$(awk -v t="${RESULT[subscribers.publish_commit_ms]}" 'BEGIN { print (t < 1000) }')")" \
+        "${RESULT[subscribers.publish_commit_ms]}"
+    printf '  %-40s %s (%s ms)\n' "$N_SUBSCRIBERS subscribers delivered < 10 s" \
+        "$(verdict "$(awk -v t="${RESULT[subscribers.all_sent_ms]}" -v s="${RESULT[subscribers.sent]}" -v n="$N_SUBSCRIBERS" \
+            'BEGIN { print (t < 10000 && s == n) }')")" "${RESULT[subscribers.all_sent_ms]}"
     printf '  %-40s %s (%s MB)\n' "idle RSS < 30 MB" \
         "$(verdict "$(awk -v k="$IDLE_MAX_KIB" 'BEGIN { print (k < 30 * 1024) }')")" "$(kib_to_mb "$IDLE_MAX_KIB")"
     printf '  %-40s %s (%s ms, the slowest start)\n' "start to ready < 300 ms" \
