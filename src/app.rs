@@ -105,6 +105,7 @@ impl App {
         let mail_wake = Arc::new(tokio::sync::Notify::new());
         let holder = holder_id(&config.cluster.replica_name);
         tracing::info!(replica = %holder, "replica started");
+        metrics.replica_info.with_label_values(&[&holder]).set(1);
         let correlation_lease = Lease::new(
             CORRELATION,
             &holder,
