@@ -22,9 +22,11 @@ pub use crate::notice::NoticesConfig;
 pub use crate::secret::Secret;
 pub use crate::subscription::SubscriptionsConfig;
 
+mod cluster;
 mod operators;
 mod publishing;
 
+pub use cluster::{ClusterConfig, RawCluster};
 pub use operators::{Operator, RawOperator, RawReview, ReviewConfig};
 
 pub use publishing::{
@@ -68,6 +70,7 @@ pub struct Config {
     pub plan: PlanConfig,
     pub review: ReviewConfig,
     pub subscriptions: SubscriptionsConfig,
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +99,17 @@ pub struct DatabaseConfig {
     pub url: DatabaseUrl,
     pub busy_timeout: Duration,
     pub min_free_bytes: u64,
+}
+
+impl DatabaseConfig {
+    /// An SQLite file with the defaults (tests, benches and tools).
+    pub fn sqlite(path: impl Into<PathBuf>) -> DatabaseConfig {
+        DatabaseConfig {
+            url: DatabaseUrl::Sqlite { path: path.into() },
+            busy_timeout: Duration::from_secs(5),
+            min_free_bytes: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +216,8 @@ pub struct RawConfig {
     pub operators: Vec<operators::RawOperator>,
     /// `[review]`: links, escalation, single sign-on.
     pub review: operators::RawReview,
+    /// `[cluster]`: replica name and lease time, for several replicas over PostgreSQL.
+    pub cluster: cluster::RawCluster,
     /// `[subscriptions]`: how long requests and ended subscriptions are kept, and when
     /// an address that keeps failing is suspended.
     pub subscriptions: RawSubscriptions,
@@ -757,6 +773,7 @@ impl Config {
                 .map(|notices| notices.info_address.as_str()),
         );
         let review = operators::check_review(&mut problems, raw.operators, raw.review);
+        let cluster = cluster::check_cluster(&mut problems, raw.cluster);
         let channels_configured = raw.channels.is_some();
         let channels = publishing::check_channels(
             &mut problems,
@@ -859,6 +876,7 @@ impl Config {
             plan: plan.expect("checked"),
             review: review.expect("checked"),
             subscriptions: subscriptions.expect("checked"),
+            cluster: cluster.expect("checked"),
         })
     }
 }
