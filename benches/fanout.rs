@@ -108,14 +108,19 @@ level_3 = ["{channel_name}"]
         database = folder.path().join("relay.db").display(),
         log_level = args.string_or("log-level", "info"),
         channel = if n_subscribers > 0 {
-            "[channels.newsletter]\ncontent = \"newsletter\"\ntransport = \"subscribers\"".to_owned()
+            "[channels.newsletter]\ncontent = \"newsletter\"\ntransport = \"subscribers\""
+                .to_owned()
         } else {
             format!(
                 "[channels.email]\ncontent = \"email\"\ntransport = \"email\"\nrecipients_file = \"{}\"",
                 recipients.display()
             )
         },
-        channel_name = if n_subscribers > 0 { "newsletter" } else { "email" },
+        channel_name = if n_subscribers > 0 {
+            "newsletter"
+        } else {
+            "email"
+        },
     );
     let config = Config::from_toml(&text, &BTreeMap::new()).map_err(|e| e.to_string())?;
     samsa_relay::telemetry::init(&config.logging);
@@ -129,7 +134,11 @@ level_3 = ["{channel_name}"]
         let _ = stopped.await;
     }));
 
-    let channel = if n_subscribers > 0 { "newsletter" } else { "email" };
+    let channel = if n_subscribers > 0 {
+        "newsletter"
+    } else {
+        "email"
+    };
     if n_subscribers > 0 {
         import_subscribers(&state, n_subscribers).await?;
     }
@@ -274,7 +283,10 @@ async fn import_subscribers(state: &samsa_relay::http::AppState, n: usize) -> Re
         .await
         .map_err(|e| e.to_string())?;
     if outcome.added.len() != n {
-        return Err(format!("imported {} of {n} subscribers", outcome.added.len()));
+        return Err(format!(
+            "imported {} of {n} subscribers",
+            outcome.added.len()
+        ));
     }
     Ok(())
 }

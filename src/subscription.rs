@@ -449,8 +449,10 @@ mod tests {
 
     #[test]
     fn a_minimum_level_holds_back_lower_notices_but_never_a_whole_service_outage() {
-        let mut choices = Choices::default();
-        choices.min_level = 2;
+        let choices = Choices {
+            min_level: 2,
+            ..Choices::default()
+        };
         assert!(
             choices
                 .reasons(&outage(&["kommun-boras"]), Level::One)

@@ -52,15 +52,15 @@ pub fn mails(folder: &Path) -> Vec<Mail> {
         let headers = message
             .headers()
             .iter()
-            .filter_map(|header| {
+            .map(|header| {
                 let raw = &bytes[header.offset_start() as usize..header.offset_end() as usize];
-                Some((
+                (
                     header.name().to_lowercase(),
                     String::from_utf8_lossy(raw)
                         .replace("\r\n", "")
                         .trim()
                         .to_owned(),
-                ))
+                )
             })
             .collect();
         mails.push(Mail {
