@@ -505,6 +505,29 @@ impl Subscriptions for SqliteStorage {
         if outcomes.is_empty() {
             return Ok(Vec::new());
         }
+        // The common case: every mail delivered, and none of these subscribers had a
+        // failure to forget; then nothing is written (no commit per delivery step).
+        if outcomes
+            .iter()
+            .all(|(_, outcome)| *outcome == SubscriberOutcome::Delivered)
+        {
+            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT EXISTS (SELECT 1 FROM subscribers WHERE permanent_failures > 0 AND id IN (",
+            );
+            let mut separated = builder.separated(", ");
+            for (id, _) in outcomes.iter().take(super::ROWS_PER_STATEMENT) {
+                separated.push_bind(*id);
+            }
+            builder.push("))");
+            let any: bool = builder
+                .build_query_scalar()
+                .fetch_one(&self.reader)
+                .await
+                .map_err(error)?;
+            if !any && outcomes.len() <= super::ROWS_PER_STATEMENT {
+                return Ok(Vec::new());
+            }
+        }
         let at = format_time(now);
         let mut suspended = Vec::new();
         let mut transaction = self.begin_immediate().await?;
