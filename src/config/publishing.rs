@@ -600,10 +600,13 @@ fn check_channel(
         rate_limit_per_minute: raw.rate_limit_per_minute.filter(|limit| *limit > 0),
         // A subscribers channel fans one notice out to thousands: larger steps share
         // the claim and record transactions among more sends.
-        concurrency: raw
-            .concurrency
-            .filter(|value| *value > 0)
-            .unwrap_or(if transport_name == "subscribers" { 32 } else { 8 }),
+        concurrency: raw.concurrency.filter(|value| *value > 0).unwrap_or(
+            if transport_name == "subscribers" {
+                32
+            } else {
+                8
+            },
+        ),
         drill: raw.drill,
         signing_key,
     })

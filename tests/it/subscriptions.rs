@@ -927,3 +927,91 @@ async fn unconfirmed_requests_and_ended_subscriptions_are_purged() {
     assert_eq!(left, ["kept@example.org"]);
     app.stop().await;
 }
+
+/// A real SMTP server refuses one address for good: after two notices it is suspended,
+/// the third does not go to it; its bounces alarm no operator and stay out of the
+/// incident log (the server's answer quotes the address).
+#[cfg(feature = "system-tests")]
+#[tokio::test]
+async fn an_address_refused_for_good_is_suspended_after_the_configured_count() {
+    let sink = common::smtp_sink::SmtpSink::start();
+    sink.control(json!({"rules": [
+        {"pattern": "^nobody@", "reply": "550 5.1.1 <nobody@kommun.example>: no such user"}
+    ]}));
+    let app = common::spawn_app_with_smtp(
+        &format!("[smtp]\nurl = \"{}\"\nstarttls = \"none\"\n", sink.url()),
+        &format!(
+            "{TABLES}\n[subscriptions]\nsuspend_after_failures = 2\n\n[[operators]]\nname = \"Åsa\"\nemail = \"asa@example.org\"\ngroups = [\"on-duty\"]\n"
+        ),
+    )
+    .await;
+    import(
+        &app,
+        &[
+            ("nobody@kommun.example", choose(&[], &[], true)),
+            ("anna@kommun.example", choose(&[], &[], true)),
+        ],
+    )
+    .await;
+    let nobody = || async {
+        app.state
+            .storage
+            .subscriber_by_address("nobody@kommun.example")
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    post_alert(&app, "boras", "firing", json!({"actor": "kommun-boras"})).await;
+    publish(&app, 1, NoticeKind::Initial).await;
+    common::eventually("the first bounce counted", DEADLINE, || async {
+        (nobody().await.permanent_failures == 1).then_some(())
+    })
+    .await;
+    assert_eq!(nobody().await.state, SubscriberState::Confirmed);
+    post_alert(&app, "boras", "resolved", json!({"actor": "kommun-boras"})).await;
+    publish(&app, 1, NoticeKind::Resolved).await;
+    common::eventually("suspended at the second bounce", DEADLINE, || async {
+        (nobody().await.state == SubscriberState::Suspended).then_some(())
+    })
+    .await;
+    assert!(
+        nobody()
+            .await
+            .last_failure
+            .unwrap()
+            .contains("no such user")
+    );
+    post_alert(&app, "all", "firing", json!({"scope": "all"})).await;
+    let notice = publish(&app, 2, NoticeKind::Initial).await;
+    assert_eq!(
+        newsletter_addresses(&app, notice).await,
+        ["anna@kommun.example"]
+    );
+    // No operator was alarmed, and no incident log holds the answer.
+    assert!(
+        app.state
+            .storage
+            .failed_deliveries(50)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for incident_id in [1, 2] {
+        let events = app
+            .state
+            .storage
+            .incident_events(incident_id)
+            .await
+            .unwrap();
+        let text = format!("{events:?}");
+        assert!(!text.contains("nobody@"), "{text}");
+    }
+    let mails = app.state.storage.operator_mail().await.unwrap();
+    assert!(
+        mails
+            .iter()
+            .all(|(key, _, _, _)| !key.starts_with("failed:")),
+        "{mails:?}"
+    );
+    app.stop().await;
+}
