@@ -32,6 +32,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ),
         ("review.html", include_str!("ops/templates/review.html")),
         (
+            "review_confirm.html",
+            include_str!("ops/templates/review_confirm.html"),
+        ),
+        (
             "followup_incident.html",
             include_str!("ops/templates/followup_incident.html"),
         ),

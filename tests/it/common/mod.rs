@@ -22,14 +22,13 @@ mod app;
 mod dashboards;
 mod drafts;
 mod net;
+mod review_page;
 mod wait;
 
 #[cfg(feature = "system-tests")]
 mod process;
 #[cfg(feature = "system-tests")]
 mod prometheus;
-#[cfg(feature = "system-tests")]
-mod review_page;
 #[cfg(feature = "system-tests")]
 pub mod smtp_sink;
 
@@ -38,11 +37,10 @@ pub use app::*;
 pub use dashboards::*;
 pub use drafts::*;
 pub use net::*;
+pub use review_page::*;
 pub use wait::*;
 
 #[cfg(feature = "system-tests")]
 pub use process::*;
 #[cfg(feature = "system-tests")]
 pub use prometheus::*;
-#[cfg(feature = "system-tests")]
-pub use review_page::*;
