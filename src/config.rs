@@ -66,6 +66,16 @@ pub struct Config {
     pub channels: BTreeMap<String, ChannelConfig>,
     pub plan: PlanConfig,
     pub review: ReviewConfig,
+    pub banner: BannerConfig,
+}
+
+/// `[banner]`: what the login-page banner shows beyond a notice's own text.
+#[derive(Debug, Clone)]
+pub struct BannerConfig {
+    /// How long the all-clear of a published resolution stays on the banner.
+    pub all_clear_for: Duration,
+    /// Drills reach the live banner too (otherwise only `?ovning=1` shows them).
+    pub show_drills: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -200,6 +210,28 @@ pub struct RawConfig {
     pub operators: Vec<operators::RawOperator>,
     /// `[review]`: links, escalation, single sign-on.
     pub review: operators::RawReview,
+    /// `[banner]`: the all-clear and drills on the login-page banner.
+    pub banner: RawBanner,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawBanner {
+    /// How long the banner shows the all-clear after a resolution is published on a
+    /// banner channel, e.g. `2h`; `0s` hides the banner at once.
+    pub all_clear_for: String,
+    /// Show drills on the live banner (`/public/banner.*` without `?ovning=1`) too. Off:
+    /// a drill is seen only on a test login page that asks for it.
+    pub show_drills: bool,
+}
+
+impl Default for RawBanner {
+    fn default() -> RawBanner {
+        RawBanner {
+            all_clear_for: "2h".to_owned(),
+            show_drills: false,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -445,6 +477,61 @@ impl Default for RawNotices {
 
 impl Config {
     /// An absolute link to `path` on the relay's public URL.
+    /// Settings that are valid but keep the login-page banner from working everywhere:
+    /// what `check-config` prints after "valid", each naming its key and why, in plain
+    /// words. Empty when any login page can embed the banner.
+    pub fn banner_notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let banners: Vec<&ChannelConfig> = self
+            .channels
+            .values()
+            .filter(|channel| matches!(channel.transport, ChannelTransport::Banner { .. }))
+            .collect();
+        if banners.is_empty() {
+            notes.push(
+                "channels: no channel has transport = \"banner\", so the login-page banner \
+                 (/public/banner.js) never shows anything"
+                    .to_owned(),
+            );
+        }
+        for channel in &banners {
+            if !(1..=3).any(|level| self.plan.channels_for(level).contains(&channel.name)) {
+                notes.push(format!(
+                    "channels.{}: in no level of [plan], so no notice ever reaches the login page",
+                    channel.name
+                ));
+            }
+            if let ChannelTransport::Banner {
+                allowed_origins, ..
+            } = &channel.transport
+                && !allowed_origins.is_empty()
+            {
+                notes.push(format!(
+                    "channels.{}.allowed_origins: only login pages on {} can show the banner; on \
+                     any other page banner.js shows nothing (the browser refuses the read and \
+                     says so only in its console). Leave the list empty to allow every login page",
+                    channel.name,
+                    allowed_origins.join(", ")
+                ));
+            }
+        }
+        let url = &self.server.public_url;
+        let loopback = match url.host() {
+            Some(url::Host::Ipv4(address)) => address.is_loopback(),
+            Some(url::Host::Ipv6(address)) => address.is_loopback(),
+            Some(url::Host::Domain(name)) => name == "localhost",
+            None => false,
+        };
+        if !banners.is_empty() && url.scheme() == "http" && !loopback {
+            notes.push(format!(
+                "server.public_url: {url} is http://, so a login page served over https:// \
+                 cannot load banner.js or read banner.json from it (the browser blocks mixed \
+                 content); give the relay an https:// address"
+            ));
+        }
+        notes
+    }
+
     pub fn public_link(&self, path: &str) -> String {
         format!(
             "{}{}",
@@ -727,6 +814,16 @@ impl Config {
                 .map(|notices| notices.info_address.as_str()),
         );
         let review = operators::check_review(&mut problems, raw.operators, raw.review);
+        let all_clear_for = problems.check(
+            "banner.all_clear_for",
+            parse_duration(&raw.banner.all_clear_for).and_then(|duration| {
+                if duration > Duration::from_secs(7 * 24 * 3600) {
+                    Err("must be at most 7 days".to_owned())
+                } else {
+                    Ok(duration)
+                }
+            }),
+        );
         let channels_configured = raw.channels.is_some();
         let channels = publishing::check_channels(
             &mut problems,
@@ -815,6 +912,10 @@ impl Config {
             channels,
             plan: plan.expect("checked"),
             review: review.expect("checked"),
+            banner: BannerConfig {
+                all_clear_for: all_clear_for.expect("checked"),
+                show_drills: raw.banner.show_drills,
+            },
         })
     }
 }
@@ -1223,6 +1324,59 @@ secret = "a-link-secret-that-is-long-enough-0123"
             }
         );
         assert_eq!(config.server.shutdown_grace, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn banner_notes_say_plainly_what_keeps_the_embed_from_working() {
+        let shipped_like = Config::from_toml(MINIMAL, &no_environment()).unwrap();
+        assert_eq!(shipped_like.banner_notes(), Vec::<String>::new());
+        assert_eq!(
+            shipped_like.banner.all_clear_for,
+            Duration::from_secs(2 * 3600)
+        );
+        assert!(!shipped_like.banner.show_drills);
+
+        let restricted = format!(
+            "{MINIMAL}[server]\npublic_url = \"http://relay.example.org\"\n\
+             [channels.banner]\ncontent = \"banner\"\ntransport = \"banner\"\n\
+             allowed_origins = [\"https://samsa.example.org\"]\n\
+             [channels.login]\ncontent = \"banner\"\ntransport = \"banner\"\n\
+             [plan]\nlevel_1 = [\"banner\"]\nlevel_2 = [\"banner\"]\nlevel_3 = [\"banner\"]\n\
+             [banner]\nall_clear_for = \"30m\"\nshow_drills = true\n"
+        );
+        let config = Config::from_toml(&restricted, &no_environment()).unwrap();
+        assert_eq!(config.banner.all_clear_for, Duration::from_secs(1800));
+        assert!(config.banner.show_drills);
+        let notes = config.banner_notes();
+        assert_eq!(notes.len(), 3, "{notes:#?}");
+        assert!(
+            notes[0].starts_with(
+                "channels.banner.allowed_origins: only login pages on https://samsa.example.org"
+            ),
+            "{notes:#?}"
+        );
+        assert!(
+            notes[1].starts_with("channels.login: in no level of [plan]"),
+            "{notes:#?}"
+        );
+        assert!(
+            notes[2].starts_with("server.public_url: http://relay.example.org/ is http://"),
+            "{notes:#?}"
+        );
+
+        let no_banner = format!(
+            "{MINIMAL}[channels.news]\ncontent = \"website\"\ntransport = \"feed\"\n\
+             [plan]\nlevel_1 = [\"news\"]\nlevel_2 = [\"news\"]\nlevel_3 = [\"news\"]\n"
+        );
+        let notes = Config::from_toml(&no_banner, &no_environment())
+            .unwrap()
+            .banner_notes();
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].starts_with("channels: no channel has transport = \"banner\""));
+
+        let too_long = format!("{MINIMAL}[banner]\nall_clear_for = \"8d\"\n");
+        let errors = Config::from_toml(&too_long, &no_environment()).unwrap_err();
+        assert_eq!(errors.0[0].path, "banner.all_clear_for");
     }
 
     #[test]

@@ -488,14 +488,15 @@ async fn one_publication_per_draft() {
     assert_eq!(notices[0].notice_id, notice_id);
     assert_eq!(notices[0].level, Level::Two);
     let banner = storage
-        .current_banner(&["banner".to_owned()])
+        .current_banner(&["banner".to_owned()], true, now)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(banner.notice_id, notice_id);
+    assert_eq!(banner.notice.notice_id, notice_id);
+    assert!(banner.drill);
     assert!(
         storage
-            .current_banner(&["sms".to_owned()])
+            .current_banner(&["sms".to_owned()], true, now)
             .await
             .unwrap()
             .is_none()
@@ -991,5 +992,70 @@ async fn a_token_bucket_grants_no_more_than_its_rate() {
             .await
             .unwrap(),
         3
+    );
+}
+
+#[tokio::test]
+async fn the_banner_hides_drills_unless_asked_and_shows_a_resolution_for_its_window() {
+    let (storage, _folder) = open_storage().await;
+    let now = at("2026-11-28T05:00:00Z");
+    let banner = ["banner".to_owned()];
+    let (incident_id, draft_id) = drill_with_draft(&storage, now).await;
+    let notice_id = publish(&storage, incident_id, draft_id, now).await;
+    assert!(
+        storage
+            .current_banner(&banner, false, now)
+            .await
+            .unwrap()
+            .is_none(),
+        "a drill stays off the live banner"
+    );
+    let shown = storage
+        .current_banner(&banner, true, now)
+        .await
+        .unwrap()
+        .expect("the drill banner when asked for");
+    assert_eq!(shown.notice.notice_id, notice_id);
+    assert!(shown.drill);
+    assert_eq!(shown.fields.level, Some(Level::Two), "the version's fields");
+
+    // The resolution: shown from its publication for as long as the caller's window.
+    let resolved_at = at("2026-11-28T06:00:00Z");
+    let mut transaction = storage.begin_write().await.unwrap();
+    let resolution_id = transaction
+        .insert_operator_draft(
+            incident_id,
+            NoticeKind::Resolved,
+            &DraftFields::default(),
+            &serde_json::json!({"drill": true}),
+            &rendered(),
+            "Operatör",
+            resolved_at,
+        )
+        .await
+        .unwrap()
+        .expect("no draft pending");
+    let mut write = publication(incident_id, resolution_id, resolved_at);
+    write.kind = NoticeKind::Resolved;
+    let resolution_notice = transaction
+        .insert_publication(&write)
+        .await
+        .unwrap()
+        .expect("published once");
+    transaction.commit().await.unwrap();
+    let all_clear = storage
+        .current_banner(&banner, true, at("2026-11-28T05:30:00Z"))
+        .await
+        .unwrap()
+        .expect("the all-clear within its window");
+    assert_eq!(all_clear.notice.notice_id, resolution_notice);
+    assert_eq!(all_clear.notice.kind, NoticeKind::Resolved);
+    assert!(
+        storage
+            .current_banner(&banner, true, at("2026-11-28T06:00:01Z"))
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing once the window is over"
     );
 }
