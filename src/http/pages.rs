@@ -52,6 +52,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("public/templates/feedback_form.html"),
         ),
         (
+            "accessibility_statement.html",
+            include_str!("public/templates/accessibility_statement.html"),
+        ),
+        (
             "feedback_message.html",
             include_str!("public/templates/feedback_message.html"),
         ),

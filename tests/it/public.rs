@@ -923,3 +923,55 @@ async fn the_banner_tells_the_next_update_information_backup_routine_and_feedbac
     assert!(html.contains("role=\"status\""), "{html}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_accessibility_statement_follows_diggs_structure_and_every_public_page_links_to_it() {
+    let app = spawn_app_with_tables(PUBLIC_TABLES).await;
+    let (headers, html) = get_text(&app, "/public/tillganglighet").await;
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert!(html.contains("<html lang=\"sv\">"));
+    let mut at = 0;
+    for heading in [
+        "<h1>Tillgänglighet för driftinformation om SAMSA</h1>",
+        "<h2>Hur tillgängliga är sidorna?</h2>",
+        "<h2>Vad kan du göra om du inte kan använda sidorna?</h2>",
+        "<h2>Rapportera brister i sidornas tillgänglighet</h2>",
+        "<h2>Tillsyn</h2>",
+        "<h2>Teknisk information om sidornas tillgänglighet</h2>",
+        "<h3>Innehåll som inte är tillgängligt</h3>",
+        "<h2>Hur vi testat sidorna</h2>",
+    ] {
+        let found = html[at..]
+            .find(heading)
+            .unwrap_or_else(|| panic!("{heading} missing or out of order:\n{html}"));
+        at += found;
+    }
+    assert!(
+        html.contains(
+            "delvis förenliga med lagen om tillgänglighet till digital offentlig service"
+        )
+    );
+    assert!(html.contains("Myndigheten för digital förvaltning (Digg)"));
+    assert!(html.contains("href=\"https://www.digg.se/tdosanmalan\""));
+    let contact = &app.state.config.notices.info_address;
+    assert!(
+        html.contains(&format!("<a href=\"mailto:{contact}\">{contact}</a>")),
+        "{html}"
+    );
+
+    // Linked from the public pages.
+    post_firing(&app, vec![uddevalla("firing")]).await;
+    publish_pending(&app, 1, NoticeKind::Initial, &["banner", "news"]).await;
+    for path in [
+        "/public/feedback/1",
+        "/public/feedback/1/tack",
+        "/public/tillganglighet",
+    ] {
+        let (_, html) = get_text(&app, path).await;
+        assert!(
+            html.contains("<a href=\"/public/tillganglighet\">Tillgänglighetsredogörelse</a>"),
+            "{path}: {html}"
+        );
+    }
+    app.stop().await;
+}

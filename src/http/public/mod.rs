@@ -1,7 +1,8 @@
 //! The public endpoints under `/public/`, no authentication: the read-only ones (the
 //! login-page [`banner`] as JSON, as an HTML fragment and as a script that one
 //! `<script>` tag embeds, a status summary, and the Atom [`feed`] of notices; everything
-//! there is already public) and the [`feedback`] form every notice links to.
+//! there is already public), the [`feedback`] form every notice links to, and the
+//! [`accessibility`] statement every public page links to.
 //!
 //! - Every read answer has a strong `ETag` over its bytes (`If-None-Match` answers 304),
 //!   `Cache-Control: public, max-age=30`, and `Vary: Origin`. They carry no credentials
@@ -13,6 +14,7 @@
 //! - Untrusted text (alert labels, operator text) is escaped for each format here: JSON by
 //!   serde, HTML and XML by [`escape_markup`]; the script only ever sets `textContent`.
 
+mod accessibility;
 mod banner;
 mod feed;
 mod feedback;
@@ -46,6 +48,7 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
             get(feedback::feedback_thanks),
         )
         .route_layer(Extension(feedback_limiter))
+        .route("/public/tillganglighet", get(accessibility::statement))
         .merge(
             Router::new()
                 .route(
