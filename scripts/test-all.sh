@@ -23,7 +23,8 @@ set -euo pipefail
 # (python3-yaml, for the Kubernetes manifests). tests/it/email.rs and
 # tests/it/email_tls.rs run a real SMTP server, tests/support/smtp_sink.py, on aiosmtpd
 # (python3-aiosmtpd). tests/it/browser.rs drives headless Chromium (chromium) through
-# chromedriver (chromium-driver). tests/it/alertmanager.rs, tests/it/dashboards.rs and
+# chromedriver (chromium-driver), and injects axe-core into every page: npm (with nodejs)
+# installs it, pinned by tests/browser/package-lock.json. tests/it/alertmanager.rs, tests/it/dashboards.rs and
 # tests/it/end_to_end.rs run Alertmanager, Prometheus and the blackbox exporter.
 APT_PACKAGES=(
     prometheus-alertmanager
@@ -34,6 +35,8 @@ APT_PACKAGES=(
     systemd
     chromium
     chromium-driver
+    nodejs
+    npm
 )
 # Binaries that must exist once the packages are installed.
 REQUIRED_BINARIES=(
@@ -46,6 +49,8 @@ REQUIRED_BINARIES=(
     /usr/bin/aiosmtpd
     /usr/bin/chromium
     /usr/bin/chromedriver
+    /usr/bin/node
+    /usr/bin/npm
 )
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -109,6 +114,11 @@ bash scripts/deny.sh
 
 step "Fuzzing: every fuzz target for 15 s (scripts/fuzz.sh)"
 bash scripts/fuzz.sh 15
+
+# axe-core for tests/it/browser.rs, exactly the version package-lock.json pins (npm ci
+# checks its integrity hash); into tests/browser/node_modules, which git ignores.
+step "npm ci in tests/browser (axe-core for the browser tests)"
+(cd tests/browser && npm ci --ignore-scripts --no-audit --no-fund)
 
 step "cargo test --features system-tests"
 cargo test --features system-tests

@@ -77,10 +77,11 @@ const BANNER_SCRIPT: &str = r##"/* samsa-relay: the SAMSA login-page banner. Emb
     return element;
   }
 
-  /* Only a link back to the relay that served this script. */
-  function sameOrigin(href) {
+  /* Only a web link (the relay's feedback page), never a script URL. */
+  function webLink(href) {
     try {
-      return new URL(href).origin === scriptUrl.origin;
+      var protocol = new URL(href).protocol;
+      return protocol === "https:" || protocol === "http:";
     } catch (error) {
       return false;
     }
@@ -109,7 +110,7 @@ const BANNER_SCRIPT: &str = r##"/* samsa-relay: the SAMSA login-page banner. Emb
           }
         });
       }
-      if (typeof data.feedback_url === "string" && sameOrigin(data.feedback_url)) {
+      if (typeof data.feedback_url === "string" && webLink(data.feedback_url)) {
         var link = document.createElement("a");
         link.href = data.feedback_url;
         link.textContent = typeof data.feedback_text === "string" ? data.feedback_text : "Lämna synpunkter";
