@@ -21,9 +21,11 @@ use crate::inventory::Inventory;
 pub use crate::notice::NoticesConfig;
 pub use crate::secret::Secret;
 
+mod cluster;
 mod operators;
 mod publishing;
 
+pub use cluster::{ClusterConfig, RawCluster};
 pub use operators::{Operator, RawOperator, RawReview, ReviewConfig};
 
 pub use publishing::{
@@ -67,6 +69,7 @@ pub struct Config {
     pub plan: PlanConfig,
     pub review: ReviewConfig,
     pub banner: BannerConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// `[banner]`: what the login-page banner shows beyond a notice's own text.
@@ -104,6 +107,17 @@ pub struct DatabaseConfig {
     pub url: DatabaseUrl,
     pub busy_timeout: Duration,
     pub min_free_bytes: u64,
+}
+
+impl DatabaseConfig {
+    /// An SQLite file with the defaults (tests, benches and tools).
+    pub fn sqlite(path: impl Into<PathBuf>) -> DatabaseConfig {
+        DatabaseConfig {
+            url: DatabaseUrl::Sqlite { path: path.into() },
+            busy_timeout: Duration::from_secs(5),
+            min_free_bytes: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +226,8 @@ pub struct RawConfig {
     pub review: operators::RawReview,
     /// `[banner]`: the all-clear and drills on the login-page banner.
     pub banner: RawBanner,
+    /// `[cluster]`: replica name and lease time, for several replicas over PostgreSQL.
+    pub cluster: cluster::RawCluster,
 }
 
 #[derive(Debug, Deserialize)]
@@ -824,6 +840,7 @@ impl Config {
                 }
             }),
         );
+        let cluster = cluster::check_cluster(&mut problems, raw.cluster);
         let channels_configured = raw.channels.is_some();
         let channels = publishing::check_channels(
             &mut problems,
@@ -916,6 +933,7 @@ impl Config {
                 all_clear_for: all_clear_for.expect("checked"),
                 show_drills: raw.banner.show_drills,
             },
+            cluster: cluster.expect("checked"),
         })
     }
 }

@@ -274,7 +274,10 @@ async fn an_outage_seen_by_the_probes_is_drafted_confirmed_delivered_and_resolve
     assert_eq!(banner["active"], true, "the all-clear: {banner}");
     assert_eq!(banner["kind"], "resolved", "the all-clear: {banner}");
     assert!(
-        banner["text"].as_str().unwrap_or("").contains("är åtgärdad"),
+        banner["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("är åtgärdad"),
         "{banner}"
     );
     let resolution_email = mail_bodies(&app.folder.path().join("mail"), EMAIL_RECIPIENTS[0]);
