@@ -45,6 +45,8 @@ mod properties;
 mod public;
 mod publishing;
 mod simulate;
+// The storage contract: SQLite here, PostgreSQL (postgresql) in the system tier.
+mod storage;
 mod webhook;
 
 // A real Alertmanager (prometheus-alertmanager) in front of the relay.
