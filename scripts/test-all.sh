@@ -25,6 +25,8 @@ set -euo pipefail
 # (python3-aiosmtpd). tests/it/browser.rs drives headless Chromium (chromium) through
 # chromedriver (chromium-driver). tests/it/alertmanager.rs, tests/it/dashboards.rs and
 # tests/it/end_to_end.rs run Alertmanager, Prometheus and the blackbox exporter.
+# tests/it/storage.rs and tests/it/postgres.rs run a real PostgreSQL server (postgresql;
+# its binaries live under a versioned folder, hence the pattern below).
 APT_PACKAGES=(
     prometheus-alertmanager
     python3-aiosmtpd
@@ -34,8 +36,10 @@ APT_PACKAGES=(
     systemd
     chromium
     chromium-driver
+    postgresql
 )
-# Binaries that must exist once the packages are installed.
+# Binaries that must exist once the packages are installed (a quoted glob pattern matches
+# if any file does).
 REQUIRED_BINARIES=(
     /usr/bin/prometheus-alertmanager
     /usr/bin/amtool
@@ -46,6 +50,8 @@ REQUIRED_BINARIES=(
     /usr/bin/aiosmtpd
     /usr/bin/chromium
     /usr/bin/chromedriver
+    '/usr/lib/postgresql/*/bin/initdb'
+    '/usr/lib/postgresql/*/bin/postgres'
 )
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

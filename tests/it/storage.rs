@@ -63,11 +63,11 @@ contract!(
     a_token_bucket_grants_no_more_than_its_rate,
 );
 
-fn at(text: &str) -> Timestamp {
+pub(crate) fn at(text: &str) -> Timestamp {
     text.parse().unwrap()
 }
 
-fn webhook(group_key: &str, status: &str, starts_at: &str) -> (Notification, String) {
+pub(crate) fn webhook(group_key: &str, status: &str, starts_at: &str) -> (Notification, String) {
     let body = serde_json::json!({
         "version": "4",
         "groupKey": group_key,
@@ -84,7 +84,7 @@ fn webhook(group_key: &str, status: &str, starts_at: &str) -> (Notification, Str
     (Notification::parse(body.as_bytes()).unwrap(), body)
 }
 
-fn scope() -> (ScopeSummary, Classification) {
+pub(crate) fn scope() -> (ScopeSummary, Classification) {
     let summary = summarize(&[], &Inventory::default_samsa());
     let classification = Classification {
         level: Level::Two,
@@ -112,7 +112,7 @@ fn rendered() -> RenderedNotice {
 }
 
 /// Opens a drill with a pending draft by hand; returns (incident id, draft id).
-async fn drill_with_draft(storage: &Storage, now: Timestamp) -> (i64, i64) {
+pub(crate) async fn drill_with_draft(storage: &Storage, now: Timestamp) -> (i64, i64) {
     let (summary, classification) = scope();
     let mut transaction = storage.begin_write().await.unwrap();
     let incident_id = transaction
@@ -141,7 +141,7 @@ async fn drill_with_draft(storage: &Storage, now: Timestamp) -> (i64, i64) {
     (incident_id, draft_id)
 }
 
-fn publication(incident_id: i64, draft_id: i64, now: Timestamp) -> PublicationWrite {
+pub(crate) fn publication(incident_id: i64, draft_id: i64, now: Timestamp) -> PublicationWrite {
     let (summary, classification) = scope();
     PublicationWrite {
         incident_id,
