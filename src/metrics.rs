@@ -32,6 +32,9 @@ pub struct Metrics {
     pub storage_writable: IntGauge,
     /// Constant 1, labelled with the version.
     pub build_info: IntGaugeVec,
+    /// Constant 1, labelled with this replica's id in leases (`cluster.replica_name` and a
+    /// per-process suffix), so that dashboards name the replica behind each `instance`.
+    pub replica_info: IntGaugeVec,
     /// Outage incidents opened.
     pub incidents_opened: IntCounter,
     /// Draft changes by action: created, revised, withdrawn.
@@ -46,6 +49,13 @@ pub struct Metrics {
     pub delivery_attempt_duration: HistogramVec,
     /// Time sends waited for the channel's rate limit, by channel.
     pub delivery_rate_limit_wait: HistogramVec,
+    /// Deliveries claimed again after the attempt before never recorded its result (its
+    /// replica died or stalled mid-send): possible duplicates, by channel.
+    pub deliveries_reclaimed: IntCounterVec,
+    /// 1 while this replica holds the lease, by lease (correlation, timers).
+    pub lease_held: IntGaugeVec,
+    /// Times this replica took a lease that another held or that was free, by lease.
+    pub lease_acquisitions: IntCounterVec,
     /// Drafts waiting for an operator.
     pub drafts_pending: IntGauge,
     /// Operator emails escalating a draft nobody acted on.
@@ -167,6 +177,14 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let replica_info = IntGaugeVec::new(
+            Opts::new(
+                "samsa_relay_replica_info",
+                "Constant 1, labelled with this replica's id in leases (its name and a per-process suffix).",
+            ),
+            &["replica"],
+        )
+        .expect("valid metric");
         let incidents_opened = IntCounter::new(
             "samsa_relay_incidents_opened_total",
             "Outage incidents opened.",
@@ -218,6 +236,30 @@ impl Metrics {
             )
             .buckets(delivery_buckets),
             &["channel"],
+        )
+        .expect("valid metric");
+        let deliveries_reclaimed = IntCounterVec::new(
+            Opts::new(
+                "samsa_relay_deliveries_reclaimed_total",
+                "Deliveries claimed again after the attempt before never recorded its result (its replica died or stalled mid-send): possible duplicates, by channel.",
+            ),
+            &["channel"],
+        )
+        .expect("valid metric");
+        let lease_held = IntGaugeVec::new(
+            Opts::new(
+                "samsa_relay_lease_held",
+                "1 while this replica holds the lease (correlation: processes webhooks into incidents; timers: review escalation and reminders), else 0.",
+            ),
+            &["lease"],
+        )
+        .expect("valid metric");
+        let lease_acquisitions = IntCounterVec::new(
+            Opts::new(
+                "samsa_relay_lease_acquisitions_total",
+                "Times this replica took a lease that was free, expired or held by another replica, by lease.",
+            ),
+            &["lease"],
         )
         .expect("valid metric");
         let drafts_pending = IntGauge::new(
@@ -354,6 +396,7 @@ impl Metrics {
             Box::new(http_duration.clone()),
             Box::new(storage_writable.clone()),
             Box::new(build_info.clone()),
+            Box::new(replica_info.clone()),
             Box::new(incidents_opened.clone()),
             Box::new(draft_changes.clone()),
             Box::new(incident_step_failures.clone()),
@@ -361,6 +404,9 @@ impl Metrics {
             Box::new(delivery_latency.clone()),
             Box::new(delivery_attempt_duration.clone()),
             Box::new(delivery_rate_limit_wait.clone()),
+            Box::new(deliveries_reclaimed.clone()),
+            Box::new(lease_held.clone()),
+            Box::new(lease_acquisitions.clone()),
             Box::new(drafts_pending.clone()),
             Box::new(draft_escalations.clone()),
             Box::new(draft_decision.clone()),
@@ -409,6 +455,10 @@ impl Metrics {
         for status in ["firing", "resolved"] {
             alerts_received.with_label_values(&[status]);
         }
+        for lease in ["correlation", "timers"] {
+            lease_held.with_label_values(&[lease]);
+            lease_acquisitions.with_label_values(&[lease]);
+        }
         for action in ["created", "revised", "withdrawn"] {
             draft_changes.with_label_values(&[action]);
         }
@@ -430,6 +480,7 @@ impl Metrics {
             http_duration,
             storage_writable,
             build_info,
+            replica_info,
             incidents_opened,
             draft_changes,
             incident_step_failures,
@@ -437,6 +488,9 @@ impl Metrics {
             delivery_latency,
             delivery_attempt_duration,
             delivery_rate_limit_wait,
+            deliveries_reclaimed,
+            lease_held,
+            lease_acquisitions,
             drafts_pending,
             draft_escalations,
             draft_decision,

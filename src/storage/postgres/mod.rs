@@ -169,6 +169,12 @@ impl Backend for PgStorage {
         self.pool.close().await;
     }
 
+    /// Any number of replicas share the database: a lease found at start-up may be
+    /// another replica's, alive.
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     async fn installation_id(&self) -> Result<String, StorageError> {
         sqlx::query_scalar("SELECT installation_id FROM installation WHERE id = 1")
             .fetch_one(&self.pool)
