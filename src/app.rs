@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{CORRELATION, Lease, TIMERS, holder_id};
 use crate::config::Config;
 use crate::delivery::RetryPolicy;
 use crate::delivery::{ChannelSender, DeliveryWorker, email::EmailTransport};
@@ -33,6 +34,8 @@ pub struct App {
     operator_mail: OperatorMailWorker,
     worker: IncidentWorker,
     delivery_workers: Vec<Arc<DeliveryWorker>>,
+    /// The correlation and timers leases this replica renews while it runs.
+    leases: Vec<Lease>,
     listener: tokio::net::TcpListener,
     local_addr: SocketAddr,
     /// `server.metrics_listen`, bound.
@@ -62,15 +65,19 @@ impl App {
             }
             None => None,
         };
-        let released = storage
-            .release_delivery_leases()
-            .await
-            .context("cannot release delivery leases")?;
-        if released > 0 {
-            tracing::info!(
-                released,
-                "deliveries left in flight by an earlier run are due again"
-            );
+        // Over a shared database another replica may be sending what is leased now; its
+        // leases run out by themselves if it died.
+        if !storage.is_shared() {
+            let released = storage
+                .release_delivery_leases()
+                .await
+                .context("cannot release delivery leases")?;
+            if released > 0 {
+                tracing::info!(
+                    released,
+                    "deliveries left in flight by an earlier run are due again"
+                );
+            }
         }
         let config = Arc::new(config);
         let delivery_wake = Arc::new(tokio::sync::Notify::new());
@@ -91,6 +98,20 @@ impl App {
         let incident_wake = Arc::new(tokio::sync::Notify::new());
         let review_wake = Arc::new(tokio::sync::Notify::new());
         let mail_wake = Arc::new(tokio::sync::Notify::new());
+        let holder = holder_id(&config.cluster.replica_name);
+        tracing::info!(replica = %holder, "replica started");
+        let correlation_lease = Lease::new(
+            CORRELATION,
+            &holder,
+            config.cluster.lease_ttl,
+            incident_wake.clone(),
+        );
+        let timers_lease = Lease::new(
+            TIMERS,
+            &holder,
+            config.cluster.lease_ttl,
+            review_wake.clone(),
+        );
         let signer = LinkSigner::new(&config.links.secret);
         let notifier = ReviewNotifier {
             storage: storage.clone(),
@@ -98,6 +119,7 @@ impl App {
             signer: signer.clone(),
             metrics: metrics.clone(),
             mail_wake: mail_wake.clone(),
+            lease: timers_lease.clone(),
         };
         let operator_mail = OperatorMailWorker {
             storage: storage.clone(),
@@ -115,6 +137,7 @@ impl App {
             wake: incident_wake.clone(),
             watchdog: watchdog.clone(),
             review_wake: review_wake.clone(),
+            lease: correlation_lease.clone(),
             kept_engine: Default::default(),
         };
         let ingest = Ingest::new(
@@ -163,6 +186,7 @@ impl App {
             operator_mail,
             worker,
             delivery_workers,
+            leases: vec![correlation_lease, timers_lease],
             listener,
             local_addr,
             metrics_listener,
@@ -209,6 +233,7 @@ impl App {
             operator_mail,
             review_wake,
             gauges,
+            leases,
             ..
         } = self;
         let grace = state.config.server.shutdown_grace;
@@ -224,6 +249,13 @@ impl App {
                 task.await;
             });
         };
+        for lease in leases {
+            spawn(Box::pin(lease.run(
+                state.storage.clone(),
+                state.metrics.clone(),
+                stopping.clone(),
+            )));
+        }
         spawn(Box::pin(worker.run(stopping.clone())));
         spawn(Box::pin(notifier.run(review_wake, stopping.clone())));
         spawn(Box::pin(operator_mail.run(stopping.clone())));

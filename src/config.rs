@@ -21,9 +21,11 @@ use crate::inventory::Inventory;
 pub use crate::notice::NoticesConfig;
 pub use crate::secret::Secret;
 
+mod cluster;
 mod operators;
 mod publishing;
 
+pub use cluster::{ClusterConfig, RawCluster};
 pub use operators::{Operator, RawOperator, RawReview, ReviewConfig};
 
 pub use publishing::{
@@ -66,6 +68,7 @@ pub struct Config {
     pub channels: BTreeMap<String, ChannelConfig>,
     pub plan: PlanConfig,
     pub review: ReviewConfig,
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +97,17 @@ pub struct DatabaseConfig {
     pub url: DatabaseUrl,
     pub busy_timeout: Duration,
     pub min_free_bytes: u64,
+}
+
+impl DatabaseConfig {
+    /// An SQLite file with the defaults (tests, benches and tools).
+    pub fn sqlite(path: impl Into<PathBuf>) -> DatabaseConfig {
+        DatabaseConfig {
+            url: DatabaseUrl::Sqlite { path: path.into() },
+            busy_timeout: Duration::from_secs(5),
+            min_free_bytes: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,6 +214,8 @@ pub struct RawConfig {
     pub operators: Vec<operators::RawOperator>,
     /// `[review]`: links, escalation, single sign-on.
     pub review: operators::RawReview,
+    /// `[cluster]`: replica name and lease time, for several replicas over PostgreSQL.
+    pub cluster: cluster::RawCluster,
 }
 
 #[derive(Debug, Deserialize)]
@@ -727,6 +743,7 @@ impl Config {
                 .map(|notices| notices.info_address.as_str()),
         );
         let review = operators::check_review(&mut problems, raw.operators, raw.review);
+        let cluster = cluster::check_cluster(&mut problems, raw.cluster);
         let channels_configured = raw.channels.is_some();
         let channels = publishing::check_channels(
             &mut problems,
@@ -815,6 +832,7 @@ impl Config {
             channels,
             plan: plan.expect("checked"),
             review: review.expect("checked"),
+            cluster: cluster.expect("checked"),
         })
     }
 }

@@ -3,6 +3,11 @@
 //! transaction together with the receipt's "processed" mark, so that a crash at any point
 //! leaves either nothing or everything of a step. Also watches the Watchdog alert.
 //!
+//! Over a shared database only the replica holding the `correlation` lease
+//! ([`crate::cluster`]) processes receipts and checks the Watchdog, and it checks the lease
+//! again inside each batch's transaction, so that receipts are taken in order by one
+//! replica at a time and one outage stays one incident.
+//!
 //! [`IncidentWorker::process_next_receipt`] is one step and what tests call;
 //! [`IncidentWorker::run`] is the loop that waits, backs off and watches for shutdown.
 
@@ -16,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alertmanager::{AlertStatus, Notification};
 use crate::classify::{Classification, Level, summarize};
+use crate::cluster::Lease;
 use crate::config::Config;
 use crate::incident::{AlertKey, AlertUpdate, DraftAction, IncidentEngine, LogEvent};
 use crate::metrics::Metrics;
@@ -47,23 +53,39 @@ pub enum StepOutcome {
     },
 }
 
-/// When the Watchdog alert last arrived. In memory: after a restart the relay gives the
-/// monitoring chain a whole timeout before it raises the alarm.
+/// The heartbeat name the Watchdog's arrivals are stored under.
+pub const WATCHDOG_HEARTBEAT: &str = "watchdog";
+
+/// When the Watchdog alert last arrived at this replica. Its arrivals are also written to
+/// the database (by [`IncidentWorker::flush_watchdog`], off the webhook's path), so that
+/// the replica that checks the Watchdog counts arrivals at every replica. Starts at the
+/// process's start: with no arrival stored, a new relay gives the monitoring chain a whole
+/// timeout before it raises the alarm.
 #[derive(Debug)]
 pub struct WatchdogClock {
     last_seen: Mutex<Timestamp>,
+    /// The latest arrival not yet written to the database.
+    unflushed: Mutex<Option<Timestamp>>,
 }
 
 impl WatchdogClock {
     pub fn new(now: Timestamp) -> WatchdogClock {
         WatchdogClock {
             last_seen: Mutex::new(now),
+            unflushed: Mutex::new(None),
         }
     }
 
     pub fn seen(&self, at: Timestamp) {
         let mut last_seen = self.last_seen.lock().expect("watchdog clock lock");
         *last_seen = (*last_seen).max(at);
+        let mut unflushed = self.unflushed.lock().expect("watchdog clock lock");
+        *unflushed = Some(unflushed.map_or(at, |earlier| earlier.max(at)));
+    }
+
+    /// The arrival to write to the database, if one came since the last call.
+    fn take_unflushed(&self) -> Option<Timestamp> {
+        self.unflushed.lock().expect("watchdog clock lock").take()
     }
 
     pub fn last_seen(&self) -> Timestamp {
@@ -96,10 +118,13 @@ pub struct IncidentWorker {
     pub watchdog: Arc<WatchdogClock>,
     /// Wakes the operator notifier when drafts changed.
     pub review_wake: Arc<Notify>,
+    /// The `correlation` lease: only its holder processes receipts.
+    pub lease: Lease,
     /// The correlation engine as the last committed batch left it (see
-    /// [`IncidentWorker::process_receipts`]); shared by clones, and held for a whole batch
-    /// so that batches never interleave.
-    pub kept_engine: Arc<tokio::sync::Mutex<Option<IncidentEngine>>>,
+    /// [`IncidentWorker::process_receipts`]), with the lease term it was built under (a
+    /// replica that lost the lease and took it again must not trust it); shared by
+    /// clones, and held for a whole batch so that batches never interleave.
+    pub kept_engine: Arc<tokio::sync::Mutex<Option<(u64, IncidentEngine)>>>,
 }
 
 impl IncidentWorker {
@@ -113,20 +138,37 @@ impl IncidentWorker {
     /// one commit (one fsync, one turn of the write connection) for a whole backlog.
     /// Each receipt is still its own correlation step, in order. Returns one
     /// [`StepOutcome::Processed`] per receipt; empty when none was waiting.
+    /// Processes nothing when another replica holds the `correlation` lease.
     pub async fn process_receipts(&self, limit: usize) -> anyhow::Result<Vec<StepOutcome>> {
+        if !self.lease.is_held() && !self.lease.renew(&self.storage, &self.metrics).await {
+            return Ok(Vec::new());
+        }
+        let term = self.lease.term();
         // The engine of the last committed batch, taken out: it is put back only after
-        // this batch commits, so a failure anywhere leaves nothing stale behind.
+        // this batch commits, so a failure anywhere leaves nothing stale behind. One kept
+        // under an earlier term is dropped: another replica may have changed incidents.
         let mut kept = self.kept_engine.lock().await;
-        let previous = kept.take();
+        let previous = kept
+            .take()
+            .filter(|(kept_term, _)| *kept_term == term)
+            .map(|(_, engine)| engine);
         let _timer = self
             .metrics
             .storage_duration
             .with_label_values(&["incident_step"])
             .start_timer();
         let mut transaction = self.storage.begin_write().await?;
+        // The fence: a replica that stalled past its lease writes nothing.
+        if !transaction
+            .hold_lease(self.lease.name(), self.lease.holder())
+            .await?
+        {
+            tracing::warn!("the correlation lease passed to another replica; not processing");
+            return Ok(Vec::new());
+        }
         let receipts = transaction.next_unprocessed_receipts(limit).await?;
         if receipts.is_empty() {
-            *kept = previous;
+            *kept = previous.map(|engine| (term, engine));
             return Ok(Vec::new());
         }
         let now = Timestamp::now();
@@ -199,7 +241,7 @@ impl IncidentWorker {
         }
         transaction.finish_incident_batch(&batch, now).await?;
         transaction.commit().await?;
-        *kept = Some(state.engine);
+        *kept = Some((term, state.engine));
         drop(kept);
         let mut drafts_changed = false;
         for (receipt_id, change) in &changes {
@@ -224,7 +266,11 @@ impl IncidentWorker {
     /// Watchdog's last arrival. Returns the incident changed, if any.
     pub async fn check_watchdog(&self, now: Timestamp) -> anyhow::Result<Option<i64>> {
         let timeout = self.config.incidents.watchdog_timeout;
-        let last_seen = self.watchdog.last_seen();
+        let stored = self.storage.last_heartbeat(WATCHDOG_HEARTBEAT).await?;
+        let last_seen = self
+            .watchdog
+            .last_seen()
+            .max(stored.unwrap_or(Timestamp::MIN));
         let silent_for = now.duration_since(last_seen);
         let is_silent = !silent_for.is_negative() && silent_for.unsigned_abs() > timeout;
         if is_silent {
@@ -267,11 +313,36 @@ impl IncidentWorker {
     /// The loop: process receipts while there are any, otherwise wait to be woken (or
     /// for the idle poll), backing off after failures. Ends at shutdown, after the step in
     /// hand.
+    /// Writes the Watchdog's latest arrival at this replica to the database, for whichever
+    /// replica checks it. On failure it is kept for the next call.
+    pub async fn flush_watchdog(&self) -> anyhow::Result<()> {
+        if let Some(at) = self.watchdog.take_unflushed()
+            && let Err(error) = self.storage.record_heartbeat(WATCHDOG_HEARTBEAT, at).await
+        {
+            self.watchdog.seen(at);
+            return Err(error.into());
+        }
+        Ok(())
+    }
+
+    /// Every replica runs the loop; only the holder of the `correlation` lease does more
+    /// than write the Watchdog's arrivals: the others wait until they take the lease.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::ZERO;
         loop {
             if shutdown.is_cancelled() {
                 break;
+            }
+            if let Err(error) = self.flush_watchdog().await {
+                tracing::warn!(error = ?error, "cannot store the Watchdog's arrival; retrying");
+            }
+            if !self.lease.is_held() {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                }
+                continue;
             }
             if let Err(error) = self.check_watchdog(Timestamp::now()).await {
                 tracing::warn!(error = ?error, "watchdog check failed");

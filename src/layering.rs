@@ -44,6 +44,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "services: storage, delivery and the workers",
         &[
             "storage",
+            "cluster",
             "delivery",
             "ingest",
             "incident_worker",

@@ -5,6 +5,7 @@ pub mod alertmanager;
 pub mod app;
 pub mod classify;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod followup;

@@ -46,6 +46,13 @@ pub struct Metrics {
     pub delivery_attempt_duration: HistogramVec,
     /// Time sends waited for the channel's rate limit, by channel.
     pub delivery_rate_limit_wait: HistogramVec,
+    /// Deliveries claimed again after the attempt before never recorded its result (its
+    /// replica died or stalled mid-send): possible duplicates, by channel.
+    pub deliveries_reclaimed: IntCounterVec,
+    /// 1 while this replica holds the lease, by lease (correlation, timers).
+    pub lease_held: IntGaugeVec,
+    /// Times this replica took a lease that another held or that was free, by lease.
+    pub lease_acquisitions: IntCounterVec,
     /// Drafts waiting for an operator.
     pub drafts_pending: IntGauge,
     /// Operator emails escalating a draft nobody acted on.
@@ -220,6 +227,30 @@ impl Metrics {
             &["channel"],
         )
         .expect("valid metric");
+        let deliveries_reclaimed = IntCounterVec::new(
+            Opts::new(
+                "samsa_relay_deliveries_reclaimed_total",
+                "Deliveries claimed again after the attempt before never recorded its result (its replica died or stalled mid-send): possible duplicates, by channel.",
+            ),
+            &["channel"],
+        )
+        .expect("valid metric");
+        let lease_held = IntGaugeVec::new(
+            Opts::new(
+                "samsa_relay_lease_held",
+                "1 while this replica holds the lease (correlation: processes webhooks into incidents; timers: review escalation and reminders), else 0.",
+            ),
+            &["lease"],
+        )
+        .expect("valid metric");
+        let lease_acquisitions = IntCounterVec::new(
+            Opts::new(
+                "samsa_relay_lease_acquisitions_total",
+                "Times this replica took a lease that was free, expired or held by another replica, by lease.",
+            ),
+            &["lease"],
+        )
+        .expect("valid metric");
         let drafts_pending = IntGauge::new(
             "samsa_relay_drafts_pending",
             "Drafts waiting for an operator.",
@@ -361,6 +392,9 @@ impl Metrics {
             Box::new(delivery_latency.clone()),
             Box::new(delivery_attempt_duration.clone()),
             Box::new(delivery_rate_limit_wait.clone()),
+            Box::new(deliveries_reclaimed.clone()),
+            Box::new(lease_held.clone()),
+            Box::new(lease_acquisitions.clone()),
             Box::new(drafts_pending.clone()),
             Box::new(draft_escalations.clone()),
             Box::new(draft_decision.clone()),
@@ -409,6 +443,10 @@ impl Metrics {
         for status in ["firing", "resolved"] {
             alerts_received.with_label_values(&[status]);
         }
+        for lease in ["correlation", "timers"] {
+            lease_held.with_label_values(&[lease]);
+            lease_acquisitions.with_label_values(&[lease]);
+        }
         for action in ["created", "revised", "withdrawn"] {
             draft_changes.with_label_values(&[action]);
         }
@@ -437,6 +475,9 @@ impl Metrics {
             delivery_latency,
             delivery_attempt_duration,
             delivery_rate_limit_wait,
+            deliveries_reclaimed,
+            lease_held,
+            lease_acquisitions,
             drafts_pending,
             draft_escalations,
             draft_decision,

@@ -16,6 +16,7 @@ use sha2::Digest as _;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::Lease;
 use crate::config::{Config, Operator};
 use crate::delivery::email::EmailTransport;
 use crate::delivery::{DeliveryError, Outcomes, RetryPolicy, StepCounts};
@@ -104,6 +105,10 @@ pub struct ReviewNotifier {
     pub signer: LinkSigner,
     pub metrics: Metrics,
     pub mail_wake: Arc<Notify>,
+    /// The `timers` lease: over a shared database one replica at a time enqueues review
+    /// mails, escalations and reminders (their dedupe keys keep a handover from sending
+    /// one twice).
+    pub lease: Lease,
 }
 
 impl ReviewNotifier {
@@ -389,10 +394,13 @@ impl ReviewNotifier {
         })
     }
 
-    /// The loop: look every second (and when woken), until shutdown.
+    /// The loop: look every second (and when woken) while this replica holds the
+    /// `timers` lease, until shutdown.
     pub async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
         loop {
-            if let Err(error) = self.notify_due(Timestamp::now()).await {
+            if self.lease.is_held()
+                && let Err(error) = self.notify_due(Timestamp::now()).await
+            {
                 tracing::warn!(error = ?error, "operator notification check failed");
             }
             tokio::select! {

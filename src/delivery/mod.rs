@@ -10,10 +10,10 @@
 //! operator retries it.
 
 pub mod email;
+pub mod rate;
 pub mod smtp;
 pub mod webhook;
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ChannelConfig, ChannelTransport, Config};
 use crate::metrics::Metrics;
 use crate::storage::{ClaimedDelivery, DeliveryResult, Storage};
+use rate::RateLimit;
 
 /// How a send failed, which decides retry or give up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -218,8 +219,6 @@ impl Outcomes {
     }
 }
 
-type RateLimiter = governor::DefaultDirectRateLimiter;
-
 pub struct DeliveryWorker {
     pub storage: Storage,
     pub config: Arc<Config>,
@@ -230,7 +229,7 @@ pub struct DeliveryWorker {
     pub policy: RetryPolicy,
     /// How long a claimed row stays with this worker: longer than any send.
     pub lease: Duration,
-    rate_limiter: Option<Arc<RateLimiter>>,
+    rate_limit: Option<Arc<RateLimit>>,
 }
 
 impl DeliveryWorker {
@@ -244,9 +243,9 @@ impl DeliveryWorker {
     ) -> DeliveryWorker {
         let timeout = sender.timeout(&config);
         DeliveryWorker {
-            rate_limiter: channel
+            rate_limit: channel
                 .rate_limit_per_minute
-                .map(|limit| Arc::new(rate_limiter(limit))),
+                .map(|limit| Arc::new(RateLimit::new(storage.clone(), &channel.name, limit))),
             storage,
             config,
             metrics,
@@ -278,23 +277,41 @@ impl DeliveryWorker {
         if claimed.is_empty() {
             return Ok(StepCounts::default());
         }
+        let reclaimed = claimed.iter().filter(|delivery| delivery.reclaimed).count();
+        if reclaimed > 0 {
+            // Their replica died or stalled mid-send: the recipients may get them twice
+            // (with the same delivery id, so that a receiver can tell).
+            self.metrics
+                .deliveries_reclaimed
+                .with_label_values(&[&self.channel.name])
+                .inc_by(reclaimed as u64);
+            tracing::warn!(
+                channel = %self.channel.name,
+                reclaimed,
+                "taking over deliveries whose attempt never recorded a result"
+            );
+        }
         let timeout = self.sender.timeout(&self.config);
+        // A send waits for the rate limit at most half the claim's lease.
+        let max_rate_wait = self.lease / 2;
         let mut sends = tokio::task::JoinSet::new();
         for delivery in claimed {
             let sender = self.sender.clone();
-            let limiter = self.rate_limiter.clone();
+            let rate_limit = self.rate_limit.clone();
             let metrics = self.metrics.clone();
             let channel = self.channel.name.clone();
             sends.spawn(async move {
-                if let Some(limiter) = &limiter
-                    && limiter.check().is_err()
-                {
-                    let waited = Instant::now();
-                    limiter.until_ready().await;
+                if let Some(rate_limit) = &rate_limit {
+                    let Some(waited) = rate_limit.until_ready(max_rate_wait).await else {
+                        let error = DeliveryError::transient(
+                            "the channel's rate limit left no room in time".to_owned(),
+                        );
+                        return (delivery, Err(error));
+                    };
                     metrics
                         .delivery_rate_limit_wait
                         .with_label_values(&[&channel])
-                        .observe(waited.elapsed().as_secs_f64());
+                        .observe(waited.as_secs_f64());
                 }
                 let started = Instant::now();
                 let result = match tokio::time::timeout(timeout, sender.send(&delivery)).await {
@@ -405,19 +422,6 @@ impl DeliveryWorker {
     }
 }
 
-/// A limiter that never lets more than `per_minute` sends start in any 60-second window:
-/// one send every 60/`per_minute` seconds plus 1% (so that a closed window, its end
-/// included, still holds at most the limit despite timer jitter), with no burst (a burst
-/// would let a window hold up to twice the limit).
-pub fn rate_limiter(per_minute: u32) -> RateLimiter {
-    let per_minute = per_minute.max(1);
-    let period = (Duration::from_secs(60) / per_minute).mul_f64(1.01);
-    let quota = governor::Quota::with_period(period)
-        .expect("a positive period")
-        .allow_burst(NonZeroU32::new(1).expect("one"));
-    governor::RateLimiter::direct(quota)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,16 +448,6 @@ mod tests {
         assert_eq!(
             policy.delay(1, Some(Duration::from_secs(999_999))),
             Duration::from_secs(3600)
-        );
-    }
-
-    #[test]
-    fn the_rate_limiter_admits_one_per_period_and_no_burst() {
-        let limiter = rate_limiter(30);
-        assert!(limiter.check().is_ok());
-        assert!(
-            limiter.check().is_err(),
-            "a second send within two seconds must wait"
         );
     }
 }

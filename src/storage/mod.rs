@@ -79,6 +79,11 @@ pub trait Backend: Receipts + Incidents + Publications + OperatorMail + Followup
     /// Closes the connections (SQLite: flushing the write-ahead log).
     async fn close(&self);
 
+    /// Whether several relay processes may use this database at once (PostgreSQL) or
+    /// only one (SQLite). With one, whatever an earlier run left leased was left by a
+    /// process that is gone, and is released at start.
+    fn is_shared(&self) -> bool;
+
     /// This installation's random id, created once with the database and never changed:
     /// mixed into delivery ids and Message-IDs so that no two installations share them.
     async fn installation_id(&self) -> Result<String, StorageError>;

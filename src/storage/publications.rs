@@ -28,8 +28,8 @@ pub trait Publications: Send + Sync {
     /// A delivery that failed for good is logged as `delivery_failed` in its incident.
     async fn record_deliveries(&self, results: &[DeliveryResult]) -> Result<(), StorageError>;
 
-    /// Releases every lease: at start-up, since this process is the only writer and any
-    /// lease is left by one that died.
+    /// Releases every delivery lease: at start-up, when the database is not shared
+    /// ([`super::Backend::is_shared`]), since any lease was left by a run that died.
     async fn release_delivery_leases(&self) -> Result<u64, StorageError>;
 
     /// Makes a failed delivery pending again (an operator's retry) and logs

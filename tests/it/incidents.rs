@@ -435,3 +435,73 @@ async fn a_batch_of_receipts_writes_exactly_what_one_step_per_receipt_writes() {
     assert!(first_drafts[0].versions.len() >= 2, "{first_drafts:#?}");
     assert_eq!(written, expected);
 }
+
+/// Two replicas over one database (two apps on one file stand for them): only the holder
+/// of the correlation lease processes receipts; when it gives the lease up, the other
+/// takes over, and drops nothing.
+#[tokio::test]
+async fn only_the_replica_holding_the_correlation_lease_processes_receipts() {
+    use samsa_relay::incident_worker::StepOutcome;
+
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let first = samsa_relay::app::App::build(common::config_with_tables(folder.path(), ""))
+        .await
+        .expect("first replica builds");
+    let second = samsa_relay::app::App::build(common::config_with_tables(folder.path(), ""))
+        .await
+        .expect("second replica builds");
+    let outages = two_outages();
+    let (received_at, body) = &outages[0];
+    common::store_at(&first.state().storage, *received_at, body).await;
+
+    let outcome = first.worker().process_next_receipt().await.unwrap();
+    assert!(
+        matches!(outcome, StepOutcome::Processed { .. }),
+        "{outcome:?}"
+    );
+    assert!(first.worker().lease.is_held());
+    let (received_at, body) = &outages[1];
+    common::store_at(&second.state().storage, *received_at, body).await;
+    // The second replica meets the first's lease and leaves the receipt to it.
+    assert!(
+        second
+            .worker()
+            .process_receipts(64)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!second.worker().lease.is_held());
+    let storage = &first.state().storage;
+    assert_eq!(storage.n_unprocessed_receipts().await.unwrap(), 1);
+
+    // The first gives the lease up (as at shutdown): the second takes it and the receipt.
+    let lease = &first.worker().lease;
+    storage
+        .release_lease(lease.name(), lease.holder())
+        .await
+        .unwrap();
+    let outcomes = second.worker().process_receipts(64).await.unwrap();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert!(second.worker().lease.is_held());
+    assert_eq!(storage.n_unprocessed_receipts().await.unwrap(), 0);
+    // The first still counts itself the holder until its last renewal runs out, but the
+    // fence inside the transaction stops it from writing.
+    let (received_at, body) = &outages[2];
+    common::store_at(storage, *received_at, body).await;
+    assert!(
+        first
+            .worker()
+            .process_receipts(64)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(storage.n_unprocessed_receipts().await.unwrap(), 1);
+    let leases = storage.leases().await.unwrap();
+    let correlation = leases
+        .iter()
+        .find(|lease| lease.name == "correlation")
+        .expect("the correlation lease is stored");
+    assert_eq!(correlation.holder, second.worker().lease.holder());
+}

@@ -187,6 +187,11 @@ impl Backend for SqliteStorage {
         self.writer.close().await;
     }
 
+    /// One process per file: the writer pool of one connection is this process's.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     async fn installation_id(&self) -> Result<String, StorageError> {
         sqlx::query_scalar("SELECT installation_id FROM installation WHERE id = 1")
             .fetch_one(&self.reader)
