@@ -52,10 +52,6 @@ const FORTHCOMING_METRICS: &[&str] = &[
     "samsa_relay_outbox_pending",
     // Gauge: age in seconds of the oldest undelivered outbox row, 0 when empty.
     "samsa_relay_outbox_oldest_pending_age_seconds",
-    // Gauge {lease}: 1 on the replica holding the lease, else 0.
-    "samsa_relay_lease_held",
-    // Counter {channel}: deliveries taken over from a replica that stopped mid-send.
-    "samsa_relay_deliveries_reclaimed_total",
 ];
 /// The rule files in deploy/prometheus/ and their promtool unit tests: the rules of every
 /// deployment, and those only for several replicas over PostgreSQL.
@@ -1988,13 +1984,27 @@ fn assert_postgres_url_verifies_the_server(url: &str) {
     );
 }
 
-/// Asserts that the relay reads this environment variable (one of its overrides).
+/// Asserts that the relay reads this environment variable: one of its overrides of a key
+/// (`samsa_relay::config::ENV_OVERRIDES`), or a default the config module reads itself
+/// (`SAMSA_RELAY_REPLICA_NAME`, in `src/config/cluster.rs`).
 fn assert_relay_reads_variable(variable: &str) {
+    if samsa_relay::config::ENV_OVERRIDES
+        .iter()
+        .any(|(name, _)| *name == variable)
+    {
+        return;
+    }
+    let mut sources = vec![repository_path("src/config.rs")];
+    for entry in std::fs::read_dir(repository_path("src/config")).unwrap() {
+        sources.push(entry.unwrap().path());
+    }
+    let read_call = format!("std::env::var(\"{variable}\")");
     assert!(
-        samsa_relay::config::ENV_OVERRIDES
-            .iter()
-            .any(|(name, _)| *name == variable),
-        "the relay does not read {variable} (samsa_relay::config::ENV_OVERRIDES)"
+        sources.iter().any(|source| std::fs::read_to_string(source)
+            .unwrap_or_default()
+            .contains(&read_call)),
+        "the relay does not read {variable}: not in samsa_relay::config::ENV_OVERRIDES, and \
+         no {read_call} in src/config.rs or src/config/"
     );
 }
 
