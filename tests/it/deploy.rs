@@ -69,6 +69,7 @@ const SYSTEMD_HA_DROP_IN: &str = "systemd/ha/samsa-relay.service.d/postgresql.co
 /// The variable that sets cluster.replica_name.
 const REPLICA_NAME_VARIABLE: &str = "SAMSA_RELAY_REPLICA_NAME";
 /// The variable that sets database.url.
+#[cfg(feature = "system-tests")]
 const DATABASE_URL_VARIABLE: &str = "SAMSA_RELAY_DATABASE_URL";
 
 /// Variables a child must not inherit: the relay's overrides would change what is being
@@ -1713,6 +1714,7 @@ fn deploy_path(relative: &str) -> PathBuf {
 
 /// Runs a tool to completion within [`TOOL_DEADLINE`], its output captured in files (a
 /// full pipe cannot block it). Kills it, by its own handle, if it overruns.
+#[cfg(feature = "system-tests")]
 fn run_tool(command: &mut Command) -> Output {
     run_tool_with(command, &[])
 }
@@ -1781,6 +1783,7 @@ fn assert_succeeded(what: &str, output: &Output) {
 }
 
 /// `samsa-relay check-config --config FILE`, run in FOLDER.
+#[cfg(feature = "system-tests")]
 fn check_config(folder: &Path, config: &Path) -> Output {
     check_config_with(folder, config, &[])
 }
