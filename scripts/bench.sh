@@ -15,6 +15,10 @@
 #   - times a 10,000-alert payload from its POST to its committed draft;
 #   - times one notice to 1,000 recipients through a local SMTP server (benches/fanout.rs;
 #     Postfix's smtp-sink, and for comparison the tests' aiosmtpd sink);
+#   - for SQLite (one replica) and a local PostgreSQL (one and three replicas): fresh
+#     one-alert webhooks/s and p99 at 16 connections and at 200 requests/s, and the
+#     failover time over 20 kills of the correlation lease holder
+#     (scripts/lib/bench_cluster.sh);
 #   - prints idle and peak RSS, time from start to ready, and the machine.
 #
 # Every relay runs the release binary with the shipped deploy/samsa-relay.toml (logging
@@ -28,6 +32,7 @@
 #   BENCH_SECONDS=5           length of each closed-loop (wrk) run
 #   BENCH_MAX_REQUESTS=600000 most requests of one closed-loop run
 #   BENCH_RATE_SECONDS=10     length of each 200 requests/s run
+#   BENCH_ONLY=replicas       run only the replica section (and the machine's figures)
 #   SAMSA_RELAY_SKIP_APT=1    skip apt-get when every required binary is present
 set -euo pipefail
 export LC_ALL=C
@@ -43,9 +48,9 @@ TOKEN="example-webhook-token-change-me"
 
 # wrk (load), postfix (only for /usr/sbin/smtp-sink; installed with "No configuration",
 # so no mail system is set up or started), python3-aiosmtpd (the tests' SMTP sink),
-# sqlite3 (reads the worker backlog).
-APT_PACKAGES=(wrk postfix python3-aiosmtpd sqlite3)
-REQUIRED_BINARIES=(/usr/bin/wrk /usr/sbin/smtp-sink /usr/bin/python3 /usr/bin/aiosmtpd /usr/bin/sqlite3)
+# sqlite3 (reads the worker backlog), postgresql (the replica section's server and psql).
+APT_PACKAGES=(wrk postfix python3-aiosmtpd sqlite3 postgresql)
+REQUIRED_BINARIES=(/usr/bin/wrk /usr/sbin/smtp-sink /usr/bin/python3 /usr/bin/aiosmtpd /usr/bin/sqlite3 /usr/bin/psql)
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
@@ -109,6 +114,7 @@ cleanup() {
     done
     [[ -n "${SINK_FD:-}" ]] && exec {SINK_FD}>&- || true
     rm -rf "$WORK"
+    [[ -n "${PG_ROOT:-}" ]] && rm -rf "$PG_ROOT"
     remove_policy_rc_d
 }
 trap cleanup EXIT
@@ -129,6 +135,7 @@ stop_pid() {
 value() { grep -m1 "^$1=" | cut -d= -f2 || true; }
 # A tool's key=value lines on one line, for the progress log.
 brief() { grep '=' <<<"$1" | tr '\n' ' '; }
+verdict() { awk -v ok="$1" 'BEGIN { print (ok ? "met" : "MISSED") }'; }
 kib_to_mb() { awk -v kib="$1" 'BEGIN { printf "%.1f", kib / 1024 }'; }
 status_kib() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
 
@@ -236,6 +243,25 @@ run_wrk() {
 }
 
 declare -A RESULT
+
+# shellcheck source=scripts/lib/bench_cluster.sh
+source "$REPO_ROOT/scripts/lib/bench_cluster.sh"
+if [[ "${BENCH_ONLY:-}" == replicas ]]; then
+    stop_pid "$CEILING_PID"
+    bench_replicas
+    {
+        echo
+        echo "samsa-relay bench (replicas only), $(date -u +%Y-%m-%dT%H:%MZ)"
+        echo "machine: $MACHINE"
+        echo "database: $DISK; revision $REVISION"
+        echo "load average: $LOAD_BEFORE before, $(cut -d' ' -f1-3 /proc/loadavg) after"
+        print_replicas
+        echo
+        echo "Targets:"
+        print_replica_targets
+    } | tee "$REPO_ROOT/target/bench-last.txt"
+    exit 0
+fi
 
 step "The durable store alone (no HTTP, no incident worker)"
 # Storage::store_notifications called directly, at the group-commit sizes that 2 and 16
@@ -362,12 +388,14 @@ SINK_FD=""
 stop_pid "$AIOSMTPD_PID"
 
 # ---------------------------------------------------------------------------------------
+bench_replicas
+
+# ---------------------------------------------------------------------------------------
 stats() {
     printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END {
         printf "median %.1f, max %.1f (%d starts)", v[int((NR + 1) / 2)], v[NR], NR }'
 }
 max_of() { printf '%s\n' "$@" | sort -n | tail -n 1; }
-verdict() { awk -v ok="$1" 'BEGIN { print (ok ? "met" : "MISSED") }'; }
 
 READY_MAX="$(max_of "${READY_SAMPLES[@]}")"
 IDLE_MAX_KIB="$(max_of "${IDLE_SAMPLES[@]}")"
@@ -441,6 +469,7 @@ IDLE_MAX_KIB="$(max_of "${IDLE_SAMPLES[@]}")"
     printf 'RSS: idle %s MB (largest of %d starts, 1 s after ready), peak %s MB (VmHWM, in run %s)\n' \
         "$(kib_to_mb "$IDLE_MAX_KIB")" "${#IDLE_SAMPLES[@]}" "$(kib_to_mb "$PEAK_KIB")" "$PEAK_WHERE"
     printf 'Start to ready (spawn to first 200 on /readyz, fresh database): %s ms\n' "$(stats "${READY_SAMPLES[@]}")"
+    print_replicas
     echo
     echo "Targets:"
     for scenario in "${SCENARIOS[@]}"; do
@@ -462,4 +491,5 @@ IDLE_MAX_KIB="$(max_of "${IDLE_SAMPLES[@]}")"
         "$(verdict "$(awk -v k="$IDLE_MAX_KIB" 'BEGIN { print (k < 30 * 1024) }')")" "$(kib_to_mb "$IDLE_MAX_KIB")"
     printf '  %-40s %s (%s ms, the slowest start)\n' "start to ready < 300 ms" \
         "$(verdict "$(awk -v t="$READY_MAX" 'BEGIN { print (t < 300) }')")" "$READY_MAX"
+    print_replica_targets
 } | tee "$REPO_ROOT/target/bench-last.txt"

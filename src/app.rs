@@ -78,6 +78,11 @@ impl App {
                     "deliveries left in flight by an earlier run are due again"
                 );
             }
+            // And its roles are free at once, not after their leases run out.
+            storage
+                .clear_leases()
+                .await
+                .context("cannot clear the leases of an earlier run")?;
         }
         let config = Arc::new(config);
         let delivery_wake = Arc::new(tokio::sync::Notify::new());
@@ -100,6 +105,7 @@ impl App {
         let mail_wake = Arc::new(tokio::sync::Notify::new());
         let holder = holder_id(&config.cluster.replica_name);
         tracing::info!(replica = %holder, "replica started");
+        metrics.replica_info.with_label_values(&[&holder]).set(1);
         let correlation_lease = Lease::new(
             CORRELATION,
             &holder,

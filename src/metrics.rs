@@ -32,6 +32,9 @@ pub struct Metrics {
     pub storage_writable: IntGauge,
     /// Constant 1, labelled with the version.
     pub build_info: IntGaugeVec,
+    /// Constant 1, labelled with this replica's id in leases (`cluster.replica_name` and a
+    /// per-process suffix), so that dashboards name the replica behind each `instance`.
+    pub replica_info: IntGaugeVec,
     /// Outage incidents opened.
     pub incidents_opened: IntCounter,
     /// Draft changes by action: created, revised, withdrawn.
@@ -174,6 +177,14 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let replica_info = IntGaugeVec::new(
+            Opts::new(
+                "samsa_relay_replica_info",
+                "Constant 1, labelled with this replica's id in leases (its name and a per-process suffix).",
+            ),
+            &["replica"],
+        )
+        .expect("valid metric");
         let incidents_opened = IntCounter::new(
             "samsa_relay_incidents_opened_total",
             "Outage incidents opened.",
@@ -385,6 +396,7 @@ impl Metrics {
             Box::new(http_duration.clone()),
             Box::new(storage_writable.clone()),
             Box::new(build_info.clone()),
+            Box::new(replica_info.clone()),
             Box::new(incidents_opened.clone()),
             Box::new(draft_changes.clone()),
             Box::new(incident_step_failures.clone()),
@@ -468,6 +480,7 @@ impl Metrics {
             http_duration,
             storage_writable,
             build_info,
+            replica_info,
             incidents_opened,
             draft_changes,
             incident_step_failures,

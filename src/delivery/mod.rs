@@ -112,6 +112,20 @@ impl ChannelSender {
     }
 }
 
+/// How long a claim keeps its rows: long enough for every claimed send to wait its turn
+/// under the rate limit and then take its whole timeout, twice over for the send, and
+/// short enough that when a replica dies mid-send, another takes its rows over soon.
+fn claim_lease(
+    timeout: Duration,
+    concurrency: usize,
+    rate_limit_per_minute: Option<u32>,
+) -> Duration {
+    let rate_waits = rate_limit_per_minute.map_or(Duration::ZERO, |per_minute| {
+        (Duration::from_secs(60) / per_minute.max(1)).mul_f64(1.01) * concurrency as u32
+    });
+    timeout * 2 + rate_waits + Duration::from_secs(10)
+}
+
 /// Exponential backoff with jitter: attempt n waits about `base * 2^(n-1)`, at most `max`,
 /// drawn uniformly from its upper half so that retries spread out.
 #[derive(Debug, Clone, Copy)]
@@ -242,6 +256,7 @@ impl DeliveryWorker {
         wake: Arc<Notify>,
     ) -> DeliveryWorker {
         let timeout = sender.timeout(&config);
+        let lease = claim_lease(timeout, channel.concurrency, channel.rate_limit_per_minute);
         DeliveryWorker {
             rate_limit: channel
                 .rate_limit_per_minute
@@ -253,7 +268,7 @@ impl DeliveryWorker {
             sender: Arc::new(sender),
             wake,
             policy: RetryPolicy::default(),
-            lease: timeout * 2 + Duration::from_secs(60),
+            lease,
         }
     }
 
@@ -292,8 +307,9 @@ impl DeliveryWorker {
             );
         }
         let timeout = self.sender.timeout(&self.config);
-        // A send waits for the rate limit at most half the claim's lease.
-        let max_rate_wait = self.lease / 2;
+        // A send waits for the rate limit only as long as leaves it time to finish within
+        // the claim's lease; beyond that (other replicas took the turns) it is retried.
+        let max_rate_wait = self.lease.saturating_sub(timeout + Duration::from_secs(5));
         let mut sends = tokio::task::JoinSet::new();
         for delivery in claimed {
             let sender = self.sender.clone();

@@ -28,6 +28,11 @@ pub trait Cluster: Send + Sync {
     /// at once instead of after the expiry.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StorageError>;
 
+    /// Drops every lease: at start-up when the database is not shared
+    /// ([`super::Backend::is_shared`]), since any lease was left by a run that died.
+    /// Returns how many there were.
+    async fn clear_leases(&self) -> Result<u64, StorageError>;
+
     /// Every lease with its holder and expiry, by name.
     async fn leases(&self) -> Result<Vec<LeaseRecord>, StorageError>;
 

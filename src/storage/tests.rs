@@ -931,6 +931,8 @@ async fn a_lease_has_one_holder_until_it_expires_or_is_released() {
         .map(|lease| lease.name)
         .collect();
     assert_eq!(names, ["correlation", "short", "timers"]);
+    assert_eq!(storage.clear_leases().await.unwrap(), 3);
+    assert!(storage.leases().await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -54,6 +54,14 @@ impl Cluster for SqliteStorage {
         Ok(())
     }
 
+    async fn clear_leases(&self) -> Result<u64, StorageError> {
+        let done = sqlx::query("DELETE FROM leases")
+            .execute(&self.writer)
+            .await
+            .map_err(|source| storage_error("clear_leases", source))?;
+        Ok(done.rows_affected())
+    }
+
     async fn leases(&self) -> Result<Vec<LeaseRecord>, StorageError> {
         let rows =
             sqlx::query("SELECT name, holder, acquired_at, expires_at FROM leases ORDER BY name")
