@@ -24,8 +24,11 @@ set -euo pipefail
 # tests/it/email_tls.rs run a real SMTP server, tests/support/smtp_sink.py, on aiosmtpd
 # (python3-aiosmtpd). tests/it/browser.rs drives headless Chromium (chromium) through
 # chromedriver (chromium-driver), and injects axe-core into every page: npm (with nodejs)
-# installs it, pinned by tests/browser/package-lock.json. tests/it/alertmanager.rs, tests/it/dashboards.rs and
-# tests/it/end_to_end.rs run Alertmanager, Prometheus and the blackbox exporter.
+# installs it, pinned by tests/browser/package-lock.json. tests/it/alertmanager.rs,
+# tests/it/dashboards.rs and tests/it/end_to_end.rs run Alertmanager, Prometheus and the
+# blackbox exporter.
+# tests/it/storage.rs and tests/it/postgres.rs run a real PostgreSQL server (postgresql;
+# its binaries live under a versioned folder, hence the pattern below).
 APT_PACKAGES=(
     prometheus-alertmanager
     python3-aiosmtpd
@@ -37,8 +40,10 @@ APT_PACKAGES=(
     chromium-driver
     nodejs
     npm
+    postgresql
 )
-# Binaries that must exist once the packages are installed.
+# Binaries that must exist once the packages are installed (a quoted glob pattern matches
+# if any file does).
 REQUIRED_BINARIES=(
     /usr/bin/prometheus-alertmanager
     /usr/bin/amtool
@@ -51,6 +56,8 @@ REQUIRED_BINARIES=(
     /usr/bin/chromedriver
     /usr/bin/node
     /usr/bin/npm
+    '/usr/lib/postgresql/*/bin/initdb'
+    '/usr/lib/postgresql/*/bin/postgres'
 )
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

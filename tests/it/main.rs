@@ -45,6 +45,8 @@ mod properties;
 mod public;
 mod publishing;
 mod simulate;
+// The storage contract: SQLite here, PostgreSQL (postgresql) in the system tier.
+mod storage;
 mod webhook;
 
 // A real Alertmanager (prometheus-alertmanager) in front of the relay.
@@ -62,6 +64,9 @@ mod end_to_end;
 // The database on a tmpfs that the test mounts and fills (root).
 #[cfg(feature = "system-tests")]
 mod faults;
+// Replicas racing on one real PostgreSQL server (postgresql).
+#[cfg(feature = "system-tests")]
+mod postgres;
 
 /// Every `.rs` file in this folder is a module of this crate: a file that is not declared
 /// above would never be compiled, its tests silently never run.
