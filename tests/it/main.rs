@@ -55,6 +55,11 @@ mod alertmanager;
 // Headless Chromium through chromedriver (chromium, chromium-driver).
 #[cfg(feature = "system-tests")]
 mod browser;
+// Three relay processes over one real PostgreSQL, two peered Alertmanagers, the real SMTP
+// server; SIGKILLs and a stopped database (postgresql, prometheus-alertmanager,
+// python3-aiosmtpd).
+#[cfg(feature = "system-tests")]
+mod cluster;
 // TLS to the real SMTP server (python3-aiosmtpd).
 #[cfg(feature = "system-tests")]
 mod email_tls;
