@@ -175,6 +175,7 @@ async fn store_floor(args: &Args) -> Result<(), String> {
         url: DatabaseUrl::Sqlite { path: path.clone() },
         busy_timeout: Duration::from_secs(5),
         min_free_bytes: 0,
+        max_connections: 16,
     })
     .await
     .map_err(|e| format!("{e:#}"))?;

@@ -23,8 +23,12 @@ set -euo pipefail
 # (python3-yaml, for the Kubernetes manifests). tests/it/email.rs and
 # tests/it/email_tls.rs run a real SMTP server, tests/support/smtp_sink.py, on aiosmtpd
 # (python3-aiosmtpd). tests/it/browser.rs drives headless Chromium (chromium) through
-# chromedriver (chromium-driver). tests/it/alertmanager.rs, tests/it/dashboards.rs and
-# tests/it/end_to_end.rs run Alertmanager, Prometheus and the blackbox exporter.
+# chromedriver (chromium-driver), and injects axe-core into every page: npm (with nodejs)
+# installs it, pinned by tests/browser/package-lock.json. tests/it/alertmanager.rs,
+# tests/it/dashboards.rs and tests/it/end_to_end.rs run Alertmanager, Prometheus and the
+# blackbox exporter.
+# tests/it/storage.rs and tests/it/postgres.rs run a real PostgreSQL server (postgresql;
+# its binaries live under a versioned folder, hence the pattern below).
 APT_PACKAGES=(
     prometheus-alertmanager
     python3-aiosmtpd
@@ -34,8 +38,12 @@ APT_PACKAGES=(
     systemd
     chromium
     chromium-driver
+    nodejs
+    npm
+    postgresql
 )
-# Binaries that must exist once the packages are installed.
+# Binaries that must exist once the packages are installed (a quoted glob pattern matches
+# if any file does).
 REQUIRED_BINARIES=(
     /usr/bin/prometheus-alertmanager
     /usr/bin/amtool
@@ -46,6 +54,10 @@ REQUIRED_BINARIES=(
     /usr/bin/aiosmtpd
     /usr/bin/chromium
     /usr/bin/chromedriver
+    /usr/bin/node
+    /usr/bin/npm
+    '/usr/lib/postgresql/*/bin/initdb'
+    '/usr/lib/postgresql/*/bin/postgres'
 )
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -109,6 +121,11 @@ bash scripts/deny.sh
 
 step "Fuzzing: every fuzz target for 15 s (scripts/fuzz.sh)"
 bash scripts/fuzz.sh 15
+
+# axe-core for tests/it/browser.rs, exactly the version package-lock.json pins (npm ci
+# checks its integrity hash); into tests/browser/node_modules, which git ignores.
+step "npm ci in tests/browser (axe-core for the browser tests)"
+(cd tests/browser && npm ci --ignore-scripts --no-audit --no-fund)
 
 step "cargo test --features system-tests"
 cargo test --features system-tests

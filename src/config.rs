@@ -70,7 +70,17 @@ pub struct Config {
     pub plan: PlanConfig,
     pub review: ReviewConfig,
     pub subscriptions: SubscriptionsConfig,
+    pub banner: BannerConfig,
     pub cluster: ClusterConfig,
+}
+
+/// `[banner]`: what the login-page banner shows beyond a notice's own text.
+#[derive(Debug, Clone)]
+pub struct BannerConfig {
+    /// How long the all-clear of a published resolution stays on the banner.
+    pub all_clear_for: Duration,
+    /// Drills reach the live banner too (otherwise only `?ovning=1` shows them).
+    pub show_drills: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +109,9 @@ pub struct DatabaseConfig {
     pub url: DatabaseUrl,
     pub busy_timeout: Duration,
     pub min_free_bytes: u64,
+    /// The most connections the pool opens (PostgreSQL; SQLite has one writer and four
+    /// readers).
+    pub max_connections: u32,
 }
 
 impl DatabaseConfig {
@@ -108,14 +121,90 @@ impl DatabaseConfig {
             url: DatabaseUrl::Sqlite { path: path.into() },
             busy_timeout: Duration::from_secs(5),
             min_free_bytes: 0,
+            max_connections: 16,
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which database, and how to reach it. Its `Debug` shows no password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     /// `sqlite://PATH`: a file, created with its folder if missing.
     Sqlite { path: PathBuf },
+    /// `postgres://USER@HOST:PORT/DATABASE?sslmode=…`: a PostgreSQL database, which must
+    /// exist; the relay creates its tables.
+    Postgres(PostgresUrl),
+}
+
+/// A PostgreSQL connection: the URL as configured (a password in it is a secret), the
+/// password from `database.password_file`, and the CA certificates of `database.ca_file`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl {
+    /// The whole URL, a password included if it had one.
+    pub url: Secret,
+    /// The URL without its password, for logs and messages.
+    pub redacted: String,
+    /// `database.password_file`'s password, used when the URL has none.
+    pub password: Option<Secret>,
+    /// `database.ca_file`'s certificates (PEM, at least one), trusted besides the public
+    /// roots to verify the server (`sslmode=verify-full` or `verify-ca`).
+    pub ca_certificates_pem: Option<Vec<u8>>,
+}
+
+impl DatabaseUrl {
+    /// A `database.url` on its own: no `password_file`, no `ca_file`. For tools and tests
+    /// that open a database without a config file.
+    pub fn parse(text: &str) -> Result<DatabaseUrl, String> {
+        Ok(match parse_database_url(text)? {
+            ParsedDatabaseUrl::Sqlite(path) => DatabaseUrl::Sqlite { path },
+            ParsedDatabaseUrl::Postgres { url, redacted, .. } => {
+                DatabaseUrl::Postgres(PostgresUrl {
+                    url: Secret::new(url),
+                    redacted,
+                    password: None,
+                    ca_certificates_pem: None,
+                })
+            }
+        })
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite { path } => formatter
+                .debug_struct("Sqlite")
+                .field("path", path)
+                .finish(),
+            DatabaseUrl::Postgres(url) => url.fmt(formatter),
+        }
+    }
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Postgres")
+            .field("url", &self.redacted)
+            .field("password", &self.password)
+            .field(
+                "ca_certificates_pem",
+                &self
+                    .ca_certificates_pem
+                    .as_ref()
+                    .map(|pem| format!("{} bytes", pem.len())),
+            )
+            .finish()
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite { path } => write!(formatter, "sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) => formatter.write_str(&url.redacted),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +305,8 @@ pub struct RawConfig {
     pub operators: Vec<operators::RawOperator>,
     /// `[review]`: links, escalation, single sign-on.
     pub review: operators::RawReview,
+    /// `[banner]`: the all-clear and drills on the login-page banner.
+    pub banner: RawBanner,
     /// `[cluster]`: replica name and lease time, for several replicas over PostgreSQL.
     pub cluster: cluster::RawCluster,
     /// `[subscriptions]`: how long requests and ended subscriptions are kept, and when
@@ -244,6 +335,26 @@ impl Default for RawSubscriptions {
             confirm_ttl: "48h".to_owned(),
             retention: "720h".to_owned(),
             suspend_after_failures: 3,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawBanner {
+    /// How long the banner shows the all-clear after a resolution is published on a
+    /// banner channel, e.g. `2h`; `0s` hides the banner at once.
+    pub all_clear_for: String,
+    /// Show drills on the live banner (`/public/banner.*` without `?ovning=1`) too. Off:
+    /// a drill is seen only on a test login page that asks for it.
+    pub show_drills: bool,
+}
+
+impl Default for RawBanner {
+    fn default() -> RawBanner {
+        RawBanner {
+            all_clear_for: "2h".to_owned(),
+            show_drills: false,
         }
     }
 }
@@ -311,8 +422,16 @@ impl Default for RawServer {
 #[derive(Debug, Deserialize)]
 #[serde(default)]
 pub struct RawDatabase {
-    /// `sqlite://PATH` (relative paths start at the working directory).
+    /// `sqlite://PATH` (relative paths start at the working directory) or
+    /// `postgres://USER@HOST:PORT/DATABASE?sslmode=verify-full`.
     pub url: String,
+    /// PostgreSQL: a file holding the password (one trailing newline is not part of it),
+    /// when the URL has none.
+    pub password_file: Option<String>,
+    /// PostgreSQL: a PEM file of CA certificates to verify the server's certificate with.
+    pub ca_file: Option<String>,
+    /// PostgreSQL: the most connections the relay opens.
+    pub max_connections: u32,
     /// How long a write waits for a lock held by another process before the request
     /// answers 503, e.g. `5s`.
     pub busy_timeout: String,
@@ -325,6 +444,9 @@ impl Default for RawDatabase {
     fn default() -> RawDatabase {
         RawDatabase {
             url: "sqlite://var/samsa-relay.db".to_owned(),
+            password_file: None,
+            ca_file: None,
+            max_connections: 16,
             busy_timeout: "5s".to_owned(),
             min_free_bytes: 64 * 1024 * 1024,
         }
@@ -491,6 +613,61 @@ impl Default for RawNotices {
 
 impl Config {
     /// An absolute link to `path` on the relay's public URL.
+    /// Settings that are valid but keep the login-page banner from working everywhere:
+    /// what `check-config` prints after "valid", each naming its key and why, in plain
+    /// words. Empty when any login page can embed the banner.
+    pub fn banner_notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let banners: Vec<&ChannelConfig> = self
+            .channels
+            .values()
+            .filter(|channel| matches!(channel.transport, ChannelTransport::Banner { .. }))
+            .collect();
+        if banners.is_empty() {
+            notes.push(
+                "channels: no channel has transport = \"banner\", so the login-page banner \
+                 (/public/banner.js) never shows anything"
+                    .to_owned(),
+            );
+        }
+        for channel in &banners {
+            if !(1..=3).any(|level| self.plan.channels_for(level).contains(&channel.name)) {
+                notes.push(format!(
+                    "channels.{}: in no level of [plan], so no notice ever reaches the login page",
+                    channel.name
+                ));
+            }
+            if let ChannelTransport::Banner {
+                allowed_origins, ..
+            } = &channel.transport
+                && !allowed_origins.is_empty()
+            {
+                notes.push(format!(
+                    "channels.{}.allowed_origins: only login pages on {} can show the banner; on \
+                     any other page banner.js shows nothing (the browser refuses the read and \
+                     says so only in its console). Leave the list empty to allow every login page",
+                    channel.name,
+                    allowed_origins.join(", ")
+                ));
+            }
+        }
+        let url = &self.server.public_url;
+        let loopback = match url.host() {
+            Some(url::Host::Ipv4(address)) => address.is_loopback(),
+            Some(url::Host::Ipv6(address)) => address.is_loopback(),
+            Some(url::Host::Domain(name)) => name == "localhost",
+            None => false,
+        };
+        if !banners.is_empty() && url.scheme() == "http" && !loopback {
+            notes.push(format!(
+                "server.public_url: {url} is http://, so a login page served over https:// \
+                 cannot load banner.js or read banner.json from it (the browser blocks mixed \
+                 content); give the relay an https:// address"
+            ));
+        }
+        notes
+    }
+
     pub fn public_link(&self, path: &str) -> String {
         format!(
             "{}{}",
@@ -671,7 +848,13 @@ impl Config {
                 None
             }
         };
-        let database_url = problems.check("database.url", parse_database_url(&raw.database.url));
+        let database_url = check_database(&mut problems, &raw.database);
+        if raw.database.max_connections < 2 {
+            problems.push(
+                "database.max_connections",
+                "must be at least 2 (a write transaction and a read may be open at once)",
+            );
+        }
         let busy_timeout = problems.check(
             "database.busy_timeout",
             parse_duration(&raw.database.busy_timeout),
@@ -773,6 +956,16 @@ impl Config {
                 .map(|notices| notices.info_address.as_str()),
         );
         let review = operators::check_review(&mut problems, raw.operators, raw.review);
+        let all_clear_for = problems.check(
+            "banner.all_clear_for",
+            parse_duration(&raw.banner.all_clear_for).and_then(|duration| {
+                if duration > Duration::from_secs(7 * 24 * 3600) {
+                    Err("must be at most 7 days".to_owned())
+                } else {
+                    Ok(duration)
+                }
+            }),
+        );
         let cluster = cluster::check_cluster(&mut problems, raw.cluster);
         let channels_configured = raw.channels.is_some();
         let channels = publishing::check_channels(
@@ -853,6 +1046,7 @@ impl Config {
                 url: database_url.expect("checked"),
                 busy_timeout: busy_timeout.expect("checked"),
                 min_free_bytes: raw.database.min_free_bytes,
+                max_connections: raw.database.max_connections,
             },
             webhook: WebhookConfig {
                 bearer_token,
@@ -876,6 +1070,10 @@ impl Config {
             plan: plan.expect("checked"),
             review: review.expect("checked"),
             subscriptions: subscriptions.expect("checked"),
+            banner: BannerConfig {
+                all_clear_for: all_clear_for.expect("checked"),
+                show_drills: raw.banner.show_drills,
+            },
             cluster: cluster.expect("checked"),
         })
     }
@@ -896,6 +1094,8 @@ impl RawConfig {
         resolve(&mut self.links.secret_file);
         resolve(&mut self.smtp.password_file);
         resolve(&mut self.smtp.ca_file);
+        resolve(&mut self.database.password_file);
+        resolve(&mut self.database.ca_file);
         resolve(&mut self.inventory.file);
         resolve(&mut self.notices.templates_dir);
         for channel in self
@@ -1208,19 +1408,165 @@ pub fn is_loopback_url(url: &url::Url) -> bool {
     }
 }
 
-fn parse_database_url(text: &str) -> Result<DatabaseUrl, String> {
+/// `database.url` with its `password_file` and `ca_file`, every problem under its key.
+fn check_database(problems: &mut Problems, raw: &RawDatabase) -> Option<DatabaseUrl> {
+    let url = problems.check("database.url", parse_database_url(&raw.url))?;
+    match url {
+        ParsedDatabaseUrl::Sqlite(path) => {
+            for (key, value) in [
+                ("database.password_file", &raw.password_file),
+                ("database.ca_file", &raw.ca_file),
+            ] {
+                if value.is_some() {
+                    problems.push(key, "only for a postgres:// database.url");
+                }
+            }
+            Some(DatabaseUrl::Sqlite { path })
+        }
+        ParsedDatabaseUrl::Postgres {
+            url,
+            redacted,
+            has_password,
+        } => {
+            let password = match raw.password_file.as_deref() {
+                None => Some(None),
+                Some(_) if has_password => {
+                    problems.push(
+                        "database.password_file",
+                        "the database.url (or SAMSA_RELAY_DATABASE_URL) has a password \
+                         already: give it in one place only",
+                    );
+                    None
+                }
+                Some(path) => problems
+                    .check("database.password_file", read_password_file(path))
+                    .map(Some),
+            };
+            let ca_certificates_pem = match raw.ca_file.as_deref() {
+                None => Some(None),
+                Some(path) => problems
+                    .check("database.ca_file", publishing::read_ca_certificates(path))
+                    .map(Some),
+            };
+            Some(DatabaseUrl::Postgres(PostgresUrl {
+                url: Secret::new(url),
+                redacted,
+                password: password?,
+                ca_certificates_pem: ca_certificates_pem?,
+            }))
+        }
+    }
+}
+
+enum ParsedDatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres {
+        url: String,
+        redacted: String,
+        has_password: bool,
+    },
+}
+
+/// The TLS modes of libpq (and sqlx), weakest first.
+const SSL_MODES: &[&str] = &[
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+fn parse_database_url(text: &str) -> Result<ParsedDatabaseUrl, String> {
     if let Some(path) = text.strip_prefix("sqlite://") {
         if path.is_empty() {
             return Err("sqlite:// needs a file path, e.g. sqlite://var/samsa-relay.db".to_owned());
         }
-        return Ok(DatabaseUrl::Sqlite {
-            path: PathBuf::from(path),
-        });
+        return Ok(ParsedDatabaseUrl::Sqlite(PathBuf::from(path)));
     }
     if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-        return Err("the PostgreSQL backend is not available yet; use sqlite://PATH".to_owned());
+        return parse_postgres_url(text);
     }
-    Err("expected sqlite://PATH".to_owned())
+    Err("expected sqlite://PATH or postgres://USER@HOST:PORT/DATABASE".to_owned())
+}
+
+/// Checks a `postgres://` URL without ever quoting it (it may hold a password).
+fn parse_postgres_url(text: &str) -> Result<ParsedDatabaseUrl, String> {
+    let mut parsed =
+        url::Url::parse(text).map_err(|error| format!("not a valid postgres:// URL ({error})"))?;
+    let has_password = parsed
+        .password()
+        .is_some_and(|password| !password.is_empty());
+    let _ = parsed.set_password(None);
+    let redacted = parsed.to_string();
+    let database = parsed.path().trim_start_matches('/');
+    let query: BTreeMap<String, String> = parsed.query_pairs().into_owned().collect();
+    if database.is_empty() && !query.contains_key("dbname") {
+        return Err(format!(
+            "name the database: {redacted} has no /DATABASE after the host"
+        ));
+    }
+    if parsed.username().is_empty() && !query.contains_key("user") {
+        return Err(format!(
+            "name the user: postgres://USER@HOST/DATABASE ({redacted} has none)"
+        ));
+    }
+    let ssl_mode = query.get("sslmode").map_or("prefer", String::as_str);
+    if !SSL_MODES.contains(&ssl_mode) {
+        return Err(format!(
+            "sslmode={ssl_mode} is not one of {}",
+            SSL_MODES.join(", ")
+        ));
+    }
+    // A Unix socket (host=/run/postgresql) or a loopback address stays on this machine;
+    // anything else must prove the server's identity.
+    let local = match query.get("host") {
+        Some(host) => host.starts_with('/'),
+        // postgres:// is not a scheme the url crate knows, so its host is never parsed
+        // as an address: parse it here.
+        None => parsed.host_str().is_none_or(|host| {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            match host.parse::<std::net::IpAddr>() {
+                Ok(address) => address.is_loopback(),
+                Err(_) => {
+                    let name = host.trim_end_matches('.').to_ascii_lowercase();
+                    name.is_empty() || name == "localhost" || name.ends_with(".localhost")
+                }
+            }
+        }),
+    };
+    if !local && !matches!(ssl_mode, "verify-full" | "verify-ca") {
+        return Err(format!(
+            "a database on another host needs TLS with a verified certificate: add \
+             sslmode=verify-full to the URL (and database.ca_file for a private CA); it has \
+             sslmode={ssl_mode}"
+        ));
+    }
+    Ok(ParsedDatabaseUrl::Postgres {
+        url: text.to_owned(),
+        redacted,
+        has_password,
+    })
+}
+
+/// A password file: its content less one trailing newline (`\n` or `\r\n`); spaces are
+/// part of a password.
+fn read_password_file(path: &str) -> Result<Secret, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|error| format!("cannot read {path}: {error}"))?;
+    let password = text
+        .strip_suffix('\n')
+        .map(|text| text.strip_suffix('\r').unwrap_or(text))
+        .unwrap_or(&text);
+    if password.is_empty() {
+        return Err(format!("{path} is empty"));
+    }
+    if password.contains('\n') {
+        return Err(format!(
+            "{path} has more than one line; it must hold the password only"
+        ));
+    }
+    Ok(Secret::new(password))
 }
 
 fn parse_smtp_url(text: &str) -> Result<SmtpUrl, String> {
@@ -1310,6 +1656,182 @@ secret = "a-link-secret-that-is-long-enough-0123"
             }
         );
         assert_eq!(config.server.shutdown_grace, Duration::from_secs(10));
+    }
+
+    fn problems(text: &str, environment: &BTreeMap<String, String>) -> Vec<(String, String)> {
+        Config::from_toml(text, environment)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|problem| (problem.path, problem.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_postgres_url_takes_its_password_from_a_file_and_never_shows_it() {
+        let folder = tempfile::tempdir().unwrap();
+        let password_file = folder.path().join("db-password");
+        std::fs::write(&password_file, "s3cret with space\n").unwrap();
+        let text = format!(
+            "{MINIMAL}[database]\nurl = \"postgres://relay@db.example.org:5432/samsa?sslmode=verify-full\"\n\
+             password_file = {:?}\nmax_connections = 8\n",
+            password_file.display().to_string()
+        );
+        let config = Config::from_toml(&text, &no_environment()).unwrap();
+        let DatabaseUrl::Postgres(url) = &config.database.url else {
+            panic!("not postgres: {:?}", config.database.url);
+        };
+        assert_eq!(
+            url.password.as_ref().map(Secret::expose),
+            Some("s3cret with space"),
+            "one trailing newline is cut, spaces are kept"
+        );
+        assert_eq!(config.database.max_connections, 8);
+        let shown = format!("{:?} {}", config.database, config.database.url);
+        assert!(!shown.contains("s3cret"), "{shown}");
+
+        // The whole URL from the environment, password included, replaces the file's.
+        let mut environment = BTreeMap::new();
+        environment.insert(
+            "SAMSA_RELAY_DATABASE_URL".to_owned(),
+            "postgres://relay:hunter2-in-url@127.0.0.1/samsa".to_owned(),
+        );
+        let config = Config::from_toml(MINIMAL, &environment).unwrap();
+        let DatabaseUrl::Postgres(url) = &config.database.url else {
+            panic!("not postgres");
+        };
+        assert_eq!(
+            url.url.expose(),
+            "postgres://relay:hunter2-in-url@127.0.0.1/samsa"
+        );
+        assert_eq!(url.redacted, "postgres://relay@127.0.0.1/samsa");
+        let shown = format!("{:?} {}", config.database, config.database.url);
+        assert!(!shown.contains("hunter2"), "{shown}");
+
+        // ... and a password in two places is refused without quoting either.
+        let text = format!(
+            "{MINIMAL}[database]\npassword_file = {:?}\n",
+            password_file.display().to_string()
+        );
+        let found = problems(&text, &environment);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "database.password_file");
+        assert!(!found[0].1.contains("hunter2") && !found[0].1.contains("s3cret"));
+    }
+
+    #[test]
+    fn a_postgres_url_on_another_host_needs_a_verified_certificate() {
+        for (url, problem) in [
+            (
+                "postgres://relay@db.example.org/samsa",
+                Some("sslmode=verify-full"),
+            ),
+            (
+                "postgres://relay@db.example.org/samsa?sslmode=require",
+                Some("sslmode=require"),
+            ),
+            (
+                "postgres://relay@db.example.org/samsa?sslmode=verify-full",
+                None,
+            ),
+            (
+                "postgresql://relay@db.example.org/samsa?sslmode=verify-ca",
+                None,
+            ),
+            ("postgres://relay@127.0.0.1:5432/samsa", None),
+            ("postgres://relay@[::1]:5432/samsa", None),
+            ("postgres://relay@localhost/samsa", None),
+            ("postgres:///samsa?host=/run/postgresql&user=relay", None),
+            (
+                "postgres://relay@localhost/samsa?sslmode=sometimes",
+                Some("not one of"),
+            ),
+            ("postgres://relay@localhost", Some("name the database")),
+            ("postgres://localhost/samsa", Some("name the user")),
+            ("postgres://relay:pw@localhost", Some("name the database")),
+        ] {
+            let text = format!("{MINIMAL}[database]\nurl = {url:?}\n");
+            match (Config::from_toml(&text, &no_environment()), problem) {
+                (Ok(_), None) => {}
+                (Err(errors), Some(expected)) => {
+                    assert_eq!(errors.0.len(), 1, "{url}: {errors}");
+                    assert_eq!(errors.0[0].path, "database.url");
+                    assert!(errors.0[0].message.contains(expected), "{url}: {errors}");
+                    assert!(!errors.0[0].message.contains(":pw@"), "{errors}");
+                }
+                (result, _) => panic!("{url}: {result:?}"),
+            }
+        }
+        // A CA file must hold a certificate; the PostgreSQL keys are refused for SQLite.
+        let folder = tempfile::tempdir().unwrap();
+        let not_pem = folder.path().join("ca.pem");
+        std::fs::write(&not_pem, "not a certificate").unwrap();
+        let text = format!(
+            "{MINIMAL}[database]\nurl = \"postgres://relay@localhost/samsa\"\nca_file = {:?}\n",
+            not_pem.display().to_string()
+        );
+        let found = problems(&text, &no_environment());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "database.ca_file");
+        let text = format!("{MINIMAL}[database]\nca_file = \"ca.pem\"\nmax_connections = 1\n");
+        let paths: Vec<String> = problems(&text, &no_environment())
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect();
+        assert_eq!(paths, ["database.ca_file", "database.max_connections"]);
+    }
+
+    #[test]
+    fn banner_notes_say_plainly_what_keeps_the_embed_from_working() {
+        let shipped_like = Config::from_toml(MINIMAL, &no_environment()).unwrap();
+        assert_eq!(shipped_like.banner_notes(), Vec::<String>::new());
+        assert_eq!(
+            shipped_like.banner.all_clear_for,
+            Duration::from_secs(2 * 3600)
+        );
+        assert!(!shipped_like.banner.show_drills);
+
+        let restricted = format!(
+            "{MINIMAL}[server]\npublic_url = \"http://relay.example.org\"\n\
+             [channels.banner]\ncontent = \"banner\"\ntransport = \"banner\"\n\
+             allowed_origins = [\"https://samsa.example.org\"]\n\
+             [channels.login]\ncontent = \"banner\"\ntransport = \"banner\"\n\
+             [plan]\nlevel_1 = [\"banner\"]\nlevel_2 = [\"banner\"]\nlevel_3 = [\"banner\"]\n\
+             [banner]\nall_clear_for = \"30m\"\nshow_drills = true\n"
+        );
+        let config = Config::from_toml(&restricted, &no_environment()).unwrap();
+        assert_eq!(config.banner.all_clear_for, Duration::from_secs(1800));
+        assert!(config.banner.show_drills);
+        let notes = config.banner_notes();
+        assert_eq!(notes.len(), 3, "{notes:#?}");
+        assert!(
+            notes[0].starts_with(
+                "channels.banner.allowed_origins: only login pages on https://samsa.example.org"
+            ),
+            "{notes:#?}"
+        );
+        assert!(
+            notes[1].starts_with("channels.login: in no level of [plan]"),
+            "{notes:#?}"
+        );
+        assert!(
+            notes[2].starts_with("server.public_url: http://relay.example.org/ is http://"),
+            "{notes:#?}"
+        );
+
+        let no_banner = format!(
+            "{MINIMAL}[channels.news]\ncontent = \"website\"\ntransport = \"feed\"\n\
+             [plan]\nlevel_1 = [\"news\"]\nlevel_2 = [\"news\"]\nlevel_3 = [\"news\"]\n"
+        );
+        let notes = Config::from_toml(&no_banner, &no_environment())
+            .unwrap()
+            .banner_notes();
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].starts_with("channels: no channel has transport = \"banner\""));
+
+        let too_long = format!("{MINIMAL}[banner]\nall_clear_for = \"8d\"\n");
+        let errors = Config::from_toml(&too_long, &no_environment()).unwrap_err();
+        assert_eq!(errors.0[0].path, "banner.all_clear_for");
     }
 
     #[test]

@@ -17,8 +17,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(_) => {
+            Ok(loaded) => {
                 println!("{}: valid", config.display());
+                for note in loaded.banner_notes() {
+                    println!("note: {note}");
+                }
                 ExitCode::SUCCESS
             }
             Err(errors) => {

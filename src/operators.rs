@@ -376,6 +376,11 @@ impl ReviewNotifier {
             } => {
                 let (link, _) =
                     signed_link(config, &self.signer, &operator, LinkPurpose::Dashboard, now);
+                // The channel as people read it, never its id.
+                let channel = config
+                    .channels
+                    .get(&channel)
+                    .map_or(channel, |configured| configured.label.clone());
                 OperatorMailWrite {
                     dedupe_key,
                     purpose: "delivery_failed".to_owned(),
@@ -385,7 +390,7 @@ impl ReviewNotifier {
                     to_address: operator.email.clone(),
                     subject: format!("Leverans misslyckades: {channel} (incident {incident_id})"),
                     body: format!(
-                        "Hej {},\n\nMeddelandet om incident {incident_id} kunde inte levereras via {channel} till {recipient}.\n\
+                        "Hej {},\n\nMeddelandet om incident {incident_id} kunde inte levereras i kanalen {channel} till {recipient}.\n\
                          Svar: {error}\n\nFörsök igen från översikten när felet är åtgärdat:\n{link}\n\n/samsa-relay\n",
                         operator.name
                     ),

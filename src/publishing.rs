@@ -74,7 +74,8 @@ impl DecisionRole {
         }
     }
 
-    fn allowed_at(self, level: Level) -> bool {
+    /// Whether a decision in this role is the plan's decision for `level`.
+    pub fn allowed_at(self, level: Level) -> bool {
         match level {
             Level::One => false,
             Level::Two => self == DecisionRole::Subregional,
@@ -211,22 +212,7 @@ pub async fn publish(
         return Err(PublishError::OperatorRequired);
     }
     let level_number = request.level.as_number();
-    if request.channels.is_empty() {
-        return Err(PublishError::NoChannels);
-    }
-    let plan_channels = config.plan.channels_for(level_number);
-    let mut channels: Vec<String> = Vec::new();
-    for name in &request.channels {
-        if !plan_channels.contains(name) {
-            return Err(PublishError::ChannelNotInPlan {
-                channel: name.clone(),
-                level: level_number,
-            });
-        }
-        if !channels.contains(name) {
-            channels.push(name.clone());
-        }
-    }
+    let channels = check_channels(config, request.level, &request.channels)?;
     let decision = check_decision(request.level, request.decision.as_ref())?;
 
     let mut transaction = storage.begin_write().await?;
@@ -463,6 +449,64 @@ pub async fn revise_draft(
         .await?;
     transaction.commit().await?;
     Ok(version)
+}
+
+/// Every problem of the operator's choices that publishing would refuse, checked without
+/// storage, so that a page can show them all, each at its field, before the final
+/// confirmation: the channels against the plan (and, for a drill, the drill channels) and
+/// the decision against the level.
+pub fn check_choices(
+    config: &Config,
+    level: Level,
+    channels: &[String],
+    decision: Option<&Decision>,
+    is_drill: bool,
+) -> Vec<PublishError> {
+    let mut problems = Vec::new();
+    match check_channels(config, level, channels) {
+        Ok(channels) => {
+            if is_drill
+                && let Some(channel) = channels
+                    .iter()
+                    .find(|name| !config.channels[name.as_str()].drill)
+            {
+                problems.push(PublishError::ChannelNotForDrills {
+                    channel: channel.clone(),
+                });
+            }
+        }
+        Err(problem) => problems.push(problem),
+    }
+    if let Err(problem) = check_decision(level, decision) {
+        problems.push(problem);
+    }
+    problems
+}
+
+/// The chosen channels, each once and in order, when each is in the plan of `level`.
+fn check_channels(
+    config: &Config,
+    level: Level,
+    requested: &[String],
+) -> Result<Vec<String>, PublishError> {
+    if requested.is_empty() {
+        return Err(PublishError::NoChannels);
+    }
+    let level_number = level.as_number();
+    let plan_channels = config.plan.channels_for(level_number);
+    let mut channels: Vec<String> = Vec::new();
+    for name in requested {
+        if !plan_channels.contains(name) {
+            return Err(PublishError::ChannelNotInPlan {
+                channel: name.clone(),
+                level: level_number,
+            });
+        }
+        if !channels.contains(name) {
+            channels.push(name.clone());
+        }
+    }
+    Ok(channels)
 }
 
 fn check_decision(

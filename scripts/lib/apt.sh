@@ -14,11 +14,16 @@ as_root() {
     fi
 }
 
-# Prints each of REQUIRED_BINARIES that is not installed.
+# Prints each of REQUIRED_BINARIES that is not installed. An entry may be a glob pattern
+# (/usr/lib/postgresql/*/bin/postgres): it is there if any match is executable.
 missing_binaries() {
-    local binary
+    local binary candidate found
     for binary in "${REQUIRED_BINARIES[@]}"; do
-        [[ -x "$binary" ]] || printf '%s\n' "$binary"
+        found=0
+        for candidate in $binary; do
+            [[ -x "$candidate" ]] && found=1
+        done
+        [[ "$found" -eq 1 ]] || printf '%s\n' "$binary"
     done
 }
 

@@ -191,7 +191,7 @@ bench_failover() {
         holder=""
         for _ in $(seq 200); do
             holder="$(psql_query "$scenario" \
-                "SELECT holder FROM leases WHERE name = 'correlation' AND expires_at > now()" 2>/dev/null || true)"
+                "SELECT holder FROM leases WHERE name = 'correlation' AND expires_at > relay_time_text(clock_timestamp())" 2>/dev/null || true)"
             [[ -n "$holder" ]] && break
             sleep 0.05
         done
@@ -207,7 +207,7 @@ bench_failover() {
         elapsed=""
         for _ in $(seq 1200); do
             backlog="$(psql_query "$scenario" \
-                "SELECT count(*) FROM webhook_receipts WHERE id > (SELECT COALESCE(MAX(receipt_id), 0) FROM receipts_processed)" \
+                "SELECT count(*) FROM receipts_backlog" \
                 2>/dev/null || echo 1)"
             if [[ "$backlog" == 0 ]]; then
                 elapsed="$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')"

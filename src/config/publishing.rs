@@ -349,7 +349,7 @@ pub(super) fn check_smtp_details(
 }
 
 /// Reads a PEM file that must hold at least one certificate and nothing malformed.
-fn read_ca_certificates(path: &str) -> Result<Vec<u8>, String> {
+pub(super) fn read_ca_certificates(path: &str) -> Result<Vec<u8>, String> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject as _;
     let pem = std::fs::read(path).map_err(|error| format!("cannot read {path}: {error}"))?;

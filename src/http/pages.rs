@@ -32,6 +32,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ),
         ("review.html", include_str!("ops/templates/review.html")),
         (
+            "review_confirm.html",
+            include_str!("ops/templates/review_confirm.html"),
+        ),
+        (
             "followup_incident.html",
             include_str!("ops/templates/followup_incident.html"),
         ),
@@ -46,6 +50,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         (
             "feedback_form.html",
             include_str!("public/templates/feedback_form.html"),
+        ),
+        (
+            "accessibility_statement.html",
+            include_str!("public/templates/accessibility_statement.html"),
         ),
         (
             "feedback_message.html",

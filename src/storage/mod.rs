@@ -15,16 +15,16 @@
 //! type: with `Storage(Arc<dyn Backend>)` nothing above storage is generic over the
 //! backend (no type parameter threading through `AppState`, the workers and every test
 //! helper), and choosing the backend is a runtime decision made from the configured URL,
-//! as it must be for one binary that serves SQLite today and PostgreSQL later. An
+//! as it must be for one binary that serves SQLite and PostgreSQL. An
 //! associated `type Tx` would make `Backend` unusable as a trait object, so the
 //! transaction is a `Box<dyn BackendTx>` instead. The cost is one boxed future per call
 //! (`async-trait`), nothing beside a database round trip. The methods of a trait object
 //! and of its supertraits are callable without importing the traits, so call sites read
 //! `storage.incidents()` and `transaction.load_correlation(…)` as before.
 //!
-//! A backend is a folder implementing these traits (`sqlite/`; `postgres/` next), opened
-//! by [`Storage::open`]; `tests.rs` checks the interface through [`Storage`] only, so the
-//! same suite can run against every backend. States are typed ([`IncidentKind`],
+//! A backend is a folder implementing these traits (`sqlite/`, `postgres/`), opened by
+//! [`Storage::open`] from the configured URL; the contract suite (`tests/it/storage.rs`)
+//! checks the interface through [`Storage`] only and runs against both backends. States are typed ([`IncidentKind`],
 //! [`DraftState`], [`DeliveryState`], [`Level`]) and parsed once, in the backend: an
 //! unknown stored text is a (non-transient) [`StorageError`].
 //!
@@ -37,13 +37,11 @@ pub mod cluster;
 mod followup;
 mod incidents;
 mod operator_mail;
+mod postgres;
 mod publications;
 mod receipts;
 mod sqlite;
 mod subscriptions;
-
-#[cfg(test)]
-mod tests;
 
 use std::sync::Arc;
 
@@ -136,6 +134,12 @@ impl Storage {
                         .await?;
                 Ok(Storage(Arc::new(backend)))
             }
+            DatabaseUrl::Postgres(url) => {
+                let backend =
+                    postgres::PgStorage::open(url, config.busy_timeout, config.max_connections)
+                        .await?;
+                Ok(Storage(Arc::new(backend)))
+            }
         }
     }
 
@@ -151,6 +155,9 @@ impl Storage {
                 );
                 Storage::open(config).await
             }
+            // The database must exist (the relay never creates one on a server); an empty
+            // one gets the schema.
+            DatabaseUrl::Postgres(_) => Storage::open(config).await,
         }
     }
 
@@ -186,6 +193,23 @@ impl Storage {
             }
         }
     }
+}
+
+/// The one text form of a time in the database, on every backend: UTC, fixed width with
+/// nanoseconds (as Alertmanager's own times have), so text order is time order and nothing
+/// is rounded.
+fn format_time(timestamp: Timestamp) -> String {
+    format!(
+        "{}.{:09}Z",
+        timestamp.strftime("%Y-%m-%dT%H:%M:%S"),
+        timestamp.subsec_nanosecond()
+    )
+}
+
+fn parse_time(text: &str) -> anyhow::Result<Timestamp> {
+    use anyhow::Context as _;
+    text.parse::<Timestamp>()
+        .with_context(|| format!("stored time {text:?} is not RFC 3339"))
 }
 
 /// A storage operation failed. [`StorageError::is_transient`] says whether trying again

@@ -52,12 +52,16 @@ pub trait Publications: Send + Sync {
         limit: i64,
     ) -> Result<Vec<PublishedNoticeRecord>, StorageError>;
 
-    /// The notice the login-page banner shows: the newest publication on one of
-    /// `banner_channels` of an incident whose resolution has not been published since.
+    /// The notice the login-page banner shows, on one of `banner_channels`: the newest
+    /// publication of an incident whose resolution has not been published since; or,
+    /// when there is none, the newest resolution published at or after `resolved_since`
+    /// (the all-clear). Drill incidents count only with `include_drills`.
     async fn current_banner(
         &self,
         banner_channels: &[String],
-    ) -> Result<Option<PublishedNoticeRecord>, StorageError>;
+        include_drills: bool,
+        resolved_since: Timestamp,
+    ) -> Result<Option<BannerRecord>, StorageError>;
 
     /// Open incidents whose last publication promised the next update by a time now past.
     async fn next_updates_due(&self, now: Timestamp) -> Result<Vec<NextUpdateDue>, StorageError>;
@@ -151,6 +155,16 @@ pub struct PublishedNoticeRecord {
     pub channels: Vec<String>,
     pub rendered: RenderedNotice,
     pub published_at: Timestamp,
+}
+
+/// The banner's notice with what the banner shows besides its text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BannerRecord {
+    pub notice: PublishedNoticeRecord,
+    /// The notice is about a drill incident.
+    pub drill: bool,
+    /// The operator's fields of the published version (next update, extra information).
+    pub fields: crate::notice::DraftFields,
 }
 
 /// An outbox row a worker claimed, with what it must send.

@@ -246,6 +246,10 @@ fn check_config_accepts_the_shipped_config() {
         output.status
     );
     assert!(stdout.contains("valid"), "stdout: {stdout}");
+    assert!(
+        !stdout.contains("note:"),
+        "the shipped banner works on any login page: {stdout}"
+    );
 }
 
 #[test]

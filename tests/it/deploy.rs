@@ -53,9 +53,24 @@ const FORTHCOMING_METRICS: &[&str] = &[
     // Gauge: age in seconds of the oldest undelivered outbox row, 0 when empty.
     "samsa_relay_outbox_oldest_pending_age_seconds",
 ];
+/// The rule files in deploy/prometheus/ and their promtool unit tests: the rules of every
+/// deployment, and those only for several replicas over PostgreSQL.
+#[cfg(feature = "system-tests")]
+const RULE_FILES: &[(&str, &str)] = &[
+    ("samsa-rules.yml", "samsa-rules.test.yml"),
+    ("samsa-relay-ha-rules.yml", "samsa-relay-ha-rules.test.yml"),
+];
 /// The job name the relay's rules match on.
 #[cfg(feature = "system-tests")]
 const RELAY_JOB: &str = "samsa-relay";
+
+/// The drop-in that turns the systemd unit into one host of several.
+const SYSTEMD_HA_DROP_IN: &str = "systemd/ha/samsa-relay.service.d/postgresql.conf";
+/// The variable that sets cluster.replica_name.
+const REPLICA_NAME_VARIABLE: &str = "SAMSA_RELAY_REPLICA_NAME";
+/// The variable that sets database.url.
+#[cfg(feature = "system-tests")]
+const DATABASE_URL_VARIABLE: &str = "SAMSA_RELAY_DATABASE_URL";
 
 /// Variables a child must not inherit: the relay's overrides would change what is being
 /// checked, and every request stays on this machine.
@@ -80,58 +95,72 @@ const INHERITED_VARIABLES_TO_REMOVE: &[&str] = &[
 fn prometheus_rules_pass_promtool_check_and_their_unit_tests() {
     let promtool = debian_binary("promtool", "prometheus");
     let folder = deploy_path("prometheus");
-    let check = run_tool(
-        Command::new(&promtool)
-            .args(["check", "rules", "samsa-rules.yml"])
-            .current_dir(&folder),
-    );
-    assert_succeeded("promtool check rules", &check);
+    for (rule_file, test_file) in RULE_FILES {
+        let check = run_tool(
+            Command::new(&promtool)
+                .args(["check", "rules", rule_file])
+                .current_dir(&folder),
+        );
+        assert_succeeded(&format!("promtool check rules {rule_file}"), &check);
 
-    // The unit tests name the rule file relative to their own folder.
-    let unit_tests = run_tool(
-        Command::new(&promtool)
-            .args(["test", "rules", "samsa-rules.test.yml"])
-            .current_dir(&folder),
-    );
-    assert_succeeded("promtool test rules", &unit_tests);
-    assert!(
-        text_of(&unit_tests.stdout).contains("SUCCESS"),
-        "promtool test rules did not report SUCCESS:\n{}",
-        describe(&unit_tests)
-    );
+        // The unit tests name the rule file relative to their own folder, and test it
+        // alone.
+        let tests = &yaml_documents(&folder.join(test_file))[0];
+        assert_eq!(
+            tests["rule_files"],
+            serde_json::json!([rule_file]),
+            "{test_file} tests {rule_file}"
+        );
+        let unit_tests = run_tool(
+            Command::new(&promtool)
+                .args(["test", "rules", test_file])
+                .current_dir(&folder),
+        );
+        assert_succeeded(&format!("promtool test rules {test_file}"), &unit_tests);
+        assert!(
+            text_of(&unit_tests.stdout).contains("SUCCESS"),
+            "promtool test rules {test_file} did not report SUCCESS:\n{}",
+            describe(&unit_tests)
+        );
+    }
 }
 
 #[cfg(feature = "system-tests")]
 #[test]
 fn every_alert_has_unit_tests_that_fire_and_that_stay_silent() {
-    let rules = yaml_documents(&deploy_path("prometheus/samsa-rules.yml"));
-    let tests = yaml_documents(&deploy_path("prometheus/samsa-rules.test.yml"));
-    let mut firing = BTreeSet::new();
-    let mut silent = BTreeSet::new();
-    for test in array(&tests[0]["tests"]) {
-        for case in array(&test["alert_rule_test"]) {
-            let alertname = string(&case["alertname"]).to_owned();
-            if array(&case["exp_alerts"]).is_empty() {
-                silent.insert(alertname);
-            } else {
-                firing.insert(alertname);
+    let mut n_alerts = 0;
+    for (rule_file, test_file) in RULE_FILES {
+        let rules = yaml_documents(&deploy_path("prometheus").join(rule_file));
+        let tests = yaml_documents(&deploy_path("prometheus").join(test_file));
+        let mut firing = BTreeSet::new();
+        let mut silent = BTreeSet::new();
+        for test in array(&tests[0]["tests"]) {
+            for case in array(&test["alert_rule_test"]) {
+                let alertname = string(&case["alertname"]).to_owned();
+                if array(&case["exp_alerts"]).is_empty() {
+                    silent.insert(alertname);
+                } else {
+                    firing.insert(alertname);
+                }
             }
         }
-    }
-    for rule in alerting_rules(&rules[0]) {
-        let alertname = string(&rule["alert"]);
-        assert!(
-            firing.contains(alertname),
-            "{alertname}: no test case where it fires"
-        );
-        // The Watchdog always fires; there is nothing to test it staying silent for.
-        if alertname != "Watchdog" {
+        for rule in alerting_rules(&rules[0]) {
+            let alertname = string(&rule["alert"]);
             assert!(
-                silent.contains(alertname),
-                "{alertname}: no test case where it stays silent"
+                firing.contains(alertname),
+                "{alertname}: no test case in {test_file} where it fires"
             );
+            // The Watchdog always fires; there is nothing to test it staying silent for.
+            if alertname != "Watchdog" {
+                assert!(
+                    silent.contains(alertname),
+                    "{alertname}: no test case in {test_file} where it stays silent"
+                );
+            }
+            n_alerts += 1;
         }
     }
+    assert!(n_alerts >= 19, "only {n_alerts} alerts found");
 }
 
 #[cfg(feature = "system-tests")]
@@ -140,9 +169,12 @@ fn every_relay_metric_the_rules_use_is_exposed_or_listed_as_forthcoming() {
     // Read from the source: a label vector with no children yet (deliveries_total before
     // the first delivery) is missing from /metrics.
     let metrics_source = std::fs::read_to_string(repository_path("src/metrics.rs")).unwrap();
-    let rules = &yaml_documents(&deploy_path("prometheus/samsa-rules.yml"))[0];
     let mut used = BTreeSet::new();
-    for group in array(&rules["groups"]) {
+    let rule_files: Vec<Value> = RULE_FILES
+        .iter()
+        .map(|(rule_file, _)| yaml_documents(&deploy_path("prometheus").join(rule_file)).remove(0))
+        .collect();
+    for group in rule_files.iter().flat_map(|rules| array(&rules["groups"])) {
         for rule in array(&group["rules"]) {
             let expression = string(&rule["expr"]);
             for (start, _) in expression.match_indices("samsa_relay_") {
@@ -310,6 +342,59 @@ fn outage_alerts_carry_the_labels_the_relay_reads() {
     }
 }
 
+#[cfg(feature = "system-tests")]
+#[test]
+fn every_runbook_link_of_the_rules_names_a_section_of_the_docs() {
+    let mut links = Vec::new();
+    for (rule_file, _) in RULE_FILES {
+        let rules = yaml_documents(&deploy_path("prometheus").join(rule_file)).remove(0);
+        for rule in alerting_rules(&rules) {
+            let alertname = string(&rule["alert"]).to_owned();
+            let runbook = rule["annotations"]["runbook"].as_str().unwrap_or_default();
+            for (start, _) in runbook.match_indices("docs/") {
+                let link: String = runbook[start..]
+                    .chars()
+                    .take_while(|character| {
+                        character.is_ascii_alphanumeric() || "/.-_#".contains(*character)
+                    })
+                    .collect();
+                links.push((alertname.clone(), link.trim_end_matches('.').to_owned()));
+            }
+        }
+    }
+    let linked: BTreeSet<&str> = links.iter().map(|(alert, _)| alert.as_str()).collect();
+    // The alerts of several replicas each link their runbook section.
+    for alertname in [
+        "SamsaRelayNoCorrelationLease",
+        "SamsaRelayLeaseHeldTwice",
+        "SamsaRelayDeliveriesReclaimed",
+        "SamsaRelayReplicasNotReady",
+    ] {
+        assert!(linked.contains(alertname), "{alertname} links no runbook");
+    }
+    for (alertname, link) in &links {
+        let (file, anchor) = link
+            .split_once('#')
+            .unwrap_or_else(|| panic!("{alertname}: {link} names no section"));
+        let page = std::fs::read_to_string(repository_path(file))
+            .unwrap_or_else(|error| panic!("{alertname}: {file}: {error}"));
+        let anchors: BTreeSet<String> = page
+            .lines()
+            .filter_map(|line| line.strip_prefix('#'))
+            .map(|heading| github_anchor(heading.trim_start_matches('#')))
+            .collect();
+        assert!(
+            anchors.contains(anchor),
+            "{alertname}: {file} has no section #{anchor}"
+        );
+        assert_eq!(
+            anchor,
+            alertname.to_lowercase(),
+            "{alertname}: the runbook section is named after the alert"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Alertmanager
 // ---------------------------------------------------------------------------------------
@@ -356,9 +441,12 @@ fn alertmanager_routes_every_rule_to_the_receiver_it_belongs_to() {
     let amtool = debian_binary("amtool", "prometheus-alertmanager");
     let config_path = deploy_path("alertmanager/alertmanager.yml");
     let incidents = IncidentsConfig::default();
-    let rules = &yaml_documents(&deploy_path("prometheus/samsa-rules.yml"))[0];
+    let rule_files: Vec<Value> = RULE_FILES
+        .iter()
+        .map(|(rule_file, _)| yaml_documents(&deploy_path("prometheus").join(rule_file)).remove(0))
+        .collect();
     let mut checked = 0;
-    for rule in alerting_rules(rules) {
+    for rule in rule_files.iter().flat_map(alerting_rules) {
         let alertname = string(&rule["alert"]);
         let mut labels = vec![format!("alertname={alertname}")];
         if let Some(rule_labels) = rule["labels"].as_object() {
@@ -602,6 +690,160 @@ fn systemd_unit_passes_systemd_analyze_verify_and_security() {
     );
 
     // The sandbox: exposure 2.0 or lower on systemd's 0-10 scale ("OK").
+    let security = run_tool(
+        Command::new(&systemd_analyze)
+            .args(["security", "--offline=yes", "--threshold=20", "--no-pager"])
+            .arg(&unit_path)
+            .current_dir(folder.path()),
+    );
+    assert_succeeded("systemd-analyze security --threshold=20", &security);
+}
+
+#[test]
+fn systemd_ha_config_is_the_single_host_one_over_postgresql_and_passes_check_config() {
+    let unit = std::fs::read_to_string(deploy_path("systemd/samsa-relay.service")).unwrap();
+    let drop_in = std::fs::read_to_string(deploy_path(SYSTEMD_HA_DROP_IN)).unwrap();
+    let single = relay_config_toml(
+        &std::fs::read_to_string(deploy_path("systemd/samsa-relay.toml")).unwrap(),
+    );
+    let config_text = std::fs::read_to_string(deploy_path("systemd/ha/samsa-relay.toml")).unwrap();
+    let config = relay_config_toml(&config_text);
+
+    // Every host's file is one host's, but for the database and the cluster.
+    assert_same_but_database_and_cluster(&single, &config, "deploy/systemd/ha/samsa-relay.toml");
+
+    // PostgreSQL on another host: the certificate checked against the CA and the host
+    // name, the password not in the URL but a credential, the CA a plain config file.
+    let database = &config["database"];
+    let url = database["url"].as_str().expect("database.url");
+    assert_postgres_url_verifies_the_server(url);
+    let authority = url.split("://").nth(1).unwrap().split('/').next().unwrap();
+    assert!(
+        !authority.split('@').next().unwrap().contains(':'),
+        "no password in database.url: {url}"
+    );
+    assert!(
+        database["password_file"]
+            .as_str()
+            .is_some_and(|path| path.starts_with(SYSTEMD_CREDENTIALS)),
+        "database.password_file is a credential"
+    );
+    let ca_file = database["ca_file"].as_str().expect("database.ca_file");
+    assert!(ca_file.starts_with(CONFIG_FOLDER), "{ca_file}");
+    assert!(database["max_connections"].as_integer().unwrap() >= 1);
+    duration(
+        config["cluster"]["lease_ttl"]
+            .as_str()
+            .expect("cluster.lease_ttl"),
+    );
+    // The same file on every host: each one's name comes from the drop-in.
+    assert!(config["cluster"].get("replica_name").is_none());
+    let environment = directive_values(&drop_in, "Environment");
+    assert_eq!(environment, [format!("{REPLICA_NAME_VARIABLE}=%l")]);
+    assert_relay_reads_variable(REPLICA_NAME_VARIABLE);
+
+    // Every credential the config reads is loaded by the unit or the drop-in.
+    let loaded: BTreeSet<String> = directive_values(&unit, "LoadCredential")
+        .iter()
+        .chain(&directive_values(&drop_in, "LoadCredential"))
+        .map(|value| {
+            let (name, source) = value.split_once(':').expect("LoadCredential=NAME:PATH");
+            assert!(
+                source.starts_with(&format!("{CONFIG_FOLDER}credentials/")),
+                "credential sources live in {CONFIG_FOLDER}credentials/: {value}"
+            );
+            name.to_owned()
+        })
+        .collect();
+    let referenced: BTreeSet<String> = paths_under(&config, SYSTEMD_CREDENTIALS)
+        .into_iter()
+        .collect();
+    assert_eq!(
+        loaded, referenced,
+        "LoadCredential= names of the unit and the drop-in vs the config's {SYSTEMD_CREDENTIALS} files"
+    );
+
+    // Install it below a temporary root, as on one host; the database's CA is the
+    // site's own, so the test makes one.
+    let root = tempfile::tempdir().expect("temporary folder");
+    let credentials = root.path().join("credentials");
+    let etc = root.path().join("etc");
+    for folder in [&credentials, &etc] {
+        std::fs::create_dir_all(folder).unwrap();
+    }
+    for name in &loaded {
+        std::fs::write(credentials.join(name), test_secret(name)).unwrap();
+    }
+    for relative in paths_under(&config, CONFIG_FOLDER) {
+        let installed = etc.join(&relative);
+        std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
+        if format!("{CONFIG_FOLDER}{relative}") == ca_file {
+            std::fs::write(&installed, test_certificate_authority()).unwrap();
+            continue;
+        }
+        let shipped = deploy_path("systemd").join(&relative);
+        assert!(
+            shipped.is_file(),
+            "the config reads {CONFIG_FOLDER}{relative}; ship an example as {}",
+            shipped.display()
+        );
+        std::fs::copy(&shipped, &installed).unwrap();
+    }
+    let installed_config = root.path().join("samsa-relay.toml");
+    std::fs::write(
+        &installed_config,
+        rewrite_paths(
+            &config_text,
+            &[(SYSTEMD_CREDENTIALS, &credentials), (CONFIG_FOLDER, &etc)],
+        ),
+    )
+    .unwrap();
+    assert_config_valid_with(
+        root.path(),
+        &installed_config,
+        &[(REPLICA_NAME_VARIABLE, "relay-1")],
+    );
+}
+
+#[cfg(feature = "system-tests")]
+#[test]
+fn systemd_ha_drop_in_passes_systemd_analyze_verify_and_security() {
+    let systemd_analyze = debian_binary("systemd-analyze", "systemd");
+    // The unit and its drop-in as installed: NAME.service and NAME.service.d/ side by side,
+    // where systemd-analyze reads both.
+    let unit = std::fs::read_to_string(deploy_path("systemd/samsa-relay.service"))
+        .unwrap()
+        .replace("/usr/local/bin/samsa-relay", RELAY_BINARY);
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let unit_path = folder.path().join("samsa-relay.service");
+    std::fs::write(&unit_path, unit).unwrap();
+    let drop_in_folder = folder.path().join("samsa-relay.service.d");
+    std::fs::create_dir(&drop_in_folder).unwrap();
+    std::fs::copy(
+        deploy_path(SYSTEMD_HA_DROP_IN),
+        drop_in_folder.join("postgresql.conf"),
+    )
+    .unwrap();
+
+    let verify = run_tool(
+        Command::new(&systemd_analyze)
+            .arg("verify")
+            .arg(&unit_path)
+            .current_dir(folder.path()),
+    );
+    assert_succeeded("systemd-analyze verify", &verify);
+    // An unknown directive or specifier is only a warning, with the file's name in it.
+    let verify_stderr = text_of(&verify.stderr);
+    let complaints: Vec<&str> = verify_stderr
+        .lines()
+        .filter(|line| line.contains("samsa-relay.service"))
+        .collect();
+    assert!(
+        complaints.is_empty(),
+        "systemd-analyze verify complained:\n{}",
+        complaints.join("\n")
+    );
+
     let security = run_tool(
         Command::new(&systemd_analyze)
             .args(["security", "--offline=yes", "--threshold=20", "--no-pager"])
@@ -929,6 +1171,469 @@ fn kubernetes_config_passes_check_config_and_refuses_the_placeholder_secrets() {
     assert_config_valid(root.path(), &installed_config);
 }
 
+#[cfg(feature = "system-tests")]
+#[test]
+fn kubernetes_ha_manifests_parse_and_fit_together() {
+    let manifests = kubernetes_manifests_in("kubernetes/ha");
+    for (file, manifest) in &manifests {
+        for field in ["apiVersion", "kind"] {
+            assert!(manifest[field].is_string(), "ha/{file}: no {field}");
+        }
+        if string(&manifest["kind"]) != "Kustomization" {
+            assert!(
+                manifest["metadata"]["name"].is_string(),
+                "ha/{file}: no metadata.name"
+            );
+            assert_eq!(
+                manifest["metadata"]["labels"]["app.kubernetes.io/name"], "samsa-relay",
+                "ha/{file}: the common label"
+            );
+        }
+    }
+    let all_of = |kind: &str| -> Vec<&Value> {
+        manifests
+            .iter()
+            .map(|(_, manifest)| manifest)
+            .filter(|manifest| manifest["kind"] == kind)
+            .collect()
+    };
+    let by_kind = |kind: &str| -> &Value {
+        let found = all_of(kind);
+        assert_eq!(found.len(), 1, "exactly one {kind} in ha/");
+        found[0]
+    };
+    let deployment = by_kind("Deployment");
+    let service = by_kind("Service");
+    let budget = by_kind("PodDisruptionBudget");
+    let cluster = by_kind("Cluster");
+    let object_store = by_kind("ObjectStore");
+    let scheduled_backup = by_kind("ScheduledBackup");
+    let kustomization = by_kind("Kustomization");
+    assert!(
+        all_of("PersistentVolumeClaim").is_empty(),
+        "the replicas keep nothing on a volume"
+    );
+    let single = kubernetes_manifests();
+    let single_of = |kind: &str| -> &Value {
+        single
+            .iter()
+            .map(|(_, manifest)| manifest)
+            .find(|manifest| manifest["kind"] == kind)
+            .unwrap_or_else(|| panic!("a {kind} in deploy/kubernetes/"))
+    };
+
+    // The config: the single-node one with PostgreSQL and the cluster settings.
+    let (relay_toml, data) = kubernetes_relay_config_in("kubernetes/ha");
+    let relay_config = relay_config_toml(&relay_toml);
+    let (single_toml, single_data) = kubernetes_relay_config();
+    assert_same_but_database_and_cluster(
+        &relay_config_toml(&single_toml),
+        &relay_config,
+        "deploy/kubernetes/ha/configmap.yaml",
+    );
+    for (key, value) in &single_data {
+        if key != "samsa-relay.toml" {
+            assert_eq!(data.get(key), Some(value), "ConfigMap key {key}");
+        }
+    }
+    let database = &relay_config["database"];
+    assert!(
+        database.get("url").is_none(),
+        "the URL comes from {DATABASE_URL_VARIABLE} alone"
+    );
+    let max_connections = database["max_connections"]
+        .as_integer()
+        .expect("database.max_connections") as u64;
+    let ca_file = database["ca_file"].as_str().expect("database.ca_file");
+    duration(
+        relay_config["cluster"]["lease_ttl"]
+            .as_str()
+            .expect("cluster.lease_ttl"),
+    );
+
+    // Three replicas, replaced one at a time, never more than three.
+    let spec = &deployment["spec"];
+    let replicas = spec["replicas"].as_u64().unwrap();
+    assert!(replicas >= 3, "replicas: {replicas}");
+    assert_eq!(spec["strategy"]["type"], "RollingUpdate");
+    let rolling = &spec["strategy"]["rollingUpdate"];
+    assert_eq!(rolling["maxUnavailable"], 1);
+    assert_eq!(rolling["maxSurge"], 0);
+    assert!(spec["minReadySeconds"].as_u64().unwrap_or(0) > 0);
+    let pod = &spec["template"]["spec"];
+    let pod_labels = object(&spec["template"]["metadata"]["labels"]);
+    assert_labels_select(&spec["selector"]["matchLabels"], pod_labels, "Deployment");
+
+    // The disruption budget: one replica at a time, at least two left.
+    assert_eq!(budget["apiVersion"], "policy/v1");
+    assert_labels_select(
+        &budget["spec"]["selector"]["matchLabels"],
+        pod_labels,
+        "PodDisruptionBudget",
+    );
+    let allowed = match budget["spec"]["maxUnavailable"].as_u64() {
+        Some(max_unavailable) => max_unavailable,
+        None => replicas - budget["spec"]["minAvailable"].as_u64().expect("a budget"),
+    };
+    assert_eq!(allowed, 1, "one disruption at a time");
+    assert!(replicas - allowed >= 2);
+
+    // Placement: preferred one per node, spread across zones, both selecting the pods.
+    let anti_affinity = &pod["affinity"]["podAntiAffinity"];
+    assert!(
+        anti_affinity
+            .get("requiredDuringSchedulingIgnoredDuringExecution")
+            .is_none(),
+        "preferred, not required (deployment.yaml says why)"
+    );
+    let preferred = &array(&anti_affinity["preferredDuringSchedulingIgnoredDuringExecution"])[0];
+    let term = &preferred["podAffinityTerm"];
+    assert_eq!(term["topologyKey"], "kubernetes.io/hostname");
+    assert_labels_select(
+        &term["labelSelector"]["matchLabels"],
+        pod_labels,
+        "anti-affinity",
+    );
+    let spread = array(&pod["topologySpreadConstraints"])
+        .iter()
+        .find(|constraint| constraint["topologyKey"] == "topology.kubernetes.io/zone")
+        .expect("a spread across zones");
+    assert_eq!(spread["maxSkew"], 1);
+    assert_labels_select(
+        &spread["labelSelector"]["matchLabels"],
+        pod_labels,
+        "topology spread",
+    );
+
+    // Security and the container as in the single-node Deployment.
+    let single_pod = &single_of("Deployment")["spec"]["template"]["spec"];
+    for field in [
+        "securityContext",
+        "automountServiceAccountToken",
+        "enableServiceLinks",
+    ] {
+        assert_eq!(pod[field], single_pod[field], "pod {field}");
+    }
+    let containers = array(&pod["containers"]);
+    assert_eq!(containers.len(), 1);
+    let container = &containers[0];
+    let single_container = &array(&single_pod["containers"])[0];
+    for field in [
+        "securityContext",
+        "image",
+        "args",
+        "ports",
+        "livenessProbe",
+        "readinessProbe",
+        "resources",
+    ] {
+        assert_eq!(
+            container[field], single_container[field],
+            "container {field}"
+        );
+    }
+    // Start-up includes the migrations and waiting for the database: no shorter.
+    let startup_seconds = |probe: &Value| {
+        probe["periodSeconds"].as_u64().unwrap() * probe["failureThreshold"].as_u64().unwrap()
+    };
+    assert_eq!(container["startupProbe"]["httpGet"]["path"], "/healthz");
+    assert!(
+        startup_seconds(&container["startupProbe"])
+            >= startup_seconds(&single_container["startupProbe"])
+    );
+
+    // The replica's name and the database URL from the environment.
+    let environment = deployment_environment(container, cluster, "samsa-relay-6d8f7c9b5-x2k4q");
+    for variable in environment
+        .keys()
+        .filter(|name| name.starts_with("SAMSA_RELAY_"))
+    {
+        assert_relay_reads_variable(variable);
+    }
+    assert_eq!(
+        environment.get(REPLICA_NAME_VARIABLE).map(String::as_str),
+        Some("samsa-relay-6d8f7c9b5-x2k4q"),
+        "the replica is named after its pod"
+    );
+    let url = environment
+        .get(DATABASE_URL_VARIABLE)
+        .expect("the database URL");
+    assert_postgres_url_verifies_the_server(url);
+    let namespace = string(&kustomization["namespace"]);
+    let cluster_name = string(&cluster["metadata"]["name"]);
+    assert!(
+        url.contains(&format!("@{cluster_name}-rw.{namespace}:5432/")),
+        "the read-write service, a name the server's certificate holds: {url}"
+    );
+
+    // Volumes: the config, the secrets and the database's CA, each where the config
+    // reads it.
+    let volumes: BTreeMap<&str, &Value> = array(&pod["volumes"])
+        .iter()
+        .map(|volume| (string(&volume["name"]), volume))
+        .collect();
+    let mount_path = |volume_name: &str| -> String {
+        let mount = array(&container["volumeMounts"])
+            .iter()
+            .find(|mount| mount["name"] == volume_name)
+            .unwrap_or_else(|| panic!("volume {volume_name} is not mounted"));
+        assert_eq!(
+            mount["readOnly"], true,
+            "{volume_name} is mounted read-only"
+        );
+        format!("{}/", string(&mount["mountPath"]).trim_end_matches('/'))
+    };
+    let volume_with = |source: &str, name: &str| -> &str {
+        volumes
+            .iter()
+            .find(|(_, volume)| {
+                volume[source]
+                    .as_object()
+                    .is_some_and(|fields| fields.values().any(|value| value == name))
+            })
+            .map(|(volume_name, _)| *volume_name)
+            .unwrap_or_else(|| panic!("no {source} volume for {name}"))
+    };
+    assert_eq!(
+        mount_path(volume_with("configMap", "samsa-relay-config")),
+        CONFIG_FOLDER
+    );
+    let args: Vec<&str> = array(&container["args"]).iter().map(string).collect();
+    assert_eq!(args[2], format!("{CONFIG_FOLDER}samsa-relay.toml"));
+    for relative in paths_under(&relay_config, CONFIG_FOLDER) {
+        assert!(
+            data.contains_key(&relative),
+            "the config reads {CONFIG_FOLDER}{relative}, which the ConfigMap lacks"
+        );
+    }
+    let single_secret = single_of("Secret");
+    let secrets_volume = volume_with("secret", string(&single_secret["metadata"]["name"]));
+    assert_eq!(mount_path(secrets_volume), KUBERNETES_SECRETS);
+    assert_eq!(
+        volumes[secrets_volume]["secret"]["defaultMode"].as_u64(),
+        Some(0o440)
+    );
+    let secret_keys: BTreeSet<String> = object(&single_secret["stringData"])
+        .keys()
+        .cloned()
+        .collect();
+    let referenced: BTreeSet<String> = paths_under(&relay_config, KUBERNETES_SECRETS)
+        .into_iter()
+        .collect();
+    assert_eq!(
+        secret_keys, referenced,
+        "the Secret's keys vs the config's {KUBERNETES_SECRETS} files"
+    );
+    let ca_volume = volume_with("secret", &format!("{cluster_name}-ca"));
+    let items = array(&volumes[ca_volume]["secret"]["items"]);
+    assert_eq!(items.len(), 1, "only the CA's certificate, not its key");
+    assert_eq!(items[0]["key"], "ca.crt");
+    assert_eq!(
+        format!("{}{}", mount_path(ca_volume), string(&items[0]["path"])),
+        ca_file,
+        "database.ca_file is the mounted ca.crt"
+    );
+
+    // Stopping: the preStop pause and the relay's drain fit in the grace period.
+    let pause: Vec<&str> = array(&container["lifecycle"]["preStop"]["exec"]["command"])
+        .iter()
+        .map(string)
+        .collect();
+    assert_eq!(pause[0], "sleep");
+    let pause = Duration::from_secs(pause[1].parse().unwrap());
+    let grace = Duration::from_secs(pod["terminationGracePeriodSeconds"].as_u64().unwrap());
+    let shutdown_grace = duration(relay_config["server"]["shutdown_grace"].as_str().unwrap());
+    assert!(
+        pause + shutdown_grace + Duration::from_secs(10) <= grace,
+        "terminationGracePeriodSeconds {grace:?} vs preStop {pause:?} and shutdown_grace {shutdown_grace:?}"
+    );
+
+    // The Service: every ready replica, no affinity, no /metrics.
+    assert_labels_select(&service["spec"]["selector"], pod_labels, "Service");
+    assert_eq!(
+        service["spec"]["ports"],
+        single_of("Service")["spec"]["ports"]
+    );
+    assert!(
+        service["spec"]["sessionAffinity"].is_null()
+            || service["spec"]["sessionAffinity"] == "None"
+    );
+
+    // The relay's PodMonitor: the single-node one, with the pod's name as instance.
+    let pod_monitors = all_of("PodMonitor");
+    let relay_monitor = pod_monitors
+        .iter()
+        .find(|monitor| monitor["metadata"]["name"] == "samsa-relay")
+        .expect("the relay's PodMonitor");
+    assert_labels_select(
+        &relay_monitor["spec"]["selector"]["matchLabels"],
+        pod_labels,
+        "PodMonitor",
+    );
+    let single_monitor = single_of("PodMonitor");
+    assert_eq!(
+        relay_monitor["spec"]["jobLabel"],
+        single_monitor["spec"]["jobLabel"]
+    );
+    let endpoint = &array(&relay_monitor["spec"]["podMetricsEndpoints"])[0];
+    let single_endpoint = &array(&single_monitor["spec"]["podMetricsEndpoints"])[0];
+    for field in ["port", "path", "interval", "scrapeTimeout"] {
+        assert_eq!(
+            endpoint[field], single_endpoint[field],
+            "PodMonitor {field}"
+        );
+    }
+    assert!(
+        array(&endpoint["relabelings"]).iter().any(|relabeling| {
+            relabeling["sourceLabels"] == serde_json::json!(["__meta_kubernetes_pod_name"])
+                && relabeling["targetLabel"] == "instance"
+        }),
+        "the instance label is the pod's name"
+    );
+
+    // CloudNativePG: three instances, synchronous replication in the current API.
+    assert_eq!(cluster["apiVersion"], "postgresql.cnpg.io/v1");
+    let cluster_spec = &cluster["spec"];
+    let instances = cluster_spec["instances"].as_u64().unwrap();
+    assert!(instances >= 3, "instances: {instances}");
+    for deprecated in ["minSyncReplicas", "maxSyncReplicas"] {
+        assert!(
+            cluster_spec.get(deprecated).is_none(),
+            "{deprecated} is deprecated: use postgresql.synchronous"
+        );
+    }
+    let synchronous = &cluster_spec["postgresql"]["synchronous"];
+    assert!(["any", "first"].contains(&string(&synchronous["method"])));
+    let number = synchronous["number"].as_u64().unwrap();
+    assert!(
+        number >= 1 && number < instances,
+        "synchronous standbys: {number} of {instances} instances"
+    );
+    assert_eq!(synchronous["dataDurability"], "required");
+    let initdb = &cluster_spec["bootstrap"]["initdb"];
+    assert!(initdb["database"].is_string() && initdb["owner"].is_string());
+    let pg_max_connections: u64 =
+        string(&cluster_spec["postgresql"]["parameters"]["max_connections"])
+            .parse()
+            .unwrap();
+    assert!(
+        replicas * max_connections + 10 <= pg_max_connections,
+        "{replicas} replicas × database.max_connections {max_connections} must fit in \
+         PostgreSQL's max_connections {pg_max_connections}, with room for the operator"
+    );
+
+    // Backups through the Barman Cloud Plugin, to the ObjectStore, every night.
+    let plugin = array(&cluster_spec["plugins"])
+        .iter()
+        .find(|plugin| plugin["name"] == "barman-cloud.cloudnative-pg.io")
+        .expect("the Barman Cloud Plugin");
+    assert_eq!(plugin["isWALArchiver"], true);
+    assert_eq!(object_store["apiVersion"], "barmancloud.cnpg.io/v1");
+    assert_eq!(
+        plugin["parameters"]["barmanObjectName"],
+        object_store["metadata"]["name"]
+    );
+    assert!(object_store["spec"]["retentionPolicy"].is_string());
+    assert!(string(&object_store["spec"]["configuration"]["destinationPath"]).starts_with("s3://"));
+    assert_eq!(scheduled_backup["apiVersion"], "postgresql.cnpg.io/v1");
+    let backup_spec = &scheduled_backup["spec"];
+    assert_eq!(backup_spec["cluster"]["name"], cluster["metadata"]["name"]);
+    assert_eq!(backup_spec["method"], "plugin");
+    assert_eq!(backup_spec["pluginConfiguration"]["name"], plugin["name"]);
+    assert_eq!(
+        string(&backup_spec["schedule"]).split_whitespace().count(),
+        6,
+        "CloudNativePG's schedule has six fields, seconds first"
+    );
+
+    // The database's PodMonitor selects the cluster's instances.
+    let database_monitor = pod_monitors
+        .iter()
+        .find(|monitor| {
+            monitor["spec"]["selector"]["matchLabels"]["cnpg.io/cluster"]
+                == cluster["metadata"]["name"]
+        })
+        .expect("a PodMonitor for the database");
+    assert_eq!(
+        array(&database_monitor["spec"]["podMetricsEndpoints"])[0]["port"],
+        "metrics"
+    );
+
+    // kubectl apply -k applies every file, in the single-node variant's namespace.
+    assert_eq!(
+        kustomization["namespace"],
+        single_of("Kustomization")["namespace"]
+    );
+    let listed: BTreeSet<&str> = array(&kustomization["resources"])
+        .iter()
+        .map(string)
+        .collect();
+    let files: BTreeSet<&str> = manifests
+        .iter()
+        .map(|(file, _)| file.as_str())
+        .filter(|file| *file != "kustomization.yaml")
+        .collect();
+    assert_eq!(listed, files, "ha/kustomization.yaml resources");
+}
+
+#[cfg(feature = "system-tests")]
+#[test]
+fn kubernetes_ha_config_passes_check_config_with_cloudnativepg_secrets() {
+    let (relay_toml, config_map_data) = kubernetes_relay_config_in("kubernetes/ha");
+    let relay_config = relay_config_toml(&relay_toml);
+    let manifests = kubernetes_manifests_in("kubernetes/ha");
+    let of_kind = |kind: &str| -> &Value {
+        manifests
+            .iter()
+            .map(|(_, manifest)| manifest)
+            .find(|manifest| manifest["kind"] == kind)
+            .unwrap_or_else(|| panic!("a {kind}"))
+    };
+    let deployment = of_kind("Deployment");
+    let container = &array(&deployment["spec"]["template"]["spec"]["containers"])[0];
+    // The environment as the kubelet builds it from CloudNativePG's secret.
+    let environment = deployment_environment(container, of_kind("Cluster"), "samsa-relay-abc12");
+    let relay_environment: Vec<(&str, &str)> = environment
+        .iter()
+        .filter(|(name, _)| name.starts_with("SAMSA_RELAY_"))
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+
+    // The pod's file system below a temporary root: the ConfigMap's keys in etc/, the
+    // Secret's in secrets/, the database's CA in database-ca/.
+    let ca_file = relay_config["database"]["ca_file"].as_str().unwrap();
+    let (ca_folder, ca_name) = ca_file.rsplit_once('/').unwrap();
+    let ca_folder = format!("{ca_folder}/");
+    let root = tempfile::tempdir().expect("temporary folder");
+    let etc = root.path().join("etc");
+    let secrets = root.path().join("secrets");
+    let database_ca = root.path().join("database-ca");
+    for folder in [&etc, &secrets, &database_ca] {
+        std::fs::create_dir_all(folder).unwrap();
+    }
+    for (key, value) in &config_map_data {
+        std::fs::write(etc.join(key), value).unwrap();
+    }
+    for name in paths_under(&relay_config, KUBERNETES_SECRETS) {
+        std::fs::write(secrets.join(&name), test_secret(&name)).unwrap();
+    }
+    std::fs::write(database_ca.join(ca_name), test_certificate_authority()).unwrap();
+    let installed_config = root.path().join("samsa-relay.toml");
+    std::fs::write(
+        &installed_config,
+        rewrite_paths(
+            &relay_toml,
+            &[
+                (KUBERNETES_SECRETS, &secrets),
+                (ca_folder.as_str(), &database_ca),
+                (CONFIG_FOLDER, &etc),
+            ],
+        ),
+    )
+    .unwrap();
+    assert_config_valid_with(root.path(), &installed_config, &relay_environment);
+}
+
 // ---------------------------------------------------------------------------------------
 // Docker
 // ---------------------------------------------------------------------------------------
@@ -1009,7 +1714,14 @@ fn deploy_path(relative: &str) -> PathBuf {
 
 /// Runs a tool to completion within [`TOOL_DEADLINE`], its output captured in files (a
 /// full pipe cannot block it). Kills it, by its own handle, if it overruns.
+#[cfg(feature = "system-tests")]
 fn run_tool(command: &mut Command) -> Output {
+    run_tool_with(command, &[])
+}
+
+/// [`run_tool`] with these environment variables set, after the inherited ones that
+/// would change the check are removed.
+fn run_tool_with(command: &mut Command, environment: &[(&str, &str)]) -> Output {
     let folder = tempfile::tempdir().expect("temporary folder");
     let stdout_path = folder.path().join("stdout");
     let stderr_path = folder.path().join("stderr");
@@ -1022,6 +1734,10 @@ fn run_tool(command: &mut Command) -> Output {
     }
     for (variable, _) in samsa_relay::config::ENV_OVERRIDES {
         command.env_remove(variable);
+    }
+    command.env_remove(REPLICA_NAME_VARIABLE);
+    for (variable, value) in environment {
+        command.env(variable, value);
     }
     let mut child = command
         .spawn()
@@ -1067,18 +1783,29 @@ fn assert_succeeded(what: &str, output: &Output) {
 }
 
 /// `samsa-relay check-config --config FILE`, run in FOLDER.
+#[cfg(feature = "system-tests")]
 fn check_config(folder: &Path, config: &Path) -> Output {
-    run_tool(
+    check_config_with(folder, config, &[])
+}
+
+/// [`check_config`] with these environment variables set.
+fn check_config_with(folder: &Path, config: &Path, environment: &[(&str, &str)]) -> Output {
+    run_tool_with(
         Command::new(RELAY_BINARY)
             .arg("check-config")
             .arg("--config")
             .arg(config)
             .current_dir(folder),
+        environment,
     )
 }
 
 fn assert_config_valid(folder: &Path, config: &Path) {
-    let output = check_config(folder, config);
+    assert_config_valid_with(folder, config, &[]);
+}
+
+fn assert_config_valid_with(folder: &Path, config: &Path, environment: &[(&str, &str)]) {
+    let output = check_config_with(folder, config, environment);
     assert_succeeded("samsa-relay check-config", &output);
     assert_eq!(
         text_of(&output.stdout).trim(),
@@ -1120,7 +1847,13 @@ fn yaml_documents(path: &Path) -> Vec<Value> {
 /// Every manifest in deploy/kubernetes/, with its file name.
 #[cfg(feature = "system-tests")]
 fn kubernetes_manifests() -> Vec<(String, Value)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(deploy_path("kubernetes"))
+    kubernetes_manifests_in("kubernetes")
+}
+
+/// Every manifest in deploy/FOLDER/ (not below it), with its file name.
+#[cfg(feature = "system-tests")]
+fn kubernetes_manifests_in(folder: &str) -> Vec<(String, Value)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(deploy_path(folder))
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .filter(|path| {
@@ -1129,7 +1862,7 @@ fn kubernetes_manifests() -> Vec<(String, Value)> {
         })
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no manifests in deploy/kubernetes/");
+    assert!(!files.is_empty(), "no manifests in deploy/{folder}/");
     files
         .iter()
         .flat_map(|path| {
@@ -1146,7 +1879,13 @@ fn kubernetes_manifests() -> Vec<(String, Value)> {
 /// The ConfigMap's relay TOML, and all its keys (file name -> content).
 #[cfg(feature = "system-tests")]
 fn kubernetes_relay_config() -> (String, BTreeMap<String, String>) {
-    let config_map = kubernetes_manifests()
+    kubernetes_relay_config_in("kubernetes")
+}
+
+/// [`kubernetes_relay_config`] of the manifests in deploy/FOLDER/.
+#[cfg(feature = "system-tests")]
+fn kubernetes_relay_config_in(folder: &str) -> (String, BTreeMap<String, String>) {
+    let config_map = kubernetes_manifests_in(folder)
         .into_iter()
         .map(|(_, manifest)| manifest)
         .find(|manifest| manifest["kind"] == "ConfigMap")
@@ -1209,6 +1948,78 @@ fn rewrite_paths(text: &str, replacements: &[(&str, &Path)]) -> String {
         .fold(text.to_owned(), |text, (prefix, folder)| {
             text.replace(prefix, &format!("{}/", folder.display()))
         })
+}
+
+/// Asserts that two relay configs are the same but for `[database]` and `[cluster]`: the
+/// highly available variant of a deployment must not drift from the single-node one.
+fn assert_same_but_database_and_cluster(single: &toml::Value, ha: &toml::Value, what: &str) {
+    assert!(
+        single.get("cluster").is_none(),
+        "the single-node config has no [cluster]"
+    );
+    let without = |config: &toml::Value| -> toml::Value {
+        let mut table = config.as_table().expect("a TOML table").clone();
+        table.remove("database");
+        table.remove("cluster");
+        toml::Value::Table(table)
+    };
+    assert_eq!(
+        without(single),
+        without(ha),
+        "{what} must differ from the single-node config only in [database] and [cluster]"
+    );
+}
+
+/// Asserts that a database URL is PostgreSQL's and checks the server's certificate and
+/// name (`sslmode=verify-full`).
+fn assert_postgres_url_verifies_the_server(url: &str) {
+    assert!(
+        url.starts_with("postgres://") || url.starts_with("postgresql://"),
+        "not a PostgreSQL URL: {url}"
+    );
+    let query = url
+        .split_once('?')
+        .map(|(_, query)| query)
+        .unwrap_or_default();
+    assert!(
+        query.split('&').any(|pair| pair == "sslmode=verify-full"),
+        "{url}: sslmode=verify-full checks the server's certificate and name"
+    );
+}
+
+/// Asserts that the relay reads this environment variable: one of its overrides of a key
+/// (`samsa_relay::config::ENV_OVERRIDES`), or a default the config module reads itself
+/// (`SAMSA_RELAY_REPLICA_NAME`, in `src/config/cluster.rs`).
+fn assert_relay_reads_variable(variable: &str) {
+    if samsa_relay::config::ENV_OVERRIDES
+        .iter()
+        .any(|(name, _)| *name == variable)
+    {
+        return;
+    }
+    let mut sources = vec![repository_path("src/config.rs")];
+    for entry in std::fs::read_dir(repository_path("src/config")).unwrap() {
+        sources.push(entry.unwrap().path());
+    }
+    let read_call = format!("std::env::var(\"{variable}\")");
+    assert!(
+        sources.iter().any(|source| std::fs::read_to_string(source)
+            .unwrap_or_default()
+            .contains(&read_call)),
+        "the relay does not read {variable}: not in samsa_relay::config::ENV_OVERRIDES, and \
+         no {read_call} in src/config.rs or src/config/"
+    );
+}
+
+/// A self-signed CA certificate in PEM, standing in for a database server's CA.
+fn test_certificate_authority() -> String {
+    let mut parameters = rcgen::CertificateParams::new(Vec::<String>::new()).expect("parameters");
+    parameters.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    parameters
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "samsa-db CA");
+    let key = rcgen::KeyPair::generate().expect("a key");
+    parameters.self_signed(&key).expect("a certificate").pem()
 }
 
 /// A value long enough for every secret the relay checks (32 characters and more).
@@ -1274,6 +2085,92 @@ fn cargo_rust_version() -> String {
         .as_str()
         .expect("package.rust-version")
         .to_owned()
+}
+
+/// The anchor GitHub gives a Markdown heading: lower case, spaces to hyphens, and only
+/// letters, digits, hyphens and underscores kept.
+#[cfg(feature = "system-tests")]
+fn github_anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|character| match character {
+            ' ' => Some('-'),
+            '-' | '_' => Some(character),
+            _ if character.is_alphanumeric() => Some(character),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The container's environment as the kubelet builds it for a pod named POD: values with
+/// `$(NAME)` references to earlier variables expanded, the pod's name from the downward
+/// API, and the keys of CloudNativePG's secret `<cluster>-app` as the operator writes them
+/// (the password with characters that a URL must escape). Any other reference fails.
+#[cfg(feature = "system-tests")]
+fn deployment_environment(
+    container: &Value,
+    cluster: &Value,
+    pod: &str,
+) -> BTreeMap<String, String> {
+    let cluster_name = string(&cluster["metadata"]["name"]);
+    let initdb = &cluster["spec"]["bootstrap"]["initdb"];
+    let (owner, database) = (string(&initdb["owner"]), string(&initdb["database"]));
+    // The namespace the kustomization puts everything in.
+    let namespace = "samsa";
+    let app_secret = format!("{cluster_name}-app");
+    let app_key = |key: &str| -> String {
+        match key {
+            "uri" => format!(
+                "postgresql://{owner}:p%2Fq%3Ar%40s0123456789@{cluster_name}-rw.{namespace}:5432/{database}"
+            ),
+            "username" | "user" => owner.to_owned(),
+            "password" => "p/q:r@s0123456789".to_owned(),
+            "dbname" => database.to_owned(),
+            "host" => format!("{cluster_name}-rw"),
+            "port" => "5432".to_owned(),
+            other => panic!("{app_secret} has no key {other} the relay should use"),
+        }
+    };
+    let mut environment: BTreeMap<String, String> = BTreeMap::new();
+    for variable in array(&container["env"]) {
+        let name = string(&variable["name"]).to_owned();
+        let value = if let Some(value) = variable["value"].as_str() {
+            let mut expanded = String::new();
+            let mut rest = value;
+            while let Some(start) = rest.find("$(") {
+                expanded.push_str(&rest[..start]);
+                let end = rest[start..].find(')').expect("$(NAME) closed") + start;
+                let reference = &rest[start + 2..end];
+                expanded.push_str(environment.get(reference).unwrap_or_else(|| {
+                    panic!("{name} refers to {reference}, not defined before it")
+                }));
+                rest = &rest[end + 1..];
+            }
+            expanded.push_str(rest);
+            expanded
+        } else if let Some(secret) = variable["valueFrom"]["secretKeyRef"].as_object() {
+            assert_eq!(
+                secret["name"], app_secret,
+                "{name}: only CloudNativePG's application secret"
+            );
+            assert!(
+                secret
+                    .get("optional")
+                    .is_none_or(|optional| optional == false),
+                "{name}: a pod without it must not start"
+            );
+            app_key(string(&secret["key"]))
+        } else if let Some(field) = variable["valueFrom"]["fieldRef"].as_object() {
+            assert_eq!(field["fieldPath"], "metadata.name", "{name}");
+            pod.to_owned()
+        } else {
+            panic!("{name}: an environment variable of an unexpected kind: {variable}");
+        };
+        environment.insert(name, value);
+    }
+    environment
 }
 
 /// The alerting rules of every group of a rule file.

@@ -271,10 +271,18 @@ async fn an_outage_seen_by_the_probes_is_drafted_confirmed_delivered_and_resolve
     assert!(page.contains("<h1>Publicerat</h1>"), "{page}");
     wait_until_sent(&app, incident_id, 8).await;
     let banner = banner_json(&app).await;
-    assert_eq!(banner["active"], false, "the banner is off: {banner}");
+    assert_eq!(banner["active"], true, "the all-clear: {banner}");
+    assert_eq!(banner["kind"], "resolved", "the all-clear: {banner}");
+    assert!(
+        banner["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("är åtgärdad"),
+        "{banner}"
+    );
     let resolution_email = mail_bodies(&app.folder.path().join("mail"), EMAIL_RECIPIENTS[0]);
     assert_eq!(resolution_email.len(), 2, "the notice and its resolution");
-    step("the resolution is published and delivered; the banner is off");
+    step("the resolution is published and delivered; the banner shows the all-clear");
 
     assert_eq!(
         app.metric(r#"samsa_relay_webhook_requests_total{outcome="unauthorized"}"#)

@@ -45,6 +45,8 @@ mod properties;
 mod public;
 mod publishing;
 mod simulate;
+// The storage contract: SQLite here, PostgreSQL (postgresql) in the system tier.
+mod storage;
 mod subscriptions;
 mod webhook;
 
@@ -54,6 +56,11 @@ mod alertmanager;
 // Headless Chromium through chromedriver (chromium, chromium-driver).
 #[cfg(feature = "system-tests")]
 mod browser;
+// Three relay processes over one real PostgreSQL, two peered Alertmanagers, the real SMTP
+// server; SIGKILLs and a stopped database (postgresql, prometheus-alertmanager,
+// python3-aiosmtpd).
+#[cfg(feature = "system-tests")]
+mod cluster;
 // TLS to the real SMTP server (python3-aiosmtpd).
 #[cfg(feature = "system-tests")]
 mod email_tls;
@@ -63,6 +70,9 @@ mod end_to_end;
 // The database on a tmpfs that the test mounts and fills (root).
 #[cfg(feature = "system-tests")]
 mod faults;
+// Replicas racing on one real PostgreSQL server (postgresql).
+#[cfg(feature = "system-tests")]
+mod postgres;
 
 /// Every `.rs` file in this folder is a module of this crate: a file that is not declared
 /// above would never be compiled, its tests silently never run.

@@ -322,7 +322,7 @@ async fn posts_need_the_csrf_token_and_publishing_consumes_the_link() {
 }
 
 #[tokio::test]
-async fn an_edit_is_previewed_before_it_can_be_published_and_decisions_are_required() {
+async fn an_edit_is_saved_and_confirmed_before_it_is_published_and_decisions_are_required() {
     let app = spawn_with_operators("").await;
     let draft_id = outage(&app, json!({"subregion": "fyrbodal"})).await;
     let url = link(
@@ -339,8 +339,22 @@ async fn an_edit_is_previewed_before_it_can_be_published_and_decisions_are_requi
     assert!(
         html.contains("Nivå 2: Övergång till reservrutin i delar av verksamheterna (föreslagen)")
     );
+    // The page leads with what goes out, per channel in Swedish, before the choices; and
+    // offers no button that publishes.
+    let texts_at = html.find("Det här skickas ut").expect("the texts");
+    let choices_at = html.find("Dina val").expect("the choices");
+    assert!(texts_at < choices_at, "the texts come first");
+    assert!(
+        html.contains("<h3 id=\"out-banner\">Inloggningssidan</h3>"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("value=\"publish\""),
+        "no Publicera on the first view"
+    );
+    assert!(html.contains("Granska och publicera"));
 
-    // Publish with new text: the relay previews first instead of publishing unseen text.
+    // Spara ändringar: a new version, and a plain word that nothing is published.
     let (status, html) = post_form(
         &app,
         &url,
@@ -351,12 +365,20 @@ async fn an_edit_is_previewed_before_it_can_be_published_and_decisions_are_requi
             ("additional_information", "Cerner felsöker <inloggningen>."),
             ("expected_resolution", "2026-11-28T09:30"),
             ("channels", "banner"),
-            ("action", "publish"),
+            ("channels", "website"),
+            ("action", "save"),
         ],
     )
     .await;
     assert_eq!(status, 200);
-    assert!(html.contains("förhandsvisningen är uppdaterad"), "{html}");
+    assert!(
+        html.contains("Dina ändringar är sparade som version 2. Inget är publicerat ännu."),
+        "{html}"
+    );
+    assert!(
+        !html.contains("class=\"flash\""),
+        "no success box for a save"
+    );
     assert!(
         html.contains("Cerner felsöker &lt;inloggningen&gt;."),
         "escaped in the page"
@@ -371,7 +393,7 @@ async fn an_edit_is_previewed_before_it_can_be_published_and_decisions_are_requi
             .is_empty()
     );
 
-    // Level 2 without a decision-maker: refused with the reason.
+    // Level 2 without a decision-maker: the errors at their fields, a summary first.
     let (status, html) = post_form(
         &app,
         &url,
@@ -382,13 +404,34 @@ async fn an_edit_is_previewed_before_it_can_be_published_and_decisions_are_requi
             ("additional_information", "Cerner felsöker <inloggningen>."),
             ("expected_resolution", "2026-11-28T09:30"),
             ("channels", "banner"),
-            ("action", "publish"),
+            ("channels", "website"),
+            ("action", "confirm"),
         ],
     )
     .await;
     assert_eq!(status, 422);
-    assert!(html.contains("Nivå 2 är ett beslut"), "{html}");
+    assert!(html.contains("<title>Fel: Granska utkast"), "{html}");
+    assert!(html.contains("id=\"error-summary\" tabindex=\"-1\" autofocus"));
+    assert!(
+        html.contains("<a href=\"#decided_by\">Nivå 2 är ett beslut: ange vem som beslutade.</a>")
+    );
+    assert!(html.contains(
+        "<a href=\"#role\">Nivå 2 är ett beslut: välj i vilken roll beslutet fattades.</a>"
+    ));
+    assert!(html.contains(
+        "<input id=\"decided_by\" name=\"decided_by\" type=\"text\" maxlength=\"200\" value=\"\" autocomplete=\"off\" aria-invalid=\"true\" aria-describedby=\"decided_by-error\">"
+    ), "{html}");
+    assert!(html.contains("<span class=\"field-error\" id=\"decided_by-error\">"));
+    assert!(html.contains(
+        "<select id=\"role\" name=\"role\" aria-invalid=\"true\" aria-describedby=\"role-error\">"
+    ));
+    let summary_at = html.find("error-summary").unwrap();
+    assert!(
+        summary_at < html.find("<h1>").unwrap(),
+        "the summary is at the top"
+    );
 
+    // With the decision: the confirmation page, nothing published yet.
     let (status, html) = post_form(
         &app,
         &url,
@@ -401,15 +444,44 @@ async fn an_edit_is_previewed_before_it_can_be_published_and_decisions_are_requi
             ("additional_information", "Cerner felsöker <inloggningen>."),
             ("expected_resolution", "2026-11-28T09:30"),
             ("channels", "banner"),
-            ("action", "publish"),
+            ("channels", "website"),
+            ("action", "confirm"),
         ],
     )
     .await;
     assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("<h1>Bekräfta publicering: första meddelande – incident 1</h1>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<strong>Inloggningssidan</strong>: visas på inloggningssidan"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<strong>Nyhet på webbplatsen</strong>: publiceras i flödet"),
+        "{html}"
+    );
+    assert!(html.contains("Beslut: Bo Berg (delregional nivå)."));
+    assert!(
+        app.state
+            .storage
+            .published_notices(None, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the confirmation publishes nothing"
+    );
+    let mut confirm = common::confirm_form_fields(&html);
+    confirm.push(("action".to_owned(), "publish".to_owned()));
+    let (status, html) = common::post_fields(&app, &url, &confirm).await;
+    assert_eq!(status, 200, "{html}");
     assert!(html.contains("<h1>Publicerat</h1>"));
     let notice = &app.state.storage.published_notices(None, 1).await.unwrap()[0];
     assert_eq!(notice.level, 2);
+    assert_eq!(notice.draft_version, 2);
     assert_eq!(notice.decided_by.as_deref(), Some("Bo Berg"));
+    assert_eq!(notice.channels, ["banner", "website"]);
     assert!(
         notice
             .rendered
@@ -421,6 +493,62 @@ async fn an_edit_is_previewed_before_it_can_be_published_and_decisions_are_requi
         events
             .iter()
             .any(|event| event.event == "draft_edited" && event.source == "Anna Andersson")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn publicera_nu_with_changed_text_saves_it_and_asks_again_and_a_stale_version_publishes_nothing()
+ {
+    let app = spawn_with_operators("").await;
+    let draft_id = outage(&app, json!({"actor": "kommun-boras"})).await;
+    let url = link(
+        &app,
+        "anna@example.org",
+        LinkPurpose::Review {
+            draft_id,
+            version: 1,
+        },
+        in_an_hour(),
+    );
+    let csrf = csrf_of(&get_page(&app, &url).await.1);
+    let (status, html) = post_form(
+        &app,
+        &url,
+        &[
+            ("csrf", &csrf),
+            ("version", "1"),
+            ("level", "1"),
+            ("additional_information", "Ny text"),
+            ("channels", "banner"),
+            ("action", "publish"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Bekräfta publicering"), "{html}");
+    assert!(html.contains("sparade som version 2"), "{html}");
+    let (status, html) = post_form(
+        &app,
+        &url,
+        &[
+            ("csrf", &csrf),
+            ("version", "1"),
+            ("level", "1"),
+            ("channels", "banner"),
+            ("action", "publish"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 409, "{html}");
+    assert!(html.contains("Inget publicerades"), "{html}");
+    assert!(
+        app.state
+            .storage
+            .published_notices(None, 10)
+            .await
+            .unwrap()
+            .is_empty()
     );
     app.stop().await;
 }
@@ -788,5 +916,129 @@ async fn each_page_is_one_handler_for_the_link_and_for_single_sign_on() {
             .unwrap()
             .contains("Formuläret kunde inte läsas")
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_update_shows_its_changes_and_a_level_3_resolution_keeps_the_decision_and_asks_no_times()
+{
+    let app = spawn_with_operators("").await;
+    let draft_id = outage(&app, json!({"scope": "all"})).await;
+    let draft = app.state.storage.drafts(1).await.unwrap().remove(0);
+    assert_eq!(
+        draft.versions[0].input["classification"]["level"], 3,
+        "the whole service down is level 3"
+    );
+    app.state
+        .publisher
+        .publish(&samsa_relay::publishing::PublishRequest {
+            draft_id,
+            draft_version: 1,
+            level: samsa_relay::classify::Level::Three,
+            channels: vec!["banner".to_owned(), "website".to_owned()],
+            decision: Some(samsa_relay::publishing::Decision {
+                decided_by: "Karin Öberg".to_owned(),
+                role: samsa_relay::publishing::DecisionRole::CouncilChair,
+            }),
+            operator: "Anna Andersson".to_owned(),
+        })
+        .await
+        .unwrap();
+    let dashboard = link(
+        &app,
+        "anna@example.org",
+        LinkPurpose::Dashboard,
+        in_an_hour(),
+    );
+    let csrf = csrf_of(&get_page(&app, &dashboard).await.1);
+    let (status, _) = post_form(
+        &app,
+        &dashboard,
+        &[("csrf", &csrf), ("action", "update"), ("incident_id", "1")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let update_id = app.state.storage.drafts(1).await.unwrap()[1].draft_id;
+    let update_url = format!("{}/r/{update_id}", dashboard.trim_end_matches('/'));
+    let (status, html) = get_page(&app, &update_url).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Ändringar mot förra meddelandet"), "{html}");
+    let review_csrf = csrf_of(&html);
+    let (status, html) = post_form(
+        &app,
+        &update_url,
+        &[
+            ("csrf", &review_csrf),
+            ("version", "1"),
+            ("level", "3"),
+            (
+                "additional_information",
+                "Leverantören byter en nätverksswitch.",
+            ),
+            ("expected_resolution", ""),
+            ("next_update", "2026-11-28T10:00"),
+            ("channels", "banner"),
+            ("channels", "website"),
+            ("action", "save"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    let changes = &html[html.find("Ändringar mot förra meddelandet").unwrap()..];
+    assert!(
+        changes.contains("<ins><span class=\"visually-hidden\">Tillagt: </span>Leverantören byter en nätverksswitch.</ins>"),
+        "{changes}"
+    );
+    assert!(
+        changes.contains("<del><span class=\"visually-hidden\">Borttaget: </span>"),
+        "{changes}"
+    );
+    // Discard the update; resolve by hand.
+    let (status, _) = post_form(
+        &app,
+        &update_url,
+        &[
+            ("csrf", &review_csrf),
+            ("action", "discard"),
+            ("discard_reason", "Provade"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = post_form(
+        &app,
+        &dashboard,
+        &[("csrf", &csrf), ("action", "resolve"), ("incident_id", "1")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let resolution_id = app.state.storage.drafts(1).await.unwrap()[2].draft_id;
+    let resolution_url = format!("{}/r/{resolution_id}", dashboard.trim_end_matches('/'));
+    let (status, html) = get_page(&app, &resolution_url).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(!html.contains("Beräknas vara löst (svensk tid)"), "{html}");
+    assert!(!html.contains("Nästa uppdatering (svensk tid)"), "{html}");
+    assert!(
+        !html.contains("id=\"decided_by\""),
+        "no new decision asked for"
+    );
+    assert!(html.contains(
+        "Beslutet om incidenten står fast: Karin Öberg (ordförande i Ledningsråd Samordnad hälsa, vård och omsorg)."
+    ));
+    let mut fields =
+        common::confirm_form_fields(&html.replace("class=\"review\"", "class=\"confirm\""));
+    fields.push(("action".to_owned(), "confirm".to_owned()));
+    let (status, html) = common::post_fields(&app, &resolution_url, &fields).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Beslutet står fast: Karin Öberg"), "{html}");
+    let mut fields = common::confirm_form_fields(&html);
+    fields.push(("action".to_owned(), "publish".to_owned()));
+    let (status, html) = common::post_fields(&app, &resolution_url, &fields).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("<h1>Publicerat</h1>"), "{html}");
+    let notices = app.state.storage.published_notices(None, 10).await.unwrap();
+    assert_eq!(notices[0].kind.as_str(), "resolved");
+    assert_eq!(notices[0].level, samsa_relay::classify::Level::Three);
+    assert_eq!(notices[0].decided_by.as_deref(), Some("Karin Öberg"));
     app.stop().await;
 }

@@ -335,15 +335,33 @@ async fn the_banner_shows_an_open_incident_and_goes_away_with_the_resolution() {
     publish_pending(&app, 1, NoticeKind::Resolved, &["banner", "news"]).await;
     let resolution = newest_notice(&app).await;
 
-    assert_eq!(
-        get_json(&app, "/public/banner.json").await,
-        json!({"active": false})
+    // The all-clear stays for banner.all_clear_for (2 hours by default), announced
+    // politely, then the banner turns inactive.
+    let banner = get_json(&app, "/public/banner.json").await;
+    assert_eq!(banner["active"], true, "{banner}");
+    assert_eq!(banner["kind"], "resolved");
+    assert_eq!(banner["text"], resolution.rendered.banner_text.as_str());
+    assert!(
+        resolution.rendered.banner_text.contains("är åtgärdad"),
+        "{}",
+        resolution.rendered.banner_text
     );
-    assert_eq!(get_text(&app, "/public/banner.html").await.1, "");
     assert_eq!(
-        get_json(&app, "/public/status.json").await,
-        json!({"status": "ok"})
+        time(&banner["until"]),
+        resolution.published_at + jiff::SignedDuration::from_hours(2)
     );
+    assert!(banner.get("next_update").is_none());
+    let (_, html) = get_text(&app, "/public/banner.html").await;
+    assert!(
+        html.starts_with("<div class=\"samsa-relay-banner\" role=\"status\" lang=\"sv\">"),
+        "{html}"
+    );
+    assert!(
+        html.contains("Lämna synpunkter inför uppföljningen"),
+        "{html}"
+    );
+    let status = get_json(&app, "/public/status.json").await;
+    assert_eq!(status["status"], "resolved");
     let (_, feed) = get_feed(&app).await;
     assert_valid_atom(&feed);
     assert_eq!(feed.entries.len(), 3, "newest first");
@@ -603,7 +621,16 @@ async fn hostile_text_is_escaped_in_html_atom_and_json() {
         ),
         "{html}"
     );
-    assert_eq!(html.matches('<').count(), 2, "only the div's tags: {html}");
+    let tags: Vec<&str> = html
+        .split('<')
+        .skip(1)
+        .map(|tag| tag.split([' ', '>']).next().unwrap_or(""))
+        .collect();
+    assert!(
+        tags.iter()
+            .all(|tag| ["div", "/div", "p", "/p", "strong", "/strong", "a", "/a"].contains(tag)),
+        "only the banner's own tags: {html}"
+    );
 
     // Atom: well-formed, and the text reads back exactly.
     let (xml, feed) = get_feed(&app).await;
@@ -624,11 +651,12 @@ async fn banner_js_reads_banner_json_from_its_own_origin_and_sets_text_only() {
 
     // Where it reads from: banner.json next to the script itself.
     assert!(script.contains("document.currentScript"));
-    assert!(script.contains("new URL(\"banner.json\", script.src)"));
+    assert!(script.contains("new URL(\"banner.json\", scriptUrl)"));
+    assert!(script.contains("searchParams.get(\"ovning\") === \"1\""));
     // What it builds: an accessible, Swedish banner at the top of the page.
     for needed in [
         "samsa-relay-banner",
-        "\"role\", \"alert\"",
+        "\"role\", calm ? \"status\" : \"alert\"",
         "\"lang\", \"sv\"",
         "insertBefore(element, document.body.firstChild)",
         "data.active === true",
@@ -638,7 +666,8 @@ async fn banner_js_reads_banner_json_from_its_own_origin_and_sets_text_only() {
         assert!(script.contains(needed), "banner.js lacks {needed}");
     }
     // How the text gets in: textContent, never parsed as HTML.
-    assert!(script.contains(".textContent = text"));
+    assert!(script.contains("element.textContent = text"));
+    assert!(script.contains("link.textContent ="));
     for forbidden in [
         "innerHTML",
         "outerHTML",
@@ -701,7 +730,7 @@ async fn banner_html_may_be_framed_only_by_the_allowed_origins() {
     assert_eq!(not_modified.headers()["content-security-policy"], &policy);
     app.stop().await;
 
-    // Without allowed origins only the relay's own origin may frame it.
+    // Without allowed origins any login page may frame it and read every public answer.
     let app = spawn_app_with_tables(
         "[channels.banner]\ncontent = \"banner\"\ntransport = \"banner\"\n\n[plan]\nlevel_1 = [\"banner\"]\nlevel_2 = [\"banner\"]\nlevel_3 = [\"banner\"]\n",
     )
@@ -711,8 +740,22 @@ async fn banner_html_may_be_framed_only_by_the_allowed_origins() {
         headers["content-security-policy"]
             .to_str()
             .unwrap()
-            .ends_with("frame-ancestors 'self'")
+            .ends_with("frame-ancestors *")
     );
+    for path in PATHS {
+        let response = app
+            .client
+            .get(format!("{}{path}", app.address))
+            .header("origin", "https://any-login-page.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.headers()["access-control-allow-origin"],
+            "*",
+            "{path}: no credentials, so shared with any origin"
+        );
+    }
     assert!(
         headers.get("strict-transport-security").is_none(),
         "no HSTS over plain HTTP"
@@ -761,6 +804,173 @@ async fn under_tls_every_response_carries_hsts() {
             response.headers()["strict-transport-security"],
             "max-age=31536000",
             "{path}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_banner_tells_the_next_update_information_backup_routine_and_feedback_and_hides_drills()
+{
+    let tables = PUBLIC_TABLES.replace(
+        "transport = \"banner\"\n",
+        "transport = \"banner\"\ndrill = true\n",
+    );
+    let app = spawn_app_with_tables(&format!("{tables}\n[banner]\nall_clear_for = \"0s\"\n")).await;
+    post_firing(&app, vec![uddevalla("firing")]).await;
+    let (draft_id, _, _) = pending_draft(&app, 1, NoticeKind::Initial).await;
+    let next_update: jiff::Timestamp = "2026-11-28T09:00:00Z".parse().unwrap();
+    let version = samsa_relay::publishing::revise_draft(
+        &app.state.storage,
+        &app.state.renderer,
+        draft_id,
+        &DraftFields {
+            level: Some(samsa_relay::classify::Level::Two),
+            expected_resolution: None,
+            next_update: Some(next_update),
+            additional_information: Some(
+                "Använd reservrutinen på papper.\nRing supporten vid frågor.".to_owned(),
+            ),
+        },
+        "Operatör",
+    )
+    .await
+    .unwrap();
+    app.state
+        .publisher
+        .publish(&publish_request(
+            draft_id,
+            version,
+            samsa_relay::classify::Level::Two,
+            &["banner", "news"],
+        ))
+        .await
+        .unwrap();
+    let banner = get_json(&app, "/public/banner.json").await;
+    assert_eq!(banner["drill"], false);
+    assert_eq!(time(&banner["next_update"]), next_update);
+    assert_eq!(
+        banner["additional_information"],
+        "Använd reservrutinen på papper. Ring supporten vid frågor."
+    );
+    assert_eq!(
+        banner["lines"],
+        json!([
+            "Nästa uppdatering: 28 november 2026 kl. 10:00.",
+            "Övrig information: Använd reservrutinen på papper. Ring supporten vid frågor.",
+            "Reservrutin: berörda verksamheter kan behöva gå över till reservrutin. Beslut fattas på delregional nivå."
+        ])
+    );
+    assert_eq!(
+        banner["feedback_url"],
+        "http://127.0.0.1:9095/public/feedback/1"
+    );
+    let (_, html) = get_text(&app, "/public/banner.html").await;
+    assert!(html.contains("role=\"alert\""), "{html}");
+    assert!(
+        html.contains("<p>Nästa uppdatering: 28 november 2026 kl. 10:00.</p>"),
+        "{html}"
+    );
+    assert!(html.contains(
+        "<a href=\"http://127.0.0.1:9095/public/feedback/1\" target=\"_blank\" rel=\"noopener\">Lämna synpunkter eller rapportera problem</a>"
+    ), "{html}");
+
+    // The resolution with all_clear_for = 0s: inactive at once.
+    let resolved = payload("resolved", vec![uddevalla("resolved")]);
+    assert_eq!(app.post_webhook(resolved.to_string()).await.status(), 200);
+    publish_pending(&app, 1, NoticeKind::Resolved, &["banner", "news"]).await;
+    assert_eq!(
+        get_json(&app, "/public/banner.json").await,
+        json!({"active": false})
+    );
+
+    // A drill: not on the live banner, only where asked for, and announced politely.
+    let scopes = [samsa_relay::classify::AlertScope::Everything];
+    let (drill_id, drill_draft) = samsa_relay::publishing::start_drill(
+        &app.state.storage,
+        &app.state.config,
+        &app.state.renderer,
+        &scopes,
+        "Operatör",
+    )
+    .await
+    .unwrap();
+    let drill_version = app.state.storage.drafts(drill_id).await.unwrap()[0]
+        .versions
+        .len() as i64;
+    let level = pending_draft(&app, drill_id, NoticeKind::Initial).await.2;
+    app.state
+        .publisher
+        .publish(&publish_request(
+            drill_draft,
+            drill_version,
+            level,
+            &["banner"],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        get_json(&app, "/public/banner.json").await,
+        json!({"active": false}),
+        "no drill on the live login page"
+    );
+    assert_eq!(get_json(&app, "/public/status.json").await["status"], "ok");
+    let asked = get_json(&app, "/public/banner.json?ovning=1").await;
+    assert_eq!(asked["active"], true);
+    assert_eq!(asked["drill"], true);
+    assert!(asked["text"].as_str().unwrap().starts_with("ÖVNING: "));
+    let (_, html) = get_text(&app, "/public/banner.html?ovning=1").await;
+    assert!(html.contains("role=\"status\""), "{html}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_accessibility_statement_follows_diggs_structure_and_every_public_page_links_to_it() {
+    let app = spawn_app_with_tables(PUBLIC_TABLES).await;
+    let (headers, html) = get_text(&app, "/public/tillganglighet").await;
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert!(html.contains("<html lang=\"sv\">"));
+    let mut at = 0;
+    for heading in [
+        "<h1>Tillgänglighet för driftinformation om SAMSA</h1>",
+        "<h2>Hur tillgängliga är sidorna?</h2>",
+        "<h2>Vad kan du göra om du inte kan använda sidorna?</h2>",
+        "<h2>Rapportera brister i sidornas tillgänglighet</h2>",
+        "<h2>Tillsyn</h2>",
+        "<h2>Teknisk information om sidornas tillgänglighet</h2>",
+        "<h3>Innehåll som inte är tillgängligt</h3>",
+        "<h2>Hur vi testat sidorna</h2>",
+    ] {
+        let found = html[at..]
+            .find(heading)
+            .unwrap_or_else(|| panic!("{heading} missing or out of order:\n{html}"));
+        at += found;
+    }
+    assert!(
+        html.contains(
+            "delvis förenliga med lagen om tillgänglighet till digital offentlig service"
+        )
+    );
+    assert!(html.contains("Myndigheten för digital förvaltning (Digg)"));
+    assert!(html.contains("href=\"https://www.digg.se/tdosanmalan\""));
+    let contact = &app.state.config.notices.info_address;
+    assert!(
+        html.contains(&format!("<a href=\"mailto:{contact}\">{contact}</a>")),
+        "{html}"
+    );
+
+    // Linked from the public pages.
+    post_firing(&app, vec![uddevalla("firing")]).await;
+    publish_pending(&app, 1, NoticeKind::Initial, &["banner", "news"]).await;
+    for path in [
+        "/public/feedback/1",
+        "/public/feedback/1/tack",
+        "/public/tillganglighet",
+    ] {
+        let (_, html) = get_text(&app, path).await;
+        assert!(
+            html.contains("<a href=\"/public/tillganglighet\">Tillgänglighetsredogörelse</a>"),
+            "{path}: {html}"
         );
     }
     app.stop().await;

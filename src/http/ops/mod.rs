@@ -20,6 +20,7 @@
 //! both prefixes.
 
 mod dashboard;
+mod diff;
 mod followup;
 mod login;
 mod review;

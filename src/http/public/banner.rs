@@ -4,7 +4,7 @@
 //! published since ([`crate::storage::Storage::current_banner`]).
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -26,7 +26,8 @@ const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
 /// came from, puts the text at the top of the page with `textContent` (never as HTML),
 /// hides it when no banner is active, and looks again every 60 seconds. No dependencies.
 const BANNER_SCRIPT: &str = r##"/* samsa-relay: the SAMSA login-page banner. Embed with one tag:
-   <script src="https://RELAY/public/banner.js" async></script> */
+   <script src="https://RELAY/public/banner.js" async></script>
+   On a test login page, add ?ovning=1 to the script's URL to see drills too. */
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -34,14 +35,18 @@ const BANNER_SCRIPT: &str = r##"/* samsa-relay: the SAMSA login-page banner. Emb
     return;
   }
   window.samsaRelayBanner = true;
-  var source = new URL("banner.json", script.src).href;
+  var scriptUrl = new URL(script.src);
+  var source = new URL("banner.json", scriptUrl);
+  if (scriptUrl.searchParams.get("ovning") === "1") {
+    source.searchParams.set("ovning", "1");
+  }
   var REFRESH_MILLISECONDS = 60000;
   var banner = null;
+  var shown = "";
 
   function createBanner() {
     var element = document.createElement("div");
     element.className = "samsa-relay-banner";
-    element.setAttribute("role", "alert");
     element.setAttribute("lang", "sv");
     var style = element.style;
     style.display = "none";
@@ -49,27 +54,72 @@ const BANNER_SCRIPT: &str = r##"/* samsa-relay: the SAMSA login-page banner. Emb
     style.width = "100%";
     style.margin = "0";
     style.padding = "0.75em 1em";
-    style.background = "#fff4ce";
     style.color = "#1f1f1f";
-    style.borderBottom = "4px solid #b35900";
     style.fontFamily = "inherit";
     style.fontSize = "1rem";
     style.lineHeight = "1.5";
-    style.fontWeight = "600";
     style.textAlign = "left";
-    style.whiteSpace = "pre-line";
+    style.overflowWrap = "break-word";
     style.position = "relative";
     style.zIndex = "2147483647";
     document.body.insertBefore(element, document.body.firstChild);
     return element;
   }
 
-  function show(text) {
+  function paragraph(text, strong) {
+    var element = document.createElement("p");
+    element.style.margin = "0.25em 0";
+    element.style.whiteSpace = "pre-line";
+    if (strong) {
+      element.style.fontWeight = "700";
+    }
+    element.textContent = text;
+    return element;
+  }
+
+  /* Only a web link (the relay's feedback page), never a script URL. */
+  function webLink(href) {
+    try {
+      var protocol = new URL(href).protocol;
+      return protocol === "https:" || protocol === "http:";
+    } catch (error) {
+      return false;
+    }
+  }
+
+  function show(data) {
+    var signature = JSON.stringify([data.text, data.lines, data.feedback_url, data.kind, data.drill]);
     if (!banner) {
       banner = createBanner();
     }
-    if (banner.textContent !== text) {
-      banner.textContent = text;
+    if (signature !== shown) {
+      shown = signature;
+      var calm = data.kind === "resolved" || data.drill === true;
+      /* A drill or an all-clear is news, not an alarm: announced politely. */
+      banner.setAttribute("role", calm ? "status" : "alert");
+      banner.style.background = data.kind === "resolved" ? "#e7f3e8" : "#fff4ce";
+      banner.style.borderBottom = data.kind === "resolved" ? "4px solid #1e6b25" : "4px solid #b35900";
+      while (banner.firstChild) {
+        banner.removeChild(banner.firstChild);
+      }
+      banner.appendChild(paragraph(data.text, true));
+      if (Array.isArray(data.lines)) {
+        data.lines.forEach(function (line) {
+          if (typeof line === "string" && line) {
+            banner.appendChild(paragraph(line, false));
+          }
+        });
+      }
+      if (typeof data.feedback_url === "string" && webLink(data.feedback_url)) {
+        var link = document.createElement("a");
+        link.href = data.feedback_url;
+        link.textContent = typeof data.feedback_text === "string" ? data.feedback_text : "Lämna synpunkter";
+        link.style.color = "#00507a";
+        link.style.textDecoration = "underline";
+        var holder = paragraph("", false);
+        holder.appendChild(link);
+        banner.appendChild(holder);
+      }
     }
     banner.style.display = "block";
     banner.hidden = false;
@@ -79,12 +129,15 @@ const BANNER_SCRIPT: &str = r##"/* samsa-relay: the SAMSA login-page banner. Emb
     if (banner) {
       banner.style.display = "none";
       banner.hidden = true;
-      banner.textContent = "";
+      while (banner.firstChild) {
+        banner.removeChild(banner.firstChild);
+      }
+      shown = "";
     }
   }
 
   function refresh() {
-    window.fetch(source, { credentials: "omit", cache: "no-cache", mode: "cors" })
+    window.fetch(source.href, { credentials: "omit", cache: "no-cache", mode: "cors" })
       .then(function (response) {
         if (!response.ok) {
           throw new Error("banner.json answered " + response.status);
@@ -93,7 +146,7 @@ const BANNER_SCRIPT: &str = r##"/* samsa-relay: the SAMSA login-page banner. Emb
       })
       .then(function (data) {
         if (data && data.active === true && typeof data.text === "string" && data.text) {
-          show(data.text);
+          show(data);
         } else {
           hide();
         }
@@ -122,25 +175,86 @@ struct BannerJson {
     pub active: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incident_id: Option<i64>,
-    /// `initial` or `update`.
+    /// `initial`, `update`, or `resolved` (the all-clear, for `banner.all_clear_for`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub level: Option<u8>,
+    /// The notice is a drill (shown only with `?ovning=1` or `banner.show_drills`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drill: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// Further lines in Swedish, in order: the next update, the operator's extra
+    /// information, the backup routine at levels 2 and 3.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_update: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub additional_information: Option<String>,
+    /// The incident's public feedback page, and the link's text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback_text: Option<&'static str>,
     /// When the incident's first banner was published.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub published_at: Option<Timestamp>,
     /// When the text shown was published.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<Timestamp>,
+    /// For the all-clear: when the banner turns inactive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<Timestamp>,
+}
+
+impl BannerJson {
+    fn inactive() -> BannerJson {
+        BannerJson {
+            active: false,
+            incident_id: None,
+            kind: None,
+            level: None,
+            drill: None,
+            text: None,
+            lines: Vec::new(),
+            next_update: None,
+            additional_information: None,
+            feedback_url: None,
+            feedback_text: None,
+            published_at: None,
+            updated_at: None,
+            until: None,
+        }
+    }
+}
+
+/// Longest "övrig information" on the banner, in characters; the notice has it whole.
+const MAX_BANNER_INFORMATION_CHARS: usize = 300;
+
+/// What the banner says of the backup routine (the plan's levels 2 and 3).
+fn backup_routine_line(kind: NoticeKind, level: u8) -> Option<&'static str> {
+    match (kind, level) {
+        (NoticeKind::Resolved, 2..) => {
+            Some("Verksamheter som har gått över till reservrutin kan återgå till ordinarie rutin.")
+        }
+        (NoticeKind::Resolved, _) => None,
+        (_, 2) => Some(
+            "Reservrutin: berörda verksamheter kan behöva gå över till reservrutin. Beslut fattas på delregional nivå.",
+        ),
+        (_, 3..) => Some(
+            "Reservrutin: alla verksamheter kan behöva gå över till reservrutin. Beslut fattas av ordförande eller vice ordförande i Ledningsråd Samordnad hälsa, vård och omsorg.",
+        ),
+        _ => None,
+    }
 }
 
 /// `GET /public/status.json`.
 #[derive(Debug, Serialize)]
 struct StatusJson {
-    /// `disruption` while a banner is shown, otherwise `ok`.
+    /// `disruption` while a notice of an ongoing incident is shown, `resolved` while the
+    /// all-clear is, otherwise `ok`.
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incident_id: Option<i64>,
@@ -153,8 +267,12 @@ struct StatusJson {
     pub text: Option<String>,
 }
 
-pub(super) async fn banner_json(State(state): State<AppState>, request: HeaderMap) -> Response {
-    match current_banner(&state).await {
+pub(super) async fn banner_json(
+    State(state): State<AppState>,
+    uri: Uri,
+    request: HeaderMap,
+) -> Response {
+    match current_banner(&state, &uri).await {
         Ok(banner) => {
             let body = serde_json::to_vec(&banner).expect("the banner serializes");
             cacheable(&state, &request, JSON, body)
@@ -163,14 +281,36 @@ pub(super) async fn banner_json(State(state): State<AppState>, request: HeaderMa
     }
 }
 
-pub(super) async fn banner_html(State(state): State<AppState>, request: HeaderMap) -> Response {
-    match current_banner(&state).await {
+pub(super) async fn banner_html(
+    State(state): State<AppState>,
+    uri: Uri,
+    request: HeaderMap,
+) -> Response {
+    match current_banner(&state, &uri).await {
         Ok(banner) => {
-            let body = match banner.text {
-                Some(text) => format!(
-                    "<div class=\"samsa-relay-banner\" role=\"alert\" lang=\"sv\">{}</div>\n",
-                    escape_markup(&text)
-                ),
+            let body = match &banner.text {
+                Some(text) => {
+                    let calm = banner.kind == Some("resolved") || banner.drill == Some(true);
+                    let mut html = format!(
+                        "<div class=\"samsa-relay-banner\" role=\"{}\" lang=\"sv\">\n<p><strong>{}</strong></p>\n",
+                        if calm { "status" } else { "alert" },
+                        escape_markup(text)
+                    );
+                    for line in &banner.lines {
+                        html.push_str(&format!("<p>{}</p>\n", escape_markup(line)));
+                    }
+                    if let (Some(url), Some(link_text)) =
+                        (&banner.feedback_url, banner.feedback_text)
+                    {
+                        html.push_str(&format!(
+                            "<p><a href=\"{}\" target=\"_blank\" rel=\"noopener\">{}</a></p>\n",
+                            escape_markup(url),
+                            escape_markup(link_text)
+                        ));
+                    }
+                    html.push_str("</div>\n");
+                    html
+                }
                 None => String::new(),
             };
             let mut response = cacheable(&state, &request, HTML, body.into_bytes());
@@ -187,9 +327,8 @@ pub(super) async fn banner_html(State(state): State<AppState>, request: HeaderMa
 
 /// The `Content-Security-Policy` of `banner.html`: nothing to load or run, and framed
 /// only by the login pages of `allowed_origins` (every banner channel's), or, with none
-/// configured, by pages of the relay's own origin (`'self'`: a login page behind the same
-/// proxy). A login page on another origin that frames the fragment must be listed there,
-/// as it must for the script's CORS read.
+/// configured, by any page (`*`: the fragment is public and offers nothing to click but
+/// a link that opens a new tab), as the script's CORS read is open to any.
 fn banner_html_policy(state: &AppState) -> String {
     let mut ancestors: Vec<String> = state
         .config
@@ -211,7 +350,7 @@ fn banner_html_policy(state: &AppState) -> String {
     ancestors.sort();
     ancestors.dedup();
     let frame_ancestors = if ancestors.is_empty() {
-        "'self'".to_owned()
+        "*".to_owned()
     } else {
         ancestors.join(" ")
     };
@@ -229,11 +368,19 @@ pub(super) async fn banner_js(State(state): State<AppState>, request: HeaderMap)
     )
 }
 
-pub(super) async fn status_json(State(state): State<AppState>, request: HeaderMap) -> Response {
-    match current_banner(&state).await {
+pub(super) async fn status_json(
+    State(state): State<AppState>,
+    uri: Uri,
+    request: HeaderMap,
+) -> Response {
+    match current_banner(&state, &uri).await {
         Ok(banner) => {
             let status = StatusJson {
-                status: if banner.active { "disruption" } else { "ok" },
+                status: match (banner.active, banner.kind) {
+                    (false, _) => "ok",
+                    (true, Some("resolved")) => "resolved",
+                    (true, _) => "disruption",
+                },
                 incident_id: banner.incident_id,
                 level: banner.level,
                 since: banner.published_at,
@@ -246,8 +393,15 @@ pub(super) async fn status_json(State(state): State<AppState>, request: HeaderMa
     }
 }
 
-/// The banner as it is now.
-async fn current_banner(state: &AppState) -> Result<BannerJson, ApiError> {
+/// Whether the request asks for drills too (`?ovning=1`: a test login page).
+fn asks_for_drills(uri: &Uri) -> bool {
+    uri.query()
+        .is_some_and(|query| query.split('&').any(|pair| pair == "ovning=1"))
+}
+
+/// The banner as it is now: an ongoing incident's newest notice, else a resolution's
+/// all-clear within `banner.all_clear_for`; drills only when asked for.
+async fn current_banner(state: &AppState, uri: &Uri) -> Result<BannerJson, ApiError> {
     let banner_channels: Vec<String> = state
         .config
         .channels
@@ -255,22 +409,23 @@ async fn current_banner(state: &AppState) -> Result<BannerJson, ApiError> {
         .filter(|channel| matches!(channel.transport, ChannelTransport::Banner { .. }))
         .map(|channel| channel.name.clone())
         .collect();
-    let Some(notice) = state
+    let now = Timestamp::now();
+    let all_clear_for = state.config.banner.all_clear_for;
+    let resolved_since = if all_clear_for.is_zero() {
+        now + jiff::SignedDuration::from_secs(1)
+    } else {
+        now - jiff::SignedDuration::try_from(all_clear_for).unwrap_or(jiff::SignedDuration::ZERO)
+    };
+    let include_drills = state.config.banner.show_drills || asks_for_drills(uri);
+    let Some(banner) = state
         .storage
-        .current_banner(&banner_channels)
+        .current_banner(&banner_channels, include_drills, resolved_since)
         .await
         .map_err(|error| storage_unavailable(state, error))?
     else {
-        return Ok(BannerJson {
-            active: false,
-            incident_id: None,
-            kind: None,
-            level: None,
-            text: None,
-            published_at: None,
-            updated_at: None,
-        });
+        return Ok(BannerJson::inactive());
     };
+    let notice = &banner.notice;
     // The incident's first banner: the notice itself when it is the first notice, else
     // searched among the newest few (an incident rarely has more notices than that; an
     // older one would only move `published_at`).
@@ -289,14 +444,55 @@ async fn current_banner(state: &AppState) -> Result<BannerJson, ApiError> {
             .unwrap_or(notice.published_at)
             .min(notice.published_at)
     };
+    let level = notice.level.as_number();
+    let resolved = notice.kind == NoticeKind::Resolved;
+    let next_update = banner.fields.next_update.filter(|_| !resolved);
+    let additional_information = banner
+        .fields
+        .additional_information
+        .as_deref()
+        .map(|text| crate::swedish::single_line(text, MAX_BANNER_INFORMATION_CHARS))
+        .filter(|text| !text.is_empty());
+    let mut lines = Vec::new();
+    if let Some(next) = next_update {
+        lines.push(format!(
+            "Nästa uppdatering: {}.",
+            crate::swedish::format_swedish_time(next)
+        ));
+    }
+    if let Some(information) = &additional_information {
+        lines.push(format!("Övrig information: {information}"));
+    }
+    if let Some(line) = backup_routine_line(notice.kind, level) {
+        lines.push(line.to_owned());
+    }
     Ok(BannerJson {
         active: true,
         incident_id: Some(notice.incident_id),
         kind: Some(notice.kind.as_str()),
-        level: Some(notice.level.as_number()),
+        level: Some(level),
+        drill: Some(banner.drill),
         text: Some(notice.rendered.banner_text.clone()),
+        lines,
+        next_update,
+        additional_information,
+        feedback_url: Some(
+            state
+                .config
+                .public_link(&format!("/public/feedback/{}", notice.incident_id)),
+        ),
+        feedback_text: Some(if resolved {
+            "Lämna synpunkter inför uppföljningen"
+        } else {
+            "Lämna synpunkter eller rapportera problem"
+        }),
         published_at: Some(first_published_at),
         updated_at: Some(notice.published_at),
+        until: resolved.then(|| {
+            notice.published_at
+                + jiff::SignedDuration::try_from(all_clear_for)
+                    .unwrap_or(jiff::SignedDuration::ZERO)
+        }),
     })
 }
 

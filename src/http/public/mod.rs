@@ -2,17 +2,20 @@
 //! login-page [`banner`] as JSON, as an HTML fragment and as a script that one
 //! `<script>` tag embeds, a status summary, and the Atom [`feed`] of notices; everything
 //! there is already public), the [`feedback`] form every notice links to, and the
-//! subscribers' pages ([`subscribe`]: subscribe, confirm, manage, one-click unsubscribe).
+//! subscribers' pages ([`subscribe`]: subscribe, confirm, manage, one-click unsubscribe), and
+//! the [`accessibility`] statement every public page links to.
 //!
 //! - Every read answer has a strong `ETag` over its bytes (`If-None-Match` answers 304),
-//!   `Cache-Control: public, max-age=30`, and `Vary: Origin`. A browser on another origin
-//!   may read them when its `Origin` is in a banner channel's `allowed_origins`; the
-//!   origin is then echoed in `Access-Control-Allow-Origin`. `OPTIONS` answers preflights.
+//!   `Cache-Control: public, max-age=30`, and `Vary: Origin`. They carry no credentials
+//!   and nothing that is not public, so any login page may read them:
+//!   `Access-Control-Allow-Origin: *`, unless a banner channel lists `allowed_origins`;
+//!   then only a listed `Origin` may, echoed back. `OPTIONS` answers preflights.
 //! - The reads take a token from a generous per-client limit ([`limit_public_reads`]), so
 //!   that a flood from one client is cut off before it reaches the database.
 //! - Untrusted text (alert labels, operator text) is escaped for each format here: JSON by
 //!   serde, HTML and XML by [`escape_markup`]; the script only ever sets `textContent`.
 
+mod accessibility;
 mod banner;
 mod feed;
 mod feedback;
@@ -48,6 +51,7 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
             get(feedback::feedback_thanks),
         )
         .route_layer(Extension(feedback_limiter))
+        .route("/public/tillganglighet", get(accessibility::statement))
         .merge(
             Router::new()
                 .route(
@@ -216,8 +220,14 @@ fn cacheable(state: &AppState, request: &HeaderMap, content_type: &str, body: Ve
     response
 }
 
-/// The request's `Origin`, when a banner channel allows it.
+/// `Access-Control-Allow-Origin` for a read: `*` when no banner channel restricts the
+/// origins (these answers carry no credentials and nothing that is not public, so any
+/// login page may embed them); otherwise the request's `Origin` when a banner channel
+/// lists it, and nothing for any other.
 fn allowed_origin(state: &AppState, request: &HeaderMap) -> Option<HeaderValue> {
+    if !origins_restricted(state) {
+        return Some(HeaderValue::from_static("*"));
+    }
     let origin = request.get(header::ORIGIN)?;
     let origin_text = origin.to_str().ok()?;
     let allowed = state.config.channels.values().any(|channel| {
@@ -228,6 +238,16 @@ fn allowed_origin(state: &AppState, request: &HeaderMap) -> Option<HeaderValue> 
         )
     });
     allowed.then(|| origin.clone())
+}
+
+/// Whether some banner channel lists `allowed_origins`: then only those may read.
+fn origins_restricted(state: &AppState) -> bool {
+    state.config.channels.values().any(|channel| {
+        matches!(
+            &channel.transport,
+            ChannelTransport::Banner { allowed_origins, .. } if !allowed_origins.is_empty()
+        )
+    })
 }
 
 /// `"` + the first 128 bits of the body's SHA-256, in hex + `"`.

@@ -30,7 +30,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{Backend, BackendTx, StorageError, WriteTransaction};
+use super::{Backend, BackendTx, StorageError, WriteTransaction, format_time, parse_time};
 
 /// Rows per multi-row INSERT: 10 parameters each stays far below SQLite's 32,766.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -254,21 +254,6 @@ fn is_transient(source: &anyhow::Error) -> bool {
         }
     }
     false
-}
-
-/// The one text form of a time in the database: UTC, fixed width with nanoseconds (as
-/// Alertmanager's own times have), so text order is time order and nothing is rounded.
-fn format_time(timestamp: Timestamp) -> String {
-    format!(
-        "{}.{:09}Z",
-        timestamp.strftime("%Y-%m-%dT%H:%M:%S"),
-        timestamp.subsec_nanosecond()
-    )
-}
-
-fn parse_time(text: &str) -> anyhow::Result<Timestamp> {
-    text.parse::<Timestamp>()
-        .with_context(|| format!("stored time {text:?} is not RFC 3339"))
 }
 
 #[cfg(test)]

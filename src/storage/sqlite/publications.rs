@@ -18,7 +18,7 @@ use super::{
 };
 use crate::incident::{DeliveryState, LogEvent};
 use crate::storage::{
-    AlreadyPublished, ClaimedDelivery, DeliveryResult, DraftFields, DraftForPublish,
+    AlreadyPublished, BannerRecord, ClaimedDelivery, DeliveryResult, DraftFields, DraftForPublish,
     DraftVersionRecord, EventWrite, NextUpdateDue, OutboxRecord, PublicationWrite, Publications,
     PublicationsTx, PublishedNoticeRecord, StorageError,
 };
@@ -206,29 +206,49 @@ impl Publications for SqliteStorage {
     async fn current_banner(
         &self,
         banner_channels: &[String],
-    ) -> Result<Option<PublishedNoticeRecord>, StorageError> {
+        include_drills: bool,
+        resolved_since: Timestamp,
+    ) -> Result<Option<BannerRecord>, StorageError> {
         const OPERATION: &str = "current_banner";
         if banner_channels.is_empty() {
             return Ok(None);
         }
+        // An ongoing incident's notice before any all-clear; the newest first.
         let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-            "SELECT {NOTICE_COLUMNS} FROM published_notices p WHERE p.kind <> 'resolved' \
-             AND NOT EXISTS (SELECT 1 FROM published_notices r WHERE r.incident_id = p.incident_id \
-                             AND r.kind = 'resolved' AND r.id > p.id) \
-             AND EXISTS (SELECT 1 FROM outbox o WHERE o.notice_id = p.id AND o.channel IN ("
+            "SELECT {NOTICE_COLUMNS}, i.kind AS incident_kind, v.fields AS version_fields \
+             FROM published_notices p JOIN incidents i ON i.id = p.incident_id \
+             JOIN draft_versions v ON v.draft_id = p.draft_id AND v.version = p.draft_version \
+             WHERE NOT EXISTS (SELECT 1 FROM published_notices r WHERE r.incident_id = p.incident_id \
+                               AND r.kind = 'resolved' AND r.id > p.id) \
+             AND (p.kind <> 'resolved' OR p.published_at >= "
         ));
+        builder.push_bind(format_time(resolved_since));
+        builder.push(")");
+        if !include_drills {
+            builder.push(" AND i.kind <> 'drill'");
+        }
+        builder.push(
+            " AND EXISTS (SELECT 1 FROM outbox o WHERE o.notice_id = p.id AND o.channel IN (",
+        );
         let mut separated = builder.separated(", ");
         for channel in banner_channels {
             separated.push_bind(channel.as_str());
         }
-        builder.push(")) ORDER BY p.id DESC LIMIT 1");
+        builder.push(")) ORDER BY p.kind = 'resolved', p.id DESC LIMIT 1");
         let row = builder
             .build()
             .fetch_optional(&self.reader)
             .await
             .map_err(|source| storage_error(OPERATION, source))?;
         row.as_ref()
-            .map(notice_from_row)
+            .map(|row| -> anyhow::Result<BannerRecord> {
+                let kind: String = row.try_get("incident_kind")?;
+                Ok(BannerRecord {
+                    notice: notice_from_row(row)?,
+                    drill: kind == "drill",
+                    fields: serde_json::from_str(row.try_get("version_fields")?)?,
+                })
+            })
             .transpose()
             .map_err(|source| storage_error(OPERATION, source))
     }

@@ -3,12 +3,14 @@
 
 use super::TestApp;
 
+#[cfg(feature = "system-tests")]
 /// `link`, which starts with the configured public URL, on the test app's own address.
 pub fn on_test_address(app: &TestApp, link: &str) -> String {
     let url = url::Url::parse(link).unwrap_or_else(|error| panic!("{link:?}: {error}"));
     format!("{}{}", app.address, url.path())
 }
 
+#[cfg(feature = "system-tests")]
 /// The signed review link the relay would mail to `operator_email` for a draft, on the test
 /// app's own address.
 pub fn review_link(app: &TestApp, operator_email: &str, draft_id: i64, version: i64) -> String {
@@ -28,13 +30,25 @@ pub fn review_link(app: &TestApp, operator_email: &str, draft_id: i64, version: 
     on_test_address(app, &link)
 }
 
+#[cfg(feature = "system-tests")]
 /// What a browser submits from the review page's form: the hidden fields, the checked level
 /// and channels, the chosen role and the text fields as the page shows them. The button
 /// (`action`) is left to the caller.
 pub fn review_form_fields(html: &str) -> Vec<(String, String)> {
+    form_fields(html, "review")
+}
+
+/// What a browser submits from the confirmation page's form (hidden fields only); the
+/// button (`action=publish`) is left to the caller.
+pub fn confirm_form_fields(html: &str) -> Vec<(String, String)> {
+    form_fields(html, "confirm")
+}
+
+/// The fields of the page's form of class `class`, as a browser submits them.
+fn form_fields(html: &str, class: &str) -> Vec<(String, String)> {
     let start = html
-        .find("class=\"review\"")
-        .unwrap_or_else(|| panic!("no review form in the page:\n{html}"));
+        .find(&format!("class=\"{class}\""))
+        .unwrap_or_else(|| panic!("no {class} form in the page:\n{html}"));
     let form = &html[start..];
     let form = &form[..form.find("</form>").expect("the form ends")];
     let mut fields = Vec::new();
@@ -90,9 +104,11 @@ fn unescape_html(text: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// Opens a review page and presses "Publicera" with the form as the page shows it, plus
-/// `extra` fields (a decision-maker for levels 2 and 3). Returns the answer's status and
-/// page.
+#[cfg(feature = "system-tests")]
+/// Opens a review page, presses "Granska och publicera" with the form as the page shows
+/// it, plus `extra` fields (a decision-maker for levels 2 and 3), and on the confirmation
+/// page "Publicera nu". Returns the last answer's status and page (the review page with
+/// its errors when the choices were refused).
 pub async fn publish_through_review_page(
     app: &TestApp,
     url: &str,
@@ -112,7 +128,18 @@ pub async fn publish_through_review_page(
         fields.retain(|(field, _)| field != name);
         fields.push(((*name).to_owned(), (*value).to_owned()));
     }
+    fields.push(("action".to_owned(), "confirm".to_owned()));
+    let (status, html) = post_fields(app, url, &fields).await;
+    if status != 200 || !html.contains("class=\"confirm\"") {
+        return (status, html);
+    }
+    let mut fields = confirm_form_fields(&html);
     fields.push(("action".to_owned(), "publish".to_owned()));
+    post_fields(app, url, &fields).await
+}
+
+/// Posts a form; returns the answer's status and page.
+pub async fn post_fields(app: &TestApp, url: &str, fields: &[(String, String)]) -> (u16, String) {
     let body: String = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(fields.iter())
         .finish();
@@ -123,7 +150,7 @@ pub async fn publish_through_review_page(
         .body(body)
         .send()
         .await
-        .expect("POST the review form");
+        .expect("POST the form");
     let status = response.status().as_u16();
     (status, response.text().await.expect("the answer page"))
 }

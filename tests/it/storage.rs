@@ -1,37 +1,78 @@
-//! The storage contract, checked through the [`Storage`] handle only (never a backend
-//! type), so that the same suite runs against every backend: each test opens a fresh
-//! database with [`open_storage`], the one place that names the configured backend.
+//! The storage contract, checked through the public [`Storage`] handle only (never a
+//! backend type), so that the same test bodies run against every backend: each body takes
+//! [`Databases`], which opens fresh databases of one backend. [`contract!`] runs every
+//! body on SQLite (files in a temporary folder, core tier) and on PostgreSQL (a real
+//! server, system tier).
 
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::*;
-use crate::alertmanager::{Alert, AlertStatus};
-use crate::classify::{Classification, Level, ScopeSummary, summarize};
-use crate::config::{DatabaseConfig, DatabaseUrl};
-use crate::incident::{DeliveryState, DraftState, IncidentKind, LogEvent, Published};
-use crate::inventory::Inventory;
-use crate::notice::{NoticeKind, RenderedNotice};
+use samsa_relay::alertmanager::{Alert, AlertStatus, Notification};
+use samsa_relay::classify::{Classification, Level, ScopeSummary, summarize};
+use samsa_relay::incident::{DeliveryState, DraftState, IncidentKind, LogEvent, Published};
+use samsa_relay::inventory::Inventory;
+use samsa_relay::notice::{NoticeKind, RenderedNotice};
+use samsa_relay::storage::*;
 
-/// A fresh database in its own folder (kept alive by the returned guard).
-async fn open_storage() -> (Storage, tempfile::TempDir) {
-    let folder = tempfile::tempdir().unwrap();
-    let config = DatabaseConfig {
-        url: DatabaseUrl::Sqlite {
-            path: folder.path().join("relay.db"),
-        },
-        busy_timeout: Duration::from_secs(5),
-        min_free_bytes: 0,
+use crate::common::Databases;
+
+/// Runs each named body once per backend: `sqlite::NAME` always, `postgres::NAME` in the
+/// system tier.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let databases = crate::common::Databases::sqlite();
+                    super::$name(&databases).await;
+                }
+            )*
+        }
+
+        #[cfg(feature = "system-tests")]
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let databases = crate::common::Databases::postgres().await;
+                    super::$name(&databases).await;
+                }
+            )*
+        }
     };
-    (Storage::open(&config).await.unwrap(), folder)
 }
 
-fn at(text: &str) -> Timestamp {
+contract!(
+    a_duplicate_dedupe_key_is_stored_once,
+    a_processed_receipt_leaves_the_backlog_and_resolved_stays_final,
+    an_uncommitted_transaction_writes_nothing,
+    one_open_incident_per_kind,
+    one_pending_draft_per_incident_and_discard_is_final,
+    one_publication_per_draft,
+    a_lease_that_ran_out_makes_a_delivery_claimable_again,
+    operator_mail_is_enqueued_once_per_key,
+    the_followup_snapshot_reads_what_was_written,
+    the_database_takes_writes_and_checkpoints,
+    revoking_links_only_moves_their_valid_from_time_forward,
+    the_installation_id_is_created_once_and_differs_between_installations,
+    delivery_ids_are_stable_per_delivery_and_unique_per_installation,
+    a_lease_has_one_holder_until_it_expires_or_is_released,
+    a_heartbeat_keeps_its_latest_arrival,
+    a_token_bucket_grants_no_more_than_its_rate,
+    the_banner_hides_drills_unless_asked_and_shows_a_resolution_for_its_window,
+    a_subscription_is_confirmed_only_with_its_nonce_and_asking_again_changes_nothing_confirmed,
+    subscriber_deliveries_name_no_address_and_deleting_leaves_none,
+    a_subscriber_is_suspended_after_permanent_failures_in_a_row_and_pending_rows_cancelled,
+    the_purge_deletes_expired_requests_and_ended_subscriptions_only,
+);
+
+pub(crate) fn at(text: &str) -> Timestamp {
     text.parse().unwrap()
 }
 
-fn webhook(group_key: &str, status: &str, starts_at: &str) -> (Notification, String) {
+pub(crate) fn webhook(group_key: &str, status: &str, starts_at: &str) -> (Notification, String) {
     let body = serde_json::json!({
         "version": "4",
         "groupKey": group_key,
@@ -48,7 +89,7 @@ fn webhook(group_key: &str, status: &str, starts_at: &str) -> (Notification, Str
     (Notification::parse(body.as_bytes()).unwrap(), body)
 }
 
-fn scope() -> (ScopeSummary, Classification) {
+pub(crate) fn scope() -> (ScopeSummary, Classification) {
     let summary = summarize(&[], &Inventory::default_samsa());
     let classification = Classification {
         level: Level::Two,
@@ -76,7 +117,7 @@ fn rendered() -> RenderedNotice {
 }
 
 /// Opens a drill with a pending draft by hand; returns (incident id, draft id).
-async fn drill_with_draft(storage: &Storage, now: Timestamp) -> (i64, i64) {
+pub(crate) async fn drill_with_draft(storage: &Storage, now: Timestamp) -> (i64, i64) {
     let (summary, classification) = scope();
     let mut transaction = storage.begin_write().await.unwrap();
     let incident_id = transaction
@@ -105,7 +146,7 @@ async fn drill_with_draft(storage: &Storage, now: Timestamp) -> (i64, i64) {
     (incident_id, draft_id)
 }
 
-fn publication(incident_id: i64, draft_id: i64, now: Timestamp) -> PublicationWrite {
+pub(crate) fn publication(incident_id: i64, draft_id: i64, now: Timestamp) -> PublicationWrite {
     let (summary, classification) = scope();
     PublicationWrite {
         incident_id,
@@ -158,9 +199,8 @@ async fn publish(storage: &Storage, incident_id: i64, draft_id: i64, now: Timest
     notice_id
 }
 
-#[tokio::test]
-async fn a_duplicate_dedupe_key_is_stored_once() {
-    let (storage, _folder) = open_storage().await;
+async fn a_duplicate_dedupe_key_is_stored_once(databases: &Databases) {
+    let storage = databases.fresh().await;
     let now = at("2026-11-28T05:00:00Z");
     let (notification, body) = webhook("g1", "firing", "2026-11-28T04:59:00Z");
     let (other, other_body) = webhook("g2", "firing", "2026-11-28T04:59:00Z");
@@ -215,9 +255,8 @@ async fn a_duplicate_dedupe_key_is_stored_once() {
     assert_eq!(storage.n_unprocessed_receipts().await.unwrap(), 2);
 }
 
-#[tokio::test]
-async fn a_processed_receipt_leaves_the_backlog_and_resolved_stays_final() {
-    let (storage, _folder) = open_storage().await;
+async fn a_processed_receipt_leaves_the_backlog_and_resolved_stays_final(databases: &Databases) {
+    let storage = databases.fresh().await;
     let now = at("2026-11-28T05:00:00Z");
     let starts_at = "2026-11-28T04:59:00Z";
     let (resolved, resolved_body) = webhook("g1", "resolved", starts_at);
@@ -281,9 +320,8 @@ async fn a_processed_receipt_leaves_the_backlog_and_resolved_stays_final() {
     assert_eq!(alerts[0].last_receipt_id, backlog[1].receipt_id);
 }
 
-#[tokio::test]
-async fn an_uncommitted_transaction_writes_nothing() {
-    let (storage, _folder) = open_storage().await;
+async fn an_uncommitted_transaction_writes_nothing(databases: &Databases) {
+    let storage = databases.fresh().await;
     let now = at("2026-11-28T05:00:00Z");
     let (summary, classification) = scope();
     let mut transaction = storage.begin_write().await.unwrap();
@@ -296,9 +334,8 @@ async fn an_uncommitted_transaction_writes_nothing() {
     assert!(storage.incidents().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn one_open_incident_per_kind() {
-    let (storage, _folder) = open_storage().await;
+async fn one_open_incident_per_kind(databases: &Databases) {
+    let storage = databases.fresh().await;
     let now = at("2026-11-28T05:00:00Z");
     let (summary, classification) = scope();
     let detail = serde_json::json!({
@@ -376,9 +413,8 @@ async fn one_open_incident_per_kind() {
     );
 }
 
-#[tokio::test]
-async fn one_pending_draft_per_incident_and_discard_is_final() {
-    let (storage, _folder) = open_storage().await;
+async fn one_pending_draft_per_incident_and_discard_is_final(databases: &Databases) {
+    let storage = databases.fresh().await;
     let now = at("2026-11-28T05:00:00Z");
     let (incident_id, draft_id) = drill_with_draft(&storage, now).await;
     let mut transaction = storage.begin_write().await.unwrap();
@@ -444,9 +480,8 @@ async fn one_pending_draft_per_incident_and_discard_is_final() {
     assert!(storage.pending_drafts_overview().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn one_publication_per_draft() {
-    let (storage, _folder) = open_storage().await;
+async fn one_publication_per_draft(databases: &Databases) {
+    let storage = databases.fresh().await;
     let now = at("2026-11-28T05:00:00Z");
     let (incident_id, draft_id) = drill_with_draft(&storage, now).await;
     let mut transaction = storage.begin_write().await.unwrap();
@@ -488,14 +523,15 @@ async fn one_publication_per_draft() {
     assert_eq!(notices[0].notice_id, notice_id);
     assert_eq!(notices[0].level, Level::Two);
     let banner = storage
-        .current_banner(&["banner".to_owned()])
+        .current_banner(&["banner".to_owned()], true, now)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(banner.notice_id, notice_id);
+    assert_eq!(banner.notice.notice_id, notice_id);
+    assert!(banner.drill);
     assert!(
         storage
-            .current_banner(&["sms".to_owned()])
+            .current_banner(&["sms".to_owned()], true, now)
             .await
             .unwrap()
             .is_none()
@@ -512,9 +548,8 @@ async fn one_publication_per_draft() {
     assert_eq!(published.detail["notice_id"], notice_id);
 }
 
-#[tokio::test]
-async fn a_lease_that_ran_out_makes_a_delivery_claimable_again() {
-    let (storage, _folder) = open_storage().await;
+async fn a_lease_that_ran_out_makes_a_delivery_claimable_again(databases: &Databases) {
+    let storage = databases.fresh().await;
     let now = at("2026-11-28T05:00:00Z");
     let (incident_id, draft_id) = drill_with_draft(&storage, now).await;
     publish(&storage, incident_id, draft_id, now).await;
@@ -645,9 +680,8 @@ async fn a_lease_that_ran_out_makes_a_delivery_claimable_again() {
     ));
 }
 
-#[tokio::test]
-async fn operator_mail_is_enqueued_once_per_key() {
-    let (storage, _folder) = open_storage().await;
+async fn operator_mail_is_enqueued_once_per_key(databases: &Databases) {
+    let storage = databases.fresh().await;
     let now = at("2026-11-28T05:00:00Z");
     let mail = |key: &str| OperatorMailWrite {
         dedupe_key: key.to_owned(),
@@ -714,9 +748,8 @@ async fn operator_mail_is_enqueued_once_per_key() {
     );
 }
 
-#[tokio::test]
-async fn the_followup_snapshot_reads_what_was_written() {
-    let (storage, _folder) = open_storage().await;
+async fn the_followup_snapshot_reads_what_was_written(databases: &Databases) {
+    let storage = databases.fresh().await;
     let now = at("2026-11-28T05:00:00Z");
     let (incident_id, draft_id) = drill_with_draft(&storage, now).await;
     publish(&storage, incident_id, draft_id, now).await;
@@ -779,9 +812,8 @@ async fn the_followup_snapshot_reads_what_was_written() {
     assert_eq!(storage.incident_overview(10).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn the_database_takes_writes_and_checkpoints() {
-    let (storage, _folder) = open_storage().await;
+async fn the_database_takes_writes_and_checkpoints(databases: &Databases) {
+    let storage = databases.fresh().await;
     storage.check_writable().await.unwrap();
     storage.checkpoint().await.unwrap();
     storage.close().await;
@@ -793,9 +825,8 @@ fn a_storage_error_says_whether_it_is_transient() {
     assert!(!StorageError::permanent("x", anyhow::anyhow!("bad row")).is_transient());
 }
 
-#[tokio::test]
-async fn revoking_links_only_moves_their_valid_from_time_forward() {
-    let (storage, _folder) = open_storage().await;
+async fn revoking_links_only_moves_their_valid_from_time_forward(databases: &Databases) {
+    let storage = databases.fresh().await;
     assert_eq!(storage.links_valid_from().await.unwrap(), None);
     let first = at("2026-11-28T04:10:00.123456789Z");
     storage.revoke_links(first).await.unwrap();
@@ -814,38 +845,29 @@ async fn revoking_links_only_moves_their_valid_from_time_forward() {
     assert_eq!(storage.links_valid_from().await.unwrap(), Some(second));
 }
 
-#[tokio::test]
-async fn the_installation_id_is_created_once_and_differs_between_installations() {
-    let (storage, folder) = open_storage().await;
+async fn the_installation_id_is_created_once_and_differs_between_installations(
+    databases: &Databases,
+) {
+    let (storage, config) = databases.fresh_with_config().await;
     let id = storage.installation_id().await.unwrap();
     assert!(id.len() >= 32, "{id:?} is random enough");
     assert_eq!(storage.installation_id().await.unwrap(), id);
     storage.close().await;
-    let config = DatabaseConfig {
-        url: DatabaseUrl::Sqlite {
-            path: folder.path().join("relay.db"),
-        },
-        busy_timeout: Duration::from_secs(5),
-        min_free_bytes: 0,
-    };
     let reopened = Storage::open(&config).await.unwrap();
     assert_eq!(
         reopened.installation_id().await.unwrap(),
         id,
         "reopening keeps the id"
     );
-    let (other, _other_folder) = open_storage().await;
+    let other = databases.fresh().await;
     assert_ne!(other.installation_id().await.unwrap(), id);
 }
 
-#[tokio::test]
-async fn delivery_ids_are_stable_per_delivery_and_unique_per_installation() {
+async fn delivery_ids_are_stable_per_delivery_and_unique_per_installation(databases: &Databases) {
     let now = at("2026-11-28T05:00:00Z");
     let mut ids = Vec::new();
-    let mut folders = Vec::new();
     for _ in 0..2 {
-        let (storage, folder) = open_storage().await;
-        folders.push(folder);
+        let storage = databases.fresh().await;
         let (incident_id, draft_id) = drill_with_draft(&storage, now).await;
         publish(&storage, incident_id, draft_id, now).await;
         let outbox = storage.outbox(Some(incident_id)).await.unwrap();
@@ -864,9 +886,8 @@ async fn delivery_ids_are_stable_per_delivery_and_unique_per_installation() {
     );
 }
 
-#[tokio::test]
-async fn a_lease_has_one_holder_until_it_expires_or_is_released() {
-    let (storage, _folder) = open_storage().await;
+async fn a_lease_has_one_holder_until_it_expires_or_is_released(databases: &Databases) {
+    let storage = databases.fresh().await;
     let ttl = Duration::from_secs(60);
     let first = storage
         .acquire_lease("correlation", "a", ttl)
@@ -935,9 +956,8 @@ async fn a_lease_has_one_holder_until_it_expires_or_is_released() {
     assert!(storage.leases().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn a_heartbeat_keeps_its_latest_arrival() {
-    let (storage, _folder) = open_storage().await;
+async fn a_heartbeat_keeps_its_latest_arrival(databases: &Databases) {
+    let storage = databases.fresh().await;
     assert_eq!(storage.last_heartbeat("watchdog").await.unwrap(), None);
     let later = at("2026-12-03T08:01:00Z");
     storage.record_heartbeat("watchdog", later).await.unwrap();
@@ -951,9 +971,8 @@ async fn a_heartbeat_keeps_its_latest_arrival() {
     );
 }
 
-#[tokio::test]
-async fn a_token_bucket_grants_no_more_than_its_rate() {
-    let (storage, _folder) = open_storage().await;
+async fn a_token_bucket_grants_no_more_than_its_rate(databases: &Databases) {
+    let storage = databases.fresh().await;
     let start = at("2026-12-03T08:00:00Z");
     // A full bucket of 30 at first; then empty.
     assert_eq!(
@@ -996,10 +1015,76 @@ async fn a_token_bucket_grants_no_more_than_its_rate() {
     );
 }
 
+async fn the_banner_hides_drills_unless_asked_and_shows_a_resolution_for_its_window(
+    databases: &Databases,
+) {
+    let storage = databases.fresh().await;
+    let now = at("2026-11-28T05:00:00Z");
+    let banner = ["banner".to_owned()];
+    let (incident_id, draft_id) = drill_with_draft(&storage, now).await;
+    let notice_id = publish(&storage, incident_id, draft_id, now).await;
+    assert!(
+        storage
+            .current_banner(&banner, false, now)
+            .await
+            .unwrap()
+            .is_none(),
+        "a drill stays off the live banner"
+    );
+    let shown = storage
+        .current_banner(&banner, true, now)
+        .await
+        .unwrap()
+        .expect("the drill banner when asked for");
+    assert_eq!(shown.notice.notice_id, notice_id);
+    assert!(shown.drill);
+    assert_eq!(shown.fields.level, Some(Level::Two), "the version's fields");
+
+    // The resolution: shown from its publication for as long as the caller's window.
+    let resolved_at = at("2026-11-28T06:00:00Z");
+    let mut transaction = storage.begin_write().await.unwrap();
+    let resolution_id = transaction
+        .insert_operator_draft(
+            incident_id,
+            NoticeKind::Resolved,
+            &DraftFields::default(),
+            &serde_json::json!({"drill": true}),
+            &rendered(),
+            "Operatör",
+            resolved_at,
+        )
+        .await
+        .unwrap()
+        .expect("no draft pending");
+    let mut write = publication(incident_id, resolution_id, resolved_at);
+    write.kind = NoticeKind::Resolved;
+    let resolution_notice = transaction
+        .insert_publication(&write)
+        .await
+        .unwrap()
+        .expect("published once");
+    transaction.commit().await.unwrap();
+    let all_clear = storage
+        .current_banner(&banner, true, at("2026-11-28T05:30:00Z"))
+        .await
+        .unwrap()
+        .expect("the all-clear within its window");
+    assert_eq!(all_clear.notice.notice_id, resolution_notice);
+    assert_eq!(all_clear.notice.kind, NoticeKind::Resolved);
+    assert!(
+        storage
+            .current_banner(&banner, true, at("2026-11-28T06:00:01Z"))
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing once the window is over"
+    );
+}
+
 // ---- subscriptions ----------------------------------------------------------------------
 
-fn choices_of(actors: &[&str]) -> crate::subscription::Choices {
-    crate::subscription::Choices {
+fn choices_of(actors: &[&str]) -> samsa_relay::subscription::Choices {
+    samsa_relay::subscription::Choices {
         all: false,
         actors: actors.iter().map(|id| (*id).to_owned()).collect(),
         subregions: Vec::new(),
@@ -1024,11 +1109,11 @@ async fn request(storage: &Storage, address: &str, nonce: &str, now: Timestamp) 
     outcome
 }
 
-#[tokio::test]
-async fn a_subscription_is_confirmed_only_with_its_nonce_and_asking_again_changes_nothing_confirmed()
- {
-    use crate::subscription::SubscriberState;
-    let (storage, _folder) = open_storage().await;
+async fn a_subscription_is_confirmed_only_with_its_nonce_and_asking_again_changes_nothing_confirmed(
+    databases: &Databases,
+) {
+    use samsa_relay::subscription::SubscriberState;
+    let storage = databases.fresh().await;
     let now = at("2026-11-28T05:00:00Z");
     let RequestOutcome::Pending {
         subscriber_id,
@@ -1144,9 +1229,8 @@ async fn a_subscription_is_confirmed_only_with_its_nonce_and_asking_again_change
     assert_eq!(counts, [(SubscriberState::Pending, 1)]);
 }
 
-#[tokio::test]
-async fn subscriber_deliveries_name_no_address_and_deleting_leaves_none() {
-    let (storage, _folder) = open_storage().await;
+async fn subscriber_deliveries_name_no_address_and_deleting_leaves_none(databases: &Databases) {
+    let storage = databases.fresh().await;
     let now = at("2026-11-28T05:00:00Z");
     let RequestOutcome::Pending {
         subscriber_id,
@@ -1179,7 +1263,7 @@ async fn subscriber_deliveries_name_no_address_and_deleting_leaves_none() {
     let (incident_id, draft_id) = drill_with_draft(&storage, now).await;
     let mut write = publication(incident_id, draft_id, now);
     write.channels.push("newsletter".to_owned());
-    let recipient = crate::subscription::recipient(subscriber_id);
+    let recipient = samsa_relay::subscription::recipient(subscriber_id);
     write
         .deliveries
         .push(("newsletter".to_owned(), recipient.clone()));
@@ -1286,10 +1370,11 @@ async fn subscriber_deliveries_name_no_address_and_deleting_leaves_none() {
     assert!(next > subscriber_id);
 }
 
-#[tokio::test]
-async fn a_subscriber_is_suspended_after_permanent_failures_in_a_row_and_pending_rows_cancelled() {
-    use crate::subscription::SubscriberState;
-    let (storage, _folder) = open_storage().await;
+async fn a_subscriber_is_suspended_after_permanent_failures_in_a_row_and_pending_rows_cancelled(
+    databases: &Databases,
+) {
+    use samsa_relay::subscription::SubscriberState;
+    let storage = databases.fresh().await;
     let now = at("2026-11-28T05:00:00Z");
     let outcome = storage
         .import_subscribers(
@@ -1405,9 +1490,8 @@ async fn a_subscriber_is_suspended_after_permanent_failures_in_a_row_and_pending
     assert!(bo.source.ends_with("removed by Åsa"), "{}", bo.source);
 }
 
-#[tokio::test]
-async fn the_purge_deletes_expired_requests_and_ended_subscriptions_only() {
-    let (storage, _folder) = open_storage().await;
+async fn the_purge_deletes_expired_requests_and_ended_subscriptions_only(databases: &Databases) {
+    let storage = databases.fresh().await;
     let day = SignedDuration::from_hours(24);
     let start = at("2026-11-01T05:00:00Z");
     // Pending since the start, never confirmed.

@@ -1,0 +1,372 @@
+//! Receipts in PostgreSQL: `webhook_receipts` (unique by dedupe key), `alerts`, and the
+//! incident worker's backlog `receipts_backlog` (see the migration for why it is a table
+//! here and not "every id above the highest processed" as on SQLite).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use sqlx::{Postgres, QueryBuilder, Row as _};
+
+use super::rows::{parse_map, parse_status};
+use super::{
+    Connection, PgStorage, PgTx, ROWS_PER_STATEMENT, format_time, parse_time, storage_error,
+};
+use crate::alertmanager::{Alert, AlertStatus};
+use crate::storage::{
+    AlertRecord, NewReceipt, ReceiptRecord, Receipts, ReceiptsTx, ReceivedAlerts, StorageError,
+    StoredReceipt, UnprocessedReceipt,
+};
+
+#[async_trait]
+impl Receipts for PgStorage {
+    /// Stores a batch of notifications in one statement (group commit), committed on its
+    /// own: one round trip for a batch of new notifications. One answer per notification,
+    /// in order. A notification already stored (before, earlier in the same batch, or at
+    /// the same moment by another replica) is answered as a duplicate.
+    async fn store_notifications(
+        &self,
+        batch: &[NewReceipt<'_>],
+    ) -> Result<Vec<StoredReceipt>, StorageError> {
+        let mut connection = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|source| storage_error(STORE_NOTIFICATION, source))?;
+        insert_receipts(&mut connection, batch).await
+    }
+
+    async fn receipts(&self) -> Result<Vec<ReceiptRecord>, StorageError> {
+        const OPERATION: &str = "receipts";
+        let rows = sqlx::query(
+            "SELECT id, received_at, group_key, status, receiver, n_alerts, payload \
+             FROM webhook_receipts ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|source| storage_error(OPERATION, source))?;
+        rows.iter()
+            .map(|row| -> anyhow::Result<ReceiptRecord> {
+                Ok(ReceiptRecord {
+                    receipt_id: row.try_get("id")?,
+                    received_at: parse_time(row.try_get("received_at")?)?,
+                    group_key: row.try_get("group_key")?,
+                    status: parse_status(row.try_get("status")?)?,
+                    receiver: row.try_get("receiver")?,
+                    n_alerts: row.try_get("n_alerts")?,
+                    payload: row.try_get("payload")?,
+                })
+            })
+            .collect::<anyhow::Result<_>>()
+            .map_err(|source| storage_error(OPERATION, source))
+    }
+
+    async fn alerts(&self) -> Result<Vec<AlertRecord>, StorageError> {
+        const OPERATION: &str = "alerts";
+        let rows = sqlx::query(
+            "SELECT fingerprint, starts_at, status, labels, annotations, ends_at, generator_url, \
+             first_receipt_id, last_receipt_id FROM alerts ORDER BY fingerprint, starts_at",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|source| storage_error(OPERATION, source))?;
+        rows.iter()
+            .map(|row| -> anyhow::Result<AlertRecord> {
+                let ends_at: Option<String> = row.try_get("ends_at")?;
+                Ok(AlertRecord {
+                    fingerprint: row.try_get("fingerprint")?,
+                    starts_at: parse_time(row.try_get("starts_at")?)?,
+                    status: parse_status(row.try_get("status")?)?,
+                    labels: parse_map(row.try_get("labels")?)?,
+                    annotations: parse_map(row.try_get("annotations")?)?,
+                    ends_at: ends_at.as_deref().map(parse_time).transpose()?,
+                    generator_url: row.try_get("generator_url")?,
+                    first_receipt_id: row.try_get("first_receipt_id")?,
+                    last_receipt_id: row.try_get("last_receipt_id")?,
+                })
+            })
+            .collect::<anyhow::Result<_>>()
+            .map_err(|source| storage_error(OPERATION, source))
+    }
+
+    async fn n_unprocessed_receipts(&self) -> Result<i64, StorageError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM receipts_backlog")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|source| storage_error("n_unprocessed_receipts", source))
+    }
+}
+
+#[async_trait]
+impl ReceiptsTx for PgTx {
+    async fn next_unprocessed_receipts(
+        &mut self,
+        limit: usize,
+    ) -> Result<Vec<UnprocessedReceipt>, StorageError> {
+        next_unprocessed_receipts(&mut self.0, limit).await
+    }
+}
+
+/// The operation name of storing webhooks, in errors and metrics.
+const STORE_NOTIFICATION: &str = "store_notification";
+
+/// Inserts the receipts of a batch, each new one with its place in the backlog, in one
+/// statement (arrays unnested, so that one prepared statement serves every batch size);
+/// then reads the ids of those stored before. One answer per receipt, in order. Their
+/// alerts go into `alerts` when the incident worker processes them.
+///
+/// Two replicas storing the same key at once: `ON CONFLICT DO NOTHING` makes the second
+/// wait for the first's commit and then skip the row, and the read that follows finds it.
+/// The batch's new keys are inserted in key order, so that two batches sharing keys lock
+/// them in the same order and never deadlock.
+async fn insert_receipts(
+    connection: &mut Connection,
+    batch: &[NewReceipt<'_>],
+) -> Result<Vec<StoredReceipt>, StorageError> {
+    let error = |source: sqlx::Error| storage_error(STORE_NOTIFICATION, source);
+    // The first of a dedupe key in the batch is the one that may be new.
+    let mut first_of_key: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
+    let mut candidates: Vec<&NewReceipt<'_>> = Vec::with_capacity(batch.len());
+    for (index, receipt) in batch.iter().enumerate() {
+        if let std::collections::hash_map::Entry::Vacant(entry) =
+            first_of_key.entry(receipt.dedupe_key)
+        {
+            entry.insert(index);
+            candidates.push(receipt);
+        }
+    }
+    candidates.sort_by_key(|receipt| receipt.dedupe_key);
+    let column = |value: fn(&NewReceipt<'_>) -> String| -> Vec<String> {
+        candidates.iter().map(|receipt| value(receipt)).collect()
+    };
+    let rows = sqlx::query(
+        "WITH new AS ( \
+           INSERT INTO webhook_receipts (dedupe_key, received_at, group_key, status, receiver, \
+             external_url, n_alerts, truncated_alerts, payload) \
+           SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::int8[], $8::int8[], $9::text[]) \
+           ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key), \
+         queued AS (INSERT INTO receipts_backlog (receipt_id) SELECT id FROM new) \
+         SELECT id, dedupe_key FROM new",
+    )
+    .bind(column(|receipt| receipt.dedupe_key.to_owned()))
+    .bind(column(|receipt| format_time(receipt.received_at)))
+    .bind(column(|receipt| receipt.notification.group_key.clone()))
+    .bind(column(|receipt| {
+        receipt.notification.status.as_str().to_owned()
+    }))
+    .bind(column(|receipt| receipt.notification.receiver.clone()))
+    .bind(column(|receipt| receipt.notification.external_url.clone()))
+    .bind(
+        candidates
+            .iter()
+            .map(|receipt| receipt.notification.alerts.len() as i64)
+            .collect::<Vec<i64>>(),
+    )
+    .bind(
+        candidates
+            .iter()
+            .map(|receipt| receipt.notification.truncated_alerts as i64)
+            .collect::<Vec<i64>>(),
+    )
+    .bind(
+        candidates
+            .iter()
+            .map(|receipt| receipt.raw_payload)
+            .collect::<Vec<&str>>(),
+    )
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(error)?;
+    let mut inserted: HashMap<String, i64> = HashMap::with_capacity(candidates.len());
+    for row in rows {
+        inserted.insert(
+            row.try_get("dedupe_key").map_err(error)?,
+            row.try_get("id").map_err(error)?,
+        );
+    }
+    // Keys stored before (by an earlier batch or another replica).
+    let stored_before: Vec<&str> = candidates
+        .iter()
+        .map(|receipt| receipt.dedupe_key)
+        .filter(|key| !inserted.contains_key(*key))
+        .collect();
+    let mut existing: HashMap<String, i64> = HashMap::new();
+    if !stored_before.is_empty() {
+        let rows = sqlx::query(
+            "SELECT id, dedupe_key FROM webhook_receipts WHERE dedupe_key = ANY($1::text[])",
+        )
+        .bind(&stored_before)
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(error)?;
+        for row in rows {
+            existing.insert(
+                row.try_get("dedupe_key").map_err(error)?,
+                row.try_get("id").map_err(error)?,
+            );
+        }
+    }
+
+    batch
+        .iter()
+        .enumerate()
+        .map(|(index, receipt)| {
+            let key = receipt.dedupe_key;
+            let is_first = first_of_key.get(key) == Some(&index);
+            match (inserted.get(key), existing.get(key)) {
+                (Some(&receipt_id), _) => Ok(StoredReceipt {
+                    receipt_id,
+                    duplicate: !is_first,
+                }),
+                (None, Some(&receipt_id)) => Ok(StoredReceipt {
+                    receipt_id,
+                    duplicate: true,
+                }),
+                (None, None) => Err(storage_error(
+                    STORE_NOTIFICATION,
+                    anyhow::anyhow!("receipt {key:?} neither inserted nor found"),
+                )),
+            }
+        })
+        .collect()
+}
+
+pub(super) async fn next_unprocessed_receipts(
+    connection: &mut Connection,
+    limit: usize,
+) -> Result<Vec<UnprocessedReceipt>, StorageError> {
+    const OPERATION: &str = "next_unprocessed_receipts";
+    // Oldest first. A receipt whose transaction drew a lower id but committed later than
+    // one already processed is taken in a later batch.
+    let rows = sqlx::query(
+        "SELECT r.id, r.received_at, r.payload FROM receipts_backlog b \
+         JOIN webhook_receipts r ON r.id = b.receipt_id ORDER BY b.receipt_id LIMIT $1",
+    )
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(|source| storage_error(OPERATION, source))?;
+    rows.iter()
+        .map(|row| -> anyhow::Result<UnprocessedReceipt> {
+            Ok(UnprocessedReceipt {
+                receipt_id: row.try_get("id")?,
+                received_at: parse_time(row.try_get("received_at")?)?,
+                payload: row.try_get("payload")?,
+            })
+        })
+        .collect::<anyhow::Result<_>>()
+        .map_err(|source| storage_error(OPERATION, source))
+}
+
+/// Upserts the alerts the receipts of a batch carried into `alerts`, in receipt order, so
+/// that a later webhook's copy of an alert is applied after an earlier one's.
+pub(super) async fn upsert_received_alerts(
+    connection: &mut Connection,
+    received: &[ReceivedAlerts],
+) -> Result<(), StorageError> {
+    const OPERATION: &str = "upsert_alerts";
+    let error = |source: sqlx::Error| storage_error(OPERATION, source);
+    // PostgreSQL refuses to update one row twice in a statement, so the copies of one
+    // alert in the batch are merged first, the way applying them one after another would:
+    // state from the latest copy unless an earlier one resolved it, the rest from the
+    // latest, first_receipt_id from the first.
+    let mut alert_rows: Vec<MergedAlert<'_>> = Vec::new();
+    let mut position: HashMap<(&str, Timestamp), usize> = HashMap::new();
+    for receipt in received {
+        let updated_at = format_time(receipt.received_at);
+        for alert in latest_per_key(&receipt.alerts) {
+            let key = (alert.fingerprint.as_str(), alert.starts_at);
+            match position.get(&key) {
+                Some(&index) => {
+                    let merged = &mut alert_rows[index];
+                    if merged.state.status != AlertStatus::Resolved {
+                        merged.state = alert;
+                    }
+                    merged.generator_url = alert.generator_url.as_str();
+                    merged.last_receipt_id = receipt.receipt_id;
+                    merged.updated_at = updated_at.clone();
+                }
+                None => {
+                    position.insert(key, alert_rows.len());
+                    alert_rows.push(MergedAlert {
+                        state: alert,
+                        generator_url: alert.generator_url.as_str(),
+                        first_receipt_id: receipt.receipt_id,
+                        last_receipt_id: receipt.receipt_id,
+                        updated_at: updated_at.clone(),
+                    });
+                }
+            }
+        }
+    }
+    for chunk in alert_rows.chunks(ROWS_PER_STATEMENT) {
+        let mut builder: QueryBuilder<Postgres> = QueryBuilder::new(
+            "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, ends_at, \
+             generator_url, first_receipt_id, last_receipt_id, updated_at) ",
+        );
+        builder.push_values(chunk, |mut row, merged| {
+            let alert = merged.state;
+            row.push_bind(alert.fingerprint.as_str())
+                .push_bind(format_time(alert.starts_at))
+                .push_bind(alert.status.as_str())
+                .push_bind(serde_json::to_string(&alert.labels).expect("map of strings"))
+                .push_bind(serde_json::to_string(&alert.annotations).expect("map of strings"))
+                .push_bind(alert.ends_at.map(format_time))
+                .push_bind(merged.generator_url)
+                .push_bind(merged.first_receipt_id)
+                .push_bind(merged.last_receipt_id)
+                .push_bind(merged.updated_at.as_str());
+        });
+        // A resolved alert stays resolved: a late "firing" for the same
+        // (fingerprint, startsAt) is an older message, not a new outage (a re-fire has a
+        // new startsAt).
+        builder.push(
+            " ON CONFLICT (fingerprint, starts_at) DO UPDATE SET \
+             status = CASE WHEN alerts.status = 'resolved' THEN alerts.status ELSE excluded.status END, \
+             ends_at = CASE WHEN alerts.status = 'resolved' THEN alerts.ends_at ELSE excluded.ends_at END, \
+             labels = CASE WHEN alerts.status = 'resolved' THEN alerts.labels ELSE excluded.labels END, \
+             annotations = CASE WHEN alerts.status = 'resolved' THEN alerts.annotations ELSE excluded.annotations END, \
+             generator_url = excluded.generator_url, \
+             last_receipt_id = excluded.last_receipt_id, \
+             updated_at = excluded.updated_at",
+        );
+        builder
+            .build()
+            .execute(&mut *connection)
+            .await
+            .map_err(error)?;
+    }
+    Ok(())
+}
+
+/// The copies of one alert in a batch, merged in receipt order.
+struct MergedAlert<'a> {
+    /// The copy whose status, labels, annotations and end count.
+    state: &'a Alert,
+    generator_url: &'a str,
+    first_receipt_id: i64,
+    last_receipt_id: i64,
+    updated_at: String,
+}
+
+/// One alert per (fingerprint, startsAt) of one webhook: a resolved copy wins, otherwise
+/// the last one.
+fn latest_per_key(alerts: &[Alert]) -> Vec<&Alert> {
+    let mut position: HashMap<(&str, Timestamp), usize> = HashMap::with_capacity(alerts.len());
+    let mut chosen: Vec<&Alert> = Vec::with_capacity(alerts.len());
+    for alert in alerts {
+        match position.get(&(alert.fingerprint.as_str(), alert.starts_at)) {
+            Some(&index) => {
+                if chosen[index].status != AlertStatus::Resolved {
+                    chosen[index] = alert;
+                }
+            }
+            None => {
+                position.insert((alert.fingerprint.as_str(), alert.starts_at), chosen.len());
+                chosen.push(alert);
+            }
+        }
+    }
+    chosen
+}

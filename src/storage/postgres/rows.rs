@@ -1,0 +1,210 @@
+//! What the aggregate files share: the text forms of stored values, reading the rows
+//! several aggregates return (incidents, log entries, notices), and appending to the log.
+//! Uses only the parent module, so the sibling files form no circle.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use sqlx::{Postgres, QueryBuilder, Row as _};
+
+use super::{Connection, ROWS_PER_STATEMENT, format_time, parse_time, storage_error};
+use crate::alertmanager::AlertStatus;
+use crate::classify::Level;
+use crate::incident::{
+    AlertKey, DeliveryState, DraftState, Incident, IncidentKind, Phase, TrackedAlert,
+};
+use crate::notice::NoticeKind;
+use crate::storage::{
+    EventRecord, EventWrite, IncidentRecord, PublishedNoticeRecord, StorageError,
+};
+
+pub(super) const INCIDENT_COLUMNS: &str =
+    "id, kind, phase, started_at, resolved_at, n_reopened, summary, classification, published";
+
+pub(super) const NOTICE_COLUMNS: &str = "p.id, p.incident_id, p.draft_id, p.draft_version, p.kind, p.level, p.decided_by, \
+     p.decided_role, p.published_by, p.channels, p.rendered, p.published_at";
+
+pub(super) fn parse_status(text: String) -> anyhow::Result<AlertStatus> {
+    AlertStatus::parse(&text).with_context(|| format!("unknown stored status {text:?}"))
+}
+
+pub(super) fn parse_map(text: String) -> anyhow::Result<BTreeMap<String, String>> {
+    serde_json::from_str(&text).context("stored labels are not a JSON object of strings")
+}
+
+pub(super) fn parse_kind(text: String) -> anyhow::Result<NoticeKind> {
+    match text.as_str() {
+        "initial" => Ok(NoticeKind::Initial),
+        "update" => Ok(NoticeKind::Update),
+        "resolved" => Ok(NoticeKind::Resolved),
+        other => anyhow::bail!("unknown stored notice kind {other:?}"),
+    }
+}
+
+pub(super) fn parse_incident_kind(text: String) -> anyhow::Result<IncidentKind> {
+    IncidentKind::parse(&text).with_context(|| format!("unknown stored incident kind {text:?}"))
+}
+
+pub(super) fn parse_draft_state(text: String) -> anyhow::Result<DraftState> {
+    DraftState::parse(&text).with_context(|| format!("unknown stored draft state {text:?}"))
+}
+
+pub(super) fn parse_delivery_state(text: String) -> anyhow::Result<DeliveryState> {
+    DeliveryState::parse(&text).with_context(|| format!("unknown stored delivery state {text:?}"))
+}
+
+pub(super) fn parse_level(number: i64) -> anyhow::Result<Level> {
+    u8::try_from(number)
+        .ok()
+        .and_then(Level::from_number)
+        .with_context(|| format!("unknown stored level {number}"))
+}
+
+pub(super) async fn insert_events(
+    connection: &mut Connection,
+    incident_id: i64,
+    events: &[EventWrite],
+) -> Result<(), StorageError> {
+    let events: Vec<(i64, &EventWrite)> = events.iter().map(|event| (incident_id, event)).collect();
+    insert_events_of(connection, &events).await
+}
+
+/// Appends log entries of one or more incidents, in order.
+pub(super) async fn insert_events_of(
+    connection: &mut Connection,
+    events: &[(i64, &EventWrite)],
+) -> Result<(), StorageError> {
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let mut builder: QueryBuilder<Postgres> = QueryBuilder::new(
+            "INSERT INTO incident_events (incident_id, at, source, event, detail) ",
+        );
+        builder.push_values(chunk, |mut row, (incident_id, event)| {
+            row.push_bind(*incident_id)
+                .push_bind(format_time(event.at))
+                .push_bind(event.source.as_str())
+                .push_bind(event.event.as_str())
+                .push_bind(event.detail.to_string());
+        });
+        builder
+            .build()
+            .execute(&mut *connection)
+            .await
+            .map_err(|source| storage_error("insert_events", source))?;
+    }
+    Ok(())
+}
+
+/// One row of `incident_events` (id, incident_id, at, source, event, detail), read back.
+pub(super) fn event_from_row(row: &sqlx::postgres::PgRow) -> anyhow::Result<EventRecord> {
+    Ok(EventRecord {
+        event_id: row.try_get("id")?,
+        incident_id: row.try_get("incident_id")?,
+        at: parse_time(row.try_get("at")?)?,
+        source: row.try_get("source")?,
+        event: row.try_get("event")?,
+        detail: serde_json::from_str(row.try_get("detail")?)?,
+    })
+}
+
+pub(super) async fn load_incident_alerts(
+    connection: &mut Connection,
+    incident_id: i64,
+) -> Result<BTreeMap<AlertKey, TrackedAlert>, StorageError> {
+    const OPERATION: &str = "load_incident_alerts";
+    let rows = sqlx::query(
+        "SELECT fingerprint, starts_at, status, labels FROM incident_alerts WHERE incident_id = $1",
+    )
+    .bind(incident_id)
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(|source| storage_error(OPERATION, source))?;
+    let mut alerts = BTreeMap::new();
+    for row in rows {
+        let parse = || -> anyhow::Result<(AlertKey, TrackedAlert)> {
+            Ok((
+                AlertKey {
+                    fingerprint: row.try_get("fingerprint")?,
+                    starts_at: parse_time(row.try_get("starts_at")?)?,
+                },
+                TrackedAlert {
+                    status: parse_status(row.try_get("status")?)?,
+                    labels: parse_map(row.try_get("labels")?)?,
+                },
+            ))
+        };
+        let (key, alert) = parse().map_err(|source| storage_error(OPERATION, source))?;
+        alerts.insert(key, alert);
+    }
+    Ok(alerts)
+}
+
+pub(super) fn incident_from_row(
+    row: &sqlx::postgres::PgRow,
+    alerts: BTreeMap<AlertKey, TrackedAlert>,
+) -> anyhow::Result<IncidentRecord> {
+    let resolved_at: Option<String> = row.try_get("resolved_at")?;
+    let resolved_at = resolved_at.as_deref().map(parse_time).transpose()?;
+    let phase: String = row.try_get("phase")?;
+    let phase = match (phase.as_str(), resolved_at) {
+        ("open", _) => Phase::Open,
+        ("resolved", Some(at)) => Phase::Resolved { at },
+        (other, _) => anyhow::bail!("incident phase {other:?} without its time"),
+    };
+    let published: Option<String> = row.try_get("published")?;
+    let n_reopened: i64 = row.try_get("n_reopened")?;
+    Ok(IncidentRecord {
+        incident_id: row.try_get("id")?,
+        kind: parse_incident_kind(row.try_get("kind")?)?,
+        resolved_at,
+        incident: Incident {
+            incident_id: row.try_get("id")?,
+            phase,
+            started_at: parse_time(row.try_get("started_at")?)?,
+            alerts,
+            summary: serde_json::from_str(row.try_get("summary")?)?,
+            classification: serde_json::from_str(row.try_get("classification")?)?,
+            published: published.as_deref().map(serde_json::from_str).transpose()?,
+            // Derived from the drafts table by the caller: one source of truth.
+            pending_draft: None,
+            n_reopened: u32::try_from(n_reopened)?,
+        },
+    })
+}
+
+pub(super) fn notice_from_row(
+    row: &sqlx::postgres::PgRow,
+) -> anyhow::Result<PublishedNoticeRecord> {
+    let level: i64 = row.try_get("level")?;
+    Ok(PublishedNoticeRecord {
+        notice_id: row.try_get("id")?,
+        incident_id: row.try_get("incident_id")?,
+        draft_id: row.try_get("draft_id")?,
+        draft_version: row.try_get("draft_version")?,
+        kind: parse_kind(row.try_get("kind")?)?,
+        level: parse_level(level)?,
+        decided_by: row.try_get("decided_by")?,
+        decided_role: row.try_get("decided_role")?,
+        published_by: row.try_get("published_by")?,
+        channels: serde_json::from_str(row.try_get("channels")?)?,
+        rendered: serde_json::from_str(row.try_get("rendered")?)?,
+        published_at: parse_time(row.try_get("published_at")?)?,
+    })
+}
+
+/// An incident without its alerts (for drafting by hand).
+pub(super) async fn incident_by_id(
+    connection: &mut Connection,
+    incident_id: i64,
+) -> Result<Option<IncidentRecord>, StorageError> {
+    const OPERATION: &str = "incident_by_id";
+    let row = sqlx::query(&format!(
+        "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1"
+    ))
+    .bind(incident_id)
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(|source| storage_error(OPERATION, source))?;
+    row.map(|row| incident_from_row(&row, Default::default()))
+        .transpose()
+        .map_err(|source| storage_error(OPERATION, source))
+}

@@ -1,0 +1,335 @@
+//! PostgreSQL shared by several replicas: each test opens two or more [`Storage`] handles
+//! (two "replicas", each with its own pool) on one database of a real server and makes
+//! them race, then checks what the database holds. The storage contract itself runs on
+//! PostgreSQL in `storage.rs`; these are what only a shared server can show.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use samsa_relay::alertmanager::Notification;
+use samsa_relay::config::DatabaseConfig;
+use samsa_relay::storage::{NewReceipt, OperatorMailWrite, Storage, StorageError};
+use sqlx::Connection as _;
+
+use crate::common::{Databases, PostgresServer, database_config};
+use crate::storage::{at, drill_with_draft, publication, scope, webhook};
+
+/// `n` handles on one fresh database, opened one after another.
+async fn replicas(databases: &Databases, n: usize) -> (Vec<Storage>, DatabaseConfig) {
+    let (first, config) = databases.fresh_with_config().await;
+    let mut handles = vec![first];
+    for _ in 1..n {
+        handles.push(Storage::open(&config).await.expect("open a second handle"));
+    }
+    (handles, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_webhook_sent_to_two_replicas_at_once_is_stored_once() {
+    let databases = Databases::postgres().await;
+    let (replicas, _) = replicas(&databases, 2).await;
+    let now = at("2026-12-03T08:00:00Z");
+    let keys: Vec<String> = (0..60).map(|index| format!("key-{index}")).collect();
+    // Each replica stores every key, in batches of various sizes and orders, all at once.
+    let mut tasks = Vec::new();
+    for (number, replica) in replicas.iter().enumerate() {
+        for chunk_size in [1, 7] {
+            let replica = replica.clone();
+            let mut keys = keys.clone();
+            if number == 1 {
+                keys.reverse();
+            }
+            tasks.push(tokio::spawn(async move {
+                let (notification, body) = webhook("g1", "firing", "2026-12-03T07:59:00Z");
+                let mut answers = Vec::new();
+                for chunk in keys.chunks(chunk_size) {
+                    let batch: Vec<NewReceipt<'_>> = chunk
+                        .iter()
+                        .map(|key| NewReceipt {
+                            notification: &notification,
+                            dedupe_key: key,
+                            raw_payload: &body,
+                            received_at: now,
+                        })
+                        .collect();
+                    let stored = replica.store_notifications(&batch).await.unwrap();
+                    answers.extend(chunk.iter().cloned().zip(stored));
+                }
+                answers
+            }));
+        }
+    }
+    let mut new_ids = BTreeSet::new();
+    let mut ids_of_key = std::collections::BTreeMap::<String, BTreeSet<i64>>::new();
+    for task in tasks {
+        for (key, stored) in task.await.unwrap() {
+            ids_of_key
+                .entry(key.clone())
+                .or_default()
+                .insert(stored.receipt_id);
+            if !stored.duplicate {
+                assert!(
+                    new_ids.insert(stored.receipt_id),
+                    "{key} stored as new twice"
+                );
+            }
+        }
+    }
+    // Every key was answered as new exactly once, and every answer names the same row.
+    assert_eq!(new_ids.len(), keys.len());
+    assert!(
+        ids_of_key.values().all(|ids| ids.len() == 1),
+        "{ids_of_key:?}"
+    );
+    assert_eq!(replicas[1].receipts().await.unwrap().len(), keys.len());
+    assert_eq!(
+        replicas[0].n_unprocessed_receipts().await.unwrap(),
+        keys.len() as i64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claims_never_hand_one_delivery_to_two_claimers() {
+    let databases = Databases::postgres().await;
+    let (replicas, _) = replicas(&databases, 2).await;
+    let now = at("2026-12-03T08:00:00Z");
+    let (incident_id, draft_id) = drill_with_draft(&replicas[0], now).await;
+    let mut write = publication(incident_id, draft_id, now);
+    write.deliveries = (0..400)
+        .map(|index| ("email".to_owned(), format!("r{index}@example.org")))
+        .collect();
+    let mut transaction = replicas[0].begin_write().await.unwrap();
+    transaction
+        .insert_publication(&write)
+        .await
+        .unwrap()
+        .unwrap();
+    transaction.commit().await.unwrap();
+    let mails: Vec<OperatorMailWrite> = (0..200)
+        .map(|index| OperatorMailWrite {
+            dedupe_key: format!("review:{index}"),
+            purpose: "review".to_owned(),
+            incident_id: Some(incident_id),
+            draft_id: None,
+            draft_version: None,
+            to_address: format!("op{index}@example.org"),
+            subject: "Granska".to_owned(),
+            body: "Länk".to_owned(),
+        })
+        .collect();
+    replicas[1]
+        .enqueue_operator_mail(&mails, now)
+        .await
+        .unwrap();
+
+    // Four claimers per replica, each claiming small batches until nothing is left.
+    let lease = Duration::from_secs(600);
+    let mut tasks = Vec::new();
+    for replica in &replicas {
+        for _ in 0..4 {
+            let replica = replica.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut deliveries = Vec::new();
+                let mut mails = Vec::new();
+                for _ in 0..1_000 {
+                    let claimed = replica
+                        .claim_deliveries("email", 7, now, lease)
+                        .await
+                        .unwrap();
+                    let claimed_mail = replica.claim_operator_mail(5, now, lease).await.unwrap();
+                    if claimed.is_empty() && claimed_mail.is_empty() {
+                        break;
+                    }
+                    deliveries.extend(claimed.into_iter().map(|delivery| delivery.outbox_id));
+                    mails.extend(claimed_mail.into_iter().map(|mail| mail.mail_id));
+                }
+                (deliveries, mails)
+            }));
+        }
+    }
+    let mut deliveries = Vec::new();
+    let mut mails = Vec::new();
+    for task in tasks {
+        let (claimed, claimed_mail) = task.await.unwrap();
+        deliveries.extend(claimed);
+        mails.extend(claimed_mail);
+    }
+    let unique: BTreeSet<i64> = deliveries.iter().copied().collect();
+    assert_eq!(unique.len(), deliveries.len(), "a delivery claimed twice");
+    assert_eq!(deliveries.len(), 400);
+    let unique: BTreeSet<i64> = mails.iter().copied().collect();
+    assert_eq!(unique.len(), mails.len(), "an operator mail claimed twice");
+    assert_eq!(mails.len(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_starting_at_once_migrate_once() {
+    let databases = Databases::postgres().await;
+    let config = databases.fresh_config().await;
+    let opens: Vec<_> = (0..5)
+        .map(|_| {
+            let config = config.clone();
+            tokio::spawn(async move { Storage::open(&config).await })
+        })
+        .collect();
+    let mut handles = Vec::new();
+    for open in opens {
+        handles.push(open.await.unwrap().expect("every replica opens"));
+    }
+    let first = handles[0].installation_id().await.unwrap();
+    for handle in &handles {
+        assert_eq!(handle.installation_id().await.unwrap(), first);
+    }
+    let samsa_relay::config::DatabaseUrl::Postgres(url) = &config.url else {
+        panic!("not postgres");
+    };
+    let mut connection = sqlx::PgConnection::connect(url.url.expose()).await.unwrap();
+    let applied: Vec<(i64, bool)> =
+        sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&mut connection)
+            .await
+            .unwrap();
+    assert_eq!(applied, [(1, true)]);
+    let installations: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM installation")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(installations, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn write_transactions_of_two_replicas_run_one_after_the_other() {
+    let databases = Databases::postgres().await;
+    let (replicas, _) = replicas(&databases, 2).await;
+    let now = at("2026-12-03T08:00:00Z");
+    let (summary, classification) = scope();
+    let first_committed = Arc::new(AtomicBool::new(false));
+
+    let mut first = replicas[0].begin_write().await.unwrap();
+    let drill = first
+        .insert_drill_incident(&summary, &classification, "Anna", now)
+        .await
+        .unwrap();
+    assert!(drill.is_some());
+    let second = {
+        let replica = replicas[1].clone();
+        let first_committed = first_committed.clone();
+        let (summary, classification) = (summary.clone(), classification.clone());
+        tokio::spawn(async move {
+            let mut transaction = replica.begin_write().await.unwrap();
+            // It may begin only once the first has committed ...
+            let began_after_commit = first_committed.load(Ordering::SeqCst);
+            // ... and then sees the first's drill and opens none of its own.
+            let drill = transaction
+                .insert_drill_incident(&summary, &classification, "Bertil", now)
+                .await
+                .unwrap();
+            transaction.commit().await.unwrap();
+            (began_after_commit, drill)
+        })
+    };
+    // Give the second every chance to begin too early.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first_committed.store(true, Ordering::SeqCst);
+    first.commit().await.unwrap();
+    let (began_after_commit, second_drill) = second.await.unwrap();
+    assert!(
+        began_after_commit,
+        "the second write began before the first committed"
+    );
+    assert_eq!(second_drill, None, "one drill open at a time");
+
+    // Monitoring incidents opened by two replicas at once: one.
+    let opens: Vec<_> = replicas
+        .iter()
+        .map(|replica| {
+            let replica = replica.clone();
+            let (summary, classification) = (summary.clone(), classification.clone());
+            tokio::spawn(async move {
+                replica
+                    .open_monitoring_incident(now, &summary, &classification, serde_json::json!({}))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut opened = Vec::new();
+    for open in opens {
+        opened.extend(open.await.unwrap());
+    }
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    let ids: Vec<i64> = replicas[0]
+        .incidents()
+        .await
+        .unwrap()
+        .iter()
+        .map(|record| record.incident_id)
+        .collect();
+    assert_eq!(ids, [1, 2], "incidents numbered in order, without gaps");
+}
+
+/// Whether every one of the operations failed, each with a transient error.
+fn all_transient(results: &[Result<(), StorageError>]) -> bool {
+    results
+        .iter()
+        .all(|result| result.as_ref().is_err_and(StorageError::is_transient))
+}
+
+async fn some_operations(storage: &Storage, key: &str) -> Vec<Result<(), StorageError>> {
+    let (notification, body): (Notification, String) =
+        webhook("g1", "firing", "2026-12-03T07:59:00Z");
+    vec![
+        storage.check_writable().await,
+        storage
+            .store_notification(&notification, key, &body, at("2026-12-03T08:00:00Z"))
+            .await
+            .map(|_| ()),
+        storage.begin_write().await.map(|_| ()),
+        storage.n_unprocessed_receipts().await.map(|_| ()),
+        storage
+            .claim_deliveries(
+                "email",
+                10,
+                at("2026-12-03T08:00:00Z"),
+                Duration::from_secs(60),
+            )
+            .await
+            .map(|_| ()),
+    ]
+}
+
+#[tokio::test]
+async fn a_stopped_database_fails_transiently_and_the_same_handle_recovers() {
+    let mut databases = Databases::postgres().await;
+    let config = databases.fresh_config().await;
+    let config = DatabaseConfig {
+        busy_timeout: Duration::from_secs(1),
+        ..database_config(config.url)
+    };
+    let storage = Storage::open(&config).await.unwrap();
+    for result in some_operations(&storage, "before").await {
+        result.unwrap();
+    }
+    let server: &mut PostgresServer = databases.server().expect("a postgres server");
+    server.stop();
+    assert!(!server.is_running());
+    let results = some_operations(&storage, "while-down").await;
+    assert!(all_transient(&results), "{results:#?}");
+
+    server.start_again().await;
+    // The same handle, not reopened: its pool replaces the connections that died.
+    for result in some_operations(&storage, "after").await {
+        result.unwrap();
+    }
+    let keys: Vec<String> = storage
+        .receipts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|receipt| receipt.payload)
+        .collect();
+    assert_eq!(keys.len(), 2, "stored before and after, nothing while down");
+    assert!(databases.server().unwrap().port() > 0);
+}
