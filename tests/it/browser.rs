@@ -928,6 +928,51 @@ async fn every_page_and_state_passes_axe_and_fits_320_px() {
     audit.check("feedback-thanks").await;
     goto("/public/tillganglighet".to_owned()).await;
     audit.check("accessibility-statement").await;
+    // The subscribers' pages: the form, its errors, a subscriber's own page.
+    goto("/public/subscribe".to_owned()).await;
+    audit.check("subscribe").await;
+    let answer = app
+        .client
+        .post(format!("{}/public/subscribe", app.address))
+        .form(&[
+            ("email", "inte en adress"),
+            ("scope", "chosen"),
+            ("action", "subscribe"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 422);
+    show_html(client, &answer.text().await.unwrap()).await;
+    audit.check("subscribe-errors").await;
+    let nonce = samsa_relay::subscription::new_nonce();
+    app.state
+        .storage
+        .import_subscribers(
+            &[samsa_relay::storage::NewSubscriber {
+                address: "anna.berg@boras.example".to_owned(),
+                choices: samsa_relay::subscription::Choices::default(),
+                nonce: nonce.clone(),
+            }],
+            "import by test",
+            jiff::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    let subscriber = app
+        .state
+        .storage
+        .subscriber_by_address("anna.berg@boras.example")
+        .await
+        .unwrap()
+        .unwrap();
+    goto(samsa_relay::subscribers::manage_path(
+        &app.state.signer,
+        subscriber.subscriber_id,
+        &nonce,
+    ))
+    .await;
+    audit.check("subscription").await;
     goto("/ops/finns-inte".to_owned()).await;
     audit.check("not-found").await;
     let expired = app.state.signer.sign(&LinkClaims {
