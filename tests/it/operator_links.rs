@@ -405,8 +405,14 @@ async fn revoked_links_are_refused_at_once_and_new_ones_work() {
     }
 
     // The command line, against the running relay's database.
+    // The command waits for the running relay's write lock; on a loaded test machine a
+    // commit's fsync can take seconds, so it waits longer than the default 5 s.
     let config_file = app.folder.path().join("relay.toml");
-    std::fs::write(&config_file, config_text(app.folder.path(), "", "")).unwrap();
+    let text = format!(
+        "{}\n{OPERATORS}\n[review]\n",
+        common::base_config(app.folder.path(), "", "busy_timeout = \"60s\"", "")
+    );
+    std::fs::write(&config_file, text).unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_samsa-relay"))
         .arg("revoke-links")
         .arg("--config")
