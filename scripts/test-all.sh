@@ -39,7 +39,6 @@ APT_PACKAGES=(
     chromium
     chromium-driver
     nodejs
-    npm
     postgresql
 )
 # Binaries that must exist once the packages are installed (a quoted glob pattern matches
@@ -85,6 +84,12 @@ else
         printf 'SAMSA_RELAY_SKIP_APT=1 but missing:\n%s\ninstalling anyway\n' "$missing"
     fi
     install_packages
+    # npm: NodeSource's nodejs (on some machines) carries npm and conflicts with Debian's
+    # npm package; Debian's own nodejs needs that package. Install it only when missing.
+    if ! command -v npm >/dev/null; then
+        APT_PACKAGES=(npm)
+        install_packages
+    fi
     missing="$(missing_binaries)"
     [[ -z "$missing" ]] || fail "still missing after the install: $missing"
 fi
