@@ -41,6 +41,7 @@ mod postgres;
 mod publications;
 mod receipts;
 mod sqlite;
+mod stored_text;
 mod subscriptions;
 
 use std::sync::Arc;

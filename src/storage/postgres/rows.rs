@@ -1,64 +1,19 @@
 //! What the aggregate files share: the text forms of stored values, reading the rows
 //! several aggregates return (incidents, log entries, notices), and appending to the log.
-//! Uses only the parent module, so the sibling files form no circle.
+//! Uses only the parent module and the text forms both backends share
+//! (`storage/stored_text.rs`), so the sibling files form no circle.
 
 use std::collections::BTreeMap;
 
-use anyhow::Context as _;
 use sqlx::{Postgres, QueryBuilder, Row as _};
 
 use super::{Connection, ROWS_PER_STATEMENT, format_time, parse_time, storage_error};
-use crate::alertmanager::AlertStatus;
-use crate::classify::Level;
-use crate::incident::{
-    AlertKey, DeliveryState, DraftState, Incident, IncidentKind, Phase, TrackedAlert,
-};
-use crate::notice::NoticeKind;
+use crate::incident::{AlertKey, Incident, Phase, TrackedAlert};
 use crate::storage::{
     EventRecord, EventWrite, IncidentRecord, PublishedNoticeRecord, StorageError,
 };
 
-pub(super) const INCIDENT_COLUMNS: &str =
-    "id, kind, phase, started_at, resolved_at, n_reopened, summary, classification, published";
-
-pub(super) const NOTICE_COLUMNS: &str = "p.id, p.incident_id, p.draft_id, p.draft_version, p.kind, p.level, p.decided_by, \
-     p.decided_role, p.published_by, p.channels, p.rendered, p.published_at";
-
-pub(super) fn parse_status(text: String) -> anyhow::Result<AlertStatus> {
-    AlertStatus::parse(&text).with_context(|| format!("unknown stored status {text:?}"))
-}
-
-pub(super) fn parse_map(text: String) -> anyhow::Result<BTreeMap<String, String>> {
-    serde_json::from_str(&text).context("stored labels are not a JSON object of strings")
-}
-
-pub(super) fn parse_kind(text: String) -> anyhow::Result<NoticeKind> {
-    match text.as_str() {
-        "initial" => Ok(NoticeKind::Initial),
-        "update" => Ok(NoticeKind::Update),
-        "resolved" => Ok(NoticeKind::Resolved),
-        other => anyhow::bail!("unknown stored notice kind {other:?}"),
-    }
-}
-
-pub(super) fn parse_incident_kind(text: String) -> anyhow::Result<IncidentKind> {
-    IncidentKind::parse(&text).with_context(|| format!("unknown stored incident kind {text:?}"))
-}
-
-pub(super) fn parse_draft_state(text: String) -> anyhow::Result<DraftState> {
-    DraftState::parse(&text).with_context(|| format!("unknown stored draft state {text:?}"))
-}
-
-pub(super) fn parse_delivery_state(text: String) -> anyhow::Result<DeliveryState> {
-    DeliveryState::parse(&text).with_context(|| format!("unknown stored delivery state {text:?}"))
-}
-
-pub(super) fn parse_level(number: i64) -> anyhow::Result<Level> {
-    u8::try_from(number)
-        .ok()
-        .and_then(Level::from_number)
-        .with_context(|| format!("unknown stored level {number}"))
-}
+pub(super) use crate::storage::stored_text::*;
 
 pub(super) async fn insert_events(
     connection: &mut Connection,
