@@ -395,7 +395,9 @@ fn label_ids(value: Option<&String>) -> Vec<String> {
     for part in value.map(String::as_str).unwrap_or("").split(',') {
         let id = part.trim();
         if !id.is_empty() {
-            push_unique(&mut ids, truncate_chars(id, MAX_LABEL_VALUE_CHARS));
+            // Cut to size, then trim again: the cut may end at whitespace inside the id.
+            let cut = truncate_chars(id, MAX_LABEL_VALUE_CHARS);
+            push_unique(&mut ids, cut.trim_end().to_owned());
         }
     }
     ids
