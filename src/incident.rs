@@ -36,6 +36,7 @@ use crate::notice::{DraftFields, NoticeInput, NoticeKind};
 mod log;
 mod states;
 pub use log::LogEvent;
+pub(crate) use states::text_enum;
 pub use states::{DeliveryState, DraftState, IncidentKind};
 
 /// An alert's identity: Alertmanager's fingerprint and when this firing started.
@@ -118,6 +119,7 @@ impl Incident {
             additional_information: fields.additional_information.clone(),
             feedback_url,
             drill: false,
+            maintenance: None,
         }
     }
 }

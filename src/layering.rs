@@ -34,7 +34,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "domain: the plan's rules, each owning its settings",
-        &["classify", "notice", "incident", "links", "subscription"],
+        &[
+            "classify",
+            "notice",
+            "incident",
+            "links",
+            "subscription",
+            "maintenance",
+        ],
     ),
     (
         "config: parses, checks and assembles settings",

@@ -18,6 +18,7 @@ pub mod inventory;
 #[cfg(test)]
 mod layering;
 pub mod links;
+pub mod maintenance;
 mod metrics;
 pub mod notice;
 pub mod operators;

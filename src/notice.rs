@@ -29,6 +29,7 @@ use crate::classify::{
 };
 use crate::inventory::Inventory;
 
+pub mod maintenance;
 pub mod webhook_body;
 
 /// How notices are worded. The `[notices]` section of the configuration (`config::RawNotices` documents each
@@ -145,6 +146,9 @@ pub struct NoticeInput {
     /// Where readers report back about this incident (a link to the relay).
     pub feedback_url: String,
     pub drill: bool,
+    /// A planned maintenance window's notice: rendered from the maintenance templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<maintenance::MaintenanceNotice>,
 }
 
 /// One notice on every channel. The crisis fields are empty below level 3.
@@ -434,6 +438,7 @@ pub fn sample_inputs() -> Vec<(&'static str, NoticeInput)> {
             additional_information: None,
             feedback_url: "https://samsa-relay.example/feedback/1".to_owned(),
             drill: false,
+            maintenance: None,
         }
     };
     let one_actor = [AlertScope::Actor("kommun-trollhattan".to_owned())];

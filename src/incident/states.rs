@@ -57,6 +57,7 @@ macro_rules! text_enum {
         }
     };
 }
+pub(crate) use text_enum;
 
 text_enum! {
     /// What an incident is about. At most one of each kind is open at a time.
@@ -68,6 +69,9 @@ text_enum! {
         Monitoring = "monitoring",
         /// An exercise an operator started; its notices are marked as a drill.
         Drill = "drill",
+        /// Planned maintenance: a window an operator announced ahead
+        /// (`crate::maintenance`). Several may be open at once.
+        Maintenance = "maintenance",
     }
 }
 

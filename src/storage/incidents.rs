@@ -136,7 +136,7 @@ pub trait IncidentsTx: Send {
         now: Timestamp,
     ) -> Result<Option<i64>, StorageError>;
 
-    /// Resolves an open drill (when its resolution is published).
+    /// Resolves an open drill or maintenance window (when its last notice is published).
     async fn close_drill(&mut self, incident_id: i64, now: Timestamp) -> Result<(), StorageError>;
 
     /// Appends entries to an incident's log.

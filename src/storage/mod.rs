@@ -6,8 +6,8 @@
 //! (`receipts.rs`), [`Incidents`] and drafts (`incidents.rs`), [`Publications`] and the
 //! outbox (`publications.rs`), [`OperatorMail`] (`operator_mail.rs`), [`Followup`]
 //! (`followup.rs`), [`Cluster`] (`cluster.rs`: leases, heartbeats and rate budgets
-//! shared by replicas), and [`Subscriptions`] (`subscriptions.rs`: the subscribers of the
-//! notices). Each has a twin (`ReceiptsTx`, `IncidentsTx`, …) for what runs inside a
+//! shared by replicas), [`Subscriptions`] (`subscriptions.rs`: the subscribers of the
+//! notices), and [`Maintenance`] (`maintenance.rs`: planned maintenance windows). Each has a twin (`ReceiptsTx`, `IncidentsTx`, …) for what runs inside a
 //! write transaction. [`Backend`] combines the aggregates and begins a [`WriteTransaction`]
 //! ([`BackendTx`] combines the transaction twins and commits).
 //!
@@ -36,6 +36,7 @@
 pub mod cluster;
 mod followup;
 mod incidents;
+mod maintenance;
 mod operator_mail;
 mod postgres;
 mod publications;
@@ -55,6 +56,7 @@ use crate::config::{DatabaseConfig, DatabaseUrl};
 pub use cluster::{Cluster, ClusterTx, LeaseRecord};
 pub use followup::*;
 pub use incidents::*;
+pub use maintenance::*;
 pub use operator_mail::*;
 pub use publications::*;
 pub use receipts::*;
@@ -67,7 +69,14 @@ pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_m
 /// A storage backend: every aggregate, write transactions, and the backend's upkeep.
 #[async_trait]
 pub trait Backend:
-    Receipts + Incidents + Publications + OperatorMail + Followup + Cluster + Subscriptions
+    Receipts
+    + Incidents
+    + Publications
+    + OperatorMail
+    + Followup
+    + Cluster
+    + Subscriptions
+    + Maintenance
 {
     /// Starts a write transaction, the write lock taken up front (SQLite: `BEGIN
     /// IMMEDIATE`). Dropping it without [`BackendTx::commit`] rolls it back.
@@ -105,6 +114,7 @@ pub trait BackendTx:
     + FollowupTx
     + ClusterTx
     + SubscriptionsTx
+    + MaintenanceTx
 {
     async fn commit(self: Box<Self>) -> Result<(), StorageError>;
 }

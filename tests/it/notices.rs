@@ -184,6 +184,7 @@ fn hostile_labels_cannot_inject_html_or_headers() {
                     ),
                     feedback_url: "https://relay.example/f?a=1&b=\"><script>".to_owned(),
                     drill,
+                    maintenance: None,
                 };
                 let rendered = renderer.render(&input).unwrap();
                 let html = rendered.email_html.to_lowercase();
@@ -273,6 +274,7 @@ fn notice_input(kind: NoticeKind, started_at: &str, scopes: &[AlertScope]) -> No
         additional_information: None,
         feedback_url: "https://samsa-relay.example/aterkoppling/42?t=abc123".to_owned(),
         drill: false,
+        maintenance: None,
     }
 }
 

@@ -292,6 +292,7 @@ fn render(
             additional_information: information,
             feedback_url: "https://samsa-relay.example/public/feedback/7".to_owned(),
             drill,
+            maintenance: None,
         })
         .expect("the embedded templates render any input")
 }

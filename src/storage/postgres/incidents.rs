@@ -1027,7 +1027,7 @@ pub(super) async fn close_drill(
     now: Timestamp,
 ) -> Result<(), StorageError> {
     sqlx::query(
-        "UPDATE incidents SET phase = 'resolved', resolved_at = $1, updated_at = $2 WHERE id = $3 AND kind = 'drill' \
+        "UPDATE incidents SET phase = 'resolved', resolved_at = $1, updated_at = $2 WHERE id = $3 AND kind IN ('drill', 'maintenance') \
          AND phase = 'open'",
     )
     .bind(format_time(now))

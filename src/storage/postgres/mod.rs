@@ -35,6 +35,7 @@
 mod cluster;
 mod followup;
 mod incidents;
+mod maintenance;
 mod operator_mail;
 mod outbox;
 mod publications;

@@ -1014,7 +1014,7 @@ pub(super) async fn close_drill(
     now: Timestamp,
 ) -> Result<(), StorageError> {
     sqlx::query(
-        "UPDATE incidents SET phase = 'resolved', resolved_at = ?, updated_at = ? WHERE id = ? AND kind = 'drill' \
+        "UPDATE incidents SET phase = 'resolved', resolved_at = ?, updated_at = ? WHERE id = ? AND kind IN ('drill', 'maintenance') \
          AND phase = 'open'",
     )
     .bind(format_time(now))

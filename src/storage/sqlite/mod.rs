@@ -11,6 +11,7 @@
 mod cluster;
 mod followup;
 mod incidents;
+mod maintenance;
 mod operator_mail;
 mod outbox;
 mod publications;
