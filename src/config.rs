@@ -20,9 +20,11 @@ pub use crate::classify::IncidentsConfig;
 use crate::inventory::Inventory;
 pub use crate::notice::NoticesConfig;
 pub use crate::secret::Secret;
+pub use crate::maintenance::MaintenanceConfig;
 pub use crate::subscription::SubscriptionsConfig;
 
 mod cluster;
+mod maintenance;
 mod operators;
 mod publishing;
 
@@ -72,6 +74,7 @@ pub struct Config {
     pub subscriptions: SubscriptionsConfig,
     pub banner: BannerConfig,
     pub cluster: ClusterConfig,
+    pub maintenance: MaintenanceConfig,
 }
 
 /// `[banner]`: what the login-page banner shows beyond a notice's own text.
@@ -312,6 +315,9 @@ pub struct RawConfig {
     /// `[subscriptions]`: how long requests and ended subscriptions are kept, and when
     /// an address that keeps failing is suspended.
     pub subscriptions: RawSubscriptions,
+    /// `[maintenance]`: reminders, the banner's lead, Alertmanager silences and the API
+    /// for planned maintenance windows.
+    pub maintenance: maintenance::RawMaintenance,
 }
 
 /// `[subscriptions]`: the subscribers of a `subscribers` channel.
@@ -967,6 +973,7 @@ impl Config {
             }),
         );
         let cluster = cluster::check_cluster(&mut problems, raw.cluster);
+        let maintenance = maintenance::check_maintenance(&mut problems, &raw.maintenance);
         let channels_configured = raw.channels.is_some();
         let channels = publishing::check_channels(
             &mut problems,
@@ -1075,6 +1082,7 @@ impl Config {
                 show_drills: raw.banner.show_drills,
             },
             cluster: cluster.expect("checked"),
+            maintenance: maintenance.expect("checked"),
         })
     }
 }
@@ -1098,6 +1106,8 @@ impl RawConfig {
         resolve(&mut self.database.ca_file);
         resolve(&mut self.inventory.file);
         resolve(&mut self.notices.templates_dir);
+        resolve(&mut self.maintenance.alertmanager_token_file);
+        resolve(&mut self.maintenance.api_token_file);
         for channel in self
             .channels
             .iter_mut()

@@ -16,7 +16,7 @@ use crate::incident::LogEvent;
 use crate::notice::NoticeKind;
 use crate::notice::kind_label;
 use crate::storage::{EventRecord, FeedbackRecord, FollowupSnapshot, Storage, StorageError};
-use crate::swedish::{count_phrase, join_swedish_list, single_line};
+use crate::swedish::{count_phrase, join_swedish_list, single_line, format_swedish_time};
 
 // ---------------------------------------------------------------------------------------
 // The report: its JSON form. Every field is described in docs/report-schema.json.
@@ -1170,6 +1170,70 @@ fn describe_event(
             Audience::parse(audience.as_deref().unwrap_or(""))
                 .map(|audience| audience.label().to_lowercase())
                 .unwrap_or_default()
+        ),
+        LogEvent::MaintenanceAnnounced {
+            starts_at,
+            ends_at,
+            auto_series,
+        } => format!(
+            "Planerat underhåll annonserat: {} till {}{}",
+            format_swedish_time(starts_at),
+            format_swedish_time(ends_at),
+            if auto_series {
+                "; påminnelser, start och slut skickas automatiskt"
+            } else {
+                "; varje steg granskas"
+            }
+        ),
+        LogEvent::MaintenanceStep {
+            label,
+            draft_id,
+            automatic,
+            ..
+        } => format!(
+            "Underhåll: {} (utkast {draft_id}{})",
+            text(&label),
+            if automatic { ", publiceras automatiskt" } else { ", väntar på granskning" }
+        ),
+        LogEvent::MaintenanceSilenced { silence_ids } => format!(
+            "Larmen tystade i Alertmanager för underhållet ({})",
+            count_phrase(silence_ids.len(), "tystnad", "tystnader")
+        ),
+        LogEvent::MaintenanceSilenceFailed { error } => format!(
+            "Larmen kunde inte tystas i Alertmanager: {}",
+            text(&error)
+        ),
+        LogEvent::MaintenanceSilenceExpired { .. } => {
+            "Tystnaden i Alertmanager avslutad".to_owned()
+        }
+        LogEvent::MaintenanceEnded {
+            state,
+            n_alerts_firing,
+        } => match crate::maintenance::WindowState::parse(&state) {
+            Some(crate::maintenance::WindowState::Overran) => format!(
+                "Underhållets sluttid passerade med {} som fortfarande larmar",
+                count_phrase(n_alerts_firing, "larm", "larm")
+            ),
+            _ => "Underhållets sluttid nådd".to_owned(),
+        },
+        LogEvent::MaintenanceMoved {
+            starts_at, ends_at, ..
+        } => format!(
+            "Underhållet flyttat till {} – {}",
+            format_swedish_time(starts_at),
+            format_swedish_time(ends_at)
+        ),
+        LogEvent::MaintenanceCancelled { reason } => {
+            format!("Underhållet inställt: {}", text(&reason))
+        }
+        LogEvent::AlertDuringMaintenance { status, labels, .. } => format!(
+            "Larm under underhållet ({}): {}",
+            if status == "resolved" { "upphört" } else { "pågår" },
+            text(&labels.get("alertname").cloned().unwrap_or_default())
+        ),
+        LogEvent::MaintenanceAlertsHandedOver { n_alerts, .. } => format!(
+            "{} larmade fortfarande efter underhållet och lämnades till incidenthanteringen",
+            count_phrase(n_alerts, "larm", "larm")
         ),
         LogEvent::IncidentResolved { .. }
         | LogEvent::IncidentReopened { .. }

@@ -130,6 +130,53 @@ pub enum LogEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         audience: Option<String>,
     },
+    // Planned maintenance (`crate::maintenance`).
+    /// The announcement was published: the window is announced.
+    MaintenanceAnnounced {
+        starts_at: Timestamp,
+        ends_at: Timestamp,
+        /// The rest of the series goes out on its own.
+        auto_series: bool,
+    },
+    /// A step of the series came due and its notice was drafted (and, when approved
+    /// with the announcement, published).
+    MaintenanceStep {
+        /// `Step::key`.
+        step: String,
+        label: String,
+        draft_id: i64,
+        automatic: bool,
+    },
+    /// Alertmanager silences were made for the window.
+    MaintenanceSilenced { silence_ids: Vec<String> },
+    /// Alertmanager could not be reached or refused the silence.
+    MaintenanceSilenceFailed { error: String },
+    /// The window's silences were expired.
+    MaintenanceSilenceExpired { silence_ids: Vec<String> },
+    /// The window's end came: `completed`, or `overran` with alerts still firing.
+    MaintenanceEnded {
+        state: String,
+        n_alerts_firing: usize,
+    },
+    /// The operator moved the window.
+    MaintenanceMoved {
+        previous_starts_at: Timestamp,
+        previous_ends_at: Timestamp,
+        starts_at: Timestamp,
+        ends_at: Timestamp,
+    },
+    /// The operator called the window off.
+    MaintenanceCancelled { reason: String },
+    /// An alert arrived inside the window's scope and times: recorded here, no incident.
+    AlertDuringMaintenance {
+        fingerprint: String,
+        starts_at: Timestamp,
+        status: String,
+        labels: BTreeMap<String, String>,
+    },
+    /// Alerts still firing at the window's end were handed to the incident worker as a
+    /// receipt of their own, so that the outage opens an incident.
+    MaintenanceAlertsHandedOver { n_alerts: usize, receipt_id: i64 },
 }
 
 impl LogEvent {
