@@ -18,9 +18,9 @@ use serde::Deserialize;
 
 pub use crate::classify::IncidentsConfig;
 use crate::inventory::Inventory;
+pub use crate::maintenance::MaintenanceConfig;
 pub use crate::notice::NoticesConfig;
 pub use crate::secret::Secret;
-pub use crate::maintenance::MaintenanceConfig;
 pub use crate::subscription::SubscriptionsConfig;
 
 mod cluster;

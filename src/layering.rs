@@ -61,6 +61,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "gauges",
             "simulate",
             "subscribers",
+            "maintenance_actions",
         ],
     ),
     ("http: the only HTTP server", &["http"]),

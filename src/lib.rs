@@ -19,6 +19,7 @@ pub mod inventory;
 mod layering;
 pub mod links;
 pub mod maintenance;
+pub mod maintenance_actions;
 mod metrics;
 pub mod notice;
 pub mod operators;

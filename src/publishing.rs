@@ -349,8 +349,20 @@ pub async fn publish(
         Ok(notice_id) => notice_id,
         Err(_) => return Err(PublishError::AlreadyPublished),
     };
-    if is_drill && draft.kind == NoticeKind::Resolved {
+    let is_maintenance = incident.kind == IncidentKind::Maintenance;
+    if (is_drill || is_maintenance) && draft.kind == NoticeKind::Resolved {
         transaction.close_drill(draft.incident_id, now).await?;
+    }
+    if is_maintenance && let Some(notice) = &input.maintenance {
+        maintenance_published(
+            &mut transaction,
+            &incident,
+            &notice.step,
+            &write,
+            operator,
+            now,
+        )
+        .await?;
     }
     transaction.commit().await?;
     tracing::info!(
@@ -388,6 +400,65 @@ pub async fn publish(
         level: level_number,
         first_notice_after,
     })
+}
+
+/// What publishing a maintenance window's notice does to the window: the announcement
+/// announces it (and, with `auto_series`, approves the rest of the series with the same
+/// channels, level and decision); publishing a moved window's notice renews that approval.
+async fn maintenance_published(
+    transaction: &mut crate::storage::WriteTransaction,
+    incident: &crate::storage::IncidentRecord,
+    step: &crate::maintenance::Step,
+    write: &PublicationWrite,
+    operator: &str,
+    now: Timestamp,
+) -> Result<(), StorageError> {
+    use crate::maintenance::{SeriesApproval, Step, WindowState};
+    let Some(mut window) = transaction
+        .maintenance_window_tx(incident.incident_id)
+        .await?
+    else {
+        return Ok(());
+    };
+    let approval = window.plan.auto_series.then(|| SeriesApproval {
+        channels: write.channels.clone(),
+        level: write.level,
+        decided_by: write.decided_by.clone(),
+        decided_role: write.decided_role.clone(),
+        approved_by: operator.to_owned(),
+    });
+    match step {
+        Step::Announcement if window.state == WindowState::Planned => {
+            window.state = WindowState::Announced;
+            window.announced_at = Some(now);
+            window.steps_done.insert(step.key());
+            window.approval = approval;
+            transaction
+                .append_events(
+                    incident.incident_id,
+                    &[EventWrite::new(
+                        now,
+                        operator,
+                        &LogEvent::MaintenanceAnnounced {
+                            starts_at: window.plan.starts_at,
+                            ends_at: window.plan.ends_at,
+                            auto_series: window.plan.auto_series,
+                        },
+                    )],
+                )
+                .await?;
+        }
+        Step::Moved { .. } if !window.state.is_final() => window.approval = approval,
+        _ => return Ok(()),
+    }
+    window.updated_at = now;
+    transaction
+        .update_maintenance_window(
+            &window,
+            &incident.incident.summary,
+            &incident.incident.classification,
+        )
+        .await
 }
 
 /// Stores the operator's fields (and chosen level) as a new version of a pending draft,

@@ -75,7 +75,10 @@ pub(super) fn check_maintenance(
     let mut ok = true;
     let mut reminders = Vec::new();
     for (index, text) in raw.reminders.iter().enumerate() {
-        match problems.check(&format!("maintenance.reminders[{index}]"), parse_duration(text)) {
+        match problems.check(
+            &format!("maintenance.reminders[{index}]"),
+            parse_duration(text),
+        ) {
             Some(duration) if !duration.is_zero() => reminders.push(duration),
             Some(_) => {
                 problems.push(
@@ -89,7 +92,10 @@ pub(super) fn check_maintenance(
     }
     reminders.sort_by(|a, b| b.cmp(a));
     reminders.dedup();
-    let banner_before = problems.check("maintenance.banner_before", parse_duration(&raw.banner_before));
+    let banner_before = problems.check(
+        "maintenance.banner_before",
+        parse_duration(&raw.banner_before),
+    );
     let check_interval = problems.check(
         "maintenance.check_interval",
         parse_duration(&raw.check_interval),

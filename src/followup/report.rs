@@ -16,7 +16,7 @@ use crate::incident::LogEvent;
 use crate::notice::NoticeKind;
 use crate::notice::kind_label;
 use crate::storage::{EventRecord, FeedbackRecord, FollowupSnapshot, Storage, StorageError};
-use crate::swedish::{count_phrase, join_swedish_list, single_line, format_swedish_time};
+use crate::swedish::{count_phrase, format_swedish_time, join_swedish_list, single_line};
 
 // ---------------------------------------------------------------------------------------
 // The report: its JSON form. Every field is described in docs/report-schema.json.
@@ -1193,16 +1193,19 @@ fn describe_event(
         } => format!(
             "Underhåll: {} (utkast {draft_id}{})",
             text(&label),
-            if automatic { ", publiceras automatiskt" } else { ", väntar på granskning" }
+            if automatic {
+                ", publiceras automatiskt"
+            } else {
+                ", väntar på granskning"
+            }
         ),
         LogEvent::MaintenanceSilenced { silence_ids } => format!(
             "Larmen tystade i Alertmanager för underhållet ({})",
             count_phrase(silence_ids.len(), "tystnad", "tystnader")
         ),
-        LogEvent::MaintenanceSilenceFailed { error } => format!(
-            "Larmen kunde inte tystas i Alertmanager: {}",
-            text(&error)
-        ),
+        LogEvent::MaintenanceSilenceFailed { error } => {
+            format!("Larmen kunde inte tystas i Alertmanager: {}", text(&error))
+        }
         LogEvent::MaintenanceSilenceExpired { .. } => {
             "Tystnaden i Alertmanager avslutad".to_owned()
         }
@@ -1228,7 +1231,11 @@ fn describe_event(
         }
         LogEvent::AlertDuringMaintenance { status, labels, .. } => format!(
             "Larm under underhållet ({}): {}",
-            if status == "resolved" { "upphört" } else { "pågår" },
+            if status == "resolved" {
+                "upphört"
+            } else {
+                "pågår"
+            },
             text(&labels.get("alertname").cloned().unwrap_or_default())
         ),
         LogEvent::MaintenanceAlertsHandedOver { n_alerts, .. } => format!(

@@ -148,11 +148,17 @@ pub enum LogEvent {
         automatic: bool,
     },
     /// Alertmanager silences were made for the window.
-    MaintenanceSilenced { silence_ids: Vec<String> },
+    MaintenanceSilenced {
+        silence_ids: Vec<String>,
+    },
     /// Alertmanager could not be reached or refused the silence.
-    MaintenanceSilenceFailed { error: String },
+    MaintenanceSilenceFailed {
+        error: String,
+    },
     /// The window's silences were expired.
-    MaintenanceSilenceExpired { silence_ids: Vec<String> },
+    MaintenanceSilenceExpired {
+        silence_ids: Vec<String>,
+    },
     /// The window's end came: `completed`, or `overran` with alerts still firing.
     MaintenanceEnded {
         state: String,
@@ -166,7 +172,9 @@ pub enum LogEvent {
         ends_at: Timestamp,
     },
     /// The operator called the window off.
-    MaintenanceCancelled { reason: String },
+    MaintenanceCancelled {
+        reason: String,
+    },
     /// An alert arrived inside the window's scope and times: recorded here, no incident.
     AlertDuringMaintenance {
         fingerprint: String,
@@ -176,7 +184,10 @@ pub enum LogEvent {
     },
     /// Alerts still firing at the window's end were handed to the incident worker as a
     /// receipt of their own, so that the outage opens an incident.
-    MaintenanceAlertsHandedOver { n_alerts: usize, receipt_id: i64 },
+    MaintenanceAlertsHandedOver {
+        n_alerts: usize,
+        receipt_id: i64,
+    },
 }
 
 impl LogEvent {

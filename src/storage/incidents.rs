@@ -139,6 +139,15 @@ pub trait IncidentsTx: Send {
     /// Resolves an open drill or maintenance window (when its last notice is published).
     async fn close_drill(&mut self, incident_id: i64, now: Timestamp) -> Result<(), StorageError>;
 
+    /// Withdraws the incident's pending draft, if any, with `reason` (logged as
+    /// `draft_withdrawn` by the relay). Returns its id.
+    async fn withdraw_pending_draft(
+        &mut self,
+        incident_id: i64,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<Option<i64>, StorageError>;
+
     /// Appends entries to an incident's log.
     async fn append_events(
         &mut self,

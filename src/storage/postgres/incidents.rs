@@ -435,6 +435,36 @@ impl IncidentsTx for PgTx {
     ) -> Result<(), StorageError> {
         insert_events(&mut self.0, incident_id, events).await
     }
+    async fn withdraw_pending_draft(
+        &mut self,
+        incident_id: i64,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<Option<i64>, StorageError> {
+        let error = |source: sqlx::Error| storage_error("withdraw_pending_draft", source);
+        let draft_id: Option<i64> = sqlx::query_scalar(
+            "UPDATE drafts SET state = 'withdrawn', state_reason = $1, updated_at = $2 \
+             WHERE incident_id = $3 AND state = 'pending' RETURNING id",
+        )
+        .bind(reason)
+        .bind(format_time(now))
+        .bind(incident_id)
+        .fetch_optional(&mut *self.0)
+        .await
+        .map_err(error)?;
+        if let Some(draft_id) = draft_id {
+            let event = EventWrite::new(
+                now,
+                "relay",
+                &LogEvent::DraftWithdrawn {
+                    draft_id,
+                    reason: reason.to_owned(),
+                },
+            );
+            insert_events(&mut self.0, incident_id, &[event]).await?;
+        }
+        Ok(draft_id)
+    }
 }
 
 pub(super) async fn load_correlation(
