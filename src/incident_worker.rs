@@ -11,6 +11,7 @@
 //! [`IncidentWorker::process_next_receipt`] is one step and what tests call;
 //! [`IncidentWorker::run`] is the loop that waits, backs off and watches for shutdown.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::notice::{NoticeRenderer, format_swedish_time};
 use crate::storage::{
     CorrelationState, DraftFields, DraftWrite, EventWrite, IncidentBatch, IncidentChange,
-    IncidentWrite, PendingDraft, ReceivedAlerts, Storage,
+    IncidentWrite, MaintenanceAlert, PendingDraft, ReceivedAlerts, Storage,
 };
 
 /// How often the loop looks again without being woken (watchdog, missed wake-ups).
@@ -208,11 +209,29 @@ impl IncidentWorker {
             .map(|update| update.key.clone())
             .collect();
         let mut state = transaction.load_correlation(&keys, previous).await?;
+        // Planned maintenance: alerts inside a window's scope and times are recorded on
+        // the window, not correlated (one small read per batch).
+        let first_at = receipts.first().map_or(now, |receipt| receipt.received_at);
+        let last_at = receipts.last().map_or(now, |receipt| receipt.received_at);
+        let windows = transaction
+            .maintenance_windows_in_effect(first_at.min(last_at), first_at.max(last_at))
+            .await?;
+        let mut during_maintenance: BTreeMap<i64, Vec<MaintenanceAlert>> = BTreeMap::new();
         let mut outcomes = Vec::with_capacity(receipts.len());
         let mut changes = Vec::new();
         for (receipt, updates) in receipts.iter().zip(parsed) {
             let mut incident_id = None;
-            if let Some(updates) = updates {
+            if let Some(mut updates) = updates {
+                if !windows.is_empty() {
+                    updates = set_aside_for_maintenance(
+                        updates,
+                        &windows,
+                        receipt.received_at,
+                        &state.engine,
+                        &self.config,
+                        &mut during_maintenance,
+                    );
+                }
                 let write = plan_step(
                     &mut state,
                     &updates,
@@ -239,8 +258,34 @@ impl IncidentWorker {
                 incident_id,
             });
         }
+        let mut n_during_maintenance = 0;
+        for (window_id, alerts) in &during_maintenance {
+            n_during_maintenance += alerts.len();
+            transaction
+                .record_maintenance_alerts(*window_id, alerts)
+                .await?;
+            let events: Vec<EventWrite> = alerts
+                .iter()
+                .map(|alert| {
+                    EventWrite::new(
+                        alert.last_seen,
+                        "alertmanager",
+                        &LogEvent::AlertDuringMaintenance {
+                            fingerprint: alert.fingerprint.clone(),
+                            starts_at: alert.starts_at,
+                            status: alert.status.as_str().to_owned(),
+                            labels: alert.labels.clone(),
+                        },
+                    )
+                })
+                .collect();
+            transaction.append_events(*window_id, &events).await?;
+        }
         transaction.finish_incident_batch(&batch, now).await?;
         transaction.commit().await?;
+        self.metrics
+            .maintenance_alerts
+            .inc_by(n_during_maintenance as u64);
         *kept = Some((term, state.engine));
         drop(kept);
         let mut drafts_changed = false;
@@ -418,6 +463,62 @@ pub fn alert_updates(notification: &Notification, watchdog_alertname: &str) -> V
             },
             status: alert.status,
             labels: alert.labels.clone(),
+        })
+        .collect()
+}
+
+/// Takes out of `updates` the alerts that are expected downtime of a maintenance window
+/// in effect at `at` (wholly inside its scope) and adds them to `during`, by window. An
+/// alert the latest incident already tracks stays with it: an outage that began before
+/// the window is not hidden by it.
+pub fn set_aside_for_maintenance(
+    updates: Vec<AlertUpdate>,
+    windows: &[crate::maintenance::Window],
+    at: Timestamp,
+    engine: &IncidentEngine,
+    config: &Config,
+    during: &mut BTreeMap<i64, Vec<MaintenanceAlert>>,
+) -> Vec<AlertUpdate> {
+    let in_effect: Vec<_> = windows
+        .iter()
+        .filter(|window| window.in_effect(at))
+        .collect();
+    if in_effect.is_empty() {
+        return updates;
+    }
+    let tracked = |key: &AlertKey| {
+        engine
+            .latest
+            .as_ref()
+            .is_some_and(|incident| incident.alerts.contains_key(key))
+    };
+    updates
+        .into_iter()
+        .filter(|update| {
+            if tracked(&update.key) {
+                return true;
+            }
+            let scopes = crate::classify::alert_scopes(&update.labels, &config.incidents);
+            let Some(window) = in_effect
+                .iter()
+                .find(|window| window.plan.scope.covers(&scopes, &config.inventory))
+            else {
+                return true;
+            };
+            let alerts = during.entry(window.incident_id).or_default();
+            alerts.retain(|alert| {
+                alert.fingerprint != update.key.fingerprint
+                    || alert.starts_at != update.key.starts_at
+            });
+            alerts.push(MaintenanceAlert {
+                fingerprint: update.key.fingerprint.clone(),
+                starts_at: update.key.starts_at,
+                status: update.status,
+                labels: update.labels.clone(),
+                first_seen: at,
+                last_seen: at,
+            });
+            false
         })
         .collect()
 }

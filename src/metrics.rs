@@ -52,6 +52,10 @@ pub struct Metrics {
     /// Deliveries claimed again after the attempt before never recorded its result (its
     /// replica died or stalled mid-send): possible duplicates, by channel.
     pub deliveries_reclaimed: IntCounterVec,
+    /// Calls to Alertmanager's silences API that failed, by operation (create, expire).
+    pub maintenance_silence_errors: IntCounterVec,
+    /// Alerts that arrived inside a maintenance window's scope and times.
+    pub maintenance_alerts: IntCounter,
     /// 1 while this replica holds the lease, by lease (correlation, timers).
     pub lease_held: IntGaugeVec,
     /// Times this replica took a lease that another held or that was free, by lease.
@@ -238,6 +242,22 @@ impl Metrics {
             &["channel"],
         )
         .expect("valid metric");
+        let maintenance_silence_errors = IntCounterVec::new(
+            Opts::new(
+                "samsa_relay_maintenance_silence_errors_total",
+                "Calls to Alertmanager's silences API for planned maintenance that failed, by operation (create, expire).",
+            ),
+            &["operation"],
+        )
+        .expect("valid metric");
+        for operation in ["create", "expire"] {
+            maintenance_silence_errors.with_label_values(&[operation]);
+        }
+        let maintenance_alerts = IntCounter::new(
+            "samsa_relay_maintenance_alerts_total",
+            "Alerts that arrived inside a planned maintenance window's scope and times: recorded on the window, no incident.",
+        )
+        .expect("valid metric");
         let deliveries_reclaimed = IntCounterVec::new(
             Opts::new(
                 "samsa_relay_deliveries_reclaimed_total",
@@ -405,6 +425,8 @@ impl Metrics {
             Box::new(delivery_attempt_duration.clone()),
             Box::new(delivery_rate_limit_wait.clone()),
             Box::new(deliveries_reclaimed.clone()),
+            Box::new(maintenance_silence_errors.clone()),
+            Box::new(maintenance_alerts.clone()),
             Box::new(lease_held.clone()),
             Box::new(lease_acquisitions.clone()),
             Box::new(drafts_pending.clone()),
@@ -489,6 +511,8 @@ impl Metrics {
             delivery_attempt_duration,
             delivery_rate_limit_wait,
             deliveries_reclaimed,
+            maintenance_silence_errors,
+            maintenance_alerts,
             lease_held,
             lease_acquisitions,
             drafts_pending,
