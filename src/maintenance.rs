@@ -218,6 +218,102 @@ pub struct WindowPlan {
     pub auto_series: bool,
 }
 
+/// A window as the HTTP API and the command line give it, times as text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRequest {
+    pub title: String,
+    #[serde(default)]
+    pub whole_service: bool,
+    #[serde(default)]
+    pub actors: Vec<String>,
+    #[serde(default)]
+    pub subregions: Vec<String>,
+    /// RFC 3339 (`2026-12-08T18:00:00+01:00`), or Swedish local time
+    /// (`2026-12-08 18:00`).
+    pub starts_at: String,
+    pub ends_at: String,
+    pub impact: String,
+    /// Left empty: [`DEFAULT_ADVICE`].
+    #[serde(default)]
+    pub advice: String,
+    /// 1, 2 or 3; left out: 1.
+    #[serde(default = "level_one")]
+    pub level: u8,
+    /// Each later notice waits for review instead of going out on its own.
+    #[serde(default)]
+    pub review_each: bool,
+    /// Who plans it (the HTTP API asks for it; the command line has `--by`).
+    #[serde(default)]
+    pub requested_by: Option<String>,
+}
+
+fn level_one() -> u8 {
+    1
+}
+
+impl PlanRequest {
+    /// The plan, or every problem of its times and level at its field (the rest is
+    /// checked by [`WindowPlan::checked`]).
+    pub fn into_plan(self) -> Result<WindowPlan, Vec<PlanProblem>> {
+        let mut problems = Vec::new();
+        let starts_at = parse_time(&self.starts_at).map_err(|message| {
+            problems.push(PlanProblem {
+                field: "starts_at",
+                message,
+            })
+        });
+        let ends_at = parse_time(&self.ends_at).map_err(|message| {
+            problems.push(PlanProblem {
+                field: "ends_at",
+                message,
+            })
+        });
+        let level = Level::from_number(self.level);
+        if level.is_none() {
+            problems.push(PlanProblem {
+                field: "level",
+                message: "Nivån är 1, 2 eller 3".to_owned(),
+            });
+        }
+        match (starts_at, ends_at, level) {
+            (Ok(starts_at), Ok(ends_at), Some(level)) if problems.is_empty() => Ok(WindowPlan {
+                title: self.title,
+                scope: WindowScope {
+                    whole_service: self.whole_service,
+                    actors: self.actors,
+                    subregions: self.subregions,
+                },
+                starts_at,
+                ends_at,
+                impact: self.impact,
+                advice: self.advice,
+                level,
+                auto_series: !self.review_each,
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+/// A time as operators write it: RFC 3339 with an offset, or Swedish local time
+/// (`2026-12-08 18:00`, `2026-12-08T18:00`). A local time that a clock change skips or
+/// repeats takes the later (compatible) reading.
+pub fn parse_time(text: &str) -> Result<Timestamp, String> {
+    let text = text.trim();
+    if let Ok(timestamp) = text.parse::<Timestamp>() {
+        return Ok(timestamp);
+    }
+    let local: jiff::civil::DateTime = text.replacen(' ', "T", 1).parse().map_err(|_| {
+        format!(
+            "Ange tiden som ÅÅÅÅ-MM-DD TT:MM, till exempel 2026-12-08 18:00 (fick \"{}\")",
+            crate::swedish::single_line(text, 40)
+        )
+    })?;
+    crate::swedish::stockholm_time(local)
+        .map_err(|error| format!("Tiden finns inte i svensk tid: {error}"))
+}
+
 /// A problem with a plan, at its field; shown to operators, so in Swedish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanProblem {

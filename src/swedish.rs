@@ -23,6 +23,13 @@ static STOCKHOLM: LazyLock<TimeZone> = LazyLock::new(|| {
         .expect("Europe/Stockholm is in the time zone database bundled into the binary")
 });
 
+/// A local time in Sweden as an instant.
+pub fn stockholm_time(local: jiff::civil::DateTime) -> Result<Timestamp, jiff::Error> {
+    local
+        .to_zoned(STOCKHOLM.clone())
+        .map(|zoned| zoned.timestamp())
+}
+
 const MONTHS: [&str; 12] = [
     "januari",
     "februari",

@@ -5,8 +5,10 @@
 //! - [`webhook`] and [`health`]: the JSON and text endpoints for machines.
 //! - [`public`]: `/public/…`, the banner, status, feed and feedback form.
 //! - [`ops`]: `/ops/…`, the operator pages, each reached by signed link or single sign-on.
+//! - [`api`]: `/api/maintenance`, planned maintenance windows for scripts (bearer token).
 //! - [`pages`]: what the HTML pages of both share.
 
+mod api;
 mod error;
 mod health;
 mod ops;
@@ -71,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .merge(metrics_on_main_listener(&state))
         .merge(ops::routes())
+        .merge(api::routes())
         .merge(public::routes(&state))
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(

@@ -143,7 +143,9 @@ fn is_authorized(config: &WebhookConfig, headers: &HeaderMap) -> bool {
     false
 }
 
-fn equal_in_constant_time(given: &[u8], expected: &[u8]) -> bool {
+/// Whether two secrets are equal, in constant time (both hashed first, so that the time
+/// does not depend on their lengths either).
+pub(super) fn equal_in_constant_time(given: &[u8], expected: &[u8]) -> bool {
     let given = Sha256::digest(given);
     let expected = Sha256::digest(expected);
     given.ct_eq(&expected).into()

@@ -269,3 +269,47 @@ fn steps_are_kinds_of_notice_and_states_read_back() {
         serde_json::json!({"step": "reminder", "before_minutes": 60})
     );
 }
+
+#[test]
+fn times_are_read_as_rfc_3339_or_swedish_local_time() {
+    assert_eq!(
+        parse_time("2026-12-08 18:00").unwrap(),
+        at("2026-12-08T17:00:00Z"),
+        "winter: UTC+1"
+    );
+    assert_eq!(
+        parse_time("2026-07-01T18:00").unwrap(),
+        at("2026-07-01T16:00:00Z"),
+        "summer: UTC+2"
+    );
+    assert_eq!(
+        parse_time("2026-12-08T18:00:00+01:00").unwrap(),
+        at("2026-12-08T17:00:00Z")
+    );
+    assert!(parse_time("i morgon").unwrap_err().contains("ÅÅÅÅ-MM-DD"));
+    let request = PlanRequest {
+        title: "Uppgradering".to_owned(),
+        whole_service: false,
+        actors: vec!["kommun-skovde".to_owned()],
+        subregions: Vec::new(),
+        starts_at: "2026-12-08 18:00".to_owned(),
+        ends_at: "inte en tid".to_owned(),
+        impact: "SAMSA går inte att nå.".to_owned(),
+        advice: String::new(),
+        level: 4,
+        review_each: true,
+        requested_by: None,
+    };
+    let problems = request.clone().into_plan().unwrap_err();
+    let fields: Vec<_> = problems.iter().map(|problem| problem.field).collect();
+    assert_eq!(fields, ["ends_at", "level"]);
+    let plan = PlanRequest {
+        ends_at: "2026-12-08 22:00".to_owned(),
+        level: 2,
+        ..request
+    }
+    .into_plan()
+    .unwrap();
+    assert!(!plan.auto_series);
+    assert_eq!(plan.level, Level::Two);
+}
