@@ -135,7 +135,7 @@ impl WindowScope {
             AlertScope::Actor(id) => {
                 self.actors.iter().any(|own| own == id)
                     || inventory.actor(id).is_some_and(|actor| {
-                        self.subregions.iter().any(|own| *own == actor.subregion_id)
+                        self.subregions.contains(&actor.subregion_id)
                     })
             }
         })

@@ -84,6 +84,7 @@ pub async fn plan_window(
 /// Moves a window to new times. A window not yet announced gets a new announcement
 /// draft; an announced or running one a "moved" notice for review, and its reminders
 /// whose time now lies ahead will go out again. Returns the new draft's id.
+#[allow(clippy::too_many_arguments)]
 pub async fn move_window(
     storage: &Storage,
     config: &Config,

@@ -200,7 +200,7 @@ async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Respo
         .storage
         .maintenance_windows(since)
         .await
-        .map_err(|error| MaintenanceError::Storage(error))?;
+        .map_err(MaintenanceError::Storage)?;
     let views: Vec<WindowView> = windows.iter().map(WindowView::from).collect();
     Ok(Json(serde_json::json!({ "windows": views })).into_response())
 }
