@@ -66,6 +66,15 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Planned maintenance windows, in the configured database: plan, list, move,
+    /// cancel, end.
+    Maintenance {
+        /// The TOML configuration file (its database, inventory and templates are used).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: MaintenanceAction,
+    },
     /// The subscribers of the notices, in the configured database: list, count, import,
     /// remove, and a subscriber's data (export, delete).
     Subscribers {
@@ -74,6 +83,76 @@ pub enum Command {
         config: PathBuf,
         #[command(subcommand)]
         action: SubscribersAction,
+    },
+}
+
+/// `samsa-relay maintenance …`.
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceAction {
+    /// Plan a window: its announcement waits for an operator's review and publish, like
+    /// one planned on the dashboard. Prints the window's id.
+    Plan {
+        #[arg(long)]
+        title: String,
+        /// The whole service is affected.
+        #[arg(long)]
+        whole_service: bool,
+        /// An affected organisation's id (deploy/inventory.toml); repeat for more.
+        #[arg(long = "actor", value_name = "ID")]
+        actors: Vec<String>,
+        /// An affected sub-region's id; repeat for more.
+        #[arg(long = "subregion", value_name = "ID")]
+        subregions: Vec<String>,
+        /// Start, in Swedish local time (`2026-12-08 18:00`) or RFC 3339.
+        #[arg(long, value_name = "TIME")]
+        start: String,
+        /// End, like the start.
+        #[arg(long, value_name = "TIME")]
+        end: String,
+        /// What users will notice.
+        #[arg(long)]
+        impact: String,
+        /// What users should do; left out: the backup routine.
+        #[arg(long, default_value = "")]
+        advice: String,
+        /// The plan's level whose channels the notices use (1, 2 or 3).
+        #[arg(long, default_value_t = 1)]
+        level: u8,
+        /// Each later notice waits for review instead of going out on its own.
+        #[arg(long)]
+        review_each: bool,
+        /// Who plans it.
+        #[arg(long, value_name = "NAME")]
+        by: String,
+    },
+    /// The windows of the last 30 days and ahead.
+    List,
+    /// Move a window to new times (a notice for review tells people).
+    Move {
+        #[arg(value_name = "ID")]
+        id: i64,
+        #[arg(long, value_name = "TIME")]
+        start: String,
+        #[arg(long, value_name = "TIME")]
+        end: String,
+        #[arg(long, value_name = "NAME")]
+        by: String,
+    },
+    /// Call a window off (a notice for review tells people, once it was announced).
+    Cancel {
+        #[arg(value_name = "ID")]
+        id: i64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, value_name = "NAME")]
+        by: String,
+    },
+    /// End a window now (a "klart" notice for review).
+    End {
+        #[arg(value_name = "ID")]
+        id: i64,
+        #[arg(long, value_name = "NAME")]
+        by: String,
     },
 }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use samsa_relay::app::{App, shutdown_signal};
-use samsa_relay::cli::{Cli, Command, SubscribersAction};
+use samsa_relay::cli::{Cli, Command, MaintenanceAction, SubscribersAction};
 use samsa_relay::config::Config;
 
 /// mimalloc instead of the C library's malloc: under load, glibc's malloc (and its
@@ -72,6 +72,7 @@ fn main() -> ExitCode {
         } => report(&config, format.into(), output.as_deref(), incident),
         Command::RevokeLinks { config } => revoke_links(&config),
         Command::Subscribers { config, action } => subscribers(&config, action),
+        Command::Maintenance { config, action } => maintenance(&config, action),
         Command::Serve { config } => {
             let config = match Config::load(&config) {
                 Ok(config) => config,
@@ -214,6 +215,132 @@ fn subscribers(config: &std::path::Path, action: SubscribersAction) -> ExitCode 
             eprintln!("subscribers: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `maintenance`: exit 0 when done, 1 when refused (with the reasons) or the database
+/// cannot be used, 2 when the config is invalid.
+fn maintenance(config: &std::path::Path, action: MaintenanceAction) -> ExitCode {
+    use samsa_relay::maintenance::{PlanRequest, parse_time};
+    use samsa_relay::maintenance_actions as actions;
+    let (config, runtime) = match config_and_runtime(config) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let now = jiff::Timestamp::now();
+    let result: anyhow::Result<String> = runtime.block_on(async {
+        let storage = samsa_relay::storage::Storage::open_existing(&config.database).await?;
+        let renderer = samsa_relay::notice::NoticeRenderer::new(&config.notices)?;
+        let times = |start: &str, end: &str| -> anyhow::Result<(jiff::Timestamp, jiff::Timestamp)> {
+            let start = parse_time(start).map_err(|message| anyhow::anyhow!("--start: {message}"))?;
+            let end = parse_time(end).map_err(|message| anyhow::anyhow!("--end: {message}"))?;
+            Ok((start, end))
+        };
+        let out = match action {
+            MaintenanceAction::Plan {
+                title,
+                whole_service,
+                actors,
+                subregions,
+                start,
+                end,
+                impact,
+                advice,
+                level,
+                review_each,
+                by,
+            } => {
+                let plan = PlanRequest {
+                    title,
+                    whole_service,
+                    actors,
+                    subregions,
+                    starts_at: start,
+                    ends_at: end,
+                    impact,
+                    advice,
+                    level,
+                    review_each,
+                    requested_by: Some(by.clone()),
+                }
+                .into_plan()
+                .map_err(actions::MaintenanceError::Plan);
+                let planned = match plan {
+                    Ok(plan) => actions::plan_window(&storage, &config, &renderer, plan, &by, now).await,
+                    Err(error) => Err(error),
+                };
+                let (id, draft_id) = planned.map_err(describe_maintenance_error)?;
+                format!("window {id} planned; its announcement (draft {draft_id}) waits for review on the dashboard\n")
+            }
+            MaintenanceAction::List => {
+                let since = now
+                    .checked_sub(jiff::SignedDuration::from_hours(24 * 30))
+                    .unwrap_or(jiff::Timestamp::MIN);
+                let mut out = String::new();
+                for window in storage.maintenance_windows(since).await? {
+                    out.push_str(&format!(
+                        "{}\t{}\t{}\t{}\t{}\n",
+                        window.incident_id,
+                        window.state.as_str(),
+                        window.plan.starts_at,
+                        window.plan.ends_at,
+                        window.plan.title
+                    ));
+                }
+                out
+            }
+            MaintenanceAction::Move { id, start, end, by } => {
+                let (start, end) = times(&start, &end)?;
+                let draft_id = actions::move_window(&storage, &config, &renderer, id, start, end, &by, now)
+                    .await
+                    .map_err(describe_maintenance_error)?;
+                format!("window {id} moved; the notice (draft {draft_id}) waits for review\n")
+            }
+            MaintenanceAction::Cancel { id, reason, by } => {
+                match actions::cancel_window(&storage, &config, &renderer, id, &reason, &by, now)
+                    .await
+                    .map_err(describe_maintenance_error)?
+                {
+                    Some(draft_id) => format!("window {id} cancelled; the notice (draft {draft_id}) waits for review\n"),
+                    None => format!("window {id} cancelled before it was announced; nothing is sent\n"),
+                }
+            }
+            MaintenanceAction::End { id, by } => {
+                let draft_id = actions::end_window(&storage, &config, &renderer, id, &by, now)
+                    .await
+                    .map_err(describe_maintenance_error)?;
+                format!("window {id} ended; the notice (draft {draft_id}) waits for review\n")
+            }
+        };
+        storage.close().await;
+        Ok(out)
+    });
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("maintenance: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A refused action in words, each problem of a plan at its field.
+fn describe_maintenance_error(
+    error: samsa_relay::maintenance_actions::MaintenanceError,
+) -> anyhow::Error {
+    match error {
+        samsa_relay::maintenance_actions::MaintenanceError::Plan(problems) => anyhow::anyhow!(
+            "{}",
+            problems
+                .iter()
+                .map(|problem| format!("{}: {}", problem.field, problem.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        other => anyhow::anyhow!("{other}"),
     }
 }
 

@@ -134,9 +134,9 @@ impl WindowScope {
             AlertScope::Subregion(id) => self.subregions.iter().any(|own| own == id),
             AlertScope::Actor(id) => {
                 self.actors.iter().any(|own| own == id)
-                    || inventory.actor(id).is_some_and(|actor| {
-                        self.subregions.contains(&actor.subregion_id)
-                    })
+                    || inventory
+                        .actor(id)
+                        .is_some_and(|actor| self.subregions.contains(&actor.subregion_id))
             }
         })
     }
