@@ -54,6 +54,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "gauges",
             "simulate",
             "subscribers",
+            "silences",
         ],
     ),
     ("http: the only HTTP server", &["http"]),

@@ -23,6 +23,7 @@ pub mod notice;
 pub mod operators;
 pub mod publishing;
 mod secret;
+pub mod silences;
 pub mod simulate;
 pub mod storage;
 pub mod subscribers;
