@@ -62,6 +62,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "simulate",
             "subscribers",
             "maintenance_actions",
+            "maintenance_scheduler",
+            "silences",
         ],
     ),
     ("http: the only HTTP server", &["http"]),

@@ -44,6 +44,8 @@ mod ops;
 mod properties;
 mod public;
 mod publishing;
+// The Alertmanager silences client: a fake peer here, the real one in the system tier.
+mod silences;
 mod simulate;
 // The storage contract: SQLite here, PostgreSQL (postgresql) in the system tier.
 mod storage;
