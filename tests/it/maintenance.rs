@@ -15,8 +15,8 @@ use samsa_relay::maintenance_scheduler::MaintenanceScheduler;
 use samsa_relay::notice::NoticeKind;
 use serde_json::json;
 
-use crate::common::{alert, outbox_rows, payload, pending_draft, publish_request, store_at};
 use crate::common::{TestApp, eventually, spawn_app_with_tables};
+use crate::common::{alert, outbox_rows, payload, pending_draft, publish_request, store_at};
 
 /// One on-duty operator; banner, feed and email to two addresses (the base config's file
 /// transport), reminders a day and an hour ahead.
@@ -166,9 +166,11 @@ async fn outage_incidents(app: &TestApp) -> Vec<samsa_relay::storage::IncidentRe
 }
 
 async fn processed(app: &TestApp) {
-    eventually("every receipt processed", Duration::from_secs(20), || async {
-        (app.state.storage.n_unprocessed_receipts().await.ok()? == 0).then_some(())
-    })
+    eventually(
+        "every receipt processed",
+        Duration::from_secs(20),
+        || async { (app.state.storage.n_unprocessed_receipts().await.ok()? == 0).then_some(()) },
+    )
     .await;
 }
 
@@ -200,7 +202,14 @@ async fn an_approved_series_goes_out_on_its_own_at_its_times() {
     assert_eq!(outcome.drafted.len(), 1, "{outcome:?}");
     assert_eq!(outcome.drafted[0].1, "reminder:1440");
     assert!(outcome.drafted[0].3, "published at once");
-    assert!(scheduler.step(starts_at - minutes(23 * 60)).await.unwrap().drafted.is_empty());
+    assert!(
+        scheduler
+            .step(starts_at - minutes(23 * 60))
+            .await
+            .unwrap()
+            .drafted
+            .is_empty()
+    );
     // The hour-before reminder, the start, the end.
     let outcome = scheduler.step(starts_at - minutes(60)).await.unwrap();
     assert_eq!(outcome.drafted[0].1, "reminder:60");
@@ -210,11 +219,24 @@ async fn an_approved_series_goes_out_on_its_own_at_its_times() {
     let outcome = scheduler.step(starts_at + minutes(4 * 60)).await.unwrap();
     assert_eq!(outcome.drafted[0].1, "completed");
     assert_eq!(window(&app, window_id).await.state, WindowState::Completed);
-    assert!(scheduler.step(starts_at + minutes(5 * 60)).await.unwrap().drafted.is_empty());
+    assert!(
+        scheduler
+            .step(starts_at + minutes(5 * 60))
+            .await
+            .unwrap()
+            .drafted
+            .is_empty()
+    );
 
     assert_eq!(
         published_steps(&app, window_id).await,
-        ["announcement", "reminder", "reminder", "started", "completed"]
+        [
+            "announcement",
+            "reminder",
+            "reminder",
+            "started",
+            "completed"
+        ]
     );
     // Each notice to both email recipients.
     assert_eq!(outbox_rows(&app, "email").await.len(), 10);
@@ -246,7 +268,10 @@ async fn an_approved_series_goes_out_on_its_own_at_its_times() {
         "maintenance_ended",
         "notice_published",
     ] {
-        assert!(events.iter().any(|event| event == expected), "{expected} in {events:?}");
+        assert!(
+            events.iter().any(|event| event == expected),
+            "{expected} in {events:?}"
+        );
     }
     app.stop().await;
 }
@@ -255,8 +280,12 @@ async fn an_approved_series_goes_out_on_its_own_at_its_times() {
 async fn a_series_for_review_waits_for_an_operator_at_each_step() {
     let app = spawn_app_with_tables(TABLES).await;
     let starts_at = at("2030-03-12T17:00:00Z");
-    let window_id =
-        plan_and_announce(&app, skovde_plan(starts_at, false), at("2030-03-01T09:00:00Z")).await;
+    let window_id = plan_and_announce(
+        &app,
+        skovde_plan(starts_at, false),
+        at("2030-03-01T09:00:00Z"),
+    )
+    .await;
     assert!(window(&app, window_id).await.approval.is_none());
     let scheduler = scheduler(&app, None);
     let outcome = scheduler.step(starts_at - minutes(24 * 60)).await.unwrap();
@@ -265,12 +294,20 @@ async fn a_series_for_review_waits_for_an_operator_at_each_step() {
     // Not reviewed by the start: the start notice takes the reminder's place.
     scheduler.step(starts_at).await.unwrap();
     let drafts = app.state.storage.drafts(window_id).await.unwrap();
-    let old = drafts.iter().find(|draft| draft.draft_id == reminder).unwrap();
+    let old = drafts
+        .iter()
+        .find(|draft| draft.draft_id == reminder)
+        .unwrap();
     assert_eq!(old.state, "withdrawn");
-    let pending: Vec<_> = drafts.iter().filter(|draft| draft.state == "pending").collect();
+    let pending: Vec<_> = drafts
+        .iter()
+        .filter(|draft| draft.state == "pending")
+        .collect();
     assert_eq!(pending.len(), 1);
     assert_eq!(
-        pending[0].versions[0].input.pointer("/maintenance/step/step"),
+        pending[0].versions[0]
+            .input
+            .pointer("/maintenance/step/step"),
         Some(&json!("started"))
     );
     assert_eq!(published_steps(&app, window_id).await, ["announcement"]);
@@ -281,8 +318,12 @@ async fn a_series_for_review_waits_for_an_operator_at_each_step() {
 async fn alerts_inside_a_running_window_open_no_incident_and_others_do() {
     let app = spawn_app_with_tables(TABLES).await;
     let starts_at = at("2030-03-12T17:00:00Z");
-    let window_id =
-        plan_and_announce(&app, skovde_plan(starts_at, true), at("2030-03-01T09:00:00Z")).await;
+    let window_id = plan_and_announce(
+        &app,
+        skovde_plan(starts_at, true),
+        at("2030-03-01T09:00:00Z"),
+    )
+    .await;
     let scheduler = scheduler(&app, None);
     scheduler.step(starts_at).await.unwrap();
 
@@ -291,13 +332,25 @@ async fn alerts_inside_a_running_window_open_no_incident_and_others_do() {
     store_at(
         &app.state.storage,
         during,
-        &payload("firing", vec![actor_alert("f-skovde", "kommun-skovde", "2030-03-12T17:29:00Z")]),
+        &payload(
+            "firing",
+            vec![actor_alert(
+                "f-skovde",
+                "kommun-skovde",
+                "2030-03-12T17:29:00Z",
+            )],
+        ),
     )
     .await;
     app.state.incident_wake.notify_one();
     processed(&app).await;
     assert!(outage_incidents(&app).await.is_empty());
-    let recorded = app.state.storage.maintenance_alerts(window_id).await.unwrap();
+    let recorded = app
+        .state
+        .storage
+        .maintenance_alerts(window_id)
+        .await
+        .unwrap();
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].fingerprint, "f-skovde");
 
@@ -305,7 +358,14 @@ async fn alerts_inside_a_running_window_open_no_incident_and_others_do() {
     store_at(
         &app.state.storage,
         during + minutes(1),
-        &payload("firing", vec![actor_alert("f-boras", "kommun-boras", "2030-03-12T17:30:00Z")]),
+        &payload(
+            "firing",
+            vec![actor_alert(
+                "f-boras",
+                "kommun-boras",
+                "2030-03-12T17:30:00Z",
+            )],
+        ),
     )
     .await;
     app.state.incident_wake.notify_one();
@@ -326,7 +386,10 @@ async fn alerts_inside_a_running_window_open_no_incident_and_others_do() {
     // for review, and the alert is handed over: the outage now opens an incident.
     let outcome = scheduler.step(starts_at + minutes(4 * 60)).await.unwrap();
     assert_eq!(outcome.drafted[0].1, "overran");
-    assert!(!outcome.drafted[0].3, "an overrun notice is always reviewed");
+    assert!(
+        !outcome.drafted[0].3,
+        "an overrun notice is always reviewed"
+    );
     assert_eq!(window(&app, window_id).await.state, WindowState::Overran);
     processed(&app).await;
     let incidents = outage_incidents(&app).await;
@@ -335,7 +398,10 @@ async fn alerts_inside_a_running_window_open_no_incident_and_others_do() {
         .flat_map(|incident| incident.incident.alerts.keys())
         .map(|key| key.fingerprint.clone())
         .collect();
-    assert!(all_alerts.contains(&"f-skovde".to_owned()), "{all_alerts:?}");
+    assert!(
+        all_alerts.contains(&"f-skovde".to_owned()),
+        "{all_alerts:?}"
+    );
     let events: Vec<String> = app
         .state
         .storage
@@ -373,11 +439,19 @@ async fn a_cancelled_window_sends_its_cancellation_and_a_moved_one_says_so() {
     assert_eq!(pending, draft_id);
     state
         .publisher
-        .publish(&publish_request(pending, version, level, &["banner", "website", "email"]))
+        .publish(&publish_request(
+            pending,
+            version,
+            level,
+            &["banner", "website", "email"],
+        ))
         .await
         .unwrap();
     assert_eq!(window(&app, first).await.state, WindowState::Cancelled);
-    assert_eq!(published_steps(&app, first).await, ["announcement", "cancelled"]);
+    assert_eq!(
+        published_steps(&app, first).await,
+        ["announcement", "cancelled"]
+    );
     // Nothing more of it comes due.
     let scheduler = scheduler(&app, None);
     assert!(scheduler.step(starts_at).await.unwrap().drafted.is_empty());
@@ -397,9 +471,15 @@ async fn a_cancelled_window_sends_its_cancellation_and_a_moved_one_says_so() {
     .unwrap();
     let moved = window(&app, second).await;
     assert_eq!(moved.sequence, 1);
-    assert_eq!(moved.plan.starts_at, starts_at + jiff::SignedDuration::from_hours(24));
+    assert_eq!(
+        moved.plan.starts_at,
+        starts_at + jiff::SignedDuration::from_hours(24)
+    );
     let drafts = state.storage.drafts(second).await.unwrap();
-    let pending = drafts.iter().find(|draft| draft.state == "pending").unwrap();
+    let pending = drafts
+        .iter()
+        .find(|draft| draft.state == "pending")
+        .unwrap();
     let step = &pending.versions[0].input["maintenance"]["step"];
     assert_eq!(step["step"], "moved");
     assert_eq!(step["previous_starts_at"], json!(starts_at));
@@ -525,4 +605,187 @@ async fn the_api_plans_a_window_with_its_token_and_refuses_without() {
         .unwrap();
     assert_eq!(off.status(), 404);
     app.stop().await;
+}
+
+/// With the real Alertmanager and the real SMTP test server, on the real clock (which
+/// Alertmanager keeps).
+#[cfg(feature = "system-tests")]
+mod real {
+    use super::*;
+
+    use std::process::Command;
+
+    use crate::alertmanager::Alertmanager;
+    use crate::common::smtp_sink::SmtpSink;
+    use crate::common::{PROXY_VARIABLES, debian_binary, spawn_app_with_smtp};
+
+    /// `amtool silence query -o json` of the active silences, parsed.
+    fn amtool_active_silences(alertmanager: &Alertmanager) -> Vec<serde_json::Value> {
+        let amtool = debian_binary("amtool", "prometheus-alertmanager");
+        let mut command = Command::new(amtool);
+        command
+            .arg("silence")
+            .arg("query")
+            .arg(format!("--alertmanager.url={}", alertmanager.address))
+            .arg("-o")
+            .arg("json");
+        for variable in PROXY_VARIABLES {
+            command.env_remove(variable);
+        }
+        let output = command.output().expect("run amtool");
+        assert!(
+            output.status.success(),
+            "amtool: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("amtool prints JSON")
+    }
+
+    fn api_alert(actor: &str, ends_at: Option<Timestamp>) -> serde_json::Value {
+        let mut alert = json!({
+            "labels": {"alertname": "SamsaLoginDown", "service": "samsa", "actor": actor},
+            "startsAt": "2026-01-01T00:00:00Z",
+        });
+        if let Some(ends_at) = ends_at {
+            alert["endsAt"] = json!(ends_at.to_string());
+        }
+        alert
+    }
+
+    #[tokio::test]
+    async fn a_window_for_skovde_silences_it_in_alertmanager_while_boras_still_opens_an_incident() {
+        let sink = SmtpSink::start();
+        let app = spawn_app_with_smtp(
+            &format!("[smtp]\nurl = \"{}\"\nstarttls = \"none\"\n", sink.url()),
+            TABLES,
+        )
+        .await;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let mut alertmanager = Alertmanager::start(&app.address);
+        alertmanager.wait_until_ready(&client).await;
+        let silences = samsa_relay::silences::SilenceClient::new(
+            vec![alertmanager.address.parse().unwrap()],
+            Duration::from_secs(10),
+            None,
+        )
+        .unwrap();
+        let scheduler = scheduler(&app, Some(silences));
+
+        let now = Timestamp::now();
+        let mut plan = skovde_plan(now + minutes(2), true);
+        plan.ends_at = now + minutes(30);
+        let window_id = plan_and_announce(&app, plan, now).await;
+        let starts_at = now + minutes(2);
+        let outcome = scheduler.step(starts_at).await.unwrap();
+        assert_eq!(outcome.drafted[0].1, "started");
+        assert_eq!(outcome.silences_made, 1);
+
+        // The silence, as amtool shows it.
+        let active = amtool_active_silences(&alertmanager);
+        assert_eq!(active.len(), 1, "{active:?}");
+        assert_eq!(active[0]["createdBy"], "samsa-relay");
+        assert!(
+            active[0]["comment"]
+                .as_str()
+                .unwrap()
+                .contains(&window_id.to_string())
+        );
+        let stored = window(&app, window_id).await;
+        assert_eq!(stored.silence_ids, [active[0]["id"].as_str().unwrap()]);
+
+        // Skövde and Borås fail together: only Borås reaches the relay.
+        alertmanager
+            .post_alerts(
+                &client,
+                json!([
+                    api_alert("kommun-skovde", None),
+                    api_alert("kommun-boras", None)
+                ]),
+            )
+            .await;
+        let incident = eventually("an incident for Borås", Duration::from_secs(30), || async {
+            outage_incidents(&app).await.into_iter().next()
+        })
+        .await;
+        let (draft_id, _, _) = pending_draft(&app, incident.incident_id, NoticeKind::Initial).await;
+        let actors: Vec<String> = app
+            .state
+            .storage
+            .alerts()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|alert| alert.labels.get("actor").cloned())
+            .collect();
+        assert_eq!(
+            actors,
+            ["kommun-boras"],
+            "Skövde was silenced in Alertmanager"
+        );
+        assert!(draft_id > 0);
+
+        // Skövde comes back; the end expires the silence and says "klart".
+        alertmanager
+            .post_alerts(
+                &client,
+                json!([api_alert("kommun-skovde", Some(Timestamp::now()))]),
+            )
+            .await;
+        eventually(
+            "Skövde no longer firing in Alertmanager",
+            Duration::from_secs(20),
+            || async {
+                let alerts: Vec<serde_json::Value> = client
+                    .get(format!(
+                        "{}/api/v2/alerts?active=true&silenced=true",
+                        alertmanager.address
+                    ))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                (!alerts
+                    .iter()
+                    .any(|alert| alert["labels"]["actor"] == "kommun-skovde"))
+                .then_some(())
+            },
+        )
+        .await;
+        let outcome = scheduler.step(now + minutes(30)).await.unwrap();
+        assert_eq!(outcome.drafted[0].1, "completed", "{outcome:?}");
+        assert_eq!(outcome.silences_expired, 1);
+        assert!(amtool_active_silences(&alertmanager).is_empty());
+        assert!(window(&app, window_id).await.silence_ids.is_empty());
+
+        // The series at the SMTP server: announcement, start and end, to both addresses.
+        let subjects = eventually("six maintenance mails", Duration::from_secs(30), || async {
+            let subjects: Vec<String> = sink
+                .messages()
+                .iter()
+                .filter(|message| {
+                    message
+                        .rcpt_tos()
+                        .iter()
+                        .any(|to| *to == "support@example.org" || *to == "it-lista@example.org")
+                })
+                .filter_map(|message| message.header("subject").map(str::to_owned))
+                .collect();
+            (subjects.len() >= 6).then_some(subjects)
+        })
+        .await;
+        assert_eq!(subjects.len(), 6, "{subjects:?}");
+        assert!(
+            subjects
+                .iter()
+                .all(|subject| subject.to_lowercase().contains("underhåll")),
+            "{subjects:?}"
+        );
+        app.stop().await;
+    }
 }
