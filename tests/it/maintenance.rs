@@ -483,8 +483,16 @@ async fn a_cancelled_window_sends_its_cancellation_and_a_moved_one_says_so() {
     let step = &pending.versions[0].input["maintenance"]["step"];
     assert_eq!(step["step"], "moved");
     assert_eq!(step["previous_starts_at"], json!(starts_at));
-    // The old start passes unremarked; the new one starts it.
-    assert!(scheduler.step(starts_at).await.unwrap().drafted.is_empty());
+    // The old start starts nothing: it is the new start's day-before reminder; the new
+    // start starts it.
+    let outcome = scheduler.step(starts_at).await.unwrap();
+    let steps: Vec<&str> = outcome.drafted.iter().map(|drafted| drafted.1.as_str()).collect();
+    assert_eq!(steps, ["reminder:1440"]);
+    let outcome = scheduler
+        .step(starts_at + jiff::SignedDuration::from_hours(24))
+        .await
+        .unwrap();
+    assert_eq!(outcome.drafted[0].1, "started");
 
     // A window never announced is called off without a word.
     let (third, _) = samsa_relay::maintenance_actions::plan_window(
