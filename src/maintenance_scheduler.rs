@@ -91,9 +91,10 @@ impl MaintenanceScheduler {
         }
         for window in &windows {
             if let Some(step) = window.due(now, &self.config.maintenance.reminders) {
-                if let Some(drafted) = self.take_step(window, step, now).await? {
-                    outcome.silences_made += drafted.1;
-                    outcome.drafted.push(drafted.0);
+                if let Some((drafted, made, expired)) = self.take_step(window, step, now).await? {
+                    outcome.silences_made += made;
+                    outcome.silences_expired += expired;
+                    outcome.drafted.push(drafted);
                 }
             } else if window.state == WindowState::Running
                 && !window
@@ -108,13 +109,13 @@ impl MaintenanceScheduler {
     }
 
     /// Takes one due step of a window. Returns what was drafted and how many silences
-    /// were made, or `None` when the window changed meanwhile.
+    /// were made and expired, or `None` when the window changed meanwhile.
     async fn take_step(
         &self,
         seen: &Window,
         step: Step,
         now: Timestamp,
-    ) -> anyhow::Result<Option<((i64, String, i64, bool), usize)>> {
+    ) -> anyhow::Result<Option<((i64, String, i64, bool), usize, usize)>> {
         let incident_id = seen.incident_id;
         let mut silence_ids = Vec::new();
         let mut silence_error = None;
@@ -242,12 +243,15 @@ impl MaintenanceScheduler {
         if window.state == WindowState::Overran {
             self.hand_over(incident_id, now).await?;
         }
-        if window.state.is_final() || window.state == WindowState::Overran {
-            self.expire_silences(&window, now).await?;
-        }
+        let expired = if window.state.is_final() || window.state == WindowState::Overran {
+            self.expire_silences(&window, now).await?
+        } else {
+            0
+        };
         Ok(Some((
             (incident_id, key, draft_id, published),
             silence_ids.len(),
+            expired,
         )))
     }
 
