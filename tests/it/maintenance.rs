@@ -803,3 +803,94 @@ mod real {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn the_yearly_figures_count_planned_downtime_apart_from_disruptions() {
+    let app = spawn_app_with_tables(TABLES).await;
+    let state = &app.state;
+    // Skövde (Skaraborg) for four hours, then the whole service for two: six hours of
+    // planned downtime in all, six in Skaraborg, two in each other sub-region.
+    let first = at("2030-03-12T17:00:00Z");
+    let skovde =
+        plan_and_announce(&app, skovde_plan(first, true), at("2030-03-01T09:00:00Z")).await;
+    let mut whole = skovde_plan(at("2030-04-02T18:00:00Z"), true);
+    whole.scope = WindowScope {
+        whole_service: true,
+        ..WindowScope::default()
+    };
+    whole.ends_at = whole.starts_at + jiff::SignedDuration::from_hours(2);
+    plan_and_announce(&app, whole, at("2030-03-01T09:00:00Z")).await;
+    // One more, called off before it began: no downtime.
+    let called_off = plan_and_announce(
+        &app,
+        skovde_plan(at("2030-05-05T17:00:00Z"), true),
+        at("2030-03-01T09:00:00Z"),
+    )
+    .await;
+    samsa_relay::maintenance_actions::cancel_window(
+        &state.storage,
+        &state.config,
+        &state.renderer,
+        called_off,
+        "Behövs inte",
+        "Anna Andersson",
+        at("2030-03-02T09:00:00Z"),
+    )
+    .await
+    .unwrap();
+    let scheduler = scheduler(&app, None);
+    for at in [
+        first,
+        first + jiff::SignedDuration::from_hours(4),
+        self::at("2030-04-02T18:00:00Z"),
+        self::at("2030-04-02T20:00:00Z"),
+    ] {
+        scheduler.step(at).await.unwrap();
+    }
+    assert_eq!(window(&app, skovde).await.state, WindowState::Completed);
+
+    let year = samsa_relay::followup::IncidentFilter {
+        from: Some("2030-01-01".parse().unwrap()),
+        to: Some("2030-12-31".parse().unwrap()),
+        ..Default::default()
+    };
+    let planned = samsa_relay::followup::planned_maintenance(
+        &state.storage,
+        &state.config,
+        &year,
+        at("2030-12-31T12:00:00Z"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(planned.n_windows, 2);
+    assert_eq!(planned.downtime_seconds, 6 * 3600);
+    let by_id = |id: &str| {
+        planned
+            .subregions
+            .iter()
+            .find(|subregion| subregion.id == id)
+            .map(|subregion| (subregion.n_incidents, subregion.downtime_seconds))
+            .unwrap()
+    };
+    assert_eq!(by_id("skaraborg"), (2, 6 * 3600));
+    assert_eq!(by_id("fyrbodal"), (1, 2 * 3600));
+    // The disruptions' figures do not count them.
+    let rows = samsa_relay::followup::list_incidents(
+        &state.storage,
+        &state.config,
+        &year,
+        at("2030-12-31T12:00:00Z"),
+    )
+    .await
+    .unwrap();
+    assert!(rows.is_empty());
+    let summary = samsa_relay::followup::summarize_incidents(&rows, &state.config);
+    let csv = samsa_relay::followup::summary_csv(&summary, &planned, &year);
+    assert!(csv.contains("Planerad nedtid (min);360\r\n"), "{csv}");
+    assert!(
+        csv.contains("Planerad nedtid Skaraborg (min);360\r\n"),
+        "{csv}"
+    );
+    assert!(csv.contains("Total nedtid (min);0\r\n"), "{csv}");
+    app.stop().await;
+}
