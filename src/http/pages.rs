@@ -36,6 +36,18 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("ops/templates/review_confirm.html"),
         ),
         (
+            "form_macros.html",
+            include_str!("ops/templates/form_macros.html"),
+        ),
+        (
+            "maintenance_new.html",
+            include_str!("ops/templates/maintenance_new.html"),
+        ),
+        (
+            "maintenance_window.html",
+            include_str!("ops/templates/maintenance_window.html"),
+        ),
+        (
             "followup_incident.html",
             include_str!("ops/templates/followup_incident.html"),
         ),

@@ -902,6 +902,42 @@ async fn every_page_and_state_passes_axe_and_fits_320_px() {
         "no drill on the live login page: {live}"
     );
 
+    // Planned maintenance: the form, empty and with errors; a window's page; the
+    // dashboard listing it.
+    goto(format!("{dashboard}/maintenance/new")).await;
+    audit.check("maintenance-form").await;
+    click_and_wait_for_next_page(client, button(client, "Skapa utkast till annons").await).await;
+    assert!(client.title().await.unwrap().starts_with("Fel: "));
+    audit.check("maintenance-form-errors").await;
+    let starts_at = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24);
+    let (window_id, _) = samsa_relay::maintenance_actions::plan_window(
+        &app.state.storage,
+        &app.state.config,
+        &app.state.renderer,
+        samsa_relay::maintenance::WindowPlan {
+            title: "Uppgradering av SAMSA".to_owned(),
+            scope: samsa_relay::maintenance::WindowScope {
+                whole_service: false,
+                actors: vec!["kommun-boras".to_owned()],
+                subregions: vec!["skaraborg".to_owned()],
+            },
+            starts_at,
+            ends_at: starts_at + jiff::SignedDuration::from_hours(2),
+            impact: "SAMSA går inte att logga in i.".to_owned(),
+            advice: samsa_relay::maintenance::DEFAULT_ADVICE.to_owned(),
+            level: samsa_relay::classify::Level::Two,
+            auto_series: true,
+        },
+        OPERATOR_NAME,
+        jiff::Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    goto(format!("{dashboard}/maintenance/{window_id}")).await;
+    audit.check("maintenance-window").await;
+    goto(dashboard.clone()).await;
+    audit.check("dashboard-with-maintenance").await;
+
     // Sign-in, the public pages, and the error pages.
     goto("/ops/login".to_owned()).await;
     audit.check("login").await;
@@ -2259,6 +2295,219 @@ async fn a_subscriber_chooses_boras_and_skovde_confirms_gets_what_concerns_them_
     app.stop().await;
     report(&format!(
         "browser: subscribe, confirm, three notices and one-click took {:.1?}",
+        started.elapsed()
+    ));
+}
+
+// ---- planned maintenance -----------------------------------------------------------
+
+/// A date field as a person fills it in: Debian's Chromium has only the en-US locale, so
+/// the field takes month, day and year in that order (each part moves on by itself).
+async fn type_date(client: &Client, id: &str, date: &str) {
+    let (year, rest) = date.split_once('-').expect("ÅÅÅÅ-MM-DD");
+    let (month, day) = rest.split_once('-').expect("ÅÅÅÅ-MM-DD");
+    let field = client.find(Locator::Id(id)).await.unwrap();
+    field.click().await.unwrap();
+    field
+        .send_keys(&format!("{month}{day}{year}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        field.prop("value").await.unwrap().as_deref(),
+        Some(date),
+        "the date field #{id} holds what was typed"
+    );
+}
+
+/// A time field as a person fills it in: hours (12-hour, en-US), minutes, AM or PM.
+async fn type_time(client: &Client, id: &str, time: &str) {
+    let (hour, minute) = time.split_once(':').expect("TT:MM");
+    let hour: u32 = hour.parse().unwrap();
+    let (twelve, half) = match hour {
+        0 => (12, "A"),
+        1..=11 => (hour, "A"),
+        12 => (12, "P"),
+        _ => (hour - 12, "P"),
+    };
+    let field = client.find(Locator::Id(id)).await.unwrap();
+    field.click().await.unwrap();
+    field
+        .send_keys(&format!("{twelve:02}{minute}{half}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        field.prop("value").await.unwrap().as_deref(),
+        Some(time),
+        "the time field #{id} holds what was typed"
+    );
+}
+
+/// A day `days` from today in Swedish time, as a date field holds it.
+fn swedish_day(days: i64) -> String {
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::get("Europe/Stockholm").unwrap())
+        .date();
+    today
+        .checked_add(jiff::Span::new().days(days))
+        .unwrap()
+        .to_string()
+}
+
+/// An operator plans a maintenance window on a 320 px phone: from the dashboard's link to
+/// the form, a first try without a title (the error summary takes the focus and leads to
+/// the field), then the window for Borås tomorrow evening, chosen by opening its
+/// sub-region, the times typed into the date and time fields, level 2 and every message
+/// reviewed; the form lands on the announcement's review page.
+#[tokio::test]
+async fn an_operator_plans_a_maintenance_window_on_a_320_px_phone() {
+    let started = Instant::now();
+    let browser = Browser::start().await;
+    browser.emulate_viewport(NARROW_WIDTH, NARROW_HEIGHT).await;
+    let app = common::spawn_app_with_tables(OPERATORS).await;
+    let client = &browser.client;
+    let shots = Screenshots::new("maintenance");
+    let dashboard = dashboard_path(&app);
+    client
+        .goto(&format!("{}{dashboard}", app.address))
+        .await
+        .unwrap();
+    let plan_link = client
+        .find(Locator::LinkText("Planera underhåll"))
+        .await
+        .expect("the dashboard links the form");
+    click_and_wait_for_next_page(client, plan_link).await;
+    assert_eq!(heading(client).await, "Planera underhåll");
+    assert_fits_narrow_screen(client, "the maintenance form").await;
+    let unlabelled = client.execute(UNLABELLED_CONTROLS, vec![]).await.unwrap();
+    assert_eq!(unlabelled, json!([]), "controls without a label");
+    shots.save(&browser, "1-form").await;
+
+    // Borås, in its folded sub-region.
+    let sodra_alvsborg = client
+        .find(Locator::XPath(
+            "//summary[starts-with(normalize-space(.), 'Södra Älvsborg')]",
+        ))
+        .await
+        .unwrap();
+    sodra_alvsborg.click().await.unwrap();
+    label(client, "Borås").await.click().await.unwrap();
+    let tomorrow = swedish_day(1);
+    type_date(client, "starts_at", &tomorrow).await;
+    type_time(client, "starts_at_time", "21:30").await;
+    type_date(client, "ends_at", &tomorrow).await;
+    type_time(client, "ends_at_time", "23:00").await;
+    labelled_control(client, "Påverkan")
+        .await
+        .send_keys("SAMSA går inte att nå för Borås under kvällen.")
+        .await
+        .unwrap();
+    label(client, "Nivå 2:").await.click().await.unwrap();
+    label(client, "Granska varje meddelande")
+        .await
+        .click()
+        .await
+        .unwrap();
+    shots.save(&browser, "2-filled").await;
+
+    // No title yet: the error summary takes the focus and leads to the field.
+    click_and_wait_for_next_page(client, button(client, "Skapa utkast till annons").await).await;
+    assert!(client.title().await.unwrap().starts_with("Fel: "));
+    assert_eq!(
+        script(client, "return document.activeElement?.id ?? '';").await,
+        "error-summary"
+    );
+    assert_fits_narrow_screen(client, "the form with errors").await;
+    shots.save(&browser, "3-errors").await;
+    // From the summary to the field, by keyboard: Tab to its link, Enter.
+    let keys = KeyActions::new("keyboard".to_owned())
+        .then(KeyAction::Down {
+            value: Key::Tab.into(),
+        })
+        .then(KeyAction::Up {
+            value: Key::Tab.into(),
+        });
+    client.perform_actions(keys).await.unwrap();
+    assert_eq!(
+        script(
+            client,
+            "return document.activeElement?.getAttribute('href') ?? '';"
+        )
+        .await,
+        "#title"
+    );
+    let keys = KeyActions::new("keyboard".to_owned())
+        .then(KeyAction::Down {
+            value: Key::Enter.into(),
+        })
+        .then(KeyAction::Up {
+            value: Key::Enter.into(),
+        });
+    client.perform_actions(keys).await.unwrap();
+    common::eventually("the title field focused", DEADLINE, || async {
+        (script(client, "return document.activeElement?.id ?? '';").await == "title").then_some(())
+    })
+    .await;
+    // Everything else was kept; the title typed where the focus is.
+    assert_eq!(
+        script(
+            client,
+            "return document.getElementById('actor-kommun-boras').checked ? 'ja' : 'nej';"
+        )
+        .await,
+        "ja"
+    );
+    assert_eq!(
+        script(
+            client,
+            "return document.getElementById('starts_at_time').value;"
+        )
+        .await,
+        "21:30"
+    );
+    client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys("Byte av databasserver")
+        .await
+        .unwrap();
+    click_and_wait_for_next_page(client, button(client, "Skapa utkast till annons").await).await;
+
+    // The announcement's review page, under the dashboard link.
+    assert!(
+        heading(client).await.starts_with("Granska utkast"),
+        "{}",
+        heading(client).await
+    );
+    let url = client.current_url().await.unwrap();
+    assert!(
+        url.path().starts_with(&format!("{dashboard}/r/")),
+        "landed on {url}"
+    );
+    assert_fits_narrow_screen(client, "the announcement's review page").await;
+    shots.save(&browser, "4-review").await;
+    let windows = app
+        .state
+        .storage
+        .maintenance_windows(jiff::Timestamp::UNIX_EPOCH)
+        .await
+        .unwrap();
+    assert_eq!(windows.len(), 1);
+    let window = &windows[0];
+    assert_eq!(window.plan.title, "Byte av databasserver");
+    assert_eq!(window.plan.scope.actors, ["kommun-boras"]);
+    assert_eq!(window.plan.level.as_number(), 2);
+    assert!(!window.plan.auto_series);
+    assert_eq!(window.created_by, OPERATOR_NAME);
+    assert_eq!(
+        window.plan.ends_at.duration_since(window.plan.starts_at),
+        jiff::SignedDuration::from_mins(90)
+    );
+
+    browser.close().await;
+    app.stop().await;
+    report(&format!(
+        "browser: planning a maintenance window at {NARROW_WIDTH}px took {:.1?}",
         started.elapsed()
     ));
 }

@@ -39,6 +39,7 @@ mod hardening;
 mod incidents;
 mod ingest;
 mod maintenance;
+mod maintenance_ops;
 mod notices;
 mod operator_links;
 mod ops;

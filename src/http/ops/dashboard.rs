@@ -1,6 +1,7 @@
 //! The operators' dashboard (`/ops/d/{token}`, `/ops/sso/d`): open and recent incidents,
 //! published notices and their deliveries, and the actions on them: an update or a
-//! resolution drafted by hand, a failed delivery retried, a drill started.
+//! resolution drafted by hand, a failed delivery retried, a drill started; and the planned
+//! maintenance windows (`maintenance.rs`), which are kept out of the incident lists.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,7 @@ use super::{OperatorForm, OperatorSession, csrf_refused, optional_number, storag
 use crate::classify::AlertScope;
 use crate::http::AppState;
 use crate::http::pages::{message_page, page, render};
+use crate::incident::IncidentKind;
 use crate::notice::{NoticeKind, format_swedish_time, kind_label};
 use crate::publishing::{DraftByHandError, draft_by_hand, start_drill};
 
@@ -99,6 +101,10 @@ async fn dashboard(
     let mut recent_incidents = Vec::new();
     for item in overview {
         let record = item.record;
+        // A window's incident: listed with the planned maintenance, acted on on its page.
+        if record.kind == IncidentKind::Maintenance {
+            continue;
+        }
         let incident = &record.incident;
         let pending_draft = pending
             .iter()
@@ -224,6 +230,7 @@ async fn dashboard(
     } else {
         (None, Vec::new())
     };
+    let windows = super::maintenance::dashboard_windows(state, session).await;
     let action_url = session.dashboard_path();
     let subregions: Vec<_> = state
         .config
@@ -249,6 +256,7 @@ async fn dashboard(
                 error => error,
                 open_incidents => open_incidents,
                 recent_incidents => recent_incidents,
+                windows => windows,
                 notices => notice_rows,
                 failed => failed,
                 subscriber_counts => subscriber_counts,

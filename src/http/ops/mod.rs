@@ -23,6 +23,7 @@ mod dashboard;
 mod diff;
 mod followup;
 mod login;
+mod maintenance;
 mod review;
 
 use axum::Router;
@@ -66,13 +67,21 @@ pub(super) fn routes() -> Router<AppState> {
         )
 }
 
-/// The dashboard and the follow-up under it, mounted under the dashboard's link and under
+/// The dashboard, planned maintenance and the follow-up under it, mounted under the dashboard's link and under
 /// single sign-on alike.
 fn dashboard_pages() -> Router<AppState> {
     Router::new()
         .route(
             "/",
             get(dashboard::dashboard_page).post(dashboard::dashboard_action),
+        )
+        .route(
+            "/maintenance/new",
+            get(maintenance::new_page).post(maintenance::new_submit),
+        )
+        .route(
+            "/maintenance/{window_id}",
+            get(maintenance::window_page).post(maintenance::window_action),
         )
         .route("/followup", get(followup::incident_list))
         .route("/followup/incidents.csv", get(followup::incidents_csv))

@@ -115,16 +115,17 @@ impl<'de> Deserialize<'de> for Channels {
 
 /// A problem with one field of the form (or with the form as a whole: `field` empty),
 /// shown in the error summary at the top and next to its field.
+/// The maintenance forms (`maintenance.rs`) use it too, with their own field names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct FieldError {
+pub(super) struct FieldError {
     /// `level`, `decided_by`, `role`, `channels`, `additional_information`,
     /// `expected_resolution`, `next_update`, `discard_reason`, or empty.
-    field: &'static str,
-    message: String,
+    pub(super) field: &'static str,
+    pub(super) message: String,
 }
 
 impl FieldError {
-    fn new(field: &'static str, message: impl Into<String>) -> FieldError {
+    pub(super) fn new(field: &'static str, message: impl Into<String>) -> FieldError {
         FieldError {
             field,
             message: message.into(),
@@ -292,6 +293,16 @@ impl ReviewForm {
     }
 }
 
+/// The plan's levels and what each means, as the forms offer them.
+pub(super) const LEVELS: [(u8, &str); 3] = [
+    (1, "Avbrott i IT-tjänsten"),
+    (2, "Övergång till reservrutin i delar av verksamheterna"),
+    (
+        3,
+        "Övergång till reservrutin i alla verksamheter (kriskommunikation)",
+    ),
+];
+
 /// The channels a draft may go out on (those of any level of the plan; for a drill only
 /// drill channels), in plan order.
 fn offered_channels(state: &AppState, is_drill: bool) -> Vec<String> {
@@ -420,7 +431,9 @@ fn changes(
     changed
 }
 
-fn field_errors_map(errors: &[FieldError]) -> std::collections::BTreeMap<&'static str, String> {
+pub(super) fn field_errors_map(
+    errors: &[FieldError],
+) -> std::collections::BTreeMap<&'static str, String> {
     let mut map = std::collections::BTreeMap::new();
     for error in errors.iter().filter(|error| !error.field.is_empty()) {
         map.entry(error.field)
@@ -429,8 +442,9 @@ fn field_errors_map(errors: &[FieldError]) -> std::collections::BTreeMap<&'stati
     map
 }
 
-/// The summary's links: each error to its field's control.
-fn error_summary(errors: &[FieldError], channels: &[String]) -> Vec<minijinja::Value> {
+/// The summary's links: each error to its field's control (the control's id is the
+/// field's name, except for the level's first radio and the first channel).
+pub(super) fn error_summary(errors: &[FieldError], channels: &[String]) -> Vec<minijinja::Value> {
     errors
         .iter()
         .map(|error| {
@@ -569,15 +583,7 @@ async fn show_review(
         DecisionRole::CouncilViceChair,
     ]
     .map(|role| context! { value => role.as_str(), label => role.label() });
-    let levels = [
-        (1, "Avbrott i IT-tjänsten"),
-        (2, "Övergång till reservrutin i delar av verksamheterna"),
-        (
-            3,
-            "Övergång till reservrutin i alla verksamheter (kriskommunikation)",
-        ),
-    ]
-    .map(|(number, label)| context! { number => number, label => label });
+    let levels = LEVELS.map(|(number, label)| context! { number => number, label => label });
     let standing = Level::from_number(level).and_then(|level| loaded.standing_decision(level));
     let is_resolution = draft.kind == NoticeKind::Resolved;
     let code = outcome.code();
