@@ -600,6 +600,11 @@ async fn show_review(
                 incident_id => draft.incident_id,
                 kind_label => kind_label(draft.kind),
                 is_resolution => is_resolution,
+                maintenance_step => input.maintenance.as_ref().map(|notice| notice.step.label()),
+                maintenance_title => input.maintenance.as_ref().map(|notice| notice.title.clone()),
+                is_overran => input.maintenance.as_ref().is_some_and(|notice| {
+                    notice.step == crate::maintenance::Step::Overran
+                }),
                 newer_than_link => link_version.is_some_and(|version| version < latest.version),
                 version => latest.version,
                 rendered_level => rendered_level.as_number(),
