@@ -261,7 +261,7 @@ fn parse_calendar(text: &str) -> icalendar::Calendar {
         .expect("the feed parses as iCalendar")
 }
 
-fn event_of<'c>(calendar: &'c icalendar::Calendar, id: i64) -> &'c icalendar::Event {
+fn event_of(calendar: &icalendar::Calendar, id: i64) -> &icalendar::Event {
     let uid = format!("maintenance-{id}@127.0.0.1");
     calendar
         .events()
