@@ -19,10 +19,12 @@ use crate::http::{AppState, metrics_router, router};
 use crate::incident_worker::{IncidentWorker, WatchdogClock};
 use crate::ingest::{Ingest, IngestQueue};
 use crate::links::LinkSigner;
+use crate::maintenance_scheduler::MaintenanceScheduler;
 use crate::metrics::Metrics;
 use crate::notice::NoticeRenderer;
 use crate::operators::{OperatorMailWorker, ReviewNotifier};
 use crate::publishing::Publisher;
+use crate::silences::SilenceClient;
 use crate::storage::Storage;
 use crate::tls::tls_acceptor;
 
@@ -33,6 +35,7 @@ pub struct App {
     notifier: ReviewNotifier,
     operator_mail: OperatorMailWorker,
     worker: IncidentWorker,
+    maintenance: MaintenanceScheduler,
     delivery_workers: Vec<Arc<DeliveryWorker>>,
     /// The correlation and timers leases this replica renews while it runs.
     leases: Vec<Lease>,
@@ -163,6 +166,31 @@ impl App {
             metrics.clone(),
             delivery_wake.clone(),
         );
+        let silences = match config.maintenance.alertmanager_urls.as_slice() {
+            [] => None,
+            urls => Some(
+                SilenceClient::new(
+                    urls.iter()
+                        .map(|url| url.parse())
+                        .collect::<Result<Vec<_>, _>>()
+                        .context("maintenance.alertmanager_urls")?,
+                    config.maintenance.alertmanager_timeout,
+                    config.maintenance.alertmanager_token.clone(),
+                )
+                .context("cannot set up the Alertmanager silences client")?,
+            ),
+        };
+        let maintenance = MaintenanceScheduler {
+            storage: storage.clone(),
+            config: config.clone(),
+            renderer: renderer.clone(),
+            publisher: publisher.clone(),
+            silences,
+            metrics: metrics.clone(),
+            incident_wake: incident_wake.clone(),
+            review_wake: review_wake.clone(),
+            lease: timers_lease.clone(),
+        };
         let state = AppState {
             ingest,
             publisher,
@@ -191,6 +219,7 @@ impl App {
             notifier,
             operator_mail,
             worker,
+            maintenance,
             delivery_workers,
             leases: vec![correlation_lease, timers_lease],
             listener,
@@ -217,6 +246,11 @@ impl App {
         &self.worker
     }
 
+    /// The maintenance scheduler, whose single step tests may drive with their clock.
+    pub fn maintenance(&self) -> &MaintenanceScheduler {
+        &self.maintenance
+    }
+
     /// The delivery workers, one per channel.
     pub fn delivery_workers(&self) -> &[Arc<DeliveryWorker>] {
         &self.delivery_workers
@@ -234,6 +268,7 @@ impl App {
             listener,
             metrics_listener,
             worker,
+            maintenance,
             delivery_workers,
             notifier,
             operator_mail,
@@ -264,6 +299,7 @@ impl App {
         }
         spawn(Box::pin(worker.run(stopping.clone())));
         spawn(Box::pin(notifier.run(review_wake, stopping.clone())));
+        spawn(Box::pin(maintenance.run(stopping.clone())));
         spawn(Box::pin(operator_mail.run(stopping.clone())));
         spawn(Box::pin(gauges.run(stopping.clone())));
         spawn(Box::pin(

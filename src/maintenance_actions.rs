@@ -332,7 +332,9 @@ pub fn notice_input(window: &Window, step: Step, config: &Config, now: Timestamp
             .then(|| window.ended_at.unwrap_or(now)),
         summary,
         classification,
-        expected_resolution: Some(window.plan.ends_at),
+        // The planned end, except when the window ran over it: then the operator writes
+        // the new expected time.
+        expected_resolution: (step != Step::Overran).then_some(window.plan.ends_at),
         next_update: None,
         additional_information: None,
         feedback_url: config.public_link(&format!("/public/feedback/{}", window.incident_id)),

@@ -85,8 +85,7 @@ impl MaintenanceScheduler {
             if finished && !window.silence_ids.is_empty() {
                 outcome.silences_expired += self.expire_silences(window, now).await?;
             }
-            if window.state == WindowState::Overran && !window.steps_done.contains(HANDED_OVER)
-            {
+            if window.state == WindowState::Overran && !window.steps_done.contains(HANDED_OVER) {
                 self.hand_over(window.incident_id, now).await?;
             }
         }
@@ -246,7 +245,10 @@ impl MaintenanceScheduler {
         if window.state.is_final() || window.state == WindowState::Overran {
             self.expire_silences(&window, now).await?;
         }
-        Ok(Some(((incident_id, key, draft_id, published), silence_ids.len())))
+        Ok(Some((
+            (incident_id, key, draft_id, published),
+            silence_ids.len(),
+        )))
     }
 
     /// Publishes a series draft with the announcement's choices. A failure (the plan

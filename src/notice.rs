@@ -52,7 +52,8 @@ impl Default for NoticesConfig {
     }
 }
 use crate::swedish::{
-    clean_multiline, count_phrase, format_swedish_duration, join_swedish_list, single_line,
+    clean_multiline, count_phrase, format_swedish_duration, format_swedish_period,
+    join_swedish_list, single_line,
 };
 
 pub use crate::swedish::format_swedish_time;
@@ -105,7 +106,82 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("itnytt.txt", include_str!("../deploy/templates/itnytt.txt")),
     ("crisis.txt", include_str!("../deploy/templates/crisis.txt")),
+    (
+        "_maintenance_subject.txt",
+        include_str!("../deploy/templates/_maintenance_subject.txt"),
+    ),
+    (
+        "_maintenance_intro.txt",
+        include_str!("../deploy/templates/_maintenance_intro.txt"),
+    ),
+    (
+        "_maintenance_times.txt",
+        include_str!("../deploy/templates/_maintenance_times.txt"),
+    ),
+    (
+        "_maintenance_details.txt",
+        include_str!("../deploy/templates/_maintenance_details.txt"),
+    ),
+    (
+        "maintenance_email.txt",
+        include_str!("../deploy/templates/maintenance_email.txt"),
+    ),
+    (
+        "maintenance_email.html",
+        include_str!("../deploy/templates/maintenance_email.html"),
+    ),
+    (
+        "maintenance_banner.txt",
+        include_str!("../deploy/templates/maintenance_banner.txt"),
+    ),
+    (
+        "maintenance_website.txt",
+        include_str!("../deploy/templates/maintenance_website.txt"),
+    ),
+    (
+        "maintenance_newsletter.txt",
+        include_str!("../deploy/templates/maintenance_newsletter.txt"),
+    ),
+    (
+        "maintenance_itnytt.txt",
+        include_str!("../deploy/templates/maintenance_itnytt.txt"),
+    ),
+    (
+        "maintenance_crisis.txt",
+        include_str!("../deploy/templates/maintenance_crisis.txt"),
+    ),
 ];
+
+/// The template of each channel: one set for disruptions, one for planned maintenance.
+struct TemplateNames {
+    email: &'static str,
+    email_html: &'static str,
+    banner: &'static str,
+    website: &'static str,
+    newsletter: &'static str,
+    itnytt: &'static str,
+    crisis: &'static str,
+}
+
+const INCIDENT_TEMPLATES: TemplateNames = TemplateNames {
+    email: "email.txt",
+    email_html: "email.html",
+    banner: "banner.txt",
+    website: "website.txt",
+    newsletter: "newsletter.txt",
+    itnytt: "itnytt.txt",
+    crisis: "crisis.txt",
+};
+
+const MAINTENANCE_TEMPLATES: TemplateNames = TemplateNames {
+    email: "maintenance_email.txt",
+    email_html: "maintenance_email.html",
+    banner: "maintenance_banner.txt",
+    website: "maintenance_website.txt",
+    newsletter: "maintenance_newsletter.txt",
+    itnytt: "maintenance_itnytt.txt",
+    crisis: "maintenance_crisis.txt",
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -237,29 +313,35 @@ impl NoticeRenderer {
 
     fn render_with_these_templates(&self, input: &NoticeInput) -> anyhow::Result<RenderedNotice> {
         let mut context = TemplateContext::new(input, &self.service_name, &self.info_address);
+        let names = match input.maintenance {
+            Some(_) => &MAINTENANCE_TEMPLATES,
+            None => &INCIDENT_TEMPLATES,
+        };
+        // Planned maintenance is never an exercise: no drill marking.
+        let drill = context.drill;
 
         let email_subject = self.finish_title(
-            self.render_block("email.txt", &context, "subject")?,
-            input.drill,
+            self.render_block(names.email, &context, "subject")?,
+            drill,
             MAX_SUBJECT_CHARS,
         );
         // The HTML email shows the subject as its title.
         context.email_subject = email_subject.clone();
-        let email_text = self.finish_body(
-            self.render_block("email.txt", &context, "body")?,
-            input.drill,
-        );
-        let email_html = self.render_whole("email.html", &context)?.trim().to_owned() + "\n";
+        let email_text = self.finish_body(self.render_block(names.email, &context, "body")?, drill);
+        let email_html = self
+            .render_whole(names.email_html, &context)?
+            .trim()
+            .to_owned()
+            + "\n";
         let banner_text = self.finish_title(
-            self.render_whole("banner.txt", &context)?,
-            input.drill,
+            self.render_whole(names.banner, &context)?,
+            drill,
             MAX_BANNER_CHARS,
         );
-        let (website_title, website_body) =
-            self.render_news("website.txt", &context, input.drill)?;
+        let (website_title, website_body) = self.render_news(names.website, &context, drill)?;
         let (newsletter_title, newsletter_body) =
-            self.render_news("newsletter.txt", &context, input.drill)?;
-        let (itnytt_title, itnytt_body) = self.render_news("itnytt.txt", &context, input.drill)?;
+            self.render_news(names.newsletter, &context, drill)?;
+        let (itnytt_title, itnytt_body) = self.render_news(names.itnytt, &context, drill)?;
 
         // The plan writes to the council's chair and vice chair only when SAMSA is down for
         // most actors or entirely: level 3.
@@ -267,14 +349,11 @@ impl NoticeRenderer {
             if input.classification.level == Level::Three || input.classification.crisis {
                 (
                     self.finish_title(
-                        self.render_block("crisis.txt", &context, "subject")?,
-                        input.drill,
+                        self.render_block(names.crisis, &context, "subject")?,
+                        drill,
                         MAX_SUBJECT_CHARS,
                     ),
-                    self.finish_body(
-                        self.render_block("crisis.txt", &context, "body")?,
-                        input.drill,
-                    ),
+                    self.finish_body(self.render_block(names.crisis, &context, "body")?, drill),
                 )
             } else {
                 (String::new(), String::new())
@@ -459,12 +538,70 @@ pub fn sample_inputs() -> Vec<(&'static str, NoticeInput)> {
     let crisis = input(NoticeKind::Initial, &everything);
     let mut drill = input(NoticeKind::Update, &everything);
     drill.drill = true;
-    vec![
+    let mut samples = vec![
         ("initial", initial),
         ("update", update),
         ("resolved", resolved_crisis),
         ("crisis", crisis),
         ("drill", drill),
+    ];
+    samples.extend(maintenance_samples(&input));
+    samples
+}
+
+/// A maintenance notice of every step: for one sub-region (level 2), and the whole
+/// service (level 3, with the crisis email) for the announcement.
+fn maintenance_samples(
+    input: &dyn Fn(NoticeKind, &[AlertScope]) -> NoticeInput,
+) -> Vec<(&'static str, NoticeInput)> {
+    use maintenance::{MaintenanceNotice, Step};
+    // Tuesday 8 December 2026, 18:00–22:00 in Stockholm.
+    let starts_at: Timestamp = "2026-12-08T17:00:00Z".parse().expect("a valid timestamp");
+    let hours = |hours: i64| {
+        starts_at
+            .checked_add(jiff::SignedDuration::from_hours(hours))
+            .expect("in range")
+    };
+    let subregion = [AlertScope::Subregion("skaraborg".to_owned())];
+    let everything = [AlertScope::Everything];
+    let sample = |name: &'static str, step: Step, scopes: &[AlertScope]| {
+        let mut notice_input = input(step.notice_kind(), scopes);
+        notice_input.started_at = starts_at;
+        notice_input.next_update = None;
+        notice_input.maintenance = Some(MaintenanceNotice {
+            title: "Uppgradering av SAMSA till version 5.2".to_owned(),
+            starts_at,
+            ends_at: hours(4),
+            impact: "SAMSA går inte att nå under underhållet.".to_owned(),
+            advice: "Använd er reservrutin för vårdövergångar under underhållet.".to_owned(),
+            step,
+        });
+        (name, notice_input)
+    };
+    let mut overran = sample("maintenance_overran", Step::Overran, &subregion);
+    overran.1.expected_resolution = Some(hours(5));
+    overran.1.additional_information = Some("Databasen startas om.".to_owned());
+    vec![
+        sample("maintenance_announcement", Step::Announcement, &everything),
+        sample(
+            "maintenance_reminder",
+            Step::Reminder {
+                before_minutes: 24 * 60,
+            },
+            &subregion,
+        ),
+        sample("maintenance_started", Step::Started, &subregion),
+        sample("maintenance_completed", Step::Completed, &subregion),
+        overran,
+        sample(
+            "maintenance_moved",
+            Step::Moved {
+                previous_starts_at: hours(-24),
+                previous_ends_at: hours(-20),
+            },
+            &subregion,
+        ),
+        sample("maintenance_cancelled", Step::Cancelled, &subregion),
     ]
 }
 
@@ -496,6 +633,71 @@ struct TemplateContext<'input> {
     summary: &'input ScopeSummary,
     /// The finished email subject (set before the HTML email renders).
     email_subject: String,
+    /// A planned maintenance window's notice; none for a disruption.
+    maintenance: Option<MaintenanceText>,
+}
+
+/// A maintenance notice's part of the context, in words.
+#[derive(Debug, Serialize)]
+struct MaintenanceText {
+    /// `announcement`, `reminder`, `started`, `completed`, `overran`, `moved` or
+    /// `cancelled`.
+    step: &'static str,
+    /// The operator's title, impact and advice; untrusted for HTML.
+    title: String,
+    impact: String,
+    advice: String,
+    /// "tisdag 8 december 2026 kl. 18:00–22:00" (both dates when it spans days).
+    period: String,
+    /// "8 december 2026 kl. 18:00".
+    starts_at: String,
+    ends_at: String,
+    /// "4 timmar".
+    duration: String,
+    /// For a reminder: "i morgon", "om 1 timme".
+    reminder: Option<String>,
+    /// For a moved window: the period it had.
+    previous_period: Option<String>,
+}
+
+impl MaintenanceText {
+    fn new(notice: &maintenance::MaintenanceNotice) -> MaintenanceText {
+        let length = notice.ends_at.duration_since(notice.starts_at);
+        let (reminder, previous_period) = match &notice.step {
+            maintenance::Step::Reminder { before_minutes } => (
+                Some(maintenance::reminder_phrase(
+                    notice.starts_at,
+                    *before_minutes,
+                )),
+                None,
+            ),
+            maintenance::Step::Moved {
+                previous_starts_at,
+                previous_ends_at,
+            } => (
+                None,
+                Some(format_swedish_period(
+                    *previous_starts_at,
+                    *previous_ends_at,
+                )),
+            ),
+            _ => (None, None),
+        };
+        MaintenanceText {
+            step: notice.step.name(),
+            title: single_line(&notice.title, MAX_TITLE_CHARS),
+            impact: clean_multiline(&notice.impact, MAX_ADDITIONAL_INFORMATION_CHARS),
+            advice: clean_multiline(&notice.advice, MAX_ADDITIONAL_INFORMATION_CHARS),
+            period: format_swedish_period(notice.starts_at, notice.ends_at),
+            starts_at: format_swedish_time(notice.starts_at),
+            ends_at: format_swedish_time(notice.ends_at),
+            duration: format_swedish_duration(
+                std::time::Duration::try_from(length).unwrap_or_default(),
+            ),
+            reminder,
+            previous_period,
+        }
+    }
 }
 
 /// The scope in words.
@@ -541,7 +743,8 @@ impl<'input> TemplateContext<'input> {
             kind: input.kind.as_str(),
             incident_id: input.incident_id,
             reference: format!("{service_name}-{}", input.incident_id),
-            drill: input.drill,
+            // Planned maintenance is never an exercise.
+            drill: input.drill && input.maintenance.is_none(),
             service_name,
             info_address,
             feedback_url: single_line(&input.feedback_url, 2_000),
@@ -562,6 +765,7 @@ impl<'input> TemplateContext<'input> {
             scope: describe_scope(&input.summary),
             summary: &input.summary,
             email_subject: String::new(),
+            maintenance: input.maintenance.as_ref().map(MaintenanceText::new),
         }
     }
 }

@@ -58,6 +58,67 @@ pub fn format_swedish_time(timestamp: Timestamp) -> String {
     )
 }
 
+const WEEKDAYS: [&str; 7] = [
+    "måndag", "tisdag", "onsdag", "torsdag", "fredag", "lördag", "söndag",
+];
+
+/// "tisdag 8 december 2026 kl. 18:00", in Swedish local time.
+fn format_swedish_weekday_time(local: &jiff::Zoned) -> String {
+    format!(
+        "{} {} {} {} kl. {:02}:{:02}",
+        WEEKDAYS[usize::from(local.weekday().to_monday_zero_offset().unsigned_abs())],
+        local.day(),
+        MONTHS[usize::from(local.month().unsigned_abs()) - 1],
+        local.year(),
+        local.hour(),
+        local.minute()
+    )
+}
+
+/// A period in Swedish local time, with the weekday: "tisdag 8 december 2026 kl.
+/// 18:00–22:00" within one day, "tisdag 8 december 2026 kl. 22:00 – onsdag 9 december
+/// 2026 kl. 04:00" across days.
+pub fn format_swedish_period(start: Timestamp, end: Timestamp) -> String {
+    let start = start.to_zoned(STOCKHOLM.clone());
+    let end = end.to_zoned(STOCKHOLM.clone());
+    if start.date() == end.date() {
+        format!(
+            "{}–{:02}:{:02}",
+            format_swedish_weekday_time(&start),
+            end.hour(),
+            end.minute()
+        )
+    } else {
+        format!(
+            "{} – {}",
+            format_swedish_weekday_time(&start),
+            format_swedish_weekday_time(&end)
+        )
+    }
+}
+
+/// How far ahead `to` lies, seen at `from`: "om 1 timme", "om 30 minuter" when under 12
+/// hours away, else by Swedish calendar days: "i dag", "i morgon", "i övermorgon", "om 5
+/// dagar".
+pub fn format_swedish_time_until(from: Timestamp, to: Timestamp) -> String {
+    let ahead = std::time::Duration::try_from(to.duration_since(from)).unwrap_or_default();
+    if ahead < std::time::Duration::from_secs(12 * 3600) {
+        return format!("om {}", format_swedish_duration(ahead));
+    }
+    let days = from
+        .to_zoned(STOCKHOLM.clone())
+        .date()
+        .until(to.to_zoned(STOCKHOLM.clone()).date())
+        .map(|span| i64::from(span.get_days()))
+        .unwrap_or_default();
+    match days {
+        ..=0 => "i dag".to_owned(),
+        1 => "i morgon".to_owned(),
+        2 => "i övermorgon".to_owned(),
+        _ => format!("om {days} dagar"),
+    }
+}
+
 /// A duration in words, to the minute: "2 timmar och 28 minuter", "1 dygn och 3 timmar",
 /// "mindre än en minut".
 pub fn format_swedish_duration(duration: std::time::Duration) -> String {
@@ -196,6 +257,51 @@ mod tests {
         ] {
             let timestamp: Timestamp = utc.parse().unwrap();
             assert_eq!(format_swedish_time(timestamp), expected, "{utc}");
+        }
+    }
+
+    #[test]
+    fn periods_have_weekdays_and_both_dates_across_days() {
+        for (start, end, expected) in [
+            (
+                "2026-12-08T17:00:00Z",
+                "2026-12-08T21:00:00Z",
+                "tisdag 8 december 2026 kl. 18:00–22:00",
+            ),
+            (
+                "2026-12-08T21:00:00Z",
+                "2026-12-09T03:30:00Z",
+                "tisdag 8 december 2026 kl. 22:00 – onsdag 9 december 2026 kl. 04:30",
+            ),
+            // Summer time: 16:00 UTC is 18:00 CEST; 22:30 UTC is past midnight.
+            (
+                "2026-06-14T16:00:00Z",
+                "2026-06-14T22:30:00Z",
+                "söndag 14 juni 2026 kl. 18:00 – måndag 15 juni 2026 kl. 00:30",
+            ),
+        ] {
+            let period = format_swedish_period(start.parse().unwrap(), end.parse().unwrap());
+            assert_eq!(period, expected);
+        }
+    }
+
+    #[test]
+    fn time_until_reads_in_hours_or_calendar_days() {
+        let start: Timestamp = "2026-12-08T17:00:00Z".parse().unwrap();
+        for (minutes_before, expected) in [
+            (30, "om 30 minuter"),
+            (60, "om 1 timme"),
+            (6 * 60, "om 6 timmar"),
+            // 05:00 the same day.
+            (13 * 60, "i dag"),
+            (24 * 60, "i morgon"),
+            (48 * 60, "i övermorgon"),
+            (7 * 24 * 60, "om 7 dagar"),
+        ] {
+            let from = start
+                .checked_sub(jiff::SignedDuration::from_mins(minutes_before))
+                .unwrap();
+            assert_eq!(format_swedish_time_until(from, start), expected);
         }
     }
 

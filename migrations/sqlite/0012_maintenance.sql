@@ -1,18 +1,23 @@
--- no-transaction
 -- Planned maintenance: incidents of kind 'maintenance' (several may be open at once, so
 -- the one-open-per-kind index leaves them out), each with its window, and the alerts
 -- that arrived inside a window instead of opening an incident.
 --
--- SQLite cannot change a CHECK constraint in place, so the incidents table is rebuilt
--- as SQLite's ALTER TABLE documentation describes: foreign keys off around one
--- transaction that creates, copies, drops and renames (the other tables' references
--- name the table, so they point at the new one).
+-- SQLite cannot change a CHECK constraint in place, so the incidents table is rebuilt.
+-- sqlx runs every SQLite migration inside a transaction (it ignores `-- no-transaction`
+-- there), where `PRAGMA foreign_keys = OFF` does nothing; so the rebuild keeps foreign
+-- keys on and defers them to the commit instead: the rows are copied aside, the table is
+-- dropped (its implicit delete counts each row that points at an incident as a pending
+-- violation) and created again under its own name (so the other tables' references,
+-- which name it, point at the new one), and copying the rows back gives every such row
+-- its incident again, which settles the count before the commit checks it.
 
-PRAGMA foreign_keys = OFF;
+PRAGMA defer_foreign_keys = ON;
 
-BEGIN IMMEDIATE;
+CREATE TABLE incidents_previous AS SELECT * FROM incidents;
 
-CREATE TABLE incidents_rebuilt (
+DROP TABLE incidents;
+
+CREATE TABLE incidents (
     id INTEGER PRIMARY KEY,
     -- outage: SAMSA is down for someone; monitoring: the alert chain itself is broken
     -- (operators only, never public); drill: an exercise; maintenance: a planned window.
@@ -28,15 +33,13 @@ CREATE TABLE incidents_rebuilt (
     updated_at TEXT NOT NULL
 );
 
-INSERT INTO incidents_rebuilt (id, kind, phase, started_at, resolved_at, n_reopened, summary,
+INSERT INTO incidents (id, kind, phase, started_at, resolved_at, n_reopened, summary,
     classification, published, created_at, updated_at)
 SELECT id, kind, phase, started_at, resolved_at, n_reopened, summary, classification,
     published, created_at, updated_at
-FROM incidents;
+FROM incidents_previous;
 
-DROP TABLE incidents;
-
-ALTER TABLE incidents_rebuilt RENAME TO incidents;
+DROP TABLE incidents_previous;
 
 -- One open incident per kind at a time, but any number of maintenance windows.
 CREATE UNIQUE INDEX incidents_one_open ON incidents (kind)
@@ -79,6 +82,3 @@ CREATE TABLE maintenance_alerts (
     PRIMARY KEY (incident_id, fingerprint, starts_at)
 );
 
-COMMIT;
-
-PRAGMA foreign_keys = ON;

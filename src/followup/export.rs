@@ -33,6 +33,7 @@ pub enum KindFilter {
     Outage,
     Drill,
     Monitoring,
+    Maintenance,
     All,
 }
 
@@ -42,6 +43,7 @@ impl KindFilter {
             "outage" => Some(KindFilter::Outage),
             "drill" => Some(KindFilter::Drill),
             "monitoring" => Some(KindFilter::Monitoring),
+            "maintenance" => Some(KindFilter::Maintenance),
             "all" => Some(KindFilter::All),
             _ => None,
         }
@@ -52,6 +54,7 @@ impl KindFilter {
             KindFilter::Outage => "outage",
             KindFilter::Drill => "drill",
             KindFilter::Monitoring => "monitoring",
+            KindFilter::Maintenance => "maintenance",
             KindFilter::All => "all",
         }
     }
@@ -105,13 +108,94 @@ pub struct SubregionTotal {
     pub downtime_seconds: i64,
 }
 
-/// The incidents that pass `filter`, oldest first, each summarised from its report.
-pub async fn list_incidents(
+/// Planned maintenance over a period: the downtime that was announced ahead, beside the
+/// disruptions' (which the default list counts).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedSummary {
+    /// Windows that began in the period (not called off before their start).
+    pub n_windows: usize,
+    /// From each window's start to its end (or when it ended early, or now): what ran
+    /// past the planned end is an outage, counted with the disruptions.
+    pub downtime_seconds: i64,
+    pub subregions: Vec<SubregionTotal>,
+}
+
+/// The planned maintenance of the windows that began in `filter`'s period (and, with a
+/// sub-region or level in it, that touched the sub-region or used the level).
+pub async fn planned_maintenance(
     storage: &Storage,
     config: &Config,
     filter: &IncidentFilter,
     now: Timestamp,
-) -> Result<Vec<IncidentListRow>, StorageError> {
+) -> Result<PlannedSummary, StorageError> {
+    let (from, before) = period_bounds(filter);
+    let windows = storage
+        .maintenance_windows_started(
+            from.unwrap_or(Timestamp::MIN),
+            before.unwrap_or(Timestamp::MAX),
+        )
+        .await?;
+    let inventory = &config.inventory;
+    let touches = |window: &crate::maintenance::Window, subregion: &str| {
+        let scope = &window.plan.scope;
+        scope.whole_service
+            || scope.subregions.iter().any(|id| id == subregion)
+            || scope.actors.iter().any(|id| {
+                inventory
+                    .actor(id)
+                    .is_some_and(|actor| actor.subregion_id == subregion)
+            })
+    };
+    let mut counted: Vec<(&crate::maintenance::Window, i64)> = Vec::new();
+    for window in &windows {
+        if window.state == crate::maintenance::WindowState::Planned {
+            continue;
+        }
+        let end = window
+            .plan
+            .ends_at
+            .min(window.ended_at.unwrap_or(now))
+            .min(now);
+        let seconds = end.duration_since(window.plan.starts_at).as_secs();
+        let passes = seconds > 0
+            && filter
+                .level
+                .is_none_or(|level| window.plan.level.as_number() == level)
+            && filter
+                .subregion
+                .as_deref()
+                .is_none_or(|wanted| touches(window, wanted));
+        if passes {
+            counted.push((window, seconds));
+        }
+    }
+    let subregions = inventory
+        .subregions()
+        .iter()
+        .map(|subregion| {
+            let touching: Vec<i64> = counted
+                .iter()
+                .filter(|(window, _)| touches(window, &subregion.id))
+                .map(|(_, seconds)| *seconds)
+                .collect();
+            SubregionTotal {
+                id: subregion.id.clone(),
+                name: subregion.name.clone(),
+                n_incidents: touching.len(),
+                downtime_seconds: touching.iter().sum(),
+            }
+        })
+        .collect();
+    Ok(PlannedSummary {
+        n_windows: counted.len(),
+        downtime_seconds: counted.iter().map(|(_, seconds)| seconds).sum(),
+        subregions,
+    })
+}
+
+/// The filter's days as instants: from the start of its first day, before the start of
+/// the day after its last (Swedish time).
+fn period_bounds(filter: &IncidentFilter) -> (Option<Timestamp>, Option<Timestamp>) {
     let tz = stockholm();
     let start_of = |date: Date| {
         date.to_zoned(tz.clone())
@@ -123,6 +207,17 @@ pub async fn list_incidents(
         .to
         .and_then(|date| date.tomorrow().ok())
         .and_then(start_of);
+    (from, before)
+}
+
+/// The incidents that pass `filter`, oldest first, each summarised from its report.
+pub async fn list_incidents(
+    storage: &Storage,
+    config: &Config,
+    filter: &IncidentFilter,
+    now: Timestamp,
+) -> Result<Vec<IncidentListRow>, StorageError> {
+    let (from, before) = period_bounds(filter);
     let mut rows = Vec::new();
     for incident_id in storage.followup_incident_ids(from, before).await? {
         let Some(report) = build_report(storage, config, incident_id, now).await? else {
@@ -297,7 +392,11 @@ pub fn incidents_csv(rows: &[IncidentListRow], config: &Config) -> String {
 }
 
 /// The yearly figures as CSV, one measure per line (same format as [`incidents_csv`]).
-pub fn summary_csv(summary: &FollowupSummary, filter: &IncidentFilter) -> String {
+pub fn summary_csv(
+    summary: &FollowupSummary,
+    planned: &PlannedSummary,
+    filter: &IncidentFilter,
+) -> String {
     let mut csv = String::from("\u{feff}");
     push_csv_line(&mut csv, &["Mått".to_owned(), "Värde".to_owned()]);
     let mut line = |measure: String, value: String| push_csv_line(&mut csv, &[measure, value]);
@@ -317,6 +416,24 @@ pub fn summary_csv(summary: &FollowupSummary, filter: &IncidentFilter) -> String
         );
         line(
             format!("Nedtid {} (min)", subregion.name),
+            minutes(subregion.downtime_seconds).to_string(),
+        );
+    }
+    line(
+        "Planerade underhåll".to_owned(),
+        planned.n_windows.to_string(),
+    );
+    line(
+        "Planerad nedtid (min)".to_owned(),
+        minutes(planned.downtime_seconds).to_string(),
+    );
+    for subregion in &planned.subregions {
+        line(
+            format!("Planerade underhåll som berörde {}", subregion.name),
+            subregion.n_incidents.to_string(),
+        );
+        line(
+            format!("Planerad nedtid {} (min)", subregion.name),
             minutes(subregion.downtime_seconds).to_string(),
         );
     }
@@ -354,6 +471,7 @@ pub fn kind_word(kind: &str) -> &'static str {
         "outage" => "driftstörning",
         "drill" => "övning",
         "monitoring" => "övervakning",
+        "maintenance" => "planerat underhåll",
         _ => "okänd",
     }
 }

@@ -1157,6 +1157,16 @@ fn describe_event(
             "Övervakningskedjan är bruten: larmet {} har inte kommit",
             text(&watchdog_alertname)
         ),
+        LogEvent::MaintenancePlanned {
+            title,
+            starts_at,
+            ends_at,
+        } => format!(
+            "Underhåll planerat: {}, {} till {}",
+            text(&title),
+            crate::swedish::format_swedish_time(starts_at),
+            crate::swedish::format_swedish_time(ends_at)
+        ),
         LogEvent::Note { text: note, .. } => format!("Anteckning: {}", text(&note)),
         LogEvent::Feedback { feedback_id } => match feedback_by_id.get(&feedback_id) {
             Some(feedback) => format!(

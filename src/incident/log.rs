@@ -113,6 +113,12 @@ pub enum LogEvent {
         timeout_seconds: u64,
     },
     MonitoringChainRestored {},
+    // Planned maintenance.
+    MaintenancePlanned {
+        title: String,
+        starts_at: Timestamp,
+        ends_at: Timestamp,
+    },
     // Follow-up.
     Feedback {
         feedback_id: i64,

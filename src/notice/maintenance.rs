@@ -47,6 +47,19 @@ impl Step {
         }
     }
 
+    /// The step's name in the templates' context (`maintenance.step`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Announcement => "announcement",
+            Step::Reminder { .. } => "reminder",
+            Step::Started => "started",
+            Step::Completed => "completed",
+            Step::Overran => "overran",
+            Step::Moved { .. } => "moved",
+            Step::Cancelled => "cancelled",
+        }
+    }
+
     /// The draft kind the step's notice is: the first, an update, or the last.
     pub fn notice_kind(&self) -> NoticeKind {
         match self {
@@ -87,4 +100,13 @@ pub struct MaintenanceNotice {
     pub impact: String,
     pub advice: String,
     pub step: Step,
+}
+
+/// When the window starts, seen from the reminder's planned time (`before_minutes` ahead
+/// of `starts_at`): "om 1 timme", "i morgon".
+pub fn reminder_phrase(starts_at: Timestamp, before_minutes: i64) -> String {
+    let reminded_at = starts_at
+        .checked_sub(jiff::SignedDuration::from_mins(before_minutes.max(0)))
+        .unwrap_or(starts_at);
+    crate::swedish::format_swedish_time_until(reminded_at, starts_at)
 }

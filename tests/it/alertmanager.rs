@@ -22,16 +22,16 @@ const STEP_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A running Alertmanager child. Dropping it kills the process (by its PID) and, when the
 /// test is failing, prints what Alertmanager logged.
-struct Alertmanager {
+pub(crate) struct Alertmanager {
     child: Child,
-    address: String,
+    pub(crate) address: String,
     log_path: PathBuf,
     _folder: tempfile::TempDir,
 }
 
 impl Alertmanager {
     /// Writes the config and starts Alertmanager with its own storage, HA gossip off.
-    fn start(relay_address: &str) -> Alertmanager {
+    pub(crate) fn start(relay_address: &str) -> Alertmanager {
         let binary = debian_binary("prometheus-alertmanager", "prometheus-alertmanager");
         let folder = tempfile::tempdir().expect("temporary folder");
         let token_path = folder.path().join("relay-token");
@@ -73,7 +73,7 @@ impl Alertmanager {
     }
 
     /// Polls `GET /-/ready` until it answers 200; fails at once if the process exits.
-    async fn wait_until_ready(&mut self, client: &reqwest::Client) {
+    pub(crate) async fn wait_until_ready(&mut self, client: &reqwest::Client) {
         let url = format!("{}/-/ready", self.address);
         let started = tokio::time::Instant::now();
         loop {
@@ -97,7 +97,7 @@ impl Alertmanager {
     }
 
     /// Posts alerts to the API v2, as Prometheus does.
-    async fn post_alerts(&self, client: &reqwest::Client, alerts: Value) {
+    pub(crate) async fn post_alerts(&self, client: &reqwest::Client, alerts: Value) {
         let response = client
             .post(format!("{}/api/v2/alerts", self.address))
             .json(&alerts)

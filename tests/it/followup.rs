@@ -800,8 +800,17 @@ async fn the_list_filters_by_period_level_and_subregion_and_exports_the_yearly_f
     assert_eq!(summary.n_incidents, 3);
     assert_eq!(summary.total_downtime_seconds, 135 * 60);
     assert_eq!(summary.median_to_first_notice_seconds, Some(15 * 60));
+    let planned = samsa_relay::followup::planned_maintenance(
+        &state.storage,
+        &state.config,
+        &year_2026,
+        jiff::Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(planned.n_windows, 0);
     assert_eq!(
-        summary_csv(&summary, &year_2026),
+        summary_csv(&summary, &planned, &year_2026),
         "\u{feff}Mått;Värde\r\n\
          Period;2026-01-01 – 2026-12-31\r\n\
          Antal störningar;3\r\n\
@@ -814,6 +823,16 @@ async fn the_list_filters_by_period_level_and_subregion_and_exports_the_yearly_f
          Nedtid Skaraborg (min);45\r\n\
          Störningar som berörde Södra Älvsborg;1\r\n\
          Nedtid Södra Älvsborg (min);30\r\n\
+         Planerade underhåll;0\r\n\
+         Planerad nedtid (min);0\r\n\
+         Planerade underhåll som berörde Fyrbodal;0\r\n\
+         Planerad nedtid Fyrbodal (min);0\r\n\
+         Planerade underhåll som berörde Göteborgsregionen;0\r\n\
+         Planerad nedtid Göteborgsregionen (min);0\r\n\
+         Planerade underhåll som berörde Skaraborg;0\r\n\
+         Planerad nedtid Skaraborg (min);0\r\n\
+         Planerade underhåll som berörde Södra Älvsborg;0\r\n\
+         Planerad nedtid Södra Älvsborg (min);0\r\n\
          Störningar med publicerat meddelande;2\r\n\
          Median tid till första meddelande (min);15\r\n"
     );

@@ -38,6 +38,7 @@ mod followup;
 mod hardening;
 mod incidents;
 mod ingest;
+mod maintenance;
 mod maintenance_public;
 mod notices;
 mod operator_links;

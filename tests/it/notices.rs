@@ -15,6 +15,7 @@ use jiff::Timestamp;
 use samsa_relay::classify::{AlertScope, alert_scopes, classify, summarize};
 use samsa_relay::config::{IncidentsConfig, NoticesConfig};
 use samsa_relay::inventory::Inventory;
+use samsa_relay::notice::maintenance::{MaintenanceNotice, Step};
 use samsa_relay::notice::{
     MAX_BANNER_CHARS, MAX_BODY_CHARS, MAX_SUBJECT_CHARS, MAX_TITLE_CHARS, NoticeInput, NoticeKind,
     NoticeRenderer, RenderedNotice,
@@ -233,6 +234,268 @@ fn thousands_of_unknown_ids_stay_short() {
     assert!(rendered.email_text.contains("och 4990 till"));
     assert!(rendered.email_text.chars().count() < 8_000);
     assert!(rendered.email_html.len() < 20_000);
+}
+
+// ---- planned maintenance ----
+
+/// Tuesday 8 December 2026, 18:00–22:00 in Stockholm (CET).
+const WINTER_WINDOW: (&str, &str, &str) = (
+    "2026-12-08T17:00:00Z",
+    "2026-12-08T21:00:00Z",
+    "tisdag 8 december 2026 kl. 18:00–22:00",
+);
+/// Sunday 14 June 2026 22:00 to Monday 02:30 in Stockholm (CEST): two dates.
+const SUMMER_NIGHT_WINDOW: (&str, &str, &str) = (
+    "2026-06-14T20:00:00Z",
+    "2026-06-15T00:30:00Z",
+    "söndag 14 juni 2026 kl. 22:00 – måndag 15 juni 2026 kl. 02:30",
+);
+
+fn every_step() -> Vec<Step> {
+    vec![
+        Step::Announcement,
+        Step::Reminder {
+            before_minutes: 24 * 60,
+        },
+        Step::Reminder { before_minutes: 60 },
+        Step::Started,
+        Step::Completed,
+        Step::Overran,
+        Step::Moved {
+            previous_starts_at: at("2026-12-01T17:00:00Z"),
+            previous_ends_at: at("2026-12-01T19:00:00Z"),
+        },
+        Step::Cancelled,
+    ]
+}
+
+/// A window's notice as the relay drafts it: the window's scope summarized and
+/// classified like an incident's.
+fn maintenance_input(step: Step, window: (&str, &str, &str), scopes: &[AlertScope]) -> NoticeInput {
+    let mut input = notice_input(step.notice_kind(), window.0, scopes);
+    input.next_update = None;
+    input.maintenance = Some(MaintenanceNotice {
+        title: "Uppgradering av SAMSA till version 5.2".to_owned(),
+        starts_at: at(window.0),
+        ends_at: at(window.1),
+        impact: "SAMSA går inte att nå under underhållet.".to_owned(),
+        advice: "Använd er reservrutin för vårdövergångar.".to_owned(),
+        step,
+    });
+    input
+}
+
+fn render_default(input: &NoticeInput) -> RenderedNotice {
+    NoticeRenderer::new(&NoticesConfig::default())
+        .unwrap()
+        .render(input)
+        .unwrap()
+}
+
+#[test]
+fn golden_maintenance_announcement() {
+    let input = maintenance_input(
+        Step::Announcement,
+        WINTER_WINDOW,
+        &[actor("kommun-skovde"), actor("sjukhus-skas-skovde")],
+    );
+    let rendered = check_golden("maintenance_announcement", &input);
+    assert_eq!(
+        rendered.email_subject,
+        "Planerat underhåll i SAMSA – kommunen Skövde och Skaraborgs Sjukhus Skövde: tisdag 8 december 2026 kl. 18:00–22:00"
+    );
+}
+
+#[test]
+fn golden_maintenance_completed() {
+    let input = maintenance_input(
+        Step::Completed,
+        WINTER_WINDOW,
+        &[AlertScope::Subregion("skaraborg".to_owned())],
+    );
+    let rendered = check_golden("maintenance_completed", &input);
+    assert_eq!(
+        rendered.banner_text,
+        "Det planerade underhållet av SAMSA är klart. Användare inom hela Skaraborg kan använda SAMSA igen."
+    );
+}
+
+#[test]
+fn maintenance_every_step_renders_on_every_channel_in_stockholm_time() {
+    let renderer = NoticeRenderer::new(&NoticesConfig::default()).unwrap();
+    let scopes_cases: [&[AlertScope]; 3] = [
+        &[actor("kommun-skovde")],
+        &[AlertScope::Subregion("fyrbodal".to_owned())],
+        &[AlertScope::Everything],
+    ];
+    for window in [WINTER_WINDOW, SUMMER_NIGHT_WINDOW] {
+        for scopes in scopes_cases {
+            for step in every_step() {
+                // A drill flag is ignored: planned maintenance is never an exercise.
+                let mut input = maintenance_input(step.clone(), window, scopes);
+                input.drill = true;
+                let rendered = renderer.render(&input).unwrap();
+                let case = format!("{} {window:?} {scopes:?}", step.key());
+                let expected_heading = match step {
+                    Step::Announcement => "Planerat underhåll i SAMSA",
+                    Step::Reminder { .. } => "Påminnelse: planerat underhåll i SAMSA",
+                    Step::Started => "Underhållet har börjat",
+                    Step::Completed => "Underhållet är klart",
+                    Step::Overran => "Underhållet tar längre tid än planerat",
+                    Step::Moved { .. } => "Underhållet är flyttat",
+                    Step::Cancelled => "Underhållet är inställt",
+                };
+                for title in titles(&rendered) {
+                    if title.is_empty() {
+                        continue;
+                    }
+                    assert!(!title.contains("ÖVNING"), "{case}: {title}");
+                    assert!(!title.contains('\n'), "{case}: {title:?}");
+                }
+                for title in [
+                    &rendered.email_subject,
+                    &rendered.website_title,
+                    &rendered.newsletter_title,
+                    &rendered.itnytt_title,
+                ] {
+                    assert!(title.starts_with(expected_heading), "{case}: {title}");
+                    assert!(title.chars().count() <= MAX_TITLE_CHARS, "{case}: {title}");
+                }
+                // Every body says when, in Stockholm time (the planned period).
+                for body in [
+                    &rendered.email_text,
+                    &rendered.website_body,
+                    &rendered.newsletter_body,
+                    &rendered.itnytt_body,
+                ] {
+                    assert!(body.contains(window.2), "{case}: {body}");
+                    assert!(!body.contains("ÖVNING"), "{case}: {body}");
+                    assert!(!body.contains("störning"), "{case}: {body}");
+                    assert!(
+                        body.contains("Uppgradering av SAMSA till version 5.2"),
+                        "{case}: {body}"
+                    );
+                }
+                assert!(rendered.email_html.contains(window.2), "{case}");
+                assert!(!rendered.email_html.contains("ÖVNING"), "{case}");
+                let banner = &rendered.banner_text;
+                assert!(!banner.is_empty(), "{case}");
+                assert!(
+                    banner.chars().count() <= MAX_BANNER_CHARS,
+                    "{case}: {banner}"
+                );
+                assert!(!banner.contains("Driftstörning"), "{case}: {banner}");
+                assert!(!banner.contains('…'), "{case}: cut: {banner}");
+                // The crisis email goes out at level 3 only, like a disruption's.
+                let level_three = input.classification.level.as_number() == 3;
+                assert_eq!(!rendered.crisis_text.is_empty(), level_three, "{case}");
+                if level_three {
+                    assert!(rendered.crisis_text.contains(window.2), "{case}");
+                    assert!(rendered.crisis_subject.starts_with(expected_heading));
+                }
+                match &step {
+                    Step::Reminder { before_minutes: 60 } => {
+                        assert!(rendered.email_subject.contains("om 1 timme"), "{case}")
+                    }
+                    Step::Reminder { .. } => {
+                        assert!(rendered.email_subject.contains("i morgon"), "{case}")
+                    }
+                    Step::Moved { .. } => assert!(
+                        rendered.email_text.contains(
+                            "Tidigare planerad tid: tisdag 1 december 2026 kl. 18:00–20:00"
+                        ),
+                        "{case}"
+                    ),
+                    Step::Started => assert!(banner.contains("pågår till"), "{case}: {banner}"),
+                    Step::Completed => {
+                        assert!(rendered.email_text.contains("återgå till ordinarie rutin"))
+                    }
+                    Step::Cancelled => assert!(
+                        rendered
+                            .email_text
+                            .contains("SAMSA fungerar som vanligt och ni behöver inte göra något"),
+                        "{case}"
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn maintenance_html_escapes_the_operators_text() {
+    for step in every_step() {
+        let mut input = maintenance_input(step, WINTER_WINDOW, &[AlertScope::Everything]);
+        let notice = input.maintenance.as_mut().unwrap();
+        notice.title = "<script>alert('titel')</script>\r\nBcc: evil@example.com".to_owned();
+        notice.impact = "<img src=x onerror=alert(1)>".to_owned();
+        notice.advice = "<b>fet</b> & \"citat\"".to_owned();
+        input.additional_information = Some("<iframe src=x>".to_owned());
+        let rendered = render_default(&input);
+        let html = rendered.email_html.to_lowercase();
+        for raw in ["<script", "<img", "<b>", "<iframe"] {
+            assert!(!html.contains(raw), "{raw} in {html}");
+        }
+        assert!(html.contains("&lt;script&gt;"), "{html}");
+        for title in titles(&rendered) {
+            assert!(!title.contains(['\r', '\n']), "{title:?}");
+        }
+        for body in bodies(&rendered) {
+            assert!(!body.contains("\nBcc:"), "{body}");
+        }
+    }
+}
+
+#[test]
+fn a_templates_dir_overrides_one_maintenance_file_and_the_rest_fall_back() {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(
+        folder.path().join("maintenance_banner.txt"),
+        "Underhåll {{ maintenance.period }} ({{ maintenance.step }}): {{ scope.short }}",
+    )
+    .unwrap();
+    let config = NoticesConfig {
+        templates_dir: Some(folder.path().to_owned()),
+        ..NoticesConfig::default()
+    };
+    let renderer = NoticeRenderer::new(&config).unwrap();
+    assert_eq!(renderer.check(), Vec::<String>::new());
+    let input = maintenance_input(Step::Started, WINTER_WINDOW, &[actor("kommun-skovde")]);
+    let custom = renderer.render(&input).unwrap();
+    assert_eq!(
+        custom.banner_text,
+        "Underhåll tisdag 8 december 2026 kl. 18:00–22:00 (started): kommunen Skövde"
+    );
+    // Every other file is the embedded one.
+    let embedded = render_default(&input);
+    assert_eq!(custom.email_text, embedded.email_text);
+    assert_eq!(custom.email_html, embedded.email_html);
+    assert_eq!(custom.itnytt_body, embedded.itnytt_body);
+    assert_ne!(custom.banner_text, embedded.banner_text);
+    // A disruption's banner is not the maintenance one.
+    let incident = notice_input(NoticeKind::Initial, WINTER_START, &[actor("kommun-skovde")]);
+    assert!(
+        renderer
+            .render(&incident)
+            .unwrap()
+            .banner_text
+            .starts_with("Driftstörning sedan")
+    );
+
+    // A broken maintenance template is found by the check of the samples.
+    std::fs::write(
+        folder.path().join("maintenance_itnytt.txt"),
+        "{% block title %}{{ maintenance.oops }}{% endblock %}{% block body %}x{% endblock %}",
+    )
+    .unwrap();
+    let problems = samsa_relay::notice::template_problems(&config);
+    assert!(
+        problems
+            .iter()
+            .any(|problem| problem.contains("maintenance_itnytt.txt")),
+        "{problems:?}"
+    );
 }
 
 // ---- helpers ----

@@ -4,14 +4,18 @@
 //! body on SQLite (files in a temporary folder, core tier) and on PostgreSQL (a real
 //! server, system tier).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
 use samsa_relay::alertmanager::{Alert, AlertStatus, Notification};
 use samsa_relay::classify::{Classification, Level, ScopeSummary, summarize};
-use samsa_relay::incident::{DeliveryState, DraftState, IncidentKind, LogEvent, Published};
+use samsa_relay::incident::{
+    DeliveryState, DraftState, Incident, IncidentKind, LogEvent, Phase, Published,
+};
 use samsa_relay::inventory::Inventory;
+use samsa_relay::maintenance::{SeriesApproval, Window, WindowPlan, WindowScope, WindowState};
 use samsa_relay::notice::{NoticeKind, RenderedNotice};
 use samsa_relay::storage::*;
 
@@ -66,6 +70,11 @@ contract!(
     subscriber_deliveries_name_no_address_and_deleting_leaves_none,
     a_subscriber_is_suspended_after_permanent_failures_in_a_row_and_pending_rows_cancelled,
     the_purge_deletes_expired_requests_and_ended_subscriptions_only,
+    a_maintenance_window_round_trips_with_its_incident_and_log,
+    maintenance_windows_open_beside_each_other_and_an_outage_but_drills_stay_one,
+    updating_a_window_writes_it_and_its_incident_and_an_ended_window_leaves_the_list,
+    windows_in_effect_and_active_windows_are_chosen_by_state_and_times,
+    alerts_in_a_window_are_added_then_updated_in_order_of_arrival,
 );
 
 pub(crate) fn at(text: &str) -> Timestamp {
@@ -1555,4 +1564,612 @@ async fn the_purge_deletes_expired_requests_and_ended_subscriptions_only(databas
         .map(|subscriber| subscriber.address)
         .collect();
     assert_eq!(left, ["kept@example.org"]);
+}
+
+// Planned maintenance ----------------------------------------------------------------
+
+fn window_plan(title: &str, starts_at: &str, ends_at: &str) -> WindowPlan {
+    WindowPlan {
+        title: title.to_owned(),
+        scope: WindowScope {
+            whole_service: false,
+            actors: vec!["a1".to_owned()],
+            subregions: vec!["skaraborg".to_owned()],
+        },
+        starts_at: at(starts_at),
+        ends_at: at(ends_at),
+        impact: "SAMSA går inte att nå.".to_owned(),
+        advice: "Använd reservrutinen.".to_owned(),
+        level: Level::Two,
+        auto_series: true,
+    }
+}
+
+/// Plans a window in a transaction of its own; returns its id.
+async fn plan_window(storage: &Storage, plan: &WindowPlan, now: Timestamp) -> i64 {
+    let (summary, classification) = scope();
+    let mut transaction = storage.begin_write().await.unwrap();
+    let incident_id = transaction
+        .insert_maintenance_window(plan, &summary, &classification, "Operatör", now)
+        .await
+        .unwrap();
+    transaction.commit().await.unwrap();
+    incident_id
+}
+
+/// Writes a window as changed, with the scope of `scope()`.
+async fn update_window(storage: &Storage, window: &Window) {
+    let (summary, classification) = scope();
+    let mut transaction = storage.begin_write().await.unwrap();
+    transaction
+        .update_maintenance_window(window, &summary, &classification)
+        .await
+        .unwrap();
+    transaction.commit().await.unwrap();
+}
+
+/// Moves a planned window to `state`.
+async fn set_state(storage: &Storage, incident_id: i64, state: WindowState) -> Window {
+    let mut window = storage
+        .maintenance_window(incident_id)
+        .await
+        .unwrap()
+        .unwrap();
+    window.state = state;
+    update_window(storage, &window).await;
+    window
+}
+
+fn ids(windows: &[Window]) -> Vec<i64> {
+    windows.iter().map(|window| window.incident_id).collect()
+}
+
+async fn a_maintenance_window_round_trips_with_its_incident_and_log(databases: &Databases) {
+    let storage = databases.fresh().await;
+    let now = at("2026-11-28T05:00:00.123456789Z");
+    let plan = window_plan(
+        "Uppgradering av SAMSA",
+        "2026-12-01T19:00:00Z",
+        "2026-12-01T21:30:00Z",
+    );
+    let incident_id = plan_window(&storage, &plan, now).await;
+    let expected = Window {
+        incident_id,
+        plan: plan.clone(),
+        state: WindowState::Planned,
+        sequence: 0,
+        steps_done: BTreeSet::new(),
+        silence_ids: Vec::new(),
+        approval: None,
+        created_by: "Operatör".to_owned(),
+        created_at: now,
+        announced_at: None,
+        ended_at: None,
+        updated_at: now,
+    };
+    assert_eq!(
+        storage.maintenance_window(incident_id).await.unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        storage.maintenance_window(incident_id + 1).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        storage.maintenance_windows(now).await.unwrap(),
+        std::slice::from_ref(&expected)
+    );
+    let mut transaction = storage.begin_write().await.unwrap();
+    assert_eq!(
+        transaction
+            .maintenance_window_tx(incident_id)
+            .await
+            .unwrap(),
+        Some(expected)
+    );
+    drop(transaction);
+
+    let incidents = storage.incidents().await.unwrap();
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(incidents[0].incident_id, incident_id);
+    assert_eq!(incidents[0].kind, IncidentKind::Maintenance);
+    assert_eq!(incidents[0].incident.phase, Phase::Open);
+    assert_eq!(incidents[0].incident.started_at, plan.starts_at);
+    let events = storage.incident_events(incident_id).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event, "maintenance_planned");
+    assert_eq!(events[0].source, "Operatör");
+    assert_eq!(events[0].at, now);
+    assert_eq!(
+        events[0].log_event().unwrap(),
+        LogEvent::MaintenancePlanned {
+            title: plan.title.clone(),
+            starts_at: plan.starts_at,
+            ends_at: plan.ends_at,
+        }
+    );
+}
+
+/// Opens an outage as the incident worker does; returns its id.
+async fn open_outage(storage: &Storage, incident_id: i64, now: Timestamp) {
+    let (summary, classification) = scope();
+    let incident = Incident {
+        incident_id,
+        phase: Phase::Open,
+        started_at: now,
+        alerts: BTreeMap::new(),
+        summary,
+        classification,
+        published: None,
+        pending_draft: None,
+        n_reopened: 0,
+    };
+    let write = IncidentWrite {
+        at: now,
+        retired_unseen: Vec::new(),
+        change: Some(IncidentChange {
+            incident,
+            is_new: true,
+            alerts: Vec::new(),
+            events: Vec::new(),
+            drafts: Vec::new(),
+        }),
+    };
+    let mut batch = IncidentBatch::default();
+    let mut transaction = storage.begin_write().await.unwrap();
+    transaction
+        .stage_incident_step(&write, &mut batch)
+        .await
+        .unwrap();
+    transaction
+        .finish_incident_batch(&batch, now)
+        .await
+        .unwrap();
+    transaction.commit().await.unwrap();
+}
+
+async fn maintenance_windows_open_beside_each_other_and_an_outage_but_drills_stay_one(
+    databases: &Databases,
+) {
+    let storage = databases.fresh().await;
+    let now = at("2026-11-28T05:00:00Z");
+    let first = plan_window(
+        &storage,
+        &window_plan("Första", "2026-12-01T19:00:00Z", "2026-12-01T21:00:00Z"),
+        now,
+    )
+    .await;
+    let second = plan_window(
+        &storage,
+        &window_plan("Andra", "2026-12-01T20:00:00Z", "2026-12-01T22:00:00Z"),
+        now,
+    )
+    .await;
+    assert_eq!(second, first + 1, "numbered like every incident");
+    let outage = second + 1;
+    open_outage(&storage, outage, now).await;
+    let (drill, _) = drill_with_draft(&storage, now).await;
+    assert_eq!(drill, outage + 1);
+    let (summary, classification) = scope();
+    let mut transaction = storage.begin_write().await.unwrap();
+    assert_eq!(
+        transaction
+            .insert_drill_incident(&summary, &classification, "Operatör", now)
+            .await
+            .unwrap(),
+        None,
+        "still one open drill at a time"
+    );
+    drop(transaction);
+
+    let incidents = storage.incidents().await.unwrap();
+    let mut open: Vec<(i64, IncidentKind)> = incidents
+        .iter()
+        .filter(|record| record.incident.phase == Phase::Open)
+        .map(|record| (record.incident_id, record.kind))
+        .collect();
+    open.sort();
+    assert_eq!(
+        open,
+        [
+            (first, IncidentKind::Maintenance),
+            (second, IncidentKind::Maintenance),
+            (outage, IncidentKind::Outage),
+            (drill, IncidentKind::Drill),
+        ]
+    );
+    assert_eq!(
+        ids(&storage.maintenance_windows(now).await.unwrap()),
+        [first, second]
+    );
+}
+
+async fn updating_a_window_writes_it_and_its_incident_and_an_ended_window_leaves_the_list(
+    databases: &Databases,
+) {
+    let storage = databases.fresh().await;
+    let now = at("2026-11-28T05:00:00Z");
+    let incident_id = plan_window(
+        &storage,
+        &window_plan(
+            "Uppgradering",
+            "2026-12-01T19:00:00Z",
+            "2026-12-01T21:00:00Z",
+        ),
+        now,
+    )
+    .await;
+    let mut window = storage
+        .maintenance_window(incident_id)
+        .await
+        .unwrap()
+        .unwrap();
+    window.plan = window_plan(
+        "Flyttad uppgradering",
+        "2026-12-02T19:00:00Z",
+        "2026-12-02T22:00:00Z",
+    );
+    window.plan.scope = WindowScope {
+        whole_service: true,
+        ..WindowScope::default()
+    };
+    window.state = WindowState::Running;
+    window.sequence = 2;
+    window.steps_done = BTreeSet::from(["announcement".to_owned(), "start".to_owned()]);
+    window.silence_ids = vec!["silence-1".to_owned(), "silence-2".to_owned()];
+    window.approval = Some(SeriesApproval {
+        channels: vec!["email".to_owned(), "banner".to_owned()],
+        level: Level::Two,
+        decided_by: Some("Beslutsfattare".to_owned()),
+        decided_role: Some("subregion".to_owned()),
+        approved_by: "Operatör".to_owned(),
+    });
+    window.announced_at = Some(at("2026-11-28T06:00:00Z"));
+    window.updated_at = at("2026-12-02T19:00:00.5Z");
+    let summary = summarize(
+        &[samsa_relay::classify::AlertScope::Everything],
+        &Inventory::default_samsa(),
+    );
+    let classification = Classification {
+        level: Level::Three,
+        crisis: false,
+        reasons: vec!["Hela tjänsten".to_owned()],
+    };
+    let mut transaction = storage.begin_write().await.unwrap();
+    transaction
+        .update_maintenance_window(&window, &summary, &classification)
+        .await
+        .unwrap();
+    assert_eq!(
+        transaction
+            .maintenance_window_tx(incident_id)
+            .await
+            .unwrap(),
+        Some(window.clone())
+    );
+    transaction.commit().await.unwrap();
+    assert_eq!(
+        storage.maintenance_window(incident_id).await.unwrap(),
+        Some(window.clone())
+    );
+    let incident = storage.incidents().await.unwrap().remove(0);
+    assert_eq!(incident.incident_id, incident_id);
+    assert_eq!(incident.incident.started_at, window.plan.starts_at);
+    assert_eq!(incident.incident.summary, summary);
+    assert_eq!(incident.incident.classification, classification);
+    assert_eq!(incident.incident.phase, Phase::Open);
+
+    // Ended: listed from its end on, not after.
+    let ended_at = at("2026-12-02T22:00:00Z");
+    window.state = WindowState::Completed;
+    window.ended_at = Some(ended_at);
+    window.updated_at = ended_at;
+    update_window(&storage, &window).await;
+    assert_eq!(
+        storage.maintenance_windows(ended_at).await.unwrap(),
+        [window.clone()]
+    );
+    assert!(
+        storage
+            .maintenance_windows(ended_at + SignedDuration::from_secs(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Still among those started in a period, by its (moved) start.
+    assert_eq!(
+        ids(&storage
+            .maintenance_windows_started(at("2026-12-02T00:00:00Z"), at("2026-12-03T00:00:00Z"))
+            .await
+            .unwrap()),
+        [incident_id]
+    );
+    assert!(
+        storage
+            .maintenance_windows_started(at("2026-12-01T00:00:00Z"), window.plan.starts_at)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A window that does not exist is an error, not a silent no-op.
+    let mut missing = window.clone();
+    missing.incident_id = incident_id + 100;
+    let mut transaction = storage.begin_write().await.unwrap();
+    let error = transaction
+        .update_maintenance_window(&missing, &summary, &classification)
+        .await
+        .unwrap_err();
+    assert!(!error.is_transient());
+}
+
+async fn windows_in_effect_and_active_windows_are_chosen_by_state_and_times(databases: &Databases) {
+    let storage = databases.fresh().await;
+    let now = at("2026-11-28T05:00:00Z");
+    let day = |time: &str| format!("2026-12-01T{time}:00Z");
+    let mut windows = Vec::new();
+    for (title, starts, ends, state) in [
+        ("announced", "10:00", "12:00", WindowState::Announced),
+        ("running", "11:00", "13:00", WindowState::Running),
+        ("planned", "10:00", "12:00", WindowState::Planned),
+        ("completed", "10:00", "12:00", WindowState::Completed),
+        ("overran", "10:00", "12:00", WindowState::Overran),
+        ("later", "14:00", "15:00", WindowState::Announced),
+    ] {
+        let incident_id =
+            plan_window(&storage, &window_plan(title, &day(starts), &day(ends)), now).await;
+        set_state(&storage, incident_id, state).await;
+        windows.push(incident_id);
+    }
+    let [announced, running, _, _, _, later] = windows[..] else {
+        unreachable!()
+    };
+    let mut transaction = storage.begin_write().await.unwrap();
+    assert_eq!(
+        ids(&transaction.active_maintenance_windows().await.unwrap()),
+        [announced, running, later],
+        "announced or running, by start"
+    );
+    for (from, to, expected) in [
+        ("09:00", "09:59", vec![]),
+        ("09:00", "10:00", vec![announced]),
+        ("10:30", "10:45", vec![announced]),
+        ("11:59", "12:00", vec![announced, running]),
+        ("12:00", "12:30", vec![running]),
+        ("13:00", "14:00", vec![later]),
+        ("15:00", "16:00", vec![]),
+    ] {
+        let found = transaction
+            .maintenance_windows_in_effect(at(&day(from)), at(&day(to)))
+            .await
+            .unwrap();
+        assert_eq!(ids(&found), expected, "in effect in [{from}, {to}]");
+        assert!(
+            found
+                .iter()
+                .all(|window| window.state != WindowState::Planned)
+        );
+    }
+}
+
+async fn alerts_in_a_window_are_added_then_updated_in_order_of_arrival(databases: &Databases) {
+    let storage = databases.fresh().await;
+    let now = at("2026-12-01T10:00:00Z");
+    let incident_id = plan_window(
+        &storage,
+        &window_plan(
+            "Uppgradering",
+            "2026-12-01T10:00:00Z",
+            "2026-12-01T12:00:00Z",
+        ),
+        now,
+    )
+    .await;
+    let other = plan_window(
+        &storage,
+        &window_plan("Annat", "2026-12-01T10:00:00Z", "2026-12-01T12:00:00Z"),
+        now,
+    )
+    .await;
+    let alert = |fingerprint: &str, status: AlertStatus, seen: &str| MaintenanceAlert {
+        fingerprint: fingerprint.to_owned(),
+        starts_at: at("2026-12-01T10:05:00Z"),
+        status,
+        labels: BTreeMap::from([
+            ("alertname".to_owned(), "SamsaDown".to_owned()),
+            ("status_seen".to_owned(), seen.to_owned()),
+        ]),
+        first_seen: at(seen),
+        last_seen: at(seen),
+    };
+    let first = alert("f2", AlertStatus::Firing, "2026-12-01T10:06:00Z");
+    let second = alert("f1", AlertStatus::Firing, "2026-12-01T10:07:00Z");
+    let mut transaction = storage.begin_write().await.unwrap();
+    transaction
+        .record_maintenance_alerts(incident_id, &[first.clone(), second.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        transaction
+            .maintenance_alerts_tx(incident_id)
+            .await
+            .unwrap(),
+        [first.clone(), second.clone()]
+    );
+    transaction.commit().await.unwrap();
+
+    let resolved = alert("f2", AlertStatus::Resolved, "2026-12-01T10:30:00Z");
+    let mut transaction = storage.begin_write().await.unwrap();
+    transaction
+        .record_maintenance_alerts(incident_id, std::slice::from_ref(&resolved))
+        .await
+        .unwrap();
+    transaction.commit().await.unwrap();
+    let updated = MaintenanceAlert {
+        first_seen: first.first_seen,
+        ..resolved
+    };
+    assert_eq!(
+        storage.maintenance_alerts(incident_id).await.unwrap(),
+        [updated, second],
+        "the first arrival stays; status, labels and last_seen change"
+    );
+    assert!(storage.maintenance_alerts(other).await.unwrap().is_empty());
+}
+
+/// The tables of a SQLite database that migrations made (not sqlx's or SQLite's own).
+async fn sqlite_tables(connection: &mut sqlx::SqliteConnection, schema: &str) -> Vec<String> {
+    sqlx::query_scalar(&format!(
+        "SELECT name FROM {schema}.sqlite_master WHERE type = 'table' \
+         AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_sqlx_%' ORDER BY name"
+    ))
+    .fetch_all(connection)
+    .await
+    .unwrap()
+}
+
+/// A database from before maintenance (migrated up to 0011) with an outage, a drill, a
+/// draft, a publication with its outbox and a subscriber in it is migrated by opening it:
+/// the incidents table is rebuilt for the new kind, and everything that pointed at an
+/// incident still does.
+#[tokio::test]
+async fn an_sqlite_database_from_before_maintenance_keeps_its_data_and_foreign_keys() {
+    use sqlx::Connection as _;
+
+    let databases = Databases::sqlite();
+    let now = at("2026-11-28T05:00:00Z");
+    // The data, written by the relay's own code into a current database …
+    let (source, source_config) = databases.fresh_with_config().await;
+    open_outage(&source, 1, now).await;
+    let (drill, draft_id) = drill_with_draft(&source, now).await;
+    publish(&source, drill, draft_id, now).await;
+    request(&source, "person@example.org", "nonce-1", now).await;
+    let incidents = source.incidents().await.unwrap();
+    let drafts = source.drafts(drill).await.unwrap();
+    let events = source.incident_events(drill).await.unwrap();
+    let outbox = source.outbox(None).await.unwrap();
+    let subscribers = source.subscribers().await.unwrap();
+    assert_eq!(incidents.len(), 2);
+    assert!(!outbox.is_empty());
+    source.close().await;
+    let samsa_relay::config::DatabaseUrl::Sqlite { path: source_path } = &source_config.url else {
+        unreachable!("a SQLite database")
+    };
+
+    // … copied into a database migrated only up to 0011 (no table before 0012 changed
+    // its columns, so the rows fit as they are).
+    let folder = tempfile::tempdir().unwrap();
+    let old_path = folder.path().join("old.db");
+    let url = format!("sqlite://{}?mode=rwc", old_path.display());
+    let mut connection = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let mut migrator = sqlx::migrate::Migrator::new(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/migrations/sqlite"
+    )))
+    .await
+    .unwrap();
+    migrator.migrations = migrator
+        .migrations
+        .iter()
+        .filter(|migration| migration.version < 12)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    assert_eq!(migrator.migrations.len(), 11);
+    migrator.run(&mut connection).await.unwrap();
+    let tables = sqlite_tables(&mut connection, "main").await;
+    assert!(!tables.contains(&"maintenance_windows".to_owned()));
+    sqlx::query("PRAGMA foreign_keys = OFF")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    sqlx::query("ATTACH DATABASE ? AS source")
+        .bind(source_path.display().to_string())
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    for table in &tables {
+        sqlx::query(&format!("DELETE FROM main.{table}"))
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        sqlx::query(&format!(
+            "INSERT INTO main.{table} SELECT * FROM source.{table}"
+        ))
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    }
+    sqlx::query("DETACH DATABASE source")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+
+    let config = crate::common::database_config(samsa_relay::config::DatabaseUrl::Sqlite {
+        path: old_path.clone(),
+    });
+    let storage = Storage::open(&config).await.unwrap();
+    assert_eq!(storage.incidents().await.unwrap(), incidents);
+    assert_eq!(storage.drafts(drill).await.unwrap(), drafts);
+    assert_eq!(storage.incident_events(drill).await.unwrap(), events);
+    assert_eq!(storage.outbox(None).await.unwrap(), outbox);
+    assert_eq!(storage.subscribers().await.unwrap(), subscribers);
+    // The rules of the rebuilt table: still one open drill, and windows beside it.
+    let (summary, classification) = scope();
+    let mut transaction = storage.begin_write().await.unwrap();
+    assert_eq!(
+        transaction
+            .insert_drill_incident(&summary, &classification, "Operatör", now)
+            .await
+            .unwrap(),
+        None
+    );
+    drop(transaction);
+    let window = plan_window(
+        &storage,
+        &window_plan(
+            "Uppgradering",
+            "2026-12-01T19:00:00Z",
+            "2026-12-01T21:00:00Z",
+        ),
+        now,
+    )
+    .await;
+    assert_eq!(window, drill + 1);
+    storage.close().await;
+
+    let mut connection =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", old_path.display()))
+            .await
+            .unwrap();
+    let violations = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&mut connection)
+        .await
+        .unwrap();
+    assert!(
+        violations.is_empty(),
+        "{} foreign key violations",
+        violations.len()
+    );
+    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let foreign_keys: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT \"table\" FROM pragma_foreign_key_list('drafts')")
+            .fetch_all(&mut connection)
+            .await
+            .unwrap();
+    assert_eq!(
+        foreign_keys,
+        ["incidents"],
+        "drafts still point at incidents"
+    );
+    assert!(
+        sqlite_tables(&mut connection, "main")
+            .await
+            .contains(&"maintenance_windows".to_owned())
+    );
 }

@@ -775,8 +775,22 @@ pub(super) async fn summary_csv(
     {
         Ok(rows) => {
             let summary = crate::followup::summarize_incidents(&rows, &state.config);
+            let planned = match crate::followup::planned_maintenance(
+                &state.storage,
+                &state.config,
+                &filter,
+                Timestamp::now(),
+            )
+            .await
+            {
+                Ok(planned) => planned,
+                Err(error) => {
+                    tracing::error!(error = ?anyhow::Error::from(error), "cannot export the summary");
+                    return storage_unavailable();
+                }
+            };
             download(
-                crate::followup::summary_csv(&summary, &filter),
+                crate::followup::summary_csv(&summary, &planned, &filter),
                 "text/csv; charset=utf-8",
                 "attachment",
                 "uppfoljning.csv",
