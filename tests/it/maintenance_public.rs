@@ -481,3 +481,34 @@ async fn maintenance_notices_in_the_atom_feed_have_their_category_and_read_as_ma
     assert!(title.to_lowercase().contains("underhåll"), "{title}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_completed_windows_published_klart_notice_is_the_all_clear() {
+    let app = spawn().await;
+    let id = announced(&app, "Uppgradering", minutes(-1), hours(1)).await;
+    samsa_relay::maintenance_actions::end_window(
+        &app.state.storage,
+        &app.state.config,
+        &app.state.renderer,
+        id,
+        OPERATOR,
+        Timestamp::now(),
+    )
+    .await
+    .expect("the window ends");
+    // Ended, its "klart" notice not yet published: nothing on the banner.
+    let banner = get_json(&app, "/public/banner.json").await;
+    assert_eq!(banner["active"], false, "{banner}");
+    publish_pending(&app, id, NoticeKind::Resolved, &["banner", "news"]).await;
+    let banner = get_json(&app, "/public/banner.json").await;
+    assert_eq!(banner["active"], true, "{banner}");
+    assert_eq!(banner["kind"], "resolved", "{banner}");
+    assert_eq!(banner["phase"], "completed", "{banner}");
+    assert_eq!(banner["incident_id"], id, "{banner}");
+    assert_eq!(banner["text"], banner_text_of(&app, id).await);
+    assert!(banner["until"].is_string(), "{banner}");
+    let status = get_json(&app, "/public/status.json").await;
+    assert_eq!(status["status"], "resolved", "{status}");
+    assert_eq!(status["maintenance"][0]["state"], "completed", "{status}");
+    app.stop().await;
+}

@@ -305,7 +305,6 @@ fn render(name: &str, context: minijinja::Value) -> String {
 struct WindowView {
     id: i64,
     title: String,
-    path: String,
     when: String,
     starts_at: String,
     ends_at: String,
@@ -330,7 +329,6 @@ impl WindowView {
         WindowView {
             id: window.incident_id,
             title: window.plan.title.clone(),
-            path: window_path(window.incident_id),
             when: when_words(window),
             starts_at: window.plan.starts_at.to_string(),
             ends_at: window.plan.ends_at.to_string(),
