@@ -55,7 +55,8 @@ pub trait Publications: Send + Sync {
     /// The notice the login-page banner shows, on one of `banner_channels`: the newest
     /// publication of an incident whose resolution has not been published since; or,
     /// when there is none, the newest resolution published at or after `resolved_since`
-    /// (the all-clear). Drill incidents count only with `include_drills`.
+    /// (the all-clear). Drill incidents count only with `include_drills`; maintenance
+    /// windows never (the banner shows them by their times, `http/public/maintenance.rs`).
     async fn current_banner(
         &self,
         banner_channels: &[String],

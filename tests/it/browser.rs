@@ -964,6 +964,26 @@ async fn every_page_and_state_passes_axe_and_fits_320_px() {
     audit.check("feedback-thanks").await;
     goto("/public/tillganglighet".to_owned()).await;
     audit.check("accessibility-statement").await;
+    // Planned maintenance: the list and a window's page, announced and called off.
+    let maintenance_id = announced_maintenance_window(&app, "Uppgradering av SAMSA", 30).await;
+    let cancelled_id = announced_maintenance_window(&app, "Byte av server", 50).await;
+    samsa_relay::maintenance_actions::cancel_window(
+        &app.state.storage,
+        &app.state.config,
+        &app.state.renderer,
+        cancelled_id,
+        "Leverantören kan inte",
+        OPERATOR_NAME,
+        jiff::Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    goto("/public/maintenance".to_owned()).await;
+    audit.check("maintenance-list").await;
+    goto(format!("/public/maintenance/{maintenance_id}")).await;
+    audit.check("maintenance-window").await;
+    goto(format!("/public/maintenance/{cancelled_id}")).await;
+    audit.check("maintenance-window-cancelled").await;
     // The subscribers' pages: the form, its errors, a subscriber's own page.
     goto("/public/subscribe".to_owned()).await;
     audit.check("subscribe").await;
@@ -1031,6 +1051,44 @@ async fn every_page_and_state_passes_axe_and_fits_320_px() {
         checked.join(", "),
         started.elapsed()
     ));
+}
+
+/// Plans a maintenance window for Fyrbodal `hours_ahead` from now and publishes its
+/// announcement on the banner; returns its id.
+async fn announced_maintenance_window(app: &TestApp, title: &str, hours_ahead: i64) -> i64 {
+    let now = jiff::Timestamp::now();
+    let plan = samsa_relay::maintenance::WindowPlan {
+        title: title.to_owned(),
+        scope: samsa_relay::maintenance::WindowScope {
+            whole_service: false,
+            actors: Vec::new(),
+            subregions: vec!["fyrbodal".to_owned()],
+        },
+        starts_at: now + jiff::SignedDuration::from_hours(hours_ahead),
+        ends_at: now + jiff::SignedDuration::from_hours(hours_ahead + 2),
+        impact: "SAMSA går inte att nå under underhållet.".to_owned(),
+        advice: "Använd reservrutinen för vårdövergångar.".to_owned(),
+        level: samsa_relay::classify::Level::One,
+        auto_series: false,
+    };
+    let (id, _) = samsa_relay::maintenance_actions::plan_window(
+        &app.state.storage,
+        &app.state.config,
+        &app.state.renderer,
+        plan,
+        OPERATOR_NAME,
+        now,
+    )
+    .await
+    .unwrap();
+    common::publish_pending(
+        app,
+        id,
+        samsa_relay::notice::NoticeKind::Initial,
+        &["banner"],
+    )
+    .await;
+    id
 }
 
 /// Replaces the page with `html` (an answer fetched by the test), and waits until it and

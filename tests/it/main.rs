@@ -40,6 +40,7 @@ mod incidents;
 mod ingest;
 mod maintenance;
 mod maintenance_ops;
+mod maintenance_public;
 mod notices;
 mod operator_links;
 mod ops;

@@ -256,7 +256,7 @@ async fn the_banner_shows_an_open_incident_and_goes_away_with_the_resolution() {
     assert_eq!(html, "");
     assert_eq!(
         get_json(&app, "/public/status.json").await,
-        json!({"status": "ok"})
+        json!({"status": "ok", "maintenance": []})
     );
     let (_, feed) = get_feed(&app).await;
     assert_valid_atom(&feed);

@@ -1,7 +1,10 @@
 //! The login-page banner (`GET /public/banner.json`, `banner.html`, `banner.js`) and the
 //! status summary (`GET /public/status.json`). The banner is the newest notice published
 //! on a channel with transport `banner` whose incident has not had its resolution
-//! published since ([`crate::storage::Storage::current_banner`]).
+//! published since ([`crate::storage::Storage::current_banner`], which leaves maintenance
+//! windows out); when there is none, a planned maintenance window within its banner
+//! phase, or a window's final notice for `banner.all_clear_for`
+//! ([`super::maintenance::maintenance_banner`]), in a calm informational style.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
@@ -9,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::Serialize;
 
+use super::maintenance::{MaintenanceBanner, Shown, StatusWindow, maintenance_banner};
 use super::{cacheable, escape_markup, storage_unavailable};
 use crate::config::ChannelTransport;
 use crate::http::{ApiError, AppState};
@@ -88,17 +92,19 @@ const BANNER_SCRIPT: &str = r##"/* samsa-relay: the SAMSA login-page banner. Emb
   }
 
   function show(data) {
-    var signature = JSON.stringify([data.text, data.lines, data.feedback_url, data.kind, data.drill]);
+    var signature = JSON.stringify([data.text, data.lines, data.feedback_url, data.kind, data.phase, data.drill]);
     if (!banner) {
       banner = createBanner();
     }
     if (signature !== shown) {
       shown = signature;
-      var calm = data.kind === "resolved" || data.drill === true;
-      /* A drill or an all-clear is news, not an alarm: announced politely. */
+      var maintenance = data.kind === "maintenance";
+      var calm = data.kind === "resolved" || maintenance || data.drill === true;
+      /* A drill, planned maintenance or an all-clear is news, not an alarm: announced
+         politely; maintenance in an informational blue, not the disruption's yellow. */
       banner.setAttribute("role", calm ? "status" : "alert");
-      banner.style.background = data.kind === "resolved" ? "#e7f3e8" : "#fff4ce";
-      banner.style.borderBottom = data.kind === "resolved" ? "4px solid #1e6b25" : "4px solid #b35900";
+      banner.style.background = data.kind === "resolved" ? "#e7f3e8" : (maintenance ? "#e8f1fb" : "#fff4ce");
+      banner.style.borderBottom = data.kind === "resolved" ? "4px solid #1e6b25" : (maintenance ? "4px solid #0b5cad" : "4px solid #b35900");
       while (banner.firstChild) {
         banner.removeChild(banner.firstChild);
       }
@@ -175,9 +181,19 @@ struct BannerJson {
     pub active: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incident_id: Option<i64>,
-    /// `initial`, `update`, or `resolved` (the all-clear, for `banner.all_clear_for`).
+    /// `initial`, `update`, `resolved` (the all-clear, for `banner.all_clear_for`), or
+    /// `maintenance` (a planned window; `incident_id` is the window's id).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<&'static str>,
+    /// A maintenance window's: `upcoming` or `running` (kind `maintenance`), `completed`
+    /// or `cancelled` (kind `resolved`, its final notice as the all-clear).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<&'static str>,
+    /// A maintenance window's times.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub level: Option<u8>,
     /// The notice is a drill (shown only with `?ovning=1` or `banner.show_drills`).
@@ -193,7 +209,8 @@ struct BannerJson {
     pub next_update: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub additional_information: Option<String>,
-    /// The incident's public feedback page, and the link's text.
+    /// The incident's public feedback page (a maintenance window's public page), and the
+    /// link's text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feedback_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -215,6 +232,9 @@ impl BannerJson {
             active: false,
             incident_id: None,
             kind: None,
+            phase: None,
+            starts_at: None,
+            ends_at: None,
             level: None,
             drill: None,
             text: None,
@@ -254,7 +274,8 @@ fn backup_routine_line(kind: NoticeKind, level: u8) -> Option<&'static str> {
 #[derive(Debug, Serialize)]
 struct StatusJson {
     /// `disruption` while a notice of an ongoing incident is shown, `resolved` while the
-    /// all-clear is, otherwise `ok`.
+    /// all-clear is, `maintenance` while a running maintenance window is (and no
+    /// disruption), otherwise `ok`.
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incident_id: Option<i64>,
@@ -265,6 +286,9 @@ struct StatusJson {
     pub since: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// Announced, running and overrun maintenance windows, and those completed or
+    /// cancelled in the last 24 hours, by start time.
+    pub maintenance: Vec<StatusWindow>,
 }
 
 pub(super) async fn banner_json(
@@ -290,7 +314,8 @@ pub(super) async fn banner_html(
         Ok(banner) => {
             let body = match &banner.text {
                 Some(text) => {
-                    let calm = banner.kind == Some("resolved") || banner.drill == Some(true);
+                    let calm = matches!(banner.kind, Some("resolved" | "maintenance"))
+                        || banner.drill == Some(true);
                     let mut html = format!(
                         "<div class=\"samsa-relay-banner\" role=\"{}\" lang=\"sv\">\n<p><strong>{}</strong></p>\n",
                         if calm { "status" } else { "alert" },
@@ -373,24 +398,33 @@ pub(super) async fn status_json(
     uri: Uri,
     request: HeaderMap,
 ) -> Response {
-    match current_banner(&state, &uri).await {
-        Ok(banner) => {
-            let status = StatusJson {
-                status: match (banner.active, banner.kind) {
-                    (false, _) => "ok",
-                    (true, Some("resolved")) => "resolved",
-                    (true, _) => "disruption",
-                },
-                incident_id: banner.incident_id,
-                level: banner.level,
-                since: banner.published_at,
-                text: banner.text,
-            };
-            let body = serde_json::to_vec(&status).expect("the status serializes");
-            cacheable(&state, &request, JSON, body)
-        }
-        Err(error) => error.into_response(),
-    }
+    let banner = match current_banner(&state, &uri).await {
+        Ok(banner) => banner,
+        Err(error) => return error.into_response(),
+    };
+    let maintenance = match super::maintenance::status_windows(&state, Timestamp::now()).await {
+        Ok(windows) => windows,
+        Err(error) => return error.into_response(),
+    };
+    let status = match (banner.active, banner.kind, banner.phase) {
+        (false, _, _) => "ok",
+        (true, Some("resolved"), _) => "resolved",
+        (true, Some("maintenance"), Some("running")) => "maintenance",
+        (true, Some("maintenance"), _) => "ok",
+        (true, _, _) => "disruption",
+    };
+    // An upcoming window is no state of the service: it is in `maintenance` only.
+    let described = status != "ok";
+    let status = StatusJson {
+        status,
+        incident_id: banner.incident_id.filter(|_| described),
+        level: banner.level.filter(|_| described),
+        since: banner.published_at.filter(|_| described),
+        text: banner.text.filter(|_| described),
+        maintenance,
+    };
+    let body = serde_json::to_vec(&status).expect("the status serializes");
+    cacheable(&state, &request, JSON, body)
 }
 
 /// Whether the request asks for drills too (`?ovning=1`: a test login page).
@@ -423,7 +457,12 @@ async fn current_banner(state: &AppState, uri: &Uri) -> Result<BannerJson, ApiEr
         .await
         .map_err(|error| storage_unavailable(state, error))?
     else {
-        return Ok(BannerJson::inactive());
+        return Ok(
+            match maintenance_banner(state, &banner_channels, now, resolved_since).await? {
+                Some(shown) => maintenance_json(state, &shown),
+                None => BannerJson::inactive(),
+            },
+        );
     };
     let notice = &banner.notice;
     // The incident's first banner: the notice itself when it is the first notice, else
@@ -470,6 +509,9 @@ async fn current_banner(state: &AppState, uri: &Uri) -> Result<BannerJson, ApiEr
         active: true,
         incident_id: Some(notice.incident_id),
         kind: Some(notice.kind.as_str()),
+        phase: None,
+        starts_at: None,
+        ends_at: None,
         level: Some(level),
         drill: Some(banner.drill),
         text: Some(notice.rendered.banner_text.clone()),
@@ -496,9 +538,76 @@ async fn current_banner(state: &AppState, uri: &Uri) -> Result<BannerJson, ApiEr
     })
 }
 
+/// The banner of a maintenance window: its latest banner notice's text and its times, a
+/// link to its public page; its final notice as an all-clear (kind `resolved`) until
+/// `banner.all_clear_for` has passed.
+fn maintenance_json(state: &AppState, shown: &MaintenanceBanner) -> BannerJson {
+    let window = &shown.window;
+    let notice = &shown.notice;
+    let finished = matches!(shown.shown, Shown::Completed | Shown::Cancelled);
+    let all_clear_for = jiff::SignedDuration::try_from(state.config.banner.all_clear_for)
+        .unwrap_or(jiff::SignedDuration::ZERO);
+    let mut lines = vec![format!("Tid: {}.", super::maintenance::when_words(window))];
+    if shown.shown == Shown::Cancelled {
+        lines.clear();
+    }
+    BannerJson {
+        active: true,
+        incident_id: Some(window.incident_id),
+        kind: Some(if finished { "resolved" } else { "maintenance" }),
+        phase: Some(shown.shown.as_str()),
+        starts_at: Some(window.plan.starts_at),
+        ends_at: Some(window.plan.ends_at),
+        level: None,
+        drill: None,
+        text: Some(notice.rendered.banner_text.clone()),
+        lines,
+        next_update: None,
+        additional_information: None,
+        feedback_url: Some(
+            state
+                .config
+                .public_link(&super::maintenance::window_path(window.incident_id)),
+        ),
+        feedback_text: Some("Mer om underhållet"),
+        published_at: Some(window.announced_at.unwrap_or(notice.published_at)),
+        updated_at: Some(notice.published_at),
+        until: finished.then(|| notice.published_at + all_clear_for),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// WCAG 2.x relative luminance of `#rrggbb`.
+    fn luminance(hex: &str) -> f64 {
+        let channel = |index: usize| {
+            let value = f64::from(u8::from_str_radix(&hex[index..index + 2], 16).unwrap()) / 255.0;
+            if value <= 0.039_28 {
+                value / 12.92
+            } else {
+                ((value + 0.055) / 1.055).powf(2.4)
+            }
+        };
+        0.2126 * channel(1) + 0.7152 * channel(3) + 0.0722 * channel(5)
+    }
+
+    fn contrast(foreground: &str, background: &str) -> f64 {
+        let (a, b) = (luminance(foreground) + 0.05, luminance(background) + 0.05);
+        a.max(b) / a.min(b)
+    }
+
+    #[test]
+    fn the_maintenance_banner_is_blue_and_meets_wcag_aa_contrast() {
+        assert!(BANNER_SCRIPT.contains("\"#e8f1fb\""));
+        assert!(BANNER_SCRIPT.contains("4px solid #0b5cad"));
+        // The text and the link on the blue background.
+        assert!(contrast("#1f1f1f", "#e8f1fb") >= 4.5);
+        assert!(contrast("#00507a", "#e8f1fb") >= 4.5);
+        // The border against the page, as a non-text element (WCAG 1.4.11).
+        assert!(contrast("#0b5cad", "#ffffff") >= 3.0);
+    }
 
     #[test]
     fn the_script_never_parses_html() {

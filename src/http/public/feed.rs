@@ -1,16 +1,20 @@
 //! The Atom feed of notices (`GET /public/feed.atom`): the newest notices published on a
-//! channel with transport `feed`, every value through [`escape_markup`].
+//! channel with transport `feed`, every value through [`escape_markup`]. A planned
+//! maintenance window's notices are entries like any other, with a category of their
+//! own (`planerat-underhall`), a title that says maintenance, and the window's public
+//! page as their link.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::{cacheable, escape_markup, storage_unavailable};
 use crate::config::{ChannelConfig, ChannelContent, ChannelTransport};
 use crate::delivery::webhook::channel_text;
 use crate::http::AppState;
 use crate::storage::PublishedNoticeRecord;
+use std::collections::BTreeSet;
 
 /// The most entries the feed holds.
 const FEED_ENTRIES: i64 = 50;
@@ -36,6 +40,10 @@ pub(super) async fn feed_atom(State(state): State<AppState>, request: HeaderMap)
         Ok(notices) => notices,
         Err(error) => return storage_unavailable(&state, error).into_response(),
     };
+    let maintenance_ids = match maintenance_ids(&state, &notices).await {
+        Ok(ids) => ids,
+        Err(error) => return storage_unavailable(&state, error).into_response(),
+    };
     let public_url = state
         .config
         .server
@@ -48,6 +56,7 @@ pub(super) async fn feed_atom(State(state): State<AppState>, request: HeaderMap)
         info_address: &state.config.notices.info_address,
         feed_channels: &feed_channels,
         notices: &notices,
+        maintenance_ids: &maintenance_ids,
     });
     cacheable(&state, &request, ATOM, feed.into_bytes())
 }
@@ -59,6 +68,41 @@ struct AtomContext<'a> {
     feed_channels: &'a [&'a ChannelConfig],
     /// Newest first.
     notices: &'a [PublishedNoticeRecord],
+    /// The incidents among them that are maintenance windows.
+    maintenance_ids: &'a BTreeSet<i64>,
+}
+
+/// How long after a window's end its last notice may still be published (an operator
+/// reviews the "klart" notice late) and still be found as the window's.
+const LATE_PUBLICATION: SignedDuration = SignedDuration::from_hours(30 * 24);
+
+/// The ids of the maintenance windows among the notices' incidents: one read of the
+/// windows not ended before the oldest notice (less [`LATE_PUBLICATION`]).
+async fn maintenance_ids(
+    state: &AppState,
+    notices: &[PublishedNoticeRecord],
+) -> Result<BTreeSet<i64>, crate::storage::StorageError> {
+    let Some(oldest) = notices.iter().map(|notice| notice.published_at).min() else {
+        return Ok(BTreeSet::new());
+    };
+    let since = oldest.checked_sub(LATE_PUBLICATION).unwrap_or(oldest);
+    Ok(state
+        .storage
+        .maintenance_windows(since)
+        .await?
+        .into_iter()
+        .map(|window| window.incident_id)
+        .collect())
+}
+
+/// A maintenance notice's entry title: the channel's title when it says maintenance
+/// already, else prefixed so that it does.
+fn maintenance_title(title: &str) -> String {
+    if title.to_lowercase().contains("underhåll") {
+        title.to_owned()
+    } else {
+        format!("Planerat underhåll: {title}")
+    }
 }
 
 /// The Atom 1.0 feed (RFC 4287), written by hand: one fixed shape, every value through
@@ -87,7 +131,7 @@ fn atom_feed(context: &AtomContext<'_>) -> String {
     );
     let _ = writeln!(
         xml,
-        "  <subtitle type=\"text\">Driftstörningar i {} och när de är åtgärdade</subtitle>",
+        "  <subtitle type=\"text\">Driftstörningar och planerat underhåll i {}</subtitle>",
         escape_markup(context.service_name)
     );
     let _ = writeln!(xml, "  <updated>{}</updated>", atom_time(updated));
@@ -105,10 +149,29 @@ fn atom_feed(context: &AtomContext<'_>) -> String {
     for notice in context.notices {
         let content = feed_content(notice, context.feed_channels);
         let (title, body) = channel_text(&notice.rendered, content);
-        let feedback_url = format!(
-            "{}/public/feedback/{}",
-            context.public_url, notice.incident_id
-        );
+        let maintenance = context.maintenance_ids.contains(&notice.incident_id);
+        let title = if maintenance {
+            maintenance_title(title)
+        } else {
+            title.to_owned()
+        };
+        let (link_url, link_title) = if maintenance {
+            (
+                format!(
+                    "{}/public/maintenance/{}",
+                    context.public_url, notice.incident_id
+                ),
+                "Om underhållet",
+            )
+        } else {
+            (
+                format!(
+                    "{}/public/feedback/{}",
+                    context.public_url, notice.incident_id
+                ),
+                "Lämna återkoppling",
+            )
+        };
         // A tag URI (RFC 4151): the relay's host, the day of publication and the notice
         // id never change for a notice.
         let entry_id = format!(
@@ -123,14 +186,14 @@ fn atom_feed(context: &AtomContext<'_>) -> String {
         let _ = writeln!(
             xml,
             "    <title type=\"text\">{}</title>",
-            escape_markup(title)
+            escape_markup(&title)
         );
         let _ = writeln!(xml, "    <updated>{published}</updated>");
         let _ = writeln!(xml, "    <published>{published}</published>");
         let _ = writeln!(
             xml,
-            "    <link rel=\"alternate\" type=\"text/html\" title=\"Lämna återkoppling\" href=\"{}\"/>",
-            escape_markup(&feedback_url)
+            "    <link rel=\"alternate\" type=\"text/html\" title=\"{link_title}\" href=\"{}\"/>",
+            escape_markup(&link_url)
         );
         let _ = writeln!(
             xml,
@@ -138,6 +201,11 @@ fn atom_feed(context: &AtomContext<'_>) -> String {
             notice.kind.as_str(),
             escape_markup(crate::notice::kind_label(notice.kind))
         );
+        if maintenance {
+            xml.push_str(
+                "    <category term=\"planerat-underhall\" label=\"Planerat underhåll\"/>\n",
+            );
+        }
         let _ = writeln!(
             xml,
             "    <summary type=\"text\">{}</summary>",

@@ -1,9 +1,10 @@
 //! The public endpoints under `/public/`, no authentication: the read-only ones (the
 //! login-page [`banner`] as JSON, as an HTML fragment and as a script that one
 //! `<script>` tag embeds, a status summary, and the Atom [`feed`] of notices; everything
-//! there is already public), the [`feedback`] form every notice links to, and the
-//! subscribers' pages ([`subscribe`]: subscribe, confirm, manage, one-click unsubscribe), and
-//! the [`accessibility`] statement every public page links to.
+//! there is already public), the [`feedback`] form every notice links to, the
+//! subscribers' pages ([`subscribe`]: subscribe, confirm, manage, one-click unsubscribe),
+//! planned [`maintenance`] (its pages; the banner and status parts) and its iCalendar
+//! feed ([`calendar`]), and the [`accessibility`] statement every public page links to.
 //!
 //! - Every read answer has a strong `ETag` over its bytes (`If-None-Match` answers 304),
 //!   `Cache-Control: public, max-age=30`, and `Vary: Origin`. They carry no credentials
@@ -17,8 +18,10 @@
 
 mod accessibility;
 mod banner;
+mod calendar;
 mod feed;
 mod feedback;
+mod maintenance;
 mod subscribe;
 
 use std::sync::{Arc, LazyLock};
@@ -52,6 +55,8 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
         )
         .route_layer(Extension(feedback_limiter))
         .route("/public/tillganglighet", get(accessibility::statement))
+        .route("/public/maintenance", get(maintenance::list_page))
+        .route("/public/maintenance/{id}", get(maintenance::window_page))
         .merge(
             Router::new()
                 .route(
@@ -91,6 +96,10 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
                     get(banner::status_json).options(preflight),
                 )
                 .route("/public/feed.atom", get(feed::feed_atom).options(preflight))
+                .route(
+                    "/public/maintenance.ics",
+                    get(calendar::calendar_ics).options(preflight),
+                )
                 .route_layer(middleware::from_fn_with_state(
                     state.clone(),
                     limit_public_reads,

@@ -223,7 +223,10 @@ impl Publications for PgStorage {
              AND (p.kind <> 'resolved' OR p.published_at >= "
         ));
         builder.push_bind(format_time(resolved_since));
-        builder.push(")");
+        // A maintenance window's notices reach the banner only through its times
+        // (`http::public::maintenance`): an announcement published weeks ahead is no
+        // disruption now.
+        builder.push(") AND i.kind <> 'maintenance'");
         if !include_drills {
             builder.push(" AND i.kind <> 'drill'");
         }
