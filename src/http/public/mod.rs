@@ -24,7 +24,7 @@ mod feedback;
 mod maintenance;
 mod subscribe;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -101,7 +101,7 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
                     get(calendar::calendar_ics).options(preflight),
                 )
                 .route_layer(middleware::from_fn_with_state(
-                    state.clone(),
+                    (state.clone(), Arc::new(public_read_limiter())),
                     limit_public_reads,
                 )),
         )
@@ -111,16 +111,17 @@ const CACHE_CONTROL: &str = "public, max-age=30";
 
 /// The per-client limit on the public read endpoints: generous, since a whole hospital may
 /// sit behind one address and every login page polls the banner, yet a flood from one
-/// client is cut off before it reaches the database.
-static PUBLIC_READ_LIMITER: LazyLock<FeedbackLimiter> = LazyLock::new(|| {
+/// client is cut off before it reaches the database. One per router (per app), like the
+/// feedback form's.
+fn public_read_limiter() -> FeedbackLimiter {
     FeedbackLimiter::with_quota(
         std::time::Duration::from_millis(50),
         std::num::NonZeroU32::new(200).expect("not zero"),
     )
-});
+}
 
 async fn limit_public_reads(
-    State(state): State<AppState>,
+    State((state, limiter)): State<(AppState, Arc<FeedbackLimiter>)>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -133,7 +134,7 @@ async fn limit_public_reads(
         peer,
         request.headers(),
     );
-    match PUBLIC_READ_LIMITER.check(FeedbackLimiter::key(client)) {
+    match limiter.check(FeedbackLimiter::key(client)) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
             let seconds = wait.as_secs().max(1).to_string();
