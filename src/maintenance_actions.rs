@@ -127,25 +127,20 @@ pub async fn move_window(
         }
     };
     window.updated_at = now;
-    let (summary, classification) = scope_of(&window.plan, config);
-    transaction
-        .update_maintenance_window(&window, &summary, &classification)
-        .await?;
-    transaction
-        .append_events(
-            incident_id,
-            &[EventWrite::new(
-                now,
-                operator,
-                &LogEvent::MaintenanceMoved {
-                    previous_starts_at,
-                    previous_ends_at,
-                    starts_at,
-                    ends_at,
-                },
-            )],
-        )
-        .await?;
+    save_window(
+        &mut transaction,
+        config,
+        &window,
+        operator,
+        Some(&LogEvent::MaintenanceMoved {
+            previous_starts_at,
+            previous_ends_at,
+            starts_at,
+            ends_at,
+        }),
+        now,
+    )
+    .await?;
     let draft_id = draft_step(
         &mut transaction,
         config,
@@ -200,22 +195,17 @@ pub async fn cancel_window(
     if was_announced {
         window.sequence += 1;
     }
-    let (summary, classification) = scope_of(&window.plan, config);
-    transaction
-        .update_maintenance_window(&window, &summary, &classification)
-        .await?;
-    transaction
-        .append_events(
-            incident_id,
-            &[EventWrite::new(
-                now,
-                operator,
-                &LogEvent::MaintenanceCancelled {
-                    reason: reason.clone(),
-                },
-            )],
-        )
-        .await?;
+    save_window(
+        &mut transaction,
+        config,
+        &window,
+        operator,
+        Some(&LogEvent::MaintenanceCancelled {
+            reason: reason.clone(),
+        }),
+        now,
+    )
+    .await?;
     let draft_id = if was_announced {
         Some(
             draft_step(
@@ -268,23 +258,18 @@ pub async fn end_window(
     }
     window.steps_done.insert(Step::Completed.key());
     window.updated_at = now;
-    let (summary, classification) = scope_of(&window.plan, config);
-    transaction
-        .update_maintenance_window(&window, &summary, &classification)
-        .await?;
-    transaction
-        .append_events(
-            incident_id,
-            &[EventWrite::new(
-                now,
-                operator,
-                &LogEvent::MaintenanceEnded {
-                    state: WindowState::Completed.as_str().to_owned(),
-                    n_alerts_firing: 0,
-                },
-            )],
-        )
-        .await?;
+    save_window(
+        &mut transaction,
+        config,
+        &window,
+        operator,
+        Some(&LogEvent::MaintenanceEnded {
+            state: WindowState::Completed.as_str().to_owned(),
+            n_alerts_firing: 0,
+        }),
+        now,
+    )
+    .await?;
     let step = if previous_state == WindowState::Announced {
         // Ended before it began: for the people told, it is called off.
         Step::Cancelled
@@ -303,6 +288,27 @@ pub async fn end_window(
     .await?;
     transaction.commit().await?;
     Ok(draft_id)
+}
+
+/// Writes a window (and its incident's scope, from the plan) and logs `event` as `by`'s.
+pub async fn save_window(
+    transaction: &mut WriteTransaction,
+    config: &Config,
+    window: &Window,
+    by: &str,
+    event: Option<&LogEvent>,
+    now: Timestamp,
+) -> Result<(), StorageError> {
+    let (summary, classification) = scope_of(&window.plan, config);
+    transaction
+        .update_maintenance_window(window, &summary, &classification)
+        .await?;
+    if let Some(event) = event {
+        transaction
+            .append_events(window.incident_id, &[EventWrite::new(now, by, event)])
+            .await?;
+    }
+    Ok(())
 }
 
 /// A window that is not over, read for a change.

@@ -26,7 +26,7 @@ use crate::cluster::Lease;
 use crate::config::Config;
 use crate::incident::{DraftState, LogEvent};
 use crate::maintenance::{SilenceMatcher, Step, Window, WindowState};
-use crate::maintenance_actions::{MaintenanceError, RELAY, draft_step, scope_of};
+use crate::maintenance_actions::{MaintenanceError, RELAY, draft_step, save_window, scope_of};
 use crate::metrics::Metrics;
 use crate::notice::NoticeRenderer;
 use crate::publishing::{Decision, DecisionRole, PublishRequest, Publisher};
@@ -391,22 +391,17 @@ impl MaintenanceScheduler {
             .steps_done
             .insert(silenced_until_key(window.plan.ends_at));
         window.updated_at = now;
-        let (summary, classification) = scope_of(&window.plan, &self.config);
-        transaction
-            .update_maintenance_window(&window, &summary, &classification)
-            .await?;
-        transaction
-            .append_events(
-                window.incident_id,
-                &[EventWrite::new(
-                    now,
-                    RELAY,
-                    &LogEvent::MaintenanceSilenced {
-                        silence_ids: ids.clone(),
-                    },
-                )],
-            )
-            .await?;
+        save_window(
+            &mut transaction,
+            &self.config,
+            &window,
+            RELAY,
+            Some(&LogEvent::MaintenanceSilenced {
+                silence_ids: ids.clone(),
+            }),
+            now,
+        )
+        .await?;
         transaction.commit().await?;
         self.expire_ids(&old).await;
         Ok(ids.len())
@@ -437,22 +432,17 @@ impl MaintenanceScheduler {
         if let Some(mut window) = transaction.maintenance_window_tx(seen.incident_id).await? {
             window.silence_ids.retain(|id| !expired.contains(id));
             window.updated_at = now;
-            let (summary, classification) = scope_of(&window.plan, &self.config);
-            transaction
-                .update_maintenance_window(&window, &summary, &classification)
-                .await?;
-            transaction
-                .append_events(
-                    window.incident_id,
-                    &[EventWrite::new(
-                        now,
-                        RELAY,
-                        &LogEvent::MaintenanceSilenceExpired {
-                            silence_ids: expired.clone(),
-                        },
-                    )],
-                )
-                .await?;
+            save_window(
+                &mut transaction,
+                &self.config,
+                &window,
+                RELAY,
+                Some(&LogEvent::MaintenanceSilenceExpired {
+                    silence_ids: expired.clone(),
+                }),
+                now,
+            )
+            .await?;
             transaction.commit().await?;
         }
         Ok(expired.len())
@@ -523,25 +513,19 @@ impl MaintenanceScheduler {
         if let Some(mut window) = transaction.maintenance_window_tx(incident_id).await? {
             window.steps_done.insert(HANDED_OVER.to_owned());
             window.updated_at = now;
-            let (summary, classification) = scope_of(&window.plan, &self.config);
-            transaction
-                .update_maintenance_window(&window, &summary, &classification)
-                .await?;
-            if let Some(receipt_id) = receipt_id {
-                transaction
-                    .append_events(
-                        incident_id,
-                        &[EventWrite::new(
-                            now,
-                            RELAY,
-                            &LogEvent::MaintenanceAlertsHandedOver {
-                                n_alerts: firing.len(),
-                                receipt_id,
-                            },
-                        )],
-                    )
-                    .await?;
-            }
+            let event = receipt_id.map(|receipt_id| LogEvent::MaintenanceAlertsHandedOver {
+                n_alerts: firing.len(),
+                receipt_id,
+            });
+            save_window(
+                &mut transaction,
+                &self.config,
+                &window,
+                RELAY,
+                event.as_ref(),
+                now,
+            )
+            .await?;
             transaction.commit().await?;
         }
         Ok(())
