@@ -109,6 +109,7 @@ fuzz_target!(|data: &[u8]| {
         additional_information: case.information,
         feedback_url: "https://samsa-relay.example/public/feedback/42".to_owned(),
         drill: case.drill,
+        maintenance: None,
     };
     let notice = RENDERER
         .render(&input)
