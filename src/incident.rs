@@ -165,6 +165,12 @@ pub struct Step {
 
 /// The correlation state: the latest incident (the only one alerts can still join) and the
 /// identities of alerts that belong to older incidents.
+///
+/// The engine needs, of the latest incident's alerts, only those an update names: the
+/// incident worker loads just those for each batch (an incident can gather hundreds of
+/// thousands), with [`IncidentEngine::firing_scopes`] counted from all of them, and
+/// clears them after the batch; tests and `simulate` keep every alert. Either way the
+/// scope follows `firing_scopes`, never a walk over `latest.alerts`.
 #[derive(Debug, Clone, Default)]
 pub struct IncidentEngine {
     pub latest: Option<Incident>,
@@ -197,6 +203,31 @@ impl FiringScopes {
             scopes.add(alert, config);
         }
         scopes
+    }
+
+    /// Counts the scopes of an incident's firing alerts from their label sets, each with
+    /// how many firing alerts carry it (what storage can aggregate without reading every
+    /// alert into memory).
+    pub fn from_label_counts(
+        incident_id: i64,
+        label_counts: &[(BTreeMap<String, String>, usize)],
+        config: &IncidentsConfig,
+    ) -> FiringScopes {
+        let mut scopes = FiringScopes {
+            incident_id: Some(incident_id),
+            counts: BTreeMap::new(),
+        };
+        for (labels, n) in label_counts {
+            for scope in alert_scopes(labels, config) {
+                *scopes.counts.entry(scope).or_default() += n;
+            }
+        }
+        scopes
+    }
+
+    /// The incident these counts belong to.
+    pub fn incident_id(&self) -> Option<i64> {
+        self.incident_id
     }
 
     fn add(&mut self, alert: &TrackedAlert, config: &IncidentsConfig) {

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use jiff::Timestamp;
@@ -24,12 +24,13 @@ use crate::alertmanager::{AlertStatus, Notification};
 use crate::classify::{Classification, Level, summarize};
 use crate::cluster::Lease;
 use crate::config::Config;
-use crate::incident::{AlertKey, AlertUpdate, DraftAction, IncidentEngine, LogEvent};
+use crate::incident::{AlertKey, AlertUpdate, DraftAction, FiringScopes, IncidentEngine, LogEvent};
 use crate::metrics::Metrics;
 use crate::notice::{NoticeRenderer, format_swedish_time};
 use crate::storage::{
-    CorrelationState, DraftFields, DraftWrite, EventWrite, IncidentBatch, IncidentChange,
-    IncidentWrite, MaintenanceAlert, PendingDraft, ReceivedAlerts, Storage,
+    CorrelationReads, CorrelationState, CorrelationVersion, DraftFields, DraftWrite, EventWrite,
+    IncidentBatch, IncidentChange, IncidentWrite, MaintenanceAlert, PendingDraft, ReceivedAlerts,
+    Storage, WriteTransaction,
 };
 
 /// How often the loop looks again without being woken (watchdog, missed wake-ups).
@@ -37,10 +38,33 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Most receipts in one transaction: bounds how long the write connection is held, so
 /// that ingest and the operators' writes get it in between.
 const MAX_BATCH: usize = 64;
+/// Most alerts in one batch (a receipt with more is taken alone): what the write
+/// transaction writes grows with the alerts (each is written to `alerts`,
+/// `incident_alerts` and the log), and so does the batch's memory.
+pub const MAX_BATCH_ALERTS: usize = 256;
+/// How many times a batch is planned on a read snapshot before it is planned with the
+/// write connection held (see [`IncidentWorker::process_receipts`]).
+const PLAN_ATTEMPTS: usize = 3;
 /// After a batch, how long the next receipts may gather before the worker takes them.
 const GATHER: Duration = Duration::from_millis(10);
 /// Longest pause after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A batch planned on a read snapshot, waiting to be written; see
+/// [`IncidentWorker::plan`].
+pub struct BatchPlan {
+    /// Each receipt with its step (`None`: its payload no longer parses).
+    steps: Vec<(i64, Option<IncidentWrite>)>,
+    received: Vec<ReceivedAlerts>,
+    during_maintenance: BTreeMap<i64, Vec<MaintenanceAlert>>,
+    /// What the plan was made from, checked again before it is written.
+    version: CorrelationVersion,
+    windows: Vec<crate::maintenance::Window>,
+    window_range: (Timestamp, Timestamp),
+    /// The engine as the batch leaves it.
+    engine: IncidentEngine,
+    processed_at: Timestamp,
+}
 
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,11 +159,19 @@ impl IncidentWorker {
         Ok(outcomes.into_iter().next().unwrap_or(StepOutcome::Idle))
     }
 
-    /// Processes the oldest unprocessed receipts, at most `limit`, in one transaction:
-    /// one commit (one fsync, one turn of the write connection) for a whole backlog.
-    /// Each receipt is still its own correlation step, in order. Returns one
-    /// [`StepOutcome::Processed`] per receipt; empty when none was waiting.
-    /// Processes nothing when another replica holds the `correlation` lease.
+    /// Processes the oldest unprocessed receipts, at most `limit` (and at most
+    /// [`MAX_BATCH_ALERTS`] alerts, a larger receipt alone), in one transaction: one
+    /// commit for a whole backlog. Each receipt is still its own correlation step, in
+    /// order. Returns one [`StepOutcome::Processed`] per receipt; empty when none was
+    /// waiting. Processes nothing when another replica holds the `correlation` lease.
+    ///
+    /// The batch is planned (payloads parsed, alerts correlated, drafts rendered) on a
+    /// read snapshot, without the write connection; the write transaction then checks
+    /// that nothing the plan was made from has changed meanwhile (an operator published
+    /// or edited the pending draft, a drill took the next incident id, a maintenance
+    /// window began) and writes the plan. When something has changed, the plan is made
+    /// again from a new snapshot; after [`PLAN_ATTEMPTS`] such misses it is made inside
+    /// the write transaction, as a last resort that always progresses.
     pub async fn process_receipts(&self, limit: usize) -> anyhow::Result<Vec<StepOutcome>> {
         if !self.lease.is_held() && !self.lease.renew(&self.storage, &self.metrics).await {
             return Ok(Vec::new());
@@ -149,7 +181,7 @@ impl IncidentWorker {
         // this batch commits, so a failure anywhere leaves nothing stale behind. One kept
         // under an earlier term is dropped: another replica may have changed incidents.
         let mut kept = self.kept_engine.lock().await;
-        let previous = kept
+        let mut previous = kept
             .take()
             .filter(|(kept_term, _)| *kept_term == term)
             .map(|(_, engine)| engine);
@@ -158,30 +190,94 @@ impl IncidentWorker {
             .storage_duration
             .with_label_values(&["incident_step"])
             .start_timer();
-        let mut transaction = self.storage.begin_write().await?;
-        // The fence: a replica that stalled past its lease writes nothing.
-        if !transaction
-            .hold_lease(self.lease.name(), self.lease.holder())
-            .await?
-        {
-            tracing::warn!("the correlation lease passed to another replica; not processing");
-            return Ok(Vec::new());
-        }
-        let receipts = transaction.next_unprocessed_receipts(limit).await?;
-        if receipts.is_empty() {
-            *kept = previous.map(|engine| (term, engine));
-            return Ok(Vec::new());
-        }
         let now = Timestamp::now();
+        for _ in 0..PLAN_ATTEMPTS {
+            let Some(plan) = self.plan(limit, previous.take(), now).await? else {
+                return Ok(Vec::new());
+            };
+            match self.write(plan).await? {
+                Some(plan) => return Ok(self.committed(plan, term, &mut kept)),
+                None => self.metrics.incident_replans.inc(),
+            }
+        }
+        // The state kept changing under the plans: plan with the write connection held.
+        let mut transaction = self.storage.begin_write().await?;
+        let hold = Instant::now();
+        let result = async {
+            if !self.holds_lease(&mut transaction).await? {
+                return Ok(None);
+            }
+            let Some(plan) = self.plan_batch(&mut *transaction, limit, None, now).await? else {
+                return Ok(None);
+            };
+            let plan = self.write_plan(&mut transaction, plan).await?;
+            transaction.commit().await?;
+            anyhow::Ok(Some(plan))
+        }
+        .await;
+        self.note_hold(hold.elapsed());
+        Ok(match result? {
+            Some(plan) => self.committed(plan, term, &mut kept),
+            None => Vec::new(),
+        })
+    }
+
+    /// Plans the next batch (at most `limit` receipts) on a read snapshot, without the
+    /// write connection: `None` when no receipt is waiting. `previous` is the engine the
+    /// last committed batch left. Part of [`IncidentWorker::process_receipts`]; public so
+    /// that tests can change the state between a plan and its write.
+    pub async fn plan(
+        &self,
+        limit: usize,
+        previous: Option<IncidentEngine>,
+        now: Timestamp,
+    ) -> anyhow::Result<Option<BatchPlan>> {
+        let mut snapshot = self.storage.begin_read().await?;
+        self.plan_batch(&mut *snapshot, limit, previous, now).await
+    }
+
+    /// Writes and commits a plan of [`IncidentWorker::plan`] if nothing it was made from
+    /// has changed and this replica still holds the lease. `None`: nothing written (plan
+    /// again). The time the write connection was held goes to `write_hold`.
+    pub async fn write(&self, plan: BatchPlan) -> anyhow::Result<Option<BatchPlan>> {
+        let mut transaction = self.storage.begin_write().await?;
+        let hold = Instant::now();
+        let written = match self.write_planned(&mut transaction, plan).await {
+            Ok(Some(plan)) => transaction
+                .commit()
+                .await
+                .map(|()| Some(plan))
+                .map_err(Into::into),
+            Ok(None) => Ok(None),
+            Err(error) => Err(error),
+        };
+        self.note_hold(hold.elapsed());
+        written
+    }
+
+    /// Plans the next batch from `reads`: `None` when no receipt is waiting.
+    async fn plan_batch(
+        &self,
+        reads: &mut dyn CorrelationReads,
+        limit: usize,
+        previous: Option<IncidentEngine>,
+        now: Timestamp,
+    ) -> anyhow::Result<Option<BatchPlan>> {
+        let receipts = reads
+            .next_unprocessed_receipts(limit, MAX_BATCH_ALERTS)
+            .await?;
+        if receipts.is_empty() {
+            return Ok(None);
+        }
         let watchdog_alertname = &self.config.incidents.watchdog_alertname;
-        let mut batch = IncidentBatch::default();
+        let mut received = Vec::with_capacity(receipts.len());
         let parsed: Vec<Option<Vec<AlertUpdate>>> = receipts
             .iter()
             .map(
                 |receipt| match Notification::parse(receipt.payload.as_bytes()) {
                     Ok(notification) => {
                         let updates = alert_updates(&notification, watchdog_alertname);
-                        batch.received.push(ReceivedAlerts {
+                        received.push(ReceivedAlerts {
                             receipt_id: receipt.receipt_id,
                             received_at: receipt.received_at,
                             alerts: notification.alerts,
@@ -208,59 +304,132 @@ impl IncidentWorker {
             .flatten()
             .map(|update| update.key.clone())
             .collect();
-        let mut state = transaction.load_correlation(&keys, previous).await?;
+        let mut state = reads.load_correlation(&keys, previous).await?;
+        if let (Some(label_counts), Some(latest)) =
+            (state.firing_labels.take(), state.engine.latest.as_ref())
+        {
+            state.engine.firing_scopes = FiringScopes::from_label_counts(
+                latest.incident_id,
+                &label_counts,
+                &self.config.incidents,
+            );
+        }
         // Planned maintenance: alerts inside a window's scope and times are recorded on
         // the window, not correlated (one small read per batch).
         let first_at = receipts.first().map_or(now, |receipt| receipt.received_at);
         let last_at = receipts.last().map_or(now, |receipt| receipt.received_at);
-        let windows = transaction
-            .maintenance_windows_in_effect(first_at.min(last_at), first_at.max(last_at))
+        let window_range = (first_at.min(last_at), first_at.max(last_at));
+        let windows = reads
+            .maintenance_windows_in_effect(window_range.0, window_range.1)
             .await?;
         let mut during_maintenance: BTreeMap<i64, Vec<MaintenanceAlert>> = BTreeMap::new();
-        let mut outcomes = Vec::with_capacity(receipts.len());
-        let mut changes = Vec::new();
+        let mut steps = Vec::with_capacity(receipts.len());
         for (receipt, updates) in receipts.iter().zip(parsed) {
-            let mut incident_id = None;
-            if let Some(mut updates) = updates {
-                if !windows.is_empty() {
-                    updates = set_aside_for_maintenance(
-                        updates,
-                        &windows,
+            let write = match updates {
+                Some(mut updates) => {
+                    if !windows.is_empty() {
+                        updates = set_aside_for_maintenance(
+                            updates,
+                            &windows,
+                            receipt.received_at,
+                            &state.engine,
+                            &self.config,
+                            &mut during_maintenance,
+                        );
+                    }
+                    let write = plan_step(
+                        &mut state,
+                        &updates,
                         receipt.received_at,
-                        &state.engine,
                         &self.config,
-                        &mut during_maintenance,
-                    );
+                        &self.renderer,
+                    )
+                    .with_context(|| format!("cannot plan receipt {}", receipt.receipt_id))?;
+                    Some(write)
                 }
-                let write = plan_step(
-                    &mut state,
-                    &updates,
-                    receipt.received_at,
-                    &self.config,
-                    &self.renderer,
-                )
-                .with_context(|| format!("cannot plan receipt {}", receipt.receipt_id))?;
-                let created = transaction.stage_incident_step(&write, &mut batch).await?;
-                // A draft created in this batch may be revised by a later receipt of it.
-                if let Some(draft_id) = created
-                    && let Some(pending) = state.pending_draft.as_mut()
-                {
-                    pending.draft_id = draft_id;
+                None => None,
+            };
+            steps.push((receipt.receipt_id, write));
+        }
+        Ok(Some(BatchPlan {
+            steps,
+            received,
+            during_maintenance,
+            version: state.version,
+            windows,
+            window_range,
+            engine: state.engine,
+            processed_at: now,
+        }))
+    }
+
+    /// Inside the write transaction: the lease fence, then the check that the plan's
+    /// reads still hold, then the writes. `None` (nothing written) when the lease has
+    /// passed or the state changed since the plan.
+    async fn write_planned(
+        &self,
+        transaction: &mut WriteTransaction,
+        plan: BatchPlan,
+    ) -> anyhow::Result<Option<BatchPlan>> {
+        if !self.holds_lease(transaction).await? {
+            return Ok(None);
+        }
+        let version = transaction.correlation_version().await?;
+        let windows = transaction
+            .maintenance_windows_in_effect(plan.window_range.0, plan.window_range.1)
+            .await?;
+        if version != plan.version || windows != plan.windows {
+            tracing::debug!("the state changed while the batch was planned; planning again");
+            return Ok(None);
+        }
+        Ok(Some(self.write_plan(transaction, plan).await?))
+    }
+
+    /// The fence: a replica that stalled past its lease writes nothing.
+    async fn holds_lease(&self, transaction: &mut WriteTransaction) -> anyhow::Result<bool> {
+        let held = transaction
+            .hold_lease(self.lease.name(), self.lease.holder())
+            .await?;
+        if !held {
+            tracing::warn!("the correlation lease passed to another replica; not processing");
+        }
+        Ok(held)
+    }
+
+    /// Writes a plan: each step's incident and drafts, then the batch's alerts, log and
+    /// processed marks. A draft created in the batch gets its id here; later steps of the
+    /// batch that revise or withdraw it were planned with id 0 and get that id.
+    async fn write_plan(
+        &self,
+        transaction: &mut WriteTransaction,
+        mut plan: BatchPlan,
+    ) -> anyhow::Result<BatchPlan> {
+        let mut batch = IncidentBatch {
+            received: std::mem::take(&mut plan.received),
+            ..IncidentBatch::default()
+        };
+        let mut created_in_batch = None;
+        for (receipt_id, write) in &mut plan.steps {
+            if let Some(write) = write {
+                if let Some(change) = write.change.as_mut() {
+                    for draft in &mut change.drafts {
+                        if let DraftWrite::Revise { draft_id, .. }
+                        | DraftWrite::Withdraw { draft_id, .. } = draft
+                            && *draft_id == 0
+                        {
+                            *draft_id = created_in_batch.context(
+                                "a draft of the batch was revised before it was created",
+                            )?;
+                        }
+                    }
                 }
-                if let Some(change) = write.change {
-                    incident_id = Some(change.incident.incident_id);
-                    changes.push((receipt.receipt_id, change));
+                if let Some(draft_id) = transaction.stage_incident_step(write, &mut batch).await? {
+                    created_in_batch = Some(draft_id);
                 }
             }
-            batch.receipt_ids.push(receipt.receipt_id);
-            outcomes.push(StepOutcome::Processed {
-                receipt_id: receipt.receipt_id,
-                incident_id,
-            });
+            batch.receipt_ids.push(*receipt_id);
         }
-        let mut n_during_maintenance = 0;
-        for (window_id, alerts) in &during_maintenance {
-            n_during_maintenance += alerts.len();
+        for (window_id, alerts) in &plan.during_maintenance {
             transaction
                 .record_maintenance_alerts(*window_id, alerts)
                 .await?;
@@ -281,30 +450,67 @@ impl IncidentWorker {
                 .collect();
             transaction.append_events(*window_id, &events).await?;
         }
-        transaction.finish_incident_batch(&batch, now).await?;
-        transaction.commit().await?;
+        transaction
+            .finish_incident_batch(&batch, plan.processed_at)
+            .await?;
+        Ok(plan)
+    }
+
+    fn note_hold(&self, held: Duration) {
+        self.metrics
+            .write_hold
+            .with_label_values(&["incident_worker"])
+            .observe(held.as_secs_f64());
+    }
+
+    /// After a batch committed: keep its engine (without the alerts it loaded: the next
+    /// batch loads its own), count and log. Returns one outcome per receipt.
+    fn committed(
+        &self,
+        plan: BatchPlan,
+        term: u64,
+        kept: &mut Option<(u64, IncidentEngine)>,
+    ) -> Vec<StepOutcome> {
+        let BatchPlan {
+            steps,
+            during_maintenance,
+            mut engine,
+            ..
+        } = plan;
+        if let Some(latest) = engine.latest.as_mut() {
+            latest.alerts = BTreeMap::new();
+        }
+        engine.retired_alerts = std::collections::HashSet::new();
+        *kept = Some((term, engine));
+        let n_during_maintenance: usize = during_maintenance.values().map(Vec::len).sum();
         self.metrics
             .maintenance_alerts
             .inc_by(n_during_maintenance as u64);
-        *kept = Some((term, state.engine));
-        drop(kept);
         let mut drafts_changed = false;
-        for (receipt_id, change) in &changes {
-            self.record_metrics(change);
-            drafts_changed |= !change.drafts.is_empty();
-            tracing::info!(
-                receipt_id,
-                incident_id = change.incident.incident_id,
-                is_new = change.is_new,
-                level = change.incident.classification.level.as_number(),
-                n_drafts_written = change.drafts.len(),
-                "incident updated"
-            );
+        let mut outcomes = Vec::with_capacity(steps.len());
+        for (receipt_id, write) in &steps {
+            let change = write.as_ref().and_then(|write| write.change.as_ref());
+            if let Some(change) = change {
+                self.record_metrics(change);
+                drafts_changed |= !change.drafts.is_empty();
+                tracing::info!(
+                    receipt_id,
+                    incident_id = change.incident.incident_id,
+                    is_new = change.is_new,
+                    level = change.incident.classification.level.as_number(),
+                    n_drafts_written = change.drafts.len(),
+                    "incident updated"
+                );
+            }
+            outcomes.push(StepOutcome::Processed {
+                receipt_id: *receipt_id,
+                incident_id: change.map(|change| change.incident.incident_id),
+            });
         }
         if drafts_changed {
             self.review_wake.notify_one();
         }
-        Ok(outcomes)
+        outcomes
     }
 
     /// Opens or resolves the internal "monitoring chain broken" incident from the

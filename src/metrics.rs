@@ -41,6 +41,11 @@ pub struct Metrics {
     pub draft_changes: IntCounterVec,
     /// Incident worker steps that failed (and will be retried).
     pub incident_step_failures: IntCounter,
+    /// Incident worker batches planned again because the state changed under the plan.
+    pub incident_replans: IntCounter,
+    /// How long one holder kept the write connection (SQLite) or the serialised write
+    /// lock (PostgreSQL), per transaction, by holder.
+    pub write_hold: HistogramVec,
     /// Delivery attempts by channel and outcome: sent, retry, failed.
     pub deliveries: IntCounterVec,
     /// Time from publication to delivery, by channel.
@@ -404,6 +409,23 @@ impl Metrics {
             "Incident worker steps that failed and will be retried.",
         )
         .expect("valid metric");
+        let incident_replans = IntCounter::new(
+            "samsa_relay_incident_replans_total",
+            "Incident worker batches planned again because an operator, a drill or a maintenance window changed the state while the batch was planned.",
+        )
+        .expect("valid metric");
+        let write_hold = HistogramVec::new(
+            HistogramOpts::new(
+                "samsa_relay_write_hold_seconds",
+                "How long one holder kept the database's write connection (SQLite) or the serialised write lock (PostgreSQL), per transaction.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+            ]),
+            &["holder"],
+        )
+        .expect("valid metric");
+        write_hold.with_label_values(&["incident_worker"]);
 
         for collector in [
             Box::new(webhook_requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -420,6 +442,8 @@ impl Metrics {
             Box::new(incidents_opened.clone()),
             Box::new(draft_changes.clone()),
             Box::new(incident_step_failures.clone()),
+            Box::new(incident_replans.clone()),
+            Box::new(write_hold.clone()),
             Box::new(deliveries.clone()),
             Box::new(delivery_latency.clone()),
             Box::new(delivery_attempt_duration.clone()),
@@ -506,6 +530,8 @@ impl Metrics {
             incidents_opened,
             draft_changes,
             incident_step_failures,
+            incident_replans,
+            write_hold,
             deliveries,
             delivery_latency,
             delivery_attempt_duration,

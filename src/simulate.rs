@@ -45,10 +45,7 @@ pub struct SimulatedDraft {
 pub fn simulate(config: &Config, payload_paths: &[PathBuf]) -> anyhow::Result<Vec<SimulatedStep>> {
     let renderer =
         NoticeRenderer::new(&config.notices).context("cannot load the notice templates")?;
-    let mut state = CorrelationState {
-        engine: IncidentEngine::new(1),
-        pending_draft: None,
-    };
+    let mut state = CorrelationState::new(IncidentEngine::new(1));
     let mut next_draft_id = 1;
     let mut steps = Vec::new();
     for path in payload_paths {

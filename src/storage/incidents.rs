@@ -61,20 +61,64 @@ pub trait Incidents: Send + Sync {
     ) -> Result<Option<(DraftRecord, IncidentRecord)>, StorageError>;
 }
 
-/// Incidents and drafts, inside a write transaction.
+/// What the incident worker reads to plan a batch. Implemented by a read snapshot
+/// ([`super::Backend::begin_read`]), where the worker plans without holding the write
+/// connection, and by every write transaction, where it checks that nothing it planned
+/// from has changed ([`CorrelationReads::correlation_version`]) before it writes.
 #[async_trait]
-pub trait IncidentsTx: Send {
-    /// The latest outage incident, its pending draft, and which of `keys` belong
-    /// elsewhere. `previous` is the engine of the last committed step, if the caller kept
-    /// it: when its latest incident is still the latest, its alerts (which only the
-    /// incident worker changes) are taken from there instead of being read again;
-    /// everything else is read from the database.
+pub trait CorrelationReads: Send {
+    /// The oldest receipts the incident worker has not processed, in order: at most
+    /// `limit`, and no more than `alert_budget` alerts in all (the first receipt is
+    /// returned whatever its size). A receipt counts as processed once
+    /// [`IncidentsTx::finish_incident_batch`] named it in a committed transaction.
+    async fn next_unprocessed_receipts(
+        &mut self,
+        limit: usize,
+        alert_budget: usize,
+    ) -> Result<Vec<super::UnprocessedReceipt>, StorageError>;
+
+    /// The latest outage incident with those of its alerts that `keys` name (never all
+    /// of them: an incident can have hundreds of thousands), its pending draft, and which
+    /// of `keys` belong elsewhere. `previous` is the engine of the last committed batch,
+    /// if the caller kept it: when its latest incident is still the latest, its firing
+    /// scopes (which only the incident worker changes) are kept; otherwise
+    /// [`CorrelationState::firing_labels`] holds what to count them from.
     async fn load_correlation(
         &mut self,
         keys: &[AlertKey],
         previous: Option<IncidentEngine>,
     ) -> Result<CorrelationState, StorageError>;
 
+    /// What others (operators, the maintenance scheduler, a drill) may change that a
+    /// plan depends on: compared before a planned batch is written.
+    async fn correlation_version(&mut self) -> Result<CorrelationVersion, StorageError>;
+
+    /// The windows in effect at some moment of `[from, to]`: announced or running, and
+    /// their times overlapping it. (The incident worker asks once per batch, then checks
+    /// each receipt with `Window::in_effect`.)
+    async fn maintenance_windows_in_effect(
+        &mut self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<crate::maintenance::Window>, StorageError>;
+}
+
+/// A read snapshot for planning; see [`CorrelationReads`]. Dropping it ends it.
+pub type ReadTransaction = Box<dyn CorrelationReads>;
+
+/// The state a plan of the incident worker was made from, apart from the alerts (which
+/// only the worker changes, under the `correlation` lease): the next incident id, the
+/// latest outage incident's header and its pending draft.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorrelationVersion {
+    pub next_incident_id: i64,
+    pub latest: Option<crate::incident::Incident>,
+    pub pending_draft: Option<PendingDraft>,
+}
+
+/// Incidents and drafts, inside a write transaction.
+#[async_trait]
+pub trait IncidentsTx: Send {
     /// Writes what one step of a batch must write at once (a new incident, its drafts,
     /// whose ids later steps need) and adds the rest to `batch`. Logs `draft_created`,
     /// `draft_revised` and `draft_withdrawn` for the step's drafts (with the ids only
@@ -170,6 +214,28 @@ pub struct PendingDraft {
 pub struct CorrelationState {
     pub engine: IncidentEngine,
     pub pending_draft: Option<PendingDraft>,
+    /// What the state was read from; see [`CorrelationReads::correlation_version`].
+    pub version: CorrelationVersion,
+    /// When the engine's firing scopes could not be kept from `previous`: the label sets
+    /// of the latest incident's firing alerts, each with how many alerts carry it, for
+    /// the caller to count the scopes from (storage does not know the scope labels).
+    pub firing_labels: Option<Vec<(BTreeMap<String, String>, usize)>>,
+}
+
+impl CorrelationState {
+    /// A state with no incident yet, read from nowhere (`samsa-relay simulate`).
+    pub fn new(engine: IncidentEngine) -> CorrelationState {
+        CorrelationState {
+            version: CorrelationVersion {
+                next_incident_id: engine.next_incident_id,
+                latest: None,
+                pending_draft: None,
+            },
+            engine,
+            pending_draft: None,
+            firing_labels: None,
+        }
+    }
 }
 
 /// One entry of an incident's log.

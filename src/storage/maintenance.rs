@@ -70,15 +70,6 @@ pub trait MaintenanceTx: Send {
     /// The windows whose series may have a step due: announced or running.
     async fn active_maintenance_windows(&mut self) -> Result<Vec<Window>, StorageError>;
 
-    /// The windows in effect at some moment of `[from, to]`: announced or running, and
-    /// their times overlapping it. (The incident worker asks once per batch, then checks
-    /// each receipt with `Window::in_effect`.)
-    async fn maintenance_windows_in_effect(
-        &mut self,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Vec<Window>, StorageError>;
-
     /// Records alerts seen inside a window: a new alert is added, a known one (same
     /// fingerprint and start) gets its status, labels and `last_seen` updated.
     async fn record_maintenance_alerts(

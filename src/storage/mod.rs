@@ -7,7 +7,7 @@
 //! outbox (`publications.rs`), [`OperatorMail`] (`operator_mail.rs`), [`Followup`]
 //! (`followup.rs`), [`Cluster`] (`cluster.rs`: leases, heartbeats and rate budgets
 //! shared by replicas), [`Subscriptions`] (`subscriptions.rs`: the subscribers of the
-//! notices), and [`Maintenance`] (`maintenance.rs`: planned maintenance windows). Each has a twin (`ReceiptsTx`, `IncidentsTx`, …) for what runs inside a
+//! notices), and [`Maintenance`] (`maintenance.rs`: planned maintenance windows). Each has a twin (`IncidentsTx`, `PublicationsTx`, …) for what runs inside a
 //! write transaction. [`Backend`] combines the aggregates and begins a [`WriteTransaction`]
 //! ([`BackendTx`] combines the transaction twins and commits).
 //!
@@ -82,6 +82,10 @@ pub trait Backend:
     /// IMMEDIATE`). Dropping it without [`BackendTx::commit`] rolls it back.
     async fn begin_write(&self) -> Result<WriteTransaction, StorageError>;
 
+    /// Starts a read-only snapshot for the incident worker's planning: it sees the state
+    /// of one moment and never waits for, or holds up, a writer.
+    async fn begin_read(&self) -> Result<ReadTransaction, StorageError>;
+
     /// Proves that the database takes a durable write (and has room for more).
     async fn check_writable(&self) -> Result<(), StorageError>;
 
@@ -107,7 +111,7 @@ pub trait Backend:
 /// network call.
 #[async_trait]
 pub trait BackendTx:
-    ReceiptsTx
+    CorrelationReads
     + IncidentsTx
     + PublicationsTx
     + OperatorMailTx

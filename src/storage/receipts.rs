@@ -30,18 +30,6 @@ pub trait Receipts: Send + Sync {
     async fn n_unprocessed_receipts(&self) -> Result<i64, StorageError>;
 }
 
-/// Receipts, inside a write transaction.
-#[async_trait]
-pub trait ReceiptsTx: Send {
-    /// The oldest receipts the incident worker has not processed, at most `limit`. A
-    /// receipt counts as processed once [`super::IncidentsTx::finish_incident_batch`]
-    /// named it in a committed transaction.
-    async fn next_unprocessed_receipts(
-        &mut self,
-        limit: usize,
-    ) -> Result<Vec<UnprocessedReceipt>, StorageError>;
-}
-
 /// What storing a notification did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredReceipt {

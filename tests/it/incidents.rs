@@ -505,3 +505,173 @@ async fn only_the_replica_holding_the_correlation_lease_processes_receipts() {
         .expect("the correlation lease is stored");
     assert_eq!(correlation.holder, second.worker().lease.holder());
 }
+
+/// An app over a fresh database with no loops running: the test drives the worker.
+async fn quiet_app() -> (samsa_relay::app::App, tempfile::TempDir) {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let config = common::config_with_tables(folder.path(), "");
+    let app = samsa_relay::app::App::build(config)
+        .await
+        .expect("app builds");
+    (app, folder)
+}
+
+#[tokio::test]
+async fn an_operators_change_between_plan_and_write_makes_the_worker_plan_again() {
+    let at = |text: &str| text.parse::<jiff::Timestamp>().unwrap();
+    let opened = payload(
+        "firing",
+        vec![down("a1", "firing", json!({"actor": "kommun-uddevalla"}))],
+    );
+    let grown = payload(
+        "firing",
+        vec![
+            down("a1", "firing", json!({"actor": "kommun-uddevalla"})),
+            down("s1", "firing", json!({"subregion": "fyrbodal"})),
+        ],
+    );
+    // The same two receipts in two relays; in both the operator discards the first draft
+    // before the second receipt is written. In `raced` the worker had already planned the
+    // second receipt (a revision of that draft) when the operator acted.
+    let (raced, _raced_folder) = quiet_app().await;
+    let (reference, _reference_folder) = quiet_app().await;
+    for app in [&raced, &reference] {
+        let storage = &app.state().storage;
+        common::store_at(storage, at("2026-11-28T04:11:00Z"), &opened).await;
+        assert_eq!(app.worker().process_receipts(64).await.unwrap().len(), 1);
+        common::store_at(storage, at("2026-11-28T04:12:00Z"), &grown).await;
+    }
+    let discard = |app: &samsa_relay::app::App| {
+        let storage = app.state().storage.clone();
+        async move {
+            let drafts = storage.drafts(1).await.unwrap();
+            assert_eq!(drafts.len(), 1);
+            storage
+                .discard_draft(
+                    drafts[0].draft_id,
+                    "Fel larm",
+                    "Operatör",
+                    at("2026-11-28T04:13:00Z"),
+                )
+                .await
+                .unwrap()
+                .expect("the pending draft is discarded");
+        }
+    };
+
+    let plan = raced
+        .worker()
+        .plan(64, None, at("2026-11-28T04:14:00Z"))
+        .await
+        .unwrap()
+        .expect("one receipt waits");
+    discard(&raced).await;
+    assert!(
+        raced.worker().write(plan).await.unwrap().is_none(),
+        "a plan made before the discard must not be written"
+    );
+    assert_eq!(
+        raced
+            .state()
+            .storage
+            .n_unprocessed_receipts()
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(raced.worker().process_receipts(64).await.unwrap().len(), 1);
+
+    discard(&reference).await;
+    assert_eq!(
+        reference.worker().process_receipts(64).await.unwrap().len(),
+        1
+    );
+
+    let written = everything_written(&raced).await;
+    let first_drafts = &written[0].1;
+    assert_eq!(first_drafts[0].state, "discarded", "{first_drafts:#?}");
+    assert_eq!(
+        first_drafts[0].versions.len(),
+        1,
+        "the discarded draft is never revised"
+    );
+    // Times of the log entries the discard wrote are the same in both (the test's clock).
+    assert_eq!(written, everything_written(&reference).await);
+}
+
+#[tokio::test]
+async fn the_worker_keeps_no_alerts_between_batches_and_counts_scopes_from_the_database() {
+    let at = |text: &str| text.parse::<jiff::Timestamp>().unwrap();
+    let (app, _folder) = quiet_app().await;
+    let storage = &app.state().storage;
+    let actors = ["kommun-boras", "kommun-skovde", "kommun-uddevalla"];
+    // Three actors, 30 alerts each, over three webhooks.
+    for (index, actor) in actors.iter().enumerate() {
+        let alerts = (0..30)
+            .map(|n| down(&format!("{actor}-{n}"), "firing", json!({"actor": actor})))
+            .collect();
+        common::store_at(
+            storage,
+            at(&format!("2026-11-28T04:1{index}:00Z")),
+            &payload("firing", alerts),
+        )
+        .await;
+        assert_eq!(app.worker().process_receipts(64).await.unwrap().len(), 1);
+        let kept = app.worker().kept_engine.lock().await;
+        let (_, engine) = kept.as_ref().expect("the engine is kept between batches");
+        let latest = engine.latest.as_ref().expect("an incident");
+        assert!(
+            latest.alerts.is_empty(),
+            "{} alerts kept",
+            latest.alerts.len()
+        );
+        assert!(engine.retired_alerts.is_empty());
+    }
+    assert_eq!(incident_summary(&app).await, 3);
+
+    // The engine is lost (a restart, a lease taken over): its scopes are counted again from
+    // the database. Boras resolves: two actors remain.
+    *app.worker().kept_engine.lock().await = None;
+    let resolved = (0..30)
+        .map(|n| {
+            down(
+                &format!("kommun-boras-{n}"),
+                "resolved",
+                json!({"actor": "kommun-boras"}),
+            )
+        })
+        .collect();
+    common::store_at(
+        storage,
+        at("2026-11-28T04:20:00Z"),
+        &payload("resolved", resolved),
+    )
+    .await;
+    assert_eq!(app.worker().process_receipts(64).await.unwrap().len(), 1);
+    assert_eq!(incident_summary(&app).await, 2);
+    assert!(storage.incidents().await.unwrap()[0].resolved_at.is_none());
+
+    // The rest resolves in one more webhook, alert by alert counted down: resolved.
+    *app.worker().kept_engine.lock().await = None;
+    let resolved = ["kommun-skovde", "kommun-uddevalla"]
+        .iter()
+        .flat_map(|actor| {
+            (0..30).map(move |n| down(&format!("{actor}-{n}"), "resolved", json!({"actor": actor})))
+        })
+        .collect();
+    common::store_at(
+        storage,
+        at("2026-11-28T04:21:00Z"),
+        &payload("resolved", resolved),
+    )
+    .await;
+    assert_eq!(app.worker().process_receipts(64).await.unwrap().len(), 1);
+    let record = &storage.incidents().await.unwrap()[0];
+    assert!(record.resolved_at.is_some(), "{record:#?}");
+}
+
+async fn incident_summary(app: &samsa_relay::app::App) -> usize {
+    let records = app.state().storage.incidents().await.unwrap();
+    assert_eq!(records.len(), 1, "one incident");
+    records[0].incident.summary.n_affected
+}

@@ -279,17 +279,24 @@ async fn a_processed_receipt_leaves_the_backlog_and_resolved_stays_final(databas
         .await
         .unwrap();
 
-    let mut transaction = storage.begin_write().await.unwrap();
-    let backlog = transaction.next_unprocessed_receipts(10).await.unwrap();
-    assert_eq!(backlog.len(), 2);
-    assert_eq!(
-        transaction
-            .next_unprocessed_receipts(1)
+    // A read snapshot sees the same backlog, cut by count and by alerts (one each); the
+    // first receipt comes whatever its size.
+    let mut snapshot = storage.begin_read().await.unwrap();
+    for (limit, alert_budget, expected) in [(10, 10, 2), (1, 10, 1), (10, 1, 1), (10, 0, 1)] {
+        let receipts = snapshot
+            .next_unprocessed_receipts(limit, alert_budget)
             .await
-            .unwrap()
-            .len(),
-        1
-    );
+            .unwrap();
+        assert_eq!(
+            receipts.len(),
+            expected,
+            "limit {limit}, budget {alert_budget}"
+        );
+    }
+    drop(snapshot);
+    let mut transaction = storage.begin_write().await.unwrap();
+    let backlog = transaction.next_unprocessed_receipts(10, 10).await.unwrap();
+    assert_eq!(backlog.len(), 2);
     let alerts_of = |notification: &Notification| -> Vec<Alert> { notification.alerts.clone() };
     let batch = IncidentBatch {
         receipt_ids: backlog.iter().map(|receipt| receipt.receipt_id).collect(),
@@ -317,7 +324,7 @@ async fn a_processed_receipt_leaves_the_backlog_and_resolved_stays_final(databas
     let mut transaction = storage.begin_write().await.unwrap();
     assert!(
         transaction
-            .next_unprocessed_receipts(10)
+            .next_unprocessed_receipts(10, 10)
             .await
             .unwrap()
             .is_empty()

@@ -306,19 +306,6 @@ impl MaintenanceTx for PgTx {
         windows(&mut *self.0, Which::Active, "active_maintenance_windows").await
     }
 
-    async fn maintenance_windows_in_effect(
-        &mut self,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Vec<Window>, StorageError> {
-        windows(
-            &mut *self.0,
-            Which::InEffect(from, to),
-            "maintenance_windows_in_effect",
-        )
-        .await
-    }
-
     async fn record_maintenance_alerts(
         &mut self,
         incident_id: i64,
@@ -333,4 +320,19 @@ impl MaintenanceTx for PgTx {
     ) -> Result<Vec<MaintenanceAlert>, StorageError> {
         alerts(&mut *self.0, incident_id).await
     }
+}
+
+/// The windows in effect at some moment of `[from, to]`; see
+/// [`crate::storage::CorrelationReads::maintenance_windows_in_effect`].
+pub(super) async fn windows_in_effect(
+    connection: &mut Connection,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<Window>, StorageError> {
+    windows(
+        &mut *connection,
+        Which::InEffect(from, to),
+        "maintenance_windows_in_effect",
+    )
+    .await
 }

@@ -50,7 +50,9 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::{Backend, BackendTx, StorageError, WriteTransaction, format_time, parse_time};
+use super::{
+    Backend, BackendTx, ReadTransaction, StorageError, WriteTransaction, format_time, parse_time,
+};
 use crate::config::PostgresUrl;
 
 /// Rows per multi-row INSERT: at most 12 parameters each, far below PostgreSQL's 65,535.
@@ -150,6 +152,17 @@ impl Backend for PgStorage {
         Ok(Box::new(PgTx(self.begin_serialised().await?)))
     }
 
+    /// A read-only transaction with one snapshot for all its statements (REPEATABLE
+    /// READ); it takes no lock that a writer waits for.
+    async fn begin_read(&self) -> Result<ReadTransaction, StorageError> {
+        let transaction = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|source| storage_error("begin_read", source))?;
+        Ok(Box::new(PgRead(transaction)))
+    }
+
     /// PostgreSQL checkpoints by itself; there is no log to move off the commit path.
     async fn checkpoint(&self) -> Result<(i64, i64), StorageError> {
         Ok((0, 0))
@@ -197,6 +210,9 @@ impl BackendTx for PgTx {
             .map_err(|source| storage_error("commit", source))
     }
 }
+
+/// A read snapshot (REPEATABLE READ, READ ONLY); dropping it rolls it back.
+struct PgRead(sqlx::Transaction<'static, sqlx::Postgres>);
 
 /// A failure of `operation`, transient or not by what failed (see [`is_transient`]).
 fn storage_error(operation: &'static str, source: impl Into<anyhow::Error>) -> StorageError {

@@ -9,13 +9,11 @@ use jiff::Timestamp;
 use sqlx::{Postgres, QueryBuilder, Row as _};
 
 use super::rows::{parse_map, parse_status};
-use super::{
-    Connection, PgStorage, PgTx, ROWS_PER_STATEMENT, format_time, parse_time, storage_error,
-};
+use super::{Connection, PgStorage, ROWS_PER_STATEMENT, format_time, parse_time, storage_error};
 use crate::alertmanager::{Alert, AlertStatus};
 use crate::storage::{
-    AlertRecord, NewReceipt, ReceiptRecord, Receipts, ReceiptsTx, ReceivedAlerts, StorageError,
-    StoredReceipt, UnprocessedReceipt,
+    AlertRecord, NewReceipt, ReceiptRecord, Receipts, ReceivedAlerts, StorageError, StoredReceipt,
+    UnprocessedReceipt,
 };
 
 #[async_trait]
@@ -94,16 +92,6 @@ impl Receipts for PgStorage {
             .fetch_one(&self.pool)
             .await
             .map_err(|source| storage_error("n_unprocessed_receipts", source))
-    }
-}
-
-#[async_trait]
-impl ReceiptsTx for PgTx {
-    async fn next_unprocessed_receipts(
-        &mut self,
-        limit: usize,
-    ) -> Result<Vec<UnprocessedReceipt>, StorageError> {
-        next_unprocessed_receipts(&mut self.0, limit).await
     }
 }
 
@@ -235,15 +223,23 @@ async fn insert_receipts(
 pub(super) async fn next_unprocessed_receipts(
     connection: &mut Connection,
     limit: usize,
+    alert_budget: usize,
 ) -> Result<Vec<UnprocessedReceipt>, StorageError> {
     const OPERATION: &str = "next_unprocessed_receipts";
     // Oldest first. A receipt whose transaction drew a lower id but committed later than
-    // one already processed is taken in a later batch.
+    // one already processed is taken in a later batch. The receipts are chosen by their
+    // alert counts first, so that the payloads of those left for the next batch are never
+    // read.
     let rows = sqlx::query(
-        "SELECT r.id, r.received_at, r.payload FROM receipts_backlog b \
-         JOIN webhook_receipts r ON r.id = b.receipt_id ORDER BY b.receipt_id LIMIT $1",
+        "WITH next AS (SELECT b.receipt_id AS id, r.n_alerts FROM receipts_backlog b \
+             JOIN webhook_receipts r ON r.id = b.receipt_id ORDER BY b.receipt_id LIMIT $1), \
+         counted AS (SELECT id, ROW_NUMBER() OVER w AS position, SUM(n_alerts) OVER w AS running \
+             FROM next WINDOW w AS (ORDER BY id ROWS UNBOUNDED PRECEDING)) \
+         SELECT r.id, r.received_at, r.payload FROM webhook_receipts r JOIN counted c ON c.id = r.id \
+         WHERE c.position = 1 OR c.running <= $2 ORDER BY r.id",
     )
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .bind(i64::try_from(alert_budget).unwrap_or(i64::MAX))
     .fetch_all(&mut *connection)
     .await
     .map_err(|source| storage_error(OPERATION, source))?;

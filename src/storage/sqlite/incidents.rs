@@ -8,21 +8,29 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::{QueryBuilder, Row as _, Sqlite};
 
+use super::maintenance::windows_in_effect;
+use super::receipts::next_unprocessed_receipts;
 use super::receipts::{RECEIPT_ROWS_PER_STATEMENT, upsert_received_alerts};
 use super::rows::{
     INCIDENT_COLUMNS, event_from_row, incident_by_id, incident_from_row, insert_events,
     insert_events_of, load_incident_alerts, parse_draft_state, parse_kind,
 };
 use super::{
-    Connection, ROWS_PER_STATEMENT, SqliteStorage, SqliteTx, format_time, parse_time, storage_error,
+    Connection, ROWS_PER_STATEMENT, SqliteRead, SqliteStorage, SqliteTx, format_time, parse_time,
+    storage_error,
 };
 use crate::classify::{Classification, ScopeSummary};
-use crate::incident::{AlertKey, FiringScopes, Incident, IncidentEngine, LogEvent, Phase};
+use crate::incident::{
+    AlertKey, FiringScopes, Incident, IncidentEngine, LogEvent, Phase, TrackedAlert,
+};
+use crate::maintenance::Window;
 use crate::notice::{NoticeKind, RenderedNotice};
+use crate::storage::stored_text::{parse_map, parse_status};
 use crate::storage::{
-    CorrelationState, DraftFields, DraftRecord, DraftVersionRecord, DraftWrite, EventRecord,
-    EventWrite, IncidentBatch, IncidentOverview, IncidentRecord, IncidentWrite, Incidents,
-    IncidentsTx, PendingDraft, StorageError,
+    CorrelationReads, CorrelationState, CorrelationVersion, DraftFields, DraftRecord,
+    DraftVersionRecord, DraftWrite, EventRecord, EventWrite, IncidentBatch, IncidentOverview,
+    IncidentRecord, IncidentWrite, Incidents, IncidentsTx, PendingDraft, StorageError,
+    UnprocessedReceipt,
 };
 
 #[async_trait]
@@ -334,14 +342,6 @@ impl Incidents for SqliteStorage {
 
 #[async_trait]
 impl IncidentsTx for SqliteTx {
-    async fn load_correlation(
-        &mut self,
-        keys: &[AlertKey],
-        previous: Option<IncidentEngine>,
-    ) -> Result<CorrelationState, StorageError> {
-        load_correlation(&mut self.0, keys, previous).await
-    }
-
     async fn stage_incident_step(
         &mut self,
         write: &IncidentWrite,
@@ -466,12 +466,51 @@ impl IncidentsTx for SqliteTx {
     }
 }
 
-pub(super) async fn load_correlation(
+/// The reads the incident worker plans from, on a write transaction and on a read
+/// snapshot alike (both hold a `sqlx::Transaction` in `.0`).
+macro_rules! correlation_reads {
+    ($transaction:ty) => {
+        #[async_trait]
+        impl CorrelationReads for $transaction {
+            async fn next_unprocessed_receipts(
+                &mut self,
+                limit: usize,
+                alert_budget: usize,
+            ) -> Result<Vec<UnprocessedReceipt>, StorageError> {
+                next_unprocessed_receipts(&mut self.0, limit, alert_budget).await
+            }
+
+            async fn load_correlation(
+                &mut self,
+                keys: &[AlertKey],
+                previous: Option<IncidentEngine>,
+            ) -> Result<CorrelationState, StorageError> {
+                load_correlation(&mut self.0, keys, previous).await
+            }
+
+            async fn correlation_version(&mut self) -> Result<CorrelationVersion, StorageError> {
+                correlation_version(&mut self.0).await
+            }
+
+            async fn maintenance_windows_in_effect(
+                &mut self,
+                from: Timestamp,
+                to: Timestamp,
+            ) -> Result<Vec<Window>, StorageError> {
+                windows_in_effect(&mut self.0, from, to).await
+            }
+        }
+    };
+}
+
+correlation_reads!(SqliteTx);
+correlation_reads!(SqliteRead);
+
+/// The next incident id, the latest outage incident (without alerts) and its pending draft.
+pub(super) async fn correlation_version(
     connection: &mut Connection,
-    keys: &[AlertKey],
-    previous: Option<IncidentEngine>,
-) -> Result<CorrelationState, StorageError> {
-    const OPERATION: &str = "load_correlation";
+) -> Result<CorrelationVersion, StorageError> {
+    const OPERATION: &str = "correlation_version";
     let error = |source: sqlx::Error| storage_error(OPERATION, source);
     let next_incident_id: i64 =
         sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM incidents")
@@ -484,37 +523,26 @@ pub(super) async fn load_correlation(
     .fetch_optional(&mut *connection)
     .await
     .map_err(error)?;
-    let mut latest = None;
-    let mut pending_draft = None;
-    let mut firing_scopes = FiringScopes::default();
-    if let Some(row) = latest_row {
-        let incident_id: i64 = row.try_get("id").map_err(error)?;
-        // Only the incident worker changes an outage incident's alerts, so those of the
-        // last committed step are still what the database holds.
-        let kept = previous.and_then(|previous| {
-            let kept_latest = previous.latest?;
-            (kept_latest.incident_id == incident_id)
-                .then_some((kept_latest.alerts, previous.firing_scopes))
+    let Some(row) = latest_row else {
+        return Ok(CorrelationVersion {
+            next_incident_id,
+            latest: None,
+            pending_draft: None,
         });
-        let alerts = match kept {
-            Some((alerts, scopes)) => {
-                firing_scopes = scopes;
-                alerts
-            }
-            None => load_incident_alerts(connection, incident_id).await?,
-        };
-        let record =
-            incident_from_row(&row, alerts).map_err(|source| storage_error(OPERATION, source))?;
-        latest = Some(record.incident);
-        let pending = sqlx::query(
-            "SELECT d.id, d.kind, v.version, v.fields FROM drafts d JOIN draft_versions v ON v.draft_id = d.id \
-             WHERE d.incident_id = ? AND d.state = 'pending' ORDER BY v.version DESC LIMIT 1",
-        )
-        .bind(incident_id)
-        .fetch_optional(&mut *connection)
-        .await
-        .map_err(error)?;
-        if let Some(pending) = pending {
+    };
+    let mut latest = incident_from_row(&row, BTreeMap::new())
+        .map_err(|source| storage_error(OPERATION, source))?
+        .incident;
+    let pending = sqlx::query(
+        "SELECT d.id, d.kind, v.version, v.fields FROM drafts d JOIN draft_versions v ON v.draft_id = d.id \
+         WHERE d.incident_id = ? AND d.state = 'pending' ORDER BY v.version DESC LIMIT 1",
+    )
+    .bind(latest.incident_id)
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(error)?;
+    let pending_draft = match pending {
+        Some(pending) => {
             let parse = || -> anyhow::Result<PendingDraft> {
                 Ok(PendingDraft {
                     draft_id: pending.try_get("id")?,
@@ -523,22 +551,69 @@ pub(super) async fn load_correlation(
                     fields: serde_json::from_str(pending.try_get("fields")?)?,
                 })
             };
-            pending_draft = Some(parse().map_err(|source| storage_error(OPERATION, source))?);
+            Some(parse().map_err(|source| storage_error(OPERATION, source))?)
         }
-        if let Some(incident) = latest.as_mut() {
-            incident.pending_draft = pending_draft
-                .as_ref()
-                .map(|pending: &PendingDraft| pending.kind);
+        None => None,
+    };
+    latest.pending_draft = pending_draft.as_ref().map(|pending| pending.kind);
+    Ok(CorrelationVersion {
+        next_incident_id,
+        latest: Some(latest),
+        pending_draft,
+    })
+}
+
+pub(super) async fn load_correlation(
+    connection: &mut Connection,
+    keys: &[AlertKey],
+    previous: Option<IncidentEngine>,
+) -> Result<CorrelationState, StorageError> {
+    const OPERATION: &str = "load_correlation";
+    let error = |source: sqlx::Error| storage_error(OPERATION, source);
+    let version = correlation_version(connection).await?;
+    let mut latest = version.latest.clone();
+    let latest_id = latest.as_ref().map(|incident| incident.incident_id);
+    let mut firing_scopes = FiringScopes::default();
+    let mut firing_labels = None;
+    if let Some(incident_id) = latest_id {
+        // Only the incident worker changes an outage incident's alerts, so the scopes the
+        // last committed batch counted are still what the database holds.
+        match previous
+            .map(|previous| previous.firing_scopes)
+            .filter(|scopes| scopes.incident_id() == Some(incident_id))
+        {
+            Some(scopes) => firing_scopes = scopes,
+            None => {
+                let rows = sqlx::query(
+                    "SELECT labels, COUNT(*) AS n FROM incident_alerts \
+                     WHERE incident_id = ? AND status = 'firing' GROUP BY labels",
+                )
+                .bind(incident_id)
+                .fetch_all(&mut *connection)
+                .await
+                .map_err(error)?;
+                let mut counts = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let parse = || -> anyhow::Result<(BTreeMap<String, String>, usize)> {
+                        Ok((
+                            parse_map(row.try_get("labels")?)?,
+                            usize::try_from(row.try_get::<i64, _>("n")?)?,
+                        ))
+                    };
+                    counts.push(parse().map_err(|source| storage_error(OPERATION, source))?);
+                }
+                firing_labels = Some(counts);
+            }
         }
     }
-    let latest_id = latest
-        .as_ref()
-        .map(|incident: &Incident| incident.incident_id);
 
+    // Of the keys, those already known: the latest incident's (with their state) and
+    // those of older incidents or first seen resolved (retired).
     let mut retired_alerts = HashSet::new();
     for chunk in keys.chunks(ROWS_PER_STATEMENT) {
         let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT fingerprint, starts_at FROM incident_alerts WHERE (fingerprint, starts_at) IN (",
+            "SELECT fingerprint, starts_at, incident_id, status, labels FROM incident_alerts \
+             WHERE (fingerprint, starts_at) IN (",
         );
         let mut separated = builder.separated(", ");
         for key in chunk {
@@ -548,8 +623,6 @@ pub(super) async fn load_correlation(
             separated.push_bind_unseparated(format_time(key.starts_at));
             separated.push_unseparated(")");
         }
-        builder.push(") AND (incident_id IS NULL OR incident_id <> ");
-        builder.push_bind(latest_id.unwrap_or(0));
         builder.push(")");
         let rows = builder
             .build()
@@ -557,24 +630,42 @@ pub(super) async fn load_correlation(
             .await
             .map_err(error)?;
         for row in rows {
-            let fingerprint: String = row.try_get("fingerprint").map_err(error)?;
-            let starts_at: String = row.try_get("starts_at").map_err(error)?;
-            let starts_at =
-                parse_time(&starts_at).map_err(|source| storage_error(OPERATION, source))?;
-            retired_alerts.insert(AlertKey {
-                fingerprint,
-                starts_at,
-            });
+            let parse = || -> anyhow::Result<(AlertKey, Option<i64>, TrackedAlert)> {
+                Ok((
+                    AlertKey {
+                        fingerprint: row.try_get("fingerprint")?,
+                        starts_at: parse_time(row.try_get("starts_at")?)?,
+                    },
+                    row.try_get("incident_id")?,
+                    TrackedAlert {
+                        status: parse_status(row.try_get("status")?)?,
+                        labels: parse_map(row.try_get("labels")?)?,
+                    },
+                ))
+            };
+            let (key, incident_id, alert) =
+                parse().map_err(|source| storage_error(OPERATION, source))?;
+            match latest.as_mut() {
+                Some(incident) if incident_id == Some(incident.incident_id) => {
+                    incident.alerts.insert(key, alert);
+                }
+                _ => {
+                    retired_alerts.insert(key);
+                }
+            }
         }
     }
+    let pending_draft = version.pending_draft.clone();
     Ok(CorrelationState {
         engine: IncidentEngine {
             latest,
             retired_alerts,
-            next_incident_id,
+            next_incident_id: version.next_incident_id,
             firing_scopes,
         },
         pending_draft,
+        version,
+        firing_labels,
     })
 }
 

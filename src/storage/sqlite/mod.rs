@@ -31,7 +31,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{Backend, BackendTx, StorageError, WriteTransaction, format_time, parse_time};
+use super::{
+    Backend, BackendTx, ReadTransaction, StorageError, WriteTransaction, format_time, parse_time,
+};
 
 /// Rows per multi-row INSERT: 10 parameters each stays far below SQLite's 32,766.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -138,6 +140,17 @@ impl Backend for SqliteStorage {
         Ok(Box::new(SqliteTx(self.begin_immediate().await?)))
     }
 
+    /// A deferred transaction on a reading connection: its first read fixes the
+    /// snapshot (WAL), and no write lock is ever taken.
+    async fn begin_read(&self) -> Result<ReadTransaction, StorageError> {
+        let transaction = self
+            .reader
+            .begin()
+            .await
+            .map_err(|source| storage_error("begin_read", source))?;
+        Ok(Box::new(SqliteRead(transaction)))
+    }
+
     /// Copies committed WAL pages into the database file without waiting for any reader or
     /// writer (a passive checkpoint), on a reading connection so that commits go on.
     /// Returns the WAL's pages and how many of them are in the database now.
@@ -214,6 +227,10 @@ impl BackendTx for SqliteTx {
             .map_err(|source| storage_error("commit", source))
     }
 }
+
+/// A read snapshot (a deferred `BEGIN` on a reading connection); only reads run on it, and
+/// dropping it rolls it back.
+struct SqliteRead(sqlx::Transaction<'static, sqlx::Sqlite>);
 
 /// A failure of `operation`, transient or not by what failed (see [`is_transient`]).
 fn storage_error(operation: &'static str, source: impl Into<anyhow::Error>) -> StorageError {

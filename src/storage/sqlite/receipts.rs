@@ -9,12 +9,12 @@ use sqlx::{QueryBuilder, Row as _, Sqlite};
 
 use super::rows::{parse_map, parse_status};
 use super::{
-    Connection, ROWS_PER_STATEMENT, SqliteStorage, SqliteTx, format_time, parse_time, storage_error,
+    Connection, ROWS_PER_STATEMENT, SqliteStorage, format_time, parse_time, storage_error,
 };
 use crate::alertmanager::{Alert, AlertStatus};
 use crate::storage::{
-    AlertRecord, NewReceipt, ReceiptRecord, Receipts, ReceiptsTx, ReceivedAlerts, StorageError,
-    StoredReceipt, UnprocessedReceipt,
+    AlertRecord, NewReceipt, ReceiptRecord, Receipts, ReceivedAlerts, StorageError, StoredReceipt,
+    UnprocessedReceipt,
 };
 
 #[async_trait]
@@ -98,16 +98,6 @@ impl Receipts for SqliteStorage {
         .fetch_one(&self.reader)
         .await
         .map_err(|source| storage_error("n_unprocessed_receipts", source))
-    }
-}
-
-#[async_trait]
-impl ReceiptsTx for SqliteTx {
-    async fn next_unprocessed_receipts(
-        &mut self,
-        limit: usize,
-    ) -> Result<Vec<UnprocessedReceipt>, StorageError> {
-        next_unprocessed_receipts(&mut self.0, limit).await
     }
 }
 
@@ -226,13 +216,22 @@ async fn insert_receipts(
 pub(super) async fn next_unprocessed_receipts(
     connection: &mut Connection,
     limit: usize,
+    alert_budget: usize,
 ) -> Result<Vec<UnprocessedReceipt>, StorageError> {
     const OPERATION: &str = "next_unprocessed_receipts";
+    // The receipts are chosen by their alert counts first, so that the payloads of those
+    // left for the next batch are never read (a backlog of 10,000-alert webhooks is
+    // megabytes each).
     let rows = sqlx::query(&format!(
-        "SELECT id, received_at, payload FROM webhook_receipts WHERE id > {LAST_PROCESSED} \
-             ORDER BY id LIMIT ?"
+        "WITH next AS (SELECT id, n_alerts FROM webhook_receipts WHERE id > {LAST_PROCESSED} \
+             ORDER BY id LIMIT ?), \
+         counted AS (SELECT id, ROW_NUMBER() OVER w AS position, SUM(n_alerts) OVER w AS running \
+             FROM next WINDOW w AS (ORDER BY id ROWS UNBOUNDED PRECEDING)) \
+         SELECT r.id, r.received_at, r.payload FROM webhook_receipts r JOIN counted c ON c.id = r.id \
+         WHERE c.position = 1 OR c.running <= ? ORDER BY r.id"
     ))
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .bind(i64::try_from(alert_budget).unwrap_or(i64::MAX))
     .fetch_all(&mut *connection)
     .await
     .map_err(|source| storage_error(OPERATION, source))?;
