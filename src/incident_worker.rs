@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use jiff::Timestamp;
@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::alertmanager::{AlertStatus, Notification};
+use crate::backlog::Backlog;
 use crate::classify::{Classification, Level, summarize};
 use crate::cluster::Lease;
 use crate::config::Config;
@@ -29,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::notice::{NoticeRenderer, format_swedish_time};
 use crate::storage::{
     CorrelationState, DraftFields, DraftWrite, EventWrite, IncidentBatch, IncidentChange,
-    IncidentWrite, MaintenanceAlert, PendingDraft, ReceivedAlerts, Storage,
+    IncidentWrite, MaintenanceAlert, PendingDraft, ReceivedAlerts, Storage, UnprocessedReceipt,
 };
 
 /// How often the loop looks again without being woken (watchdog, missed wake-ups).
@@ -41,6 +42,9 @@ const MAX_BATCH: usize = 64;
 const GATHER: Duration = Duration::from_millis(10);
 /// Longest pause after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often a replica that does not hold the `correlation` lease reads the backlog's
+/// bounds from the database (the holder knows them from its own batches).
+const BACKLOG_REFRESH: Duration = Duration::from_secs(1);
 
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +130,8 @@ pub struct IncidentWorker {
     /// replica that lost the lease and took it again must not trust it); shared by
     /// clones, and held for a whole batch so that batches never interleave.
     pub kept_engine: Arc<tokio::sync::Mutex<Option<(u64, IncidentEngine)>>>,
+    /// The receipts waiting, as ingest sees them: told after each batch commits.
+    pub backlog: Backlog,
 }
 
 impl IncidentWorker {
@@ -283,6 +289,7 @@ impl IncidentWorker {
         }
         transaction.finish_incident_batch(&batch, now).await?;
         transaction.commit().await?;
+        self.backlog.note_processed(highest_receipt_id(&receipts));
         self.metrics
             .maintenance_alerts
             .inc_by(n_during_maintenance as u64);
@@ -374,6 +381,7 @@ impl IncidentWorker {
     /// than write the Watchdog's arrivals: the others wait until they take the lease.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::ZERO;
+        let mut backlog_read_at: Option<Instant> = None;
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -382,6 +390,10 @@ impl IncidentWorker {
                 tracing::warn!(error = ?error, "cannot store the Watchdog's arrival; retrying");
             }
             if !self.lease.is_held() {
+                if backlog_read_at.is_none_or(|at| at.elapsed() >= BACKLOG_REFRESH) {
+                    backlog_read_at = Some(Instant::now());
+                    self.refresh_backlog().await;
+                }
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = self.wake.notified() => {}
@@ -429,6 +441,20 @@ impl IncidentWorker {
         tracing::info!("incident worker stopped");
     }
 
+    /// Reads the backlog's bounds from the database, for a replica whose ingest would
+    /// otherwise never learn that another replica processed its receipts.
+    pub async fn refresh_backlog(&self) {
+        match self.storage.backlog_bounds().await {
+            Ok((highest_receipt_id, processed_up_to)) => {
+                self.backlog.note_stored(highest_receipt_id);
+                self.backlog.note_processed(processed_up_to);
+            }
+            Err(error) => {
+                tracing::warn!(error = ?anyhow::Error::from(error), "cannot read the backlog's bounds; retrying");
+            }
+        }
+    }
+
     fn record_metrics(&self, change: &IncidentChange) {
         if change.is_new {
             self.metrics.incidents_opened.inc();
@@ -445,6 +471,16 @@ impl IncidentWorker {
                 .inc();
         }
     }
+}
+
+/// The highest id among `receipts` (0 for none): every receipt up to it is processed
+/// once they are, since receipts are taken in id order.
+fn highest_receipt_id(receipts: &[UnprocessedReceipt]) -> i64 {
+    receipts
+        .iter()
+        .map(|receipt| receipt.receipt_id)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The alerts of a notification as correlation input, without the Watchdog (it only
