@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::backlog::Backlog;
 use crate::cluster::{CORRELATION, Lease, TIMERS, holder_id};
 use crate::config::Config;
 use crate::delivery::RetryPolicy;
@@ -138,6 +139,21 @@ impl App {
             wake: mail_wake.clone(),
         };
         let watchdog = Arc::new(WatchdogClock::new(jiff::Timestamp::now()));
+        // The backlog left by an earlier run (or other replicas) counts from the start.
+        let backlog = Backlog::new(config.webhook.max_backlog, metrics.ingest_backlog.clone());
+        let (highest_receipt_id, processed_up_to) = storage
+            .backlog_bounds()
+            .await
+            .context("cannot read the backlog of webhooks")?;
+        backlog.note_stored(highest_receipt_id);
+        backlog.note_processed(processed_up_to);
+        if !backlog.is_empty() {
+            tracing::info!(
+                backlog = backlog.len(),
+                limit = backlog.limit(),
+                "webhooks stored earlier wait for the incident worker"
+            );
+        }
         let worker = IncidentWorker {
             storage: storage.clone(),
             config: config.clone(),
@@ -148,6 +164,7 @@ impl App {
             review_wake: review_wake.clone(),
             lease: correlation_lease.clone(),
             kept_engine: Default::default(),
+            backlog: backlog.clone(),
         };
         let ingest = Ingest::new(
             IngestQueue::start(
@@ -159,6 +176,7 @@ impl App {
             watchdog.clone(),
             &config.incidents.watchdog_alertname,
             incident_wake.clone(),
+            backlog,
         );
         let publisher = Publisher::new(
             storage.clone(),

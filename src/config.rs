@@ -214,6 +214,8 @@ impl fmt::Display for DatabaseUrl {
 pub struct WebhookConfig {
     pub bearer_token: Option<Secret>,
     pub basic_auth: Option<BasicAuth>,
+    /// Receipts waiting for the incident worker at which webhooks are refused (503).
+    pub max_backlog: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -459,7 +461,7 @@ impl Default for RawDatabase {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(default)]
 pub struct RawWebhook {
     /// Bearer token Alertmanager sends (`http_config.authorization.credentials`).
@@ -472,6 +474,22 @@ pub struct RawWebhook {
     pub basic_password: Option<String>,
     /// File holding the basic auth password.
     pub basic_password_file: Option<String>,
+    /// Stored webhooks waiting for the incident worker at which new ones are refused with
+    /// 503 and `Retry-After`, so that the backlog cannot grow without bound.
+    pub max_backlog: u64,
+}
+
+impl Default for RawWebhook {
+    fn default() -> RawWebhook {
+        RawWebhook {
+            token: None,
+            token_file: None,
+            basic_username: None,
+            basic_password: None,
+            basic_password_file: None,
+            max_backlog: 20_000,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -922,6 +940,12 @@ impl Config {
         {
             problems.push("webhook.token", "must be at least 16 characters");
         }
+        if raw.webhook.max_backlog == 0 {
+            problems.push(
+                "webhook.max_backlog",
+                "must be at least 1 (0 would refuse every webhook)",
+            );
+        }
 
         let smtp_url = problems.check("smtp.url", parse_smtp_url(&raw.smtp.url));
 
@@ -1058,6 +1082,7 @@ impl Config {
             webhook: WebhookConfig {
                 bearer_token,
                 basic_auth,
+                max_backlog: raw.webhook.max_backlog,
             },
             smtp: SmtpConfig {
                 url: smtp_url.expect("checked"),
@@ -1666,6 +1691,26 @@ secret = "a-link-secret-that-is-long-enough-0123"
             }
         );
         assert_eq!(config.server.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.webhook.max_backlog, 20_000);
+    }
+
+    #[test]
+    fn a_webhook_backlog_limit_of_zero_is_refused() {
+        let with_limit = |limit: u64| {
+            MINIMAL.replace(
+                "[webhook]\n",
+                &format!("[webhook]\nmax_backlog = {limit}\n"),
+            )
+        };
+        let config = Config::from_toml(&with_limit(3), &no_environment()).unwrap();
+        assert_eq!(config.webhook.max_backlog, 3);
+        assert_eq!(
+            problems(&with_limit(0), &no_environment()),
+            [(
+                "webhook.max_backlog".to_owned(),
+                "must be at least 1 (0 would refuse every webhook)".to_owned()
+            )]
+        );
     }
 
     fn problems(text: &str, environment: &BTreeMap<String, String>) -> Vec<(String, String)> {

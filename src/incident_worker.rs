@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::alertmanager::{AlertStatus, Notification};
+use crate::backlog::Backlog;
 use crate::classify::{Classification, Level, summarize};
 use crate::cluster::Lease;
 use crate::config::Config;
@@ -49,6 +50,9 @@ const PLAN_ATTEMPTS: usize = 3;
 const GATHER: Duration = Duration::from_millis(10);
 /// Longest pause after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often a replica that does not hold the `correlation` lease reads the backlog's
+/// bounds from the database (the holder knows them from its own batches).
+const BACKLOG_REFRESH: Duration = Duration::from_secs(1);
 
 /// A batch planned on a read snapshot, waiting to be written; see
 /// [`IncidentWorker::plan`].
@@ -150,6 +154,8 @@ pub struct IncidentWorker {
     /// replica that lost the lease and took it again must not trust it); shared by
     /// clones, and held for a whole batch so that batches never interleave.
     pub kept_engine: Arc<tokio::sync::Mutex<Option<(u64, IncidentEngine)>>>,
+    /// The receipts waiting, as ingest sees them: told after each batch commits.
+    pub backlog: Backlog,
 }
 
 impl IncidentWorker {
@@ -482,6 +488,9 @@ impl IncidentWorker {
         }
         engine.retired_alerts = std::collections::HashSet::new();
         *kept = Some((term, engine));
+        if let Some((receipt_id, _)) = steps.last() {
+            self.backlog.note_processed(*receipt_id);
+        }
         let n_during_maintenance: usize = during_maintenance.values().map(Vec::len).sum();
         self.metrics
             .maintenance_alerts
@@ -580,6 +589,7 @@ impl IncidentWorker {
     /// than write the Watchdog's arrivals: the others wait until they take the lease.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::ZERO;
+        let mut backlog_read_at: Option<Instant> = None;
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -588,6 +598,10 @@ impl IncidentWorker {
                 tracing::warn!(error = ?error, "cannot store the Watchdog's arrival; retrying");
             }
             if !self.lease.is_held() {
+                if backlog_read_at.is_none_or(|at| at.elapsed() >= BACKLOG_REFRESH) {
+                    backlog_read_at = Some(Instant::now());
+                    self.refresh_backlog().await;
+                }
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = self.wake.notified() => {}
@@ -633,6 +647,20 @@ impl IncidentWorker {
             }
         }
         tracing::info!("incident worker stopped");
+    }
+
+    /// Reads the backlog's bounds from the database, for a replica whose ingest would
+    /// otherwise never learn that another replica processed its receipts.
+    pub async fn refresh_backlog(&self) {
+        match self.storage.backlog_bounds().await {
+            Ok((highest_receipt_id, processed_up_to)) => {
+                self.backlog.note_stored(highest_receipt_id);
+                self.backlog.note_processed(processed_up_to);
+            }
+            Err(error) => {
+                tracing::warn!(error = ?anyhow::Error::from(error), "cannot read the backlog's bounds; retrying");
+            }
+        }
     }
 
     fn record_metrics(&self, change: &IncidentChange) {

@@ -7,6 +7,10 @@
 //! each request after that commit. One fsync then serves many webhooks, and every 2xx
 //! still follows a durable commit. Nothing waits on purpose: a webhook that arrives while
 //! the write connection is idle is committed alone, at once.
+//!
+//! The backlog behind the committer is bounded: while `webhook.max_backlog` or more
+//! stored receipts wait for the incident worker ([`Backlog`]), a webhook is refused before
+//! it is even parsed, and the sender told when to retry.
 
 use std::sync::Arc;
 
@@ -14,6 +18,7 @@ use jiff::Timestamp;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::alertmanager::{AlertStatus, Notification, PayloadError, Received};
+use crate::backlog::Backlog;
 use crate::incident_worker::{WatchdogClock, carries_watchdog};
 use crate::metrics::Metrics;
 use crate::storage::{NewReceipt, Storage, StorageError, StoredReceipt};
@@ -42,6 +47,11 @@ pub enum IngestError {
     /// Storage could not take it now: the sender should retry.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Too many stored webhooks wait for the incident worker: the sender should retry in
+    /// about this many seconds. A resend of a stored webhook is refused too, since a
+    /// duplicate cannot be told before it is stored; its retry is answered as one.
+    #[error("the backlog of webhooks waiting for the incident worker is full")]
+    BacklogFull { retry_after_secs: u64 },
 }
 
 /// The ingest service: what `POST /webhook/alertmanager` calls once it has the body.
@@ -56,6 +66,8 @@ pub struct Ingest {
     watchdog_alertname: Arc<str>,
     /// Woken after a new receipt is stored.
     incident_wake: Arc<Notify>,
+    /// Receipts waiting for the incident worker: refuses webhooks when full.
+    backlog: Backlog,
 }
 
 impl Ingest {
@@ -66,6 +78,7 @@ impl Ingest {
         watchdog: Arc<WatchdogClock>,
         watchdog_alertname: &str,
         incident_wake: Arc<Notify>,
+        backlog: Backlog,
     ) -> Ingest {
         Ingest {
             queue,
@@ -73,6 +86,7 @@ impl Ingest {
             watchdog,
             watchdog_alertname: Arc::from(watchdog_alertname),
             incident_wake,
+            backlog,
         }
     }
 
@@ -82,9 +96,24 @@ impl Ingest {
     }
 
     /// Parses, deduplicates and durably stores one webhook body, then wakes the incident
-    /// worker. Returns after the commit.
+    /// worker. Returns after the commit. Refuses it at once while the backlog is full.
     pub async fn ingest_webhook(&self, body: &[u8]) -> Result<IngestOutcome, IngestError> {
         let metrics = &self.metrics;
+        // Before parsing: under overload the refusal should cost as little as possible.
+        if self.backlog.is_full() {
+            let retry_after_secs = self.backlog.retry_after_secs();
+            if let Some(n_refused) = self.backlog.note_refused() {
+                tracing::warn!(
+                    backlog = self.backlog.len(),
+                    limit = self.backlog.limit(),
+                    drain_rate_per_second = self.backlog.drain_rate(),
+                    retry_after_secs,
+                    n_refused,
+                    "webhooks refused: the incident worker is behind (n_refused since the last warning)"
+                );
+            }
+            return Err(IngestError::BacklogFull { retry_after_secs });
+        }
         // Cut to the limits of `alertmanager`: what is stored is what the relay acts on.
         let received = Received::parse(body).map_err(IngestError::Invalid)?;
         let notification = received.notification;
@@ -128,6 +157,7 @@ impl Ingest {
         if receipt.duplicate {
             metrics.webhook_duplicates.inc();
         } else {
+            self.backlog.note_stored(receipt.receipt_id);
             self.incident_wake.notify_one();
             metrics
                 .alerts_received

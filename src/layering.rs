@@ -54,6 +54,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "cluster",
             "delivery",
             "ingest",
+            "backlog",
             "incident_worker",
             "publishing",
             "operators",

@@ -3,6 +3,7 @@
 
 pub mod alertmanager;
 pub mod app;
+pub mod backlog;
 pub mod classify;
 pub mod cli;
 pub mod cluster;

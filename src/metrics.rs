@@ -12,7 +12,7 @@ use prometheus::{
 pub struct Metrics {
     registry: Registry,
     /// Webhook requests by outcome: accepted, duplicate, unauthorized, bad_request,
-    /// too_large, unavailable.
+    /// too_large, unavailable, backlog_full.
     pub webhook_requests: IntCounterVec,
     /// Alerts in accepted (non-duplicate) webhooks, by status.
     pub alerts_received: IntCounterVec,
@@ -22,6 +22,8 @@ pub struct Metrics {
     pub ingest_duration: Histogram,
     /// Webhooks stored together in one commit (group commit).
     pub ingest_batch_size: Histogram,
+    /// Receipts stored and not yet processed, this replica's estimate (`Backlog`).
+    pub ingest_backlog: IntGauge,
     /// Storage operations that failed, by operation.
     pub storage_errors: IntCounterVec,
     /// HTTP requests by route pattern, method and status class.
@@ -141,6 +143,22 @@ impl Metrics {
                 "Webhooks stored together in one durable commit (group commit).",
             )
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )
+        .expect("valid metric");
+        let ingest_backlog = IntGauge::new(
+            "samsa_relay_ingest_backlog",
+            "Receipts stored and not yet processed by the incident worker, this replica's estimate; at webhook.max_backlog webhooks are refused (503).",
+        )
+        .expect("valid metric");
+        let write_hold = HistogramVec::new(
+            HistogramOpts::new(
+                "samsa_relay_write_hold_seconds",
+                "How long one holder kept the database's write connection (SQLite) or the serialised write lock (PostgreSQL), per transaction",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+            ]),
+            &["holder"],
         )
         .expect("valid metric");
         let storage_errors = IntCounterVec::new(
@@ -414,18 +432,6 @@ impl Metrics {
             "Incident worker batches planned again because an operator, a drill or a maintenance window changed the state while the batch was planned.",
         )
         .expect("valid metric");
-        let write_hold = HistogramVec::new(
-            HistogramOpts::new(
-                "samsa_relay_write_hold_seconds",
-                "How long one holder kept the database's write connection (SQLite) or the serialised write lock (PostgreSQL), per transaction.",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
-            ]),
-            &["holder"],
-        )
-        .expect("valid metric");
-        write_hold.with_label_values(&["incident_worker"]);
 
         for collector in [
             Box::new(webhook_requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -433,6 +439,8 @@ impl Metrics {
             Box::new(webhook_duplicates.clone()),
             Box::new(ingest_duration.clone()),
             Box::new(ingest_batch_size.clone()),
+            Box::new(ingest_backlog.clone()),
+            Box::new(write_hold.clone()),
             Box::new(storage_errors.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_duration.clone()),
@@ -443,7 +451,6 @@ impl Metrics {
             Box::new(draft_changes.clone()),
             Box::new(incident_step_failures.clone()),
             Box::new(incident_replans.clone()),
-            Box::new(write_hold.clone()),
             Box::new(deliveries.clone()),
             Box::new(delivery_latency.clone()),
             Box::new(delivery_attempt_duration.clone()),
@@ -484,8 +491,12 @@ impl Metrics {
             "bad_request",
             "too_large",
             "unavailable",
+            "backlog_full",
         ] {
             webhook_requests.with_label_values(&[outcome]);
+        }
+        for holder in ["incident_worker"] {
+            write_hold.with_label_values(&[holder]);
         }
         for kind in [
             "label_value",
@@ -521,6 +532,8 @@ impl Metrics {
             webhook_duplicates,
             ingest_duration,
             ingest_batch_size,
+            ingest_backlog,
+            write_hold,
             storage_errors,
             http_requests,
             http_duration,
@@ -531,7 +544,6 @@ impl Metrics {
             draft_changes,
             incident_step_failures,
             incident_replans,
-            write_hold,
             deliveries,
             delivery_latency,
             delivery_attempt_duration,

@@ -18,6 +18,11 @@ pub enum ApiError {
     },
     /// Transient: storage or another dependency cannot take the request now.
     Unavailable,
+    /// Transient: the relay has more webhooks waiting to be processed than it takes; the
+    /// sender should retry after this many seconds.
+    BacklogFull {
+        retry_after_secs: u64,
+    },
 }
 
 #[derive(Serialize)]
@@ -47,6 +52,13 @@ impl IntoResponse for ApiError {
                 "temporarily unavailable".to_owned(),
                 "storage cannot take the request now; retry".to_owned(),
             ),
+            ApiError::BacklogFull { retry_after_secs } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily unavailable".to_owned(),
+                format!(
+                    "the relay has a backlog of webhooks to process; retry in {retry_after_secs} s"
+                ),
+            ),
         };
         let mut response = (
             status,
@@ -67,6 +79,11 @@ impl IntoResponse for ApiError {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            ApiError::BacklogFull { retry_after_secs } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
             _ => {}
         }

@@ -1,5 +1,6 @@
 //! `POST /webhook/alertmanager`: authenticate, read the body within the limit, hand it to
-//! the [`crate::ingest::Ingest`] service, answer. 2xx only after the commit; 503 for anything transient.
+//! the [`crate::ingest::Ingest`] service, answer. 2xx only after the commit; 503 for anything
+//! transient, a full backlog included.
 
 use std::time::Instant;
 
@@ -38,6 +39,7 @@ pub async fn receive_alertmanager_webhook(
         Err(ApiError::BadRequest { .. }) => "bad_request",
         Err(ApiError::PayloadTooLarge { .. }) => "too_large",
         Err(ApiError::Unavailable) => "unavailable",
+        Err(ApiError::BacklogFull { .. }) => "backlog_full",
     };
     state
         .metrics
@@ -110,6 +112,10 @@ async fn receive(
         Err(IngestError::Storage(error)) => {
             tracing::error!(error = ?anyhow::Error::from(error), "webhook not stored; answering 503");
             Err(ApiError::Unavailable)
+        }
+        // Ingest logs these at most once per 10 s: one line per request would flood.
+        Err(IngestError::BacklogFull { retry_after_secs }) => {
+            Err(ApiError::BacklogFull { retry_after_secs })
         }
     }
 }

@@ -28,6 +28,11 @@ pub trait Receipts: Send + Sync {
 
     /// How many receipts wait for the incident worker.
     async fn n_unprocessed_receipts(&self) -> Result<i64, StorageError>;
+
+    /// `(highest_receipt_id, processed_up_to)`: the highest receipt id stored, and an id
+    /// up to which every receipt is processed (0 for none), for the backlog estimate
+    /// ([`crate::backlog::Backlog`]). Two index lookups on the read pool, never a count.
+    async fn backlog_bounds(&self) -> Result<(i64, i64), StorageError>;
 }
 
 /// What storing a notification did.

@@ -594,3 +594,194 @@ async fn a_database_from_before_receipts_processed_keeps_its_backlog() {
         1
     );
 }
+
+/// An app built over a database in `folder` whose backlog limit is `max_backlog`, not run:
+/// no server and no incident worker, so that receipts wait until the test processes them.
+async fn built_app(folder: &std::path::Path, max_backlog: u64) -> samsa_relay::app::App {
+    let text = common::base_config(folder, "", "", &format!("max_backlog = {max_backlog}"));
+    let config = samsa_relay::config::Config::from_toml(&text, &Default::default())
+        .expect("test config is valid");
+    samsa_relay::app::App::build(config)
+        .await
+        .expect("app builds")
+}
+
+/// Posts a webhook through the app's router (the same handlers, middleware and metrics
+/// as the server): the status, the `Retry-After` header if any, and the JSON body.
+async fn post_to(app: &samsa_relay::app::App, body: &Value) -> (u16, Option<String>, Value) {
+    use tower::ServiceExt as _;
+
+    let request = axum::http::Request::post("/webhook/alertmanager")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .expect("a request");
+    let response = samsa_relay::http::router(app.state().clone())
+        .oneshot(request)
+        .await
+        .expect("the router answers");
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|value| value.to_str().expect("ASCII").to_owned());
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("the body");
+    (
+        status,
+        retry_after,
+        serde_json::from_slice(&bytes).expect("a JSON body"),
+    )
+}
+
+/// One sample of the app's metrics, e.g. `samsa_relay_ingest_backlog`.
+fn sample(app: &samsa_relay::app::App, series: &str) -> f64 {
+    let text = app.state().metrics.render();
+    text.lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse::<f64>().expect("numeric sample"))
+        })
+        .unwrap_or_else(|| panic!("series {series} not in the metrics:\n{text}"))
+}
+
+const BACKLOG_FULL: &str = r#"samsa_relay_webhook_requests_total{outcome="backlog_full"}"#;
+
+#[tokio::test]
+async fn a_full_backlog_answers_503_with_retry_after_until_the_worker_catches_up() {
+    use samsa_relay::incident_worker::StepOutcome;
+
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let app = built_app(folder.path(), 3).await;
+    assert_eq!(sample(&app, BACKLOG_FULL), 0.0, "shown before the first");
+    let webhook = |n: usize| samsa_down("kommun-lysekil", &format!("f{n}"), "firing");
+
+    let mut accepted = Vec::new();
+    for n in 0..3 {
+        let (status, _, answer) = post_to(&app, &webhook(n)).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["duplicate"], false);
+        accepted.push(answer["receipt_id"].as_i64().unwrap());
+    }
+    assert_eq!(sample(&app, "samsa_relay_ingest_backlog"), 3.0);
+
+    let (status, retry_after, answer) = post_to(&app, &webhook(3)).await;
+    assert_eq!(status, 503, "{answer}");
+    let retry_after: u64 = retry_after
+        .expect("a Retry-After header")
+        .parse()
+        .expect("Retry-After in whole seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(answer["error"], "temporarily unavailable");
+    let detail = answer["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("backlog") && detail.contains("retry"),
+        "{detail}"
+    );
+    // A resend of a stored webhook cannot be told from a new one before storing.
+    let (status, _, _) = post_to(&app, &webhook(0)).await;
+    assert_eq!(status, 503);
+    assert_eq!(sample(&app, BACKLOG_FULL), 2.0);
+    assert_eq!(
+        sample(
+            &app,
+            r#"samsa_relay_webhook_requests_total{outcome="accepted"}"#
+        ),
+        3.0
+    );
+    let storage = &app.state().storage;
+    assert_eq!(
+        storage.receipts().await.unwrap().len(),
+        3,
+        "nothing refused is stored"
+    );
+
+    // The worker catches up; the refused webhook's retry is taken.
+    let outcomes = app.worker().process_receipts(64).await.unwrap();
+    let processed: Vec<i64> = outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            StepOutcome::Processed { receipt_id, .. } => *receipt_id,
+            StepOutcome::Idle => panic!("{outcomes:?}"),
+        })
+        .collect();
+    assert_eq!(processed, accepted);
+    assert_eq!(sample(&app, "samsa_relay_ingest_backlog"), 0.0);
+    let (status, _, answer) = post_to(&app, &webhook(3)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["duplicate"], false);
+    let retried = answer["receipt_id"].as_i64().unwrap();
+    let (status, _, answer) = post_to(&app, &webhook(0)).await;
+    assert_eq!((status, &answer["duplicate"]), (200, &json!(true)));
+    assert_eq!(app.worker().backlog.len(), 1);
+
+    // Every receipt answered 200 is processed, the retried one last.
+    let outcomes = app.worker().process_receipts(64).await.unwrap();
+    assert!(
+        matches!(outcomes[..], [StepOutcome::Processed { receipt_id, .. }] if receipt_id == retried),
+        "{outcomes:?}"
+    );
+    assert_eq!(storage.n_unprocessed_receipts().await.unwrap(), 0);
+    assert_eq!(app.worker().backlog.len(), 0);
+    assert_eq!(storage.receipts().await.unwrap().len(), 4);
+    storage.close().await;
+}
+
+#[tokio::test]
+async fn a_relay_starts_with_the_backlog_left_in_its_database() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let webhook = |n: usize| samsa_down("kommun-sotenas", &format!("f{n}"), "firing");
+    let first = built_app(folder.path(), 3).await;
+    for n in 0..3 {
+        assert_eq!(post_to(&first, &webhook(n)).await.0, 200);
+    }
+    first.worker().process_next_receipt().await.unwrap();
+    first.state().storage.close().await;
+    drop(first);
+
+    // Two receipts still wait: the new process counts them before any webhook arrives.
+    let again = built_app(folder.path(), 3).await;
+    assert_eq!(again.worker().backlog.len(), 2);
+    assert_eq!(sample(&again, "samsa_relay_ingest_backlog"), 2.0);
+    assert_eq!(post_to(&again, &webhook(3)).await.0, 200);
+    let (status, retry_after, _) = post_to(&again, &webhook(4)).await;
+    assert_eq!(status, 503);
+    assert!(retry_after.is_some());
+    again.state().storage.close().await;
+}
+
+/// Two replicas over one database (two apps on one file stand for them): the one that
+/// stored the receipts learns that the other processed them from the database.
+#[tokio::test]
+async fn a_replica_that_does_not_correlate_reads_the_backlog_from_the_database() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let webhook = |n: usize| samsa_down("kommun-strömstad", &format!("f{n}"), "firing");
+    let correlating = built_app(folder.path(), 2).await;
+    let ingesting = built_app(folder.path(), 2).await;
+    for n in 0..2 {
+        assert_eq!(post_to(&ingesting, &webhook(n)).await.0, 200);
+    }
+    assert_eq!(
+        correlating
+            .worker()
+            .process_receipts(64)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(!ingesting.worker().lease.is_held());
+    assert_eq!(
+        post_to(&ingesting, &webhook(2)).await.0,
+        503,
+        "not read yet"
+    );
+
+    ingesting.worker().refresh_backlog().await;
+    assert_eq!(ingesting.worker().backlog.len(), 0);
+    assert_eq!(post_to(&ingesting, &webhook(2)).await.0, 200);
+    for app in [correlating, ingesting] {
+        app.state().storage.close().await;
+    }
+}

@@ -270,14 +270,17 @@ async fn a_processed_receipt_leaves_the_backlog_and_resolved_stays_final(databas
     let starts_at = "2026-11-28T04:59:00Z";
     let (resolved, resolved_body) = webhook("g1", "resolved", starts_at);
     let (firing, firing_body) = webhook("g1", "firing", starts_at);
+    assert_eq!(storage.backlog_bounds().await.unwrap(), (0, 0));
     storage
         .store_notification(&resolved, "resolved", &resolved_body, now)
         .await
         .unwrap();
-    storage
+    let last = storage
         .store_notification(&firing, "late-firing", &firing_body, now)
         .await
-        .unwrap();
+        .unwrap()
+        .receipt_id;
+    assert_eq!(storage.backlog_bounds().await.unwrap(), (last, 0));
 
     // A read snapshot sees the same backlog, cut by count and by alerts (one each); the
     // first receipt comes whatever its size.
@@ -321,6 +324,7 @@ async fn a_processed_receipt_leaves_the_backlog_and_resolved_stays_final(databas
     transaction.commit().await.unwrap();
 
     assert_eq!(storage.n_unprocessed_receipts().await.unwrap(), 0);
+    assert_eq!(storage.backlog_bounds().await.unwrap(), (last, last));
     let mut transaction = storage.begin_write().await.unwrap();
     assert!(
         transaction

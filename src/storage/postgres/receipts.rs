@@ -93,6 +93,19 @@ impl Receipts for PgStorage {
             .await
             .map_err(|source| storage_error("n_unprocessed_receipts", source))
     }
+
+    /// Processed up to just below the oldest receipt in `receipts_backlog`, or everything
+    /// stored when it is empty: not the highest id in `receipts_processed`, since a lower
+    /// id may commit (and wait) after a higher one was processed.
+    async fn backlog_bounds(&self) -> Result<(i64, i64), StorageError> {
+        sqlx::query_as(
+            "SELECT highest, COALESCE((SELECT MIN(receipt_id) - 1 FROM receipts_backlog), highest) \
+             FROM (SELECT COALESCE(MAX(id), 0) AS highest FROM webhook_receipts) AS stored",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|source| storage_error("backlog_bounds", source))
+    }
 }
 
 /// The operation name of storing webhooks, in errors and metrics.

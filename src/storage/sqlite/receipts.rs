@@ -99,6 +99,15 @@ impl Receipts for SqliteStorage {
         .await
         .map_err(|source| storage_error("n_unprocessed_receipts", source))
     }
+
+    async fn backlog_bounds(&self) -> Result<(i64, i64), StorageError> {
+        sqlx::query_as(&format!(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM webhook_receipts), {LAST_PROCESSED}"
+        ))
+        .fetch_one(&self.reader)
+        .await
+        .map_err(|source| storage_error("backlog_bounds", source))
+    }
 }
 
 /// The operation name of storing webhooks, in errors and metrics.
