@@ -164,6 +164,7 @@ impl App {
             review_wake: review_wake.clone(),
             lease: correlation_lease.clone(),
             kept_engine: Default::default(),
+            batch_budget: Default::default(),
             backlog: backlog.clone(),
         };
         let ingest = Ingest::new(

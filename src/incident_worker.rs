@@ -39,10 +39,16 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Most receipts in one transaction: bounds how long the write connection is held, so
 /// that ingest and the operators' writes get it in between.
 const MAX_BATCH: usize = 64;
-/// Most alerts in one batch (a receipt with more is taken alone): what the write
-/// transaction writes grows with the alerts (each is written to `alerts`,
-/// `incident_alerts` and the log), and so does the batch's memory.
-pub const MAX_BATCH_ALERTS: usize = 256;
+/// The write-connection hold a batch aims under. What a batch writes grows with its
+/// alerts (each is written to `alerts`, `incident_alerts` and the log), so the alerts per
+/// batch adapt to the holds measured ([`BatchBudget`]); webhooks waiting for their group
+/// commit then never wait much longer than this for the worker.
+pub const TARGET_HOLD: Duration = Duration::from_millis(4);
+/// The alert budget's bounds and start. A receipt with more alerts than the budget is
+/// still taken, alone.
+const MIN_BATCH_ALERTS: usize = 16;
+const MAX_BATCH_ALERTS: usize = 1024;
+const START_BATCH_ALERTS: usize = 128;
 /// How many times a batch is planned on a read snapshot before it is planned with the
 /// write connection held (see [`IncidentWorker::process_receipts`]).
 const PLAN_ATTEMPTS: usize = 3;
@@ -57,6 +63,8 @@ const BACKLOG_REFRESH: Duration = Duration::from_secs(1);
 /// A batch planned on a read snapshot, waiting to be written; see
 /// [`IncidentWorker::plan`].
 pub struct BatchPlan {
+    /// The alerts of its receipts (those that parse).
+    n_alerts: usize,
     /// Each receipt with its step (`None`: its payload no longer parses).
     steps: Vec<(i64, Option<IncidentWrite>)>,
     received: Vec<ReceivedAlerts>,
@@ -68,6 +76,46 @@ pub struct BatchPlan {
     /// The engine as the batch leaves it.
     engine: IncidentEngine,
     processed_at: Timestamp,
+}
+
+/// How many alerts the next batch may take, adapted to the write-connection holds
+/// measured: smaller after a hold over [`TARGET_HOLD`], larger after a full batch that
+/// held it for under half of it. Shared by clones of the worker.
+#[derive(Debug)]
+pub struct BatchBudget {
+    alerts: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for BatchBudget {
+    fn default() -> BatchBudget {
+        BatchBudget {
+            alerts: std::sync::atomic::AtomicUsize::new(START_BATCH_ALERTS),
+        }
+    }
+}
+
+impl BatchBudget {
+    /// The alerts the next batch may take.
+    pub fn alerts(&self) -> usize {
+        self.alerts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Adapts the budget to a batch of `n_alerts` that held the write connection for
+    /// `held`: cut by a quarter when over the target; grown by a quarter when a batch
+    /// that used at least most of the budget stayed under half the target. A batch
+    /// limited by what was waiting says nothing about a larger one.
+    pub fn observe(&self, n_alerts: usize, held: Duration) {
+        let budget = self.alerts();
+        let next = if held > TARGET_HOLD {
+            (budget - budget / 4).max(MIN_BATCH_ALERTS)
+        } else if held < TARGET_HOLD / 2 && n_alerts >= budget - budget / 4 {
+            (budget + budget / 4).min(MAX_BATCH_ALERTS)
+        } else {
+            budget
+        };
+        self.alerts
+            .store(next, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// What one step did.
@@ -154,6 +202,8 @@ pub struct IncidentWorker {
     /// replica that lost the lease and took it again must not trust it); shared by
     /// clones, and held for a whole batch so that batches never interleave.
     pub kept_engine: Arc<tokio::sync::Mutex<Option<(u64, IncidentEngine)>>>,
+    /// The alerts per batch, adapted to the holds measured.
+    pub batch_budget: Arc<BatchBudget>,
     /// The receipts waiting, as ingest sees them: told after each batch commits.
     pub backlog: Backlog,
 }
@@ -165,8 +215,8 @@ impl IncidentWorker {
         Ok(outcomes.into_iter().next().unwrap_or(StepOutcome::Idle))
     }
 
-    /// Processes the oldest unprocessed receipts, at most `limit` (and at most
-    /// [`MAX_BATCH_ALERTS`] alerts, a larger receipt alone), in one transaction: one
+    /// Processes the oldest unprocessed receipts, at most `limit` (and at most the
+    /// [`BatchBudget`]'s alerts, a larger receipt alone), in one transaction: one
     /// commit for a whole backlog. Each receipt is still its own correlation step, in
     /// order. Returns one [`StepOutcome::Processed`] per receipt; empty when none was
     /// waiting. Processes nothing when another replica holds the `correlation` lease.
@@ -246,6 +296,7 @@ impl IncidentWorker {
     /// has changed and this replica still holds the lease. `None`: nothing written (plan
     /// again). The time the write connection was held goes to `write_hold`.
     pub async fn write(&self, plan: BatchPlan) -> anyhow::Result<Option<BatchPlan>> {
+        let n_alerts = plan.n_alerts;
         let mut transaction = self.storage.begin_write().await?;
         let hold = Instant::now();
         let written = match self.write_planned(&mut transaction, plan).await {
@@ -257,7 +308,11 @@ impl IncidentWorker {
             Ok(None) => Ok(None),
             Err(error) => Err(error),
         };
-        self.note_hold(hold.elapsed());
+        let held = hold.elapsed();
+        self.note_hold(held);
+        if matches!(written, Ok(Some(_))) {
+            self.batch_budget.observe(n_alerts, held);
+        }
         written
     }
 
@@ -270,7 +325,7 @@ impl IncidentWorker {
         now: Timestamp,
     ) -> anyhow::Result<Option<BatchPlan>> {
         let receipts = reads
-            .next_unprocessed_receipts(limit, MAX_BATCH_ALERTS)
+            .next_unprocessed_receipts(limit, self.batch_budget.alerts())
             .await?;
         if receipts.is_empty() {
             return Ok(None);
@@ -358,6 +413,7 @@ impl IncidentWorker {
             steps.push((receipt.receipt_id, write));
         }
         Ok(Some(BatchPlan {
+            n_alerts: keys.len(),
             steps,
             received,
             during_maintenance,
@@ -888,4 +944,33 @@ fn event_write(event: &LogEvent, at: Timestamp) -> EventWrite {
         _ => "relay",
     };
     EventWrite::new(at, source, event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_batch_budget_shrinks_after_long_holds_and_grows_after_short_full_batches() {
+        let budget = BatchBudget::default();
+        assert_eq!(budget.alerts(), START_BATCH_ALERTS);
+        budget.observe(128, Duration::from_millis(9));
+        assert_eq!(budget.alerts(), 96);
+        // A short hold of a batch limited by what was waiting changes nothing.
+        budget.observe(10, Duration::from_micros(300));
+        assert_eq!(budget.alerts(), 96);
+        // A short hold of a full batch grows it; a hold between half and the target keeps it.
+        budget.observe(96, Duration::from_millis(1));
+        assert_eq!(budget.alerts(), 120);
+        budget.observe(120, Duration::from_millis(3));
+        assert_eq!(budget.alerts(), 120);
+        for _ in 0..100 {
+            budget.observe(20_000, Duration::from_secs(1));
+        }
+        assert_eq!(budget.alerts(), MIN_BATCH_ALERTS);
+        for _ in 0..100 {
+            budget.observe(budget.alerts(), Duration::from_micros(100));
+        }
+        assert_eq!(budget.alerts(), MAX_BATCH_ALERTS);
+    }
 }
