@@ -8,8 +8,20 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// The relay's metrics: a cheap handle (one `Arc`) on [`MetricsInner`], since every
+/// request clones the app's state and with it this.
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(std::sync::Arc<MetricsInner>);
+
+impl std::ops::Deref for Metrics {
+    type Target = MetricsInner;
+
+    fn deref(&self) -> &MetricsInner {
+        &self.0
+    }
+}
+
+pub struct MetricsInner {
     registry: Registry,
     /// Webhook requests by outcome: accepted, duplicate, unauthorized, bad_request,
     /// too_large, unavailable, backlog_full.
@@ -525,7 +537,7 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("process metrics register once");
-        Metrics {
+        Metrics(std::sync::Arc::new(MetricsInner {
             registry,
             webhook_requests,
             alerts_received,
@@ -570,7 +582,7 @@ impl Metrics {
             webhook_values_cut,
             connections_cut,
             requests_timed_out,
-        }
+        }))
     }
 
     /// The registry in Prometheus' text format.
