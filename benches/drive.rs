@@ -7,8 +7,9 @@
 //! drive fixed-rate  --url URL --token T --rate R --seconds S --alerts N --stream K
 //!                   [--max-requests M] [--timeout S]
 //! drive big-payload --url URL --token T --alerts N [--timeout S]
-//! drive metric      --url URL --series 'name{label="value"}'
+//! drive metric      --url URL --series 'name{label="value"}' [--absent TEXT]
 //! drive storage     --url URL
+//! drive hold        --url URL --holder NAME [--over SECONDS]
 //! drive fsync       --dir DIR [--count N]
 //! drive store-floor --dir DIR --batch B --alerts N [--seconds S] [--max-webhooks M]
 //! ```
@@ -65,10 +66,17 @@ fn run(command: &str, args: &Args) -> Result<(), String> {
         "fsync" => fsync(args),
         "store-floor" => runtime()?.block_on(store_floor(args)),
         "storage" => runtime()?.block_on(storage_summary(args)),
+        "hold" => runtime()?.block_on(write_hold(args)),
         "metric" => runtime()?.block_on(async {
             let url = args.string("url")?;
-            let value = metric(&client(), &url, &args.string("series")?).await?;
-            println!("{value}");
+            socket_address(&url)?;
+            let text = metrics_text(&client(), &url).await?;
+            // A series the relay does not export at all (not yet built in) is told apart
+            // from one at 0 when the script asks for it with --absent.
+            match series_value(&text, &args.string("series")?) {
+                Some(value) => println!("{value}"),
+                None => println!("{}", args.string_or("absent", "0")),
+            }
             Ok(())
         }),
         other => Err(format!("unknown command {other:?}")),
@@ -370,13 +378,86 @@ async fn fixed_rate(args: &Args) -> Result<(), String> {
 /// The value of one series in /metrics; a series not (yet) there counts as 0.
 async fn metric(client: &HttpClient, url: &str, series: &str) -> Result<f64, String> {
     let text = metrics_text(client, url).await?;
-    Ok(text
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse::<f64>().ok())?
-        })
-        .unwrap_or(0.0))
+    Ok(series_value(&text, series).unwrap_or(0.0))
+}
+
+fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse::<f64>().ok())?
+    })
+}
+
+/// How long one holder kept the write connection, from the relay's histogram
+/// `samsa_relay_write_hold_seconds{holder=...}`: how many holds, how many took longer
+/// than `--over` (count minus the bucket at that bound, which must be one of the
+/// histogram's bounds), and the smallest bucket bound that every hold stayed within
+/// (`max_le_ms`, `+Inf` past the last bound, `-` with no hold yet). `present=0` alone
+/// when the relay does not export the histogram for that holder.
+async fn write_hold(args: &Args) -> Result<(), String> {
+    const NAME: &str = "samsa_relay_write_hold_seconds";
+    let url = args.string("url")?;
+    socket_address(&url)?;
+    let holder = args.string("holder")?;
+    let over: f64 = args.number("over", 0.005)?;
+    let text = metrics_text(&client(), &url).await?;
+    let holder_label = format!(r#"holder="{holder}""#);
+    // (upper bound, cumulative count) of each bucket of this holder, +Inf as infinity.
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(&format!("{NAME}_bucket{{")) else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let labels: Vec<&str> = labels.split(',').collect();
+        if !labels.contains(&holder_label.as_str()) {
+            continue;
+        }
+        let Some(bound) = labels.iter().find_map(|label| label.strip_prefix("le=")) else {
+            continue;
+        };
+        let bound = match bound.trim_matches('"') {
+            "+Inf" => f64::INFINITY,
+            number => number
+                .parse()
+                .map_err(|_| format!("{NAME}: bucket bound {number:?}"))?,
+        };
+        let count: f64 = value
+            .trim()
+            .parse()
+            .map_err(|_| format!("{NAME}: bucket count {value:?}"))?;
+        buckets.push((bound, count));
+    }
+    if buckets.is_empty() {
+        println!("present=0");
+        return Ok(());
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let count = buckets.last().map_or(0.0, |bucket| bucket.1);
+    let within = buckets
+        .iter()
+        .find(|bucket| (bucket.0 - over).abs() < 1e-12)
+        .ok_or_else(|| format!("{NAME}{{{holder_label}}} has no bucket at {over} s"))?
+        .1;
+    // Buckets are cumulative: the first that holds them all bounds the longest hold.
+    let max_le = if count == 0.0 {
+        "-".to_owned()
+    } else {
+        match buckets.iter().find(|bucket| bucket.1 >= count) {
+            Some((bound, _)) if bound.is_finite() => format!("{}", (bound * 1e6).round() / 1e3),
+            _ => "+Inf".to_owned(),
+        }
+    };
+    println!("present=1");
+    println!("count={count:.0}");
+    println!("over={:.0}", count - within);
+    println!("max_le_ms={max_le}");
+    if let Some((mean, _)) = common::histogram_mean(&text, NAME, &format!("{{{holder_label}}}")) {
+        println!("mean_ms={mean:.3}");
+    }
+    Ok(())
 }
 
 /// Where a relay's time went, from its own histograms: the mean time of each storage

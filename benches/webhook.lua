@@ -56,6 +56,7 @@ function init(args)
   counter = 0
   answers = 0
   not_200 = 0
+  status_503 = 0
   started = now()
   wrk.method = "POST"
   wrk.path = "/webhook/alertmanager"
@@ -77,8 +78,12 @@ function response(status, headers, body)
   if status ~= 200 then
     not_200 = not_200 + 1
   end
+  if status == 503 then
+    status_503 = status_503 + 1
+  end
   wrk.thread:set("answers", answers)
   wrk.thread:set("not_200", not_200)
+  wrk.thread:set("status_503", status_503)
   wrk.thread:set("elapsed", now() - started)
   if max_per_thread > 0 and answers >= max_per_thread then
     wrk.thread:stop()
@@ -86,10 +91,11 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests)
-  local answered, refused, seconds = 0, 0, 0
+  local answered, refused, unavailable, seconds = 0, 0, 0, 0
   for _, thread in ipairs(threads) do
     answered = answered + (thread:get("answers") or 0)
     refused = refused + (thread:get("not_200") or 0)
+    unavailable = unavailable + (thread:get("status_503") or 0)
     seconds = math.max(seconds, thread:get("elapsed") or 0)
   end
   if seconds <= 0 then
@@ -99,6 +105,7 @@ function done(summary, latency, requests)
   io.write(string.format("requests=%d\n", summary.requests))
   io.write(string.format("answered=%d\n", answered))
   io.write(string.format("not_200=%d\n", refused))
+  io.write(string.format("status_503=%d\n", unavailable))
   io.write(string.format("socket_errors=%d\n", errors.connect + errors.read + errors.write + errors.timeout))
   io.write(string.format("seconds=%.3f\n", seconds))
   io.write(string.format("rps=%.1f\n", answered / seconds))
