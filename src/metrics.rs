@@ -507,9 +507,7 @@ impl Metrics {
         ] {
             webhook_requests.with_label_values(&[outcome]);
         }
-        for holder in ["incident_worker"] {
-            write_hold.with_label_values(&[holder]);
-        }
+        write_hold.with_label_values(&["incident_worker"]);
         for kind in [
             "label_value",
             "annotation_value",
