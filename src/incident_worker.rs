@@ -251,7 +251,10 @@ impl IncidentWorker {
             .start_timer();
         let now = Timestamp::now();
         for _ in 0..PLAN_ATTEMPTS {
-            let Some(plan) = self.plan(limit, previous.take(), now).await? else {
+            let Some(plan) = self.plan(limit, &mut previous, now).await? else {
+                // Nothing waited: the engine is still the last batch's; keep it, or the
+                // next batch would count its scopes again from the database.
+                *kept = previous.map(|engine| (term, engine));
                 return Ok(Vec::new());
             };
             match self.write(plan).await? {
@@ -266,7 +269,10 @@ impl IncidentWorker {
             if !self.holds_lease(&mut transaction).await? {
                 return Ok(None);
             }
-            let Some(plan) = self.plan_batch(&mut *transaction, limit, None, now).await? else {
+            let Some(plan) = self
+                .plan_batch(&mut *transaction, limit, &mut None, now)
+                .await?
+            else {
                 return Ok(None);
             };
             let plan = self.write_plan(&mut transaction, plan).await?;
@@ -283,12 +289,12 @@ impl IncidentWorker {
 
     /// Plans the next batch (at most `limit` receipts) on a read snapshot, without the
     /// write connection: `None` when no receipt is waiting. `previous` is the engine the
-    /// last committed batch left. Part of [`IncidentWorker::process_receipts`]; public so
+    /// last committed batch left; it is taken only when a batch is planned. Part of [`IncidentWorker::process_receipts`]; public so
     /// that tests can change the state between a plan and its write.
     pub async fn plan(
         &self,
         limit: usize,
-        previous: Option<IncidentEngine>,
+        previous: &mut Option<IncidentEngine>,
         now: Timestamp,
     ) -> anyhow::Result<Option<BatchPlan>> {
         let mut snapshot = self.storage.begin_read().await?;
@@ -324,7 +330,7 @@ impl IncidentWorker {
         &self,
         reads: &mut dyn CorrelationReads,
         limit: usize,
-        previous: Option<IncidentEngine>,
+        previous: &mut Option<IncidentEngine>,
         now: Timestamp,
     ) -> anyhow::Result<Option<BatchPlan>> {
         let receipts = reads
@@ -368,7 +374,7 @@ impl IncidentWorker {
             .flatten()
             .map(|update| update.key.clone())
             .collect();
-        let mut state = reads.load_correlation(&keys, previous).await?;
+        let mut state = reads.load_correlation(&keys, previous.take()).await?;
         if let (Some(label_counts), Some(latest)) =
             (state.firing_labels.take(), state.engine.latest.as_ref())
         {

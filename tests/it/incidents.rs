@@ -561,7 +561,7 @@ async fn an_operators_change_between_plan_and_write_makes_the_worker_plan_again(
 
     let plan = raced
         .worker()
-        .plan(64, None, at("2026-11-28T04:14:00Z"))
+        .plan(64, &mut None, at("2026-11-28T04:14:00Z"))
         .await
         .unwrap()
         .expect("one receipt waits");
@@ -628,6 +628,9 @@ async fn the_worker_keeps_no_alerts_between_batches_and_counts_scopes_from_the_d
         assert!(engine.retired_alerts.is_empty());
     }
     assert_eq!(incident_summary(&app).await, 3);
+    // An idle call keeps the engine (its scope counts) for the next batch.
+    assert!(app.worker().process_receipts(64).await.unwrap().is_empty());
+    assert!(app.worker().kept_engine.lock().await.is_some());
 
     // The engine is lost (a restart, a lease taken over): its scopes are counted again from
     // the database. Boras resolves: two actors remain.
