@@ -242,7 +242,9 @@ internals() {
 }
 backlog() {
     sqlite3 "$WORK/$1/relay.db" \
-        "SELECT count(*) FROM webhook_receipts WHERE id > (SELECT COALESCE(MAX(receipt_id), 0) FROM receipts_processed)"
+        "ATTACH DATABASE '$WORK/$1/relay-receipts.db' AS receipts;
+         SELECT count(*) FROM receipts.webhook_receipts
+         WHERE id > (SELECT COALESCE(MAX(receipt_id), 0) FROM main.receipts_processed)"
 }
 
 # The running relay's VmRSS into RSS_SAMPLED_MAX (KiB), read without a fork, as the

@@ -60,6 +60,7 @@ pub use maintenance::*;
 pub use operator_mail::*;
 pub use publications::*;
 pub use receipts::*;
+pub use sqlite::receipts_path as sqlite_receipts_path;
 pub use subscriptions::*;
 
 /// How often the write-ahead log (or its backend's equivalent) is checkpointed off the

@@ -404,8 +404,9 @@ async fn a_10000_alert_payload_is_accepted_and_every_alert_stored() {
 #[tokio::test]
 async fn storage_that_cannot_be_written_gives_503_then_recovers() {
     let app = spawn_app_with("", "busy_timeout = \"200ms\"", "").await;
-    // Another process holds the write lock (as a backup tool or a stuck writer would).
-    let database = app.folder.path().join("relay.db");
+    // Another process holds the receipts file's write lock (as a backup tool or a stuck
+    // writer would).
+    let database = samsa_relay::storage::sqlite_receipts_path(&app.folder.path().join("relay.db"));
     let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", database.display()))
         .await
         .unwrap();
@@ -441,6 +442,49 @@ async fn storage_that_cannot_be_written_gives_503_then_recovers() {
     assert_eq!(response.json::<Value>().await.unwrap()["duplicate"], false);
     assert_eq!(app.get("/readyz").await.status(), 200);
     assert_eq!(app.state.storage.receipts().await.unwrap().len(), 1);
+    app.stop().await;
+}
+
+/// Webhooks have a file of their own: a writer stuck on the relay's database (where the
+/// incident worker and the operators write) does not stop them from being stored, and
+/// the worker takes them into account once it is free.
+#[tokio::test]
+async fn a_stuck_writer_on_the_database_does_not_stop_webhooks() {
+    let app = spawn_app_with("", "busy_timeout = \"200ms\"", "").await;
+    let database = app.folder.path().join("relay.db");
+    let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", database.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+
+    for n in 0..3 {
+        let response = app
+            .post_webhook(samsa_down("kommun-orust", &format!("f{n}"), "firing").to_string())
+            .await;
+        assert_eq!(response.status(), 200, "webhook {n}");
+    }
+    assert_eq!(app.state.storage.receipts().await.unwrap().len(), 3);
+    assert_eq!(
+        app.get("/readyz").await.status(),
+        503,
+        "the database does not take writes"
+    );
+
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    blocker.close().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app.state.storage.n_unprocessed_receipts().await.unwrap() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the incident worker did not catch up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.state.storage.alerts().await.unwrap().len(), 3);
+    assert_eq!(app.get("/readyz").await.status(), 200);
     app.stop().await;
 }
 
@@ -784,4 +828,68 @@ async fn a_replica_that_does_not_correlate_reads_the_backlog_from_the_database()
     for app in [correlating, ingesting] {
         app.state().storage.close().await;
     }
+}
+
+/// A receipts file lost (or restored from an older backup than the database): the relay
+/// starts, and new webhooks get ids above every receipt the database has processed, so
+/// that the incident worker takes them into account instead of counting them as done.
+#[tokio::test]
+async fn a_lost_receipts_file_gives_new_webhooks_ids_above_the_processed_ones() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let webhook = |n: usize| samsa_down("kommun-tjorn", &format!("f{n}"), "firing");
+    let first = built_app(folder.path(), 100).await;
+    for n in 0..3 {
+        assert_eq!(post_to(&first, &webhook(n)).await.0, 200);
+    }
+    while first
+        .state()
+        .storage
+        .n_unprocessed_receipts()
+        .await
+        .unwrap()
+        > 0
+    {
+        first.worker().process_next_receipt().await.unwrap();
+    }
+    first.state().storage.close().await;
+    drop(first);
+    let receipts = samsa_relay::storage::sqlite_receipts_path(&folder.path().join("relay.db"));
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = receipts.clone().into_os_string();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
+
+    let again = built_app(folder.path(), 100).await;
+    let (status, _, body) = post_to(&again, &webhook(3)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["duplicate"], false);
+    let receipts = again.state().storage.receipts().await.unwrap();
+    assert_eq!(receipts.len(), 1);
+    assert!(
+        receipts[0].receipt_id > 3,
+        "id {} reuses one the worker processed",
+        receipts[0].receipt_id
+    );
+    assert_eq!(
+        again
+            .state()
+            .storage
+            .n_unprocessed_receipts()
+            .await
+            .unwrap(),
+        1
+    );
+    let outcome = again.worker().process_next_receipt().await.unwrap();
+    assert!(
+        matches!(
+            outcome,
+            samsa_relay::incident_worker::StepOutcome::Processed { receipt_id, .. }
+                if receipt_id == receipts[0].receipt_id
+        ),
+        "{outcome:?}"
+    );
+    let alerts = again.state().storage.alerts().await.unwrap();
+    assert_eq!(alerts.len(), 4, "three before the loss and the new one");
+    again.state().storage.close().await;
 }

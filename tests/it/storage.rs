@@ -2055,13 +2055,22 @@ async fn an_sqlite_database_from_before_maintenance_keeps_its_data_and_foreign_k
     let (drill, draft_id) = drill_with_draft(&source, now).await;
     publish(&source, drill, draft_id, now).await;
     request(&source, "person@example.org", "nonce-1", now).await;
+    for (n, status) in ["firing", "resolved"].into_iter().enumerate() {
+        let (notification, body) = webhook("{}:{}", status, "2026-11-28T04:00:00Z");
+        source
+            .store_notification(&notification, &format!("key-{n}"), &body, now)
+            .await
+            .unwrap();
+    }
     let incidents = source.incidents().await.unwrap();
     let drafts = source.drafts(drill).await.unwrap();
     let events = source.incident_events(drill).await.unwrap();
     let outbox = source.outbox(None).await.unwrap();
     let subscribers = source.subscribers().await.unwrap();
+    let receipts = source.receipts().await.unwrap();
     assert_eq!(incidents.len(), 2);
     assert!(!outbox.is_empty());
+    assert!(!receipts.is_empty());
     source.close().await;
     let samsa_relay::config::DatabaseUrl::Sqlite { path: source_path } = &source_config.url else {
         unreachable!("a SQLite database")
@@ -2099,28 +2108,47 @@ async fn an_sqlite_database_from_before_maintenance_keeps_its_data_and_foreign_k
         .execute(&mut connection)
         .await
         .unwrap();
+    // Receipts are kept in a file of their own since 0013: back then they were in the
+    // database.
+    sqlx::query("ATTACH DATABASE ? AS source_receipts")
+        .bind(
+            samsa_relay::storage::sqlite_receipts_path(source_path)
+                .display()
+                .to_string(),
+        )
+        .execute(&mut connection)
+        .await
+        .unwrap();
     for table in &tables {
         sqlx::query(&format!("DELETE FROM main.{table}"))
             .execute(&mut connection)
             .await
             .unwrap();
+        let source_schema = if table == "webhook_receipts" {
+            "source_receipts"
+        } else {
+            "source"
+        };
         sqlx::query(&format!(
-            "INSERT INTO main.{table} SELECT * FROM source.{table}"
+            "INSERT INTO main.{table} SELECT * FROM {source_schema}.{table}"
         ))
         .execute(&mut connection)
         .await
         .unwrap();
     }
-    sqlx::query("DETACH DATABASE source")
-        .execute(&mut connection)
-        .await
-        .unwrap();
+    for schema in ["source", "source_receipts"] {
+        sqlx::query(&format!("DETACH DATABASE {schema}"))
+            .execute(&mut connection)
+            .await
+            .unwrap();
+    }
     connection.close().await.unwrap();
 
     let config = crate::common::database_config(samsa_relay::config::DatabaseUrl::Sqlite {
         path: old_path.clone(),
     });
     let storage = Storage::open(&config).await.unwrap();
+    assert_eq!(storage.receipts().await.unwrap(), receipts);
     assert_eq!(storage.incidents().await.unwrap(), incidents);
     assert_eq!(storage.drafts(drill).await.unwrap(), drafts);
     assert_eq!(storage.incident_events(drill).await.unwrap(), events);
@@ -2178,9 +2206,10 @@ async fn an_sqlite_database_from_before_maintenance_keeps_its_data_and_foreign_k
         ["incidents"],
         "drafts still point at incidents"
     );
+    let tables = sqlite_tables(&mut connection, "main").await;
+    assert!(tables.contains(&"maintenance_windows".to_owned()));
     assert!(
-        sqlite_tables(&mut connection, "main")
-            .await
-            .contains(&"maintenance_windows".to_owned())
+        !tables.contains(&"webhook_receipts".to_owned()),
+        "the receipts moved to the receipts file"
     );
 }

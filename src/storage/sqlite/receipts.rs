@@ -1,5 +1,7 @@
-//! Receipts in SQLite: `webhook_receipts` (unique by dedupe key), `alerts`, and the
-//! backlog above the highest id in `receipts_processed`.
+//! Receipts in SQLite: `webhook_receipts` (unique by dedupe key) in the receipts file,
+//! written by ingest on its own connection; `alerts`, and the backlog above the highest id
+//! in `receipts_processed`, in the relay's database. Every other connection sees the
+//! receipts file as the schema `receipts`.
 
 use std::collections::HashMap;
 
@@ -29,7 +31,7 @@ impl Receipts for SqliteStorage {
     ) -> Result<Vec<StoredReceipt>, StorageError> {
         let error = |source: sqlx::Error| storage_error(STORE_NOTIFICATION, source);
         let mut transaction = self
-            .writer
+            .receipts_writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(error)?;
@@ -42,7 +44,7 @@ impl Receipts for SqliteStorage {
         const OPERATION: &str = "receipts";
         let rows = sqlx::query(
             "SELECT id, received_at, group_key, status, receiver, n_alerts, payload \
-             FROM webhook_receipts ORDER BY id",
+             FROM receipts.webhook_receipts ORDER BY id",
         )
         .fetch_all(&self.reader)
         .await
@@ -93,7 +95,7 @@ impl Receipts for SqliteStorage {
 
     async fn n_unprocessed_receipts(&self) -> Result<i64, StorageError> {
         sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM webhook_receipts WHERE id > {LAST_PROCESSED}"
+            "SELECT COUNT(*) FROM receipts.webhook_receipts WHERE id > {LAST_PROCESSED}"
         ))
         .fetch_one(&self.reader)
         .await
@@ -102,7 +104,7 @@ impl Receipts for SqliteStorage {
 
     async fn backlog_bounds(&self) -> Result<(i64, i64), StorageError> {
         sqlx::query_as(&format!(
-            "SELECT (SELECT COALESCE(MAX(id), 0) FROM webhook_receipts), {LAST_PROCESSED}"
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM receipts.webhook_receipts), {LAST_PROCESSED}"
         ))
         .fetch_one(&self.reader)
         .await
@@ -115,7 +117,7 @@ const STORE_NOTIFICATION: &str = "store_notification";
 
 /// The highest receipt id the incident worker has processed (0 for none): receipts are
 /// processed in id order and ids only grow, so every receipt above it is waiting.
-const LAST_PROCESSED: &str = "(SELECT COALESCE(MAX(receipt_id), 0) FROM receipts_processed)";
+const LAST_PROCESSED: &str = "(SELECT COALESCE(MAX(receipt_id), 0) FROM main.receipts_processed)";
 
 /// Rows per multi-row INSERT of receipts: 9 parameters each.
 pub(super) const RECEIPT_ROWS_PER_STATEMENT: usize = 1_000;
@@ -232,11 +234,11 @@ pub(super) async fn next_unprocessed_receipts(
     // left for the next batch are never read (a backlog of 10,000-alert webhooks is
     // megabytes each).
     let rows = sqlx::query(&format!(
-        "WITH next AS (SELECT id, n_alerts FROM webhook_receipts WHERE id > {LAST_PROCESSED} \
+        "WITH next AS (SELECT id, n_alerts FROM receipts.webhook_receipts WHERE id > {LAST_PROCESSED} \
              ORDER BY id LIMIT ?), \
          counted AS (SELECT id, ROW_NUMBER() OVER w AS position, SUM(n_alerts) OVER w AS running \
              FROM next WINDOW w AS (ORDER BY id ROWS UNBOUNDED PRECEDING)) \
-         SELECT r.id, r.received_at, r.payload FROM webhook_receipts r JOIN counted c ON c.id = r.id \
+         SELECT r.id, r.received_at, r.payload FROM receipts.webhook_receipts r JOIN counted c ON c.id = r.id \
          WHERE c.position = 1 OR c.running <= ? ORDER BY r.id"
     ))
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
