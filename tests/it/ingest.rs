@@ -404,16 +404,11 @@ async fn a_10000_alert_payload_is_accepted_and_every_alert_stored() {
 #[tokio::test]
 async fn storage_that_cannot_be_written_gives_503_then_recovers() {
     let app = spawn_app_with("", "busy_timeout = \"200ms\"", "").await;
-    // Another process holds the receipts file's write lock (as a backup tool or a stuck
-    // writer would).
-    let database = samsa_relay::storage::sqlite_receipts_path(&app.folder.path().join("relay.db"));
-    let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", database.display()))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    // Another process holds the receipts file's write lock.
+    let mut blocker = hold_write_lock(&samsa_relay::storage::sqlite_receipts_path(
+        &app.folder.path().join("relay.db"),
+    ))
+    .await;
 
     let body = samsa_down("kommun-orust", "1", "firing").to_string();
     let response = app.post_webhook(body.clone()).await;
@@ -445,20 +440,26 @@ async fn storage_that_cannot_be_written_gives_503_then_recovers() {
     app.stop().await;
 }
 
-/// Webhooks have a file of their own: a writer stuck on the relay's database (where the
-/// incident worker and the operators write) does not stop them from being stored, and
-/// the worker takes them into account once it is free.
-#[tokio::test]
-async fn a_stuck_writer_on_the_database_does_not_stop_webhooks() {
-    let app = spawn_app_with("", "busy_timeout = \"200ms\"", "").await;
-    let database = app.folder.path().join("relay.db");
-    let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", database.display()))
+/// A connection of another process's kind that holds `file`'s write lock until it rolls
+/// back (as a backup tool or a stuck writer would).
+async fn hold_write_lock(file: &std::path::Path) -> sqlx::SqliteConnection {
+    let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
         .await
         .unwrap();
     sqlx::query("BEGIN EXCLUSIVE")
         .execute(&mut blocker)
         .await
         .unwrap();
+    blocker
+}
+
+/// Webhooks have a file of their own: a writer stuck on the relay's database (where the
+/// incident worker and the operators write) does not stop them from being stored, and
+/// the worker takes them into account once it is free.
+#[tokio::test]
+async fn a_stuck_writer_on_the_database_does_not_stop_webhooks() {
+    let app = spawn_app_with("", "busy_timeout = \"200ms\"", "").await;
+    let mut blocker = hold_write_lock(&app.folder.path().join("relay.db")).await;
 
     for n in 0..3 {
         let response = app
