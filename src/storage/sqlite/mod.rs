@@ -392,12 +392,12 @@ async fn move_receipts(
             "receipts copied from the database into the receipts file"
         );
     }
-    let processed: i64 = sqlx::query_scalar(
-        "SELECT MAX((SELECT COALESCE(MAX(receipt_id), 0) FROM relay.receipts_processed), \
-         (SELECT COALESCE(MAX(last_receipt_id), 0) FROM relay.alerts))",
-    )
-    .fetch_one(&mut *receipts)
-    .await?;
+    // One primary-key lookup: `alerts` names only receipts marked processed in the same
+    // transaction, so it can never name a higher id (and has no index to read it by).
+    let processed: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(receipt_id), 0) FROM relay.receipts_processed")
+            .fetch_one(&mut *receipts)
+            .await?;
     let issued: i64 = sqlx::query_scalar(
         "SELECT MAX((SELECT COALESCE(MAX(id), 0) FROM main.webhook_receipts), \
          (SELECT COALESCE(MAX(seq), 0) FROM main.sqlite_sequence WHERE name = 'webhook_receipts'))",
