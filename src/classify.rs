@@ -13,7 +13,7 @@
 //! Label values come from monitoring and are untrusted: they are truncated here and made
 //! safe for display where they are shown (see `swedish::single_line`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -144,7 +144,7 @@ impl Classification {
 /// Reads what one alert says is down. The actor label may hold several ids separated by
 /// commas; each becomes one scope.
 pub fn alert_scopes(
-    labels: &BTreeMap<String, String>,
+    labels: &crate::alertmanager::LabelMap,
     config: &IncidentsConfig,
 ) -> Vec<AlertScope> {
     let scope_value = labels
@@ -390,9 +390,9 @@ impl<'de> Deserialize<'de> for Level {
 
 /// The ids in one label value: comma-separated, trimmed, empties skipped, duplicates
 /// dropped, each cut to [`MAX_LABEL_VALUE_CHARS`].
-fn label_ids(value: Option<&String>) -> Vec<String> {
+fn label_ids(value: Option<&str>) -> Vec<String> {
     let mut ids = Vec::new();
-    for part in value.map(String::as_str).unwrap_or("").split(',') {
+    for part in value.unwrap_or("").split(',') {
         let id = part.trim();
         if !id.is_empty() {
             // Cut to size, then trim again: the cut may end at whitespace inside the id.
@@ -430,11 +430,8 @@ pub fn shown_ids(ids: &[String]) -> String {
 mod tests {
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-            .collect()
+    fn labels(pairs: &[(&str, &str)]) -> crate::alertmanager::LabelMap {
+        pairs.iter().copied().collect()
     }
 
     fn actor(id: &str) -> AlertScope {

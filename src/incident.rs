@@ -25,7 +25,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::alertmanager::AlertStatus;
+use crate::alertmanager::{AlertStatus, Labels};
 use crate::classify::IncidentsConfig;
 use crate::classify::{
     AlertScope, Classification, ScopeSummary, alert_scopes, classify, summarize,
@@ -51,13 +51,13 @@ pub struct AlertKey {
 pub struct AlertUpdate {
     pub key: AlertKey,
     pub status: AlertStatus,
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackedAlert {
     pub status: AlertStatus,
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,7 +210,7 @@ impl FiringScopes {
     /// alert into memory).
     pub fn from_label_counts(
         incident_id: i64,
-        label_counts: &[(BTreeMap<String, String>, usize)],
+        label_counts: &[(crate::alertmanager::LabelMap, usize)],
         config: &IncidentsConfig,
     ) -> FiringScopes {
         let mut scopes = FiringScopes {

@@ -184,7 +184,7 @@ impl WatchdogClock {
 pub fn carries_watchdog(notification: &Notification, watchdog_alertname: &str) -> bool {
     notification.alerts.iter().any(|alert| {
         alert.status == AlertStatus::Firing
-            && alert.labels.get("alertname").map(String::as_str) == Some(watchdog_alertname)
+            && alert.labels.get("alertname") == Some(watchdog_alertname)
     })
 }
 
@@ -752,9 +752,7 @@ pub fn alert_updates(notification: &Notification, watchdog_alertname: &str) -> V
     notification
         .alerts
         .iter()
-        .filter(|alert| {
-            alert.labels.get("alertname").map(String::as_str) != Some(watchdog_alertname)
-        })
+        .filter(|alert| alert.labels.get("alertname") != Some(watchdog_alertname))
         .map(|alert| AlertUpdate {
             key: AlertKey {
                 fingerprint: alert.fingerprint.clone(),

@@ -87,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
     let scopes: Vec<_> = case
         .alerts
         .iter()
-        .flat_map(|labels| alert_scopes(labels, &INCIDENTS))
+        .flat_map(|labels| alert_scopes(&labels.clone().into(), &INCIDENTS))
         .collect();
     let summary = summarize(&scopes, &INVENTORY);
     let suggested = classify(&summary, INCIDENTS.broad_subregion_share);

@@ -581,7 +581,7 @@ fn replay_scope(snapshot: &FollowupSnapshot, config: &Config, end: Timestamp) ->
     for event in &snapshot.events {
         match event.event.as_str() {
             "alert_firing" => {
-                let labels: BTreeMap<String, String> =
+                let labels: crate::alertmanager::LabelMap =
                     serde_json::from_value(event.detail["labels"].clone()).unwrap_or_default();
                 let starts_at = detail_time(event, "starts_at").unwrap_or(event.at);
                 let (everything, indexes) = covered(&alert_scopes(&labels, &config.incidents));
@@ -995,7 +995,7 @@ fn describe_alerts(
         };
         match labels {
             Some(labels) => {
-                let labels: BTreeMap<String, String> =
+                let labels: crate::alertmanager::LabelMap =
                     serde_json::from_value(labels.clone()).unwrap_or_default();
                 names.push(describe_alert(&labels, config));
             }
@@ -1014,15 +1014,9 @@ fn describe_alerts(
     format!("{what}: {}", join_swedish_list(&names))
 }
 
-fn describe_alert(labels: &BTreeMap<String, String>, config: &Config) -> String {
+fn describe_alert(labels: &crate::alertmanager::LabelMap, config: &Config) -> String {
     let inventory = &config.inventory;
-    let name = single_line(
-        labels
-            .get("alertname")
-            .map(String::as_str)
-            .unwrap_or("larm"),
-        100,
-    );
+    let name = single_line(labels.get("alertname").unwrap_or("larm"), 100);
     let targets: Vec<String> = alert_scopes(labels, &config.incidents)
         .iter()
         .map(|scope| match scope {
@@ -1246,7 +1240,7 @@ fn describe_event(
             } else {
                 "pågår"
             },
-            text(&labels.get("alertname").cloned().unwrap_or_default())
+            text(labels.get("alertname").unwrap_or_default())
         ),
         LogEvent::MaintenanceAlertsHandedOver { n_alerts, .. } => format!(
             "{} larmade fortfarande efter underhållet och lämnades till incidenthanteringen",

@@ -4,8 +4,6 @@
 //! [`LogEvent::from_stored`] are the one conversion each way; unknown fields in a stored
 //! entry are ignored, an unknown kind is an error.
 
-use std::collections::BTreeMap;
-
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +24,7 @@ pub enum LogEvent {
     AlertFiring {
         fingerprint: String,
         starts_at: Timestamp,
-        labels: BTreeMap<String, String>,
+        labels: crate::alertmanager::Labels,
     },
     AlertResolved {
         fingerprint: String,
@@ -186,7 +184,7 @@ pub enum LogEvent {
         fingerprint: String,
         starts_at: Timestamp,
         status: String,
-        labels: BTreeMap<String, String>,
+        labels: crate::alertmanager::Labels,
     },
     /// Alerts still firing at the window's end were handed to the incident worker as a
     /// receipt of their own, so that the outage opens an incident.
@@ -221,9 +219,32 @@ impl LogEvent {
         serde_json::from_value(serde_json::Value::Object(tagged))
     }
 
+    /// The stored form as text: the kind, and the JSON object of the other fields as it
+    /// is written to the log. The same as [`LogEvent::to_stored`] without building a
+    /// `serde_json::Value` (the incident worker writes one entry per alert).
+    pub fn to_stored_text(&self) -> (String, String) {
+        let mut text = serde_json::to_string(self).expect("log events serialize");
+        // An internally tagged enum writes its tag first: `{"event":"kind"` then `}` or
+        // `,` and the other fields. Kinds are snake_case names, never escaped.
+        const TAG: &str = "{\"event\":\"";
+        let kind_end = text
+            .strip_prefix(TAG)
+            .and_then(|rest| rest.find('"'))
+            .map(|end| TAG.len() + end)
+            .expect("a tagged enum serializes as an object with its tag first");
+        let kind = text[TAG.len()..kind_end].to_owned();
+        // Drop `"event":"kind"` and the comma after it, keeping the opening brace.
+        let fields_start = match text.as_bytes().get(kind_end + 1) {
+            Some(b',') => kind_end + 2,
+            _ => kind_end + 1,
+        };
+        text.replace_range(1..fields_start, "");
+        (kind, text)
+    }
+
     /// The stored kind alone.
     pub fn kind(&self) -> String {
-        self.to_stored().0
+        self.to_stored_text().0
     }
 }
 
@@ -301,6 +322,13 @@ mod tests {
         ];
         for (event, kind, detail) in cases {
             assert_eq!(event.to_stored(), (kind.to_owned(), detail.clone()));
+            let (text_kind, text) = event.to_stored_text();
+            assert_eq!(text_kind, kind);
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+                detail,
+                "{text}"
+            );
             assert_eq!(LogEvent::from_stored(kind, &detail).unwrap(), event);
         }
     }

@@ -34,7 +34,7 @@ fn update(fingerprint: &str, status: AlertStatus, actor: &str, starts_minute: i6
             starts_at: at(starts_minute),
         },
         status,
-        labels,
+        labels: std::sync::Arc::new(labels.into()),
     }
 }
 

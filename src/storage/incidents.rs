@@ -122,10 +122,11 @@ pub trait IncidentsTx: Send {
     /// Writes what one step of a batch must write at once (a new incident, its drafts,
     /// whose ids later steps need) and adds the rest to `batch`. Logs `draft_created`,
     /// `draft_revised` and `draft_withdrawn` for the step's drafts (with the ids only
-    /// storage knows). Returns the id of the draft it created, if any.
+    /// storage knows). Returns the id of the draft it created, if any. The step's alerts,
+    /// log entries and retired keys are moved into `batch`, not copied.
     async fn stage_incident_step(
         &mut self,
-        write: &IncidentWrite,
+        write: &mut IncidentWrite,
         batch: &mut IncidentBatch,
     ) -> Result<Option<i64>, StorageError>;
 
@@ -219,7 +220,7 @@ pub struct CorrelationState {
     /// When the engine's firing scopes could not be kept from `previous`: the label sets
     /// of the latest incident's firing alerts, each with how many alerts carry it, for
     /// the caller to count the scopes from (storage does not know the scope labels).
-    pub firing_labels: Option<Vec<(BTreeMap<String, String>, usize)>>,
+    pub firing_labels: Option<Vec<(crate::alertmanager::LabelMap, usize)>>,
 }
 
 impl CorrelationState {
@@ -244,7 +245,8 @@ pub struct EventWrite {
     pub at: Timestamp,
     pub source: String,
     pub event: String,
-    pub detail: serde_json::Value,
+    /// The entry's other fields: a JSON object, as the text stored.
+    pub detail: String,
 }
 
 /// A change to the notices of an incident.
@@ -357,7 +359,7 @@ pub struct EventRecord {
 impl EventWrite {
     /// An entry of the typed log, in its stored form.
     pub fn new(at: Timestamp, source: &str, event: &LogEvent) -> EventWrite {
-        let (event, detail) = event.to_stored();
+        let (event, detail) = event.to_stored_text();
         EventWrite {
             at,
             source: source.to_owned(),

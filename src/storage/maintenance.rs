@@ -2,8 +2,6 @@
 //! alerts that arrived inside a window's scope and times instead of opening an incident.
 //! The rules are `crate::maintenance`; this is only what is stored.
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use jiff::Timestamp;
 
@@ -91,7 +89,7 @@ pub struct MaintenanceAlert {
     pub fingerprint: String,
     pub starts_at: Timestamp,
     pub status: AlertStatus,
-    pub labels: BTreeMap<String, String>,
+    pub labels: crate::alertmanager::Labels,
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
 }

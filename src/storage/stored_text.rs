@@ -165,7 +165,7 @@ impl StoredMaintenanceAlert {
             fingerprint: self.fingerprint,
             starts_at: parse_time(&self.starts_at)?,
             status: parse_status(self.status)?,
-            labels: parse_map(self.labels)?,
+            labels: std::sync::Arc::new(parse_map(self.labels)?.into()),
             first_seen: parse_time(&self.first_seen)?,
             last_seen: parse_time(&self.last_seen)?,
         })

@@ -206,7 +206,8 @@ async fn publish_at(
                 "decided_by": decided_by,
                 "role": "subregional",
                 "role_label": "delregional nivå",
-            }),
+            })
+            .to_string(),
         });
     }
     events.push(EventWrite {
@@ -221,7 +222,8 @@ async fn publish_at(
             "suggested_level": level.as_number(),
             "channels": channels,
             "n_deliveries": deliveries.len(),
-        }),
+        })
+        .to_string(),
     });
     let write = PublicationWrite {
         incident_id: draft.incident_id,

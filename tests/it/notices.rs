@@ -8,7 +8,6 @@
 //! The last tests feed hostile label values through the whole path (labels -> scope ->
 //! summary -> classification -> notice) and check what comes out.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use jiff::Timestamp;
@@ -508,11 +507,8 @@ fn at(text: &str) -> Timestamp {
     text.parse().unwrap()
 }
 
-fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-        .collect()
+fn labels(pairs: &[(&str, &str)]) -> samsa_relay::alertmanager::LabelMap {
+    pairs.iter().copied().collect()
 }
 
 /// A notice as the relay drafts it: scope summarized with the shipped inventory, level

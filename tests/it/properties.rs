@@ -170,8 +170,8 @@ proptest! {
         prop_assert_eq!(notification.alerts.len(), alerts.len());
         for (parsed, sent) in notification.alerts.iter().zip(&alerts) {
             prop_assert_eq!(parsed.status, sent.status);
-            prop_assert_eq!(&parsed.labels, &sent.labels);
-            prop_assert_eq!(&parsed.annotations, &sent.annotations);
+            prop_assert_eq!(&parsed.labels.to_map(), &sent.labels);
+            prop_assert_eq!(&parsed.annotations.to_map(), &sent.annotations);
             prop_assert_eq!(parsed.starts_at, sent.starts_at);
             prop_assert_eq!(parsed.ends_at, sent.ends_at);
             prop_assert_eq!(&parsed.generator_url, &sent.generator_url);
@@ -270,7 +270,7 @@ fn render(
 ) -> RenderedNotice {
     let scopes: Vec<_> = alerts
         .iter()
-        .flat_map(|labels| alert_scopes(labels, &INCIDENTS))
+        .flat_map(|labels| alert_scopes(&labels.clone().into(), &INCIDENTS))
         .collect();
     let summary = summarize(&scopes, &INVENTORY);
     let suggested = classify(&summary, INCIDENTS.broad_subregion_share);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use samsa_relay::alertmanager::{Alert, AlertStatus, Notification};
+use samsa_relay::alertmanager::{Alert, AlertStatus, LabelMap, Notification};
 use samsa_relay::classify::{Classification, Level, ScopeSummary, summarize};
 use samsa_relay::incident::{
     DeliveryState, DraftState, Incident, IncidentKind, LogEvent, Phase, Published,
@@ -1715,7 +1715,7 @@ async fn open_outage(storage: &Storage, incident_id: i64, now: Timestamp) {
         pending_draft: None,
         n_reopened: 0,
     };
-    let write = IncidentWrite {
+    let mut write = IncidentWrite {
         at: now,
         retired_unseen: Vec::new(),
         change: Some(IncidentChange {
@@ -1729,7 +1729,7 @@ async fn open_outage(storage: &Storage, incident_id: i64, now: Timestamp) {
     let mut batch = IncidentBatch::default();
     let mut transaction = storage.begin_write().await.unwrap();
     transaction
-        .stage_incident_step(&write, &mut batch)
+        .stage_incident_step(&mut write, &mut batch)
         .await
         .unwrap();
     transaction
@@ -1989,7 +1989,10 @@ async fn alerts_in_a_window_are_added_then_updated_in_order_of_arrival(databases
         labels: BTreeMap::from([
             ("alertname".to_owned(), "SamsaDown".to_owned()),
             ("status_seen".to_owned(), seen.to_owned()),
-        ]),
+        ])
+        .into_iter()
+        .collect::<LabelMap>()
+        .into(),
         first_seen: at(seen),
         last_seen: at(seen),
     };

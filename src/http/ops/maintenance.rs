@@ -660,7 +660,7 @@ async fn show_window(
     let alerts: Vec<_> = alerts
         .iter()
         .map(|alert| {
-            let label = |name: &str| alert.labels.get(name).cloned().unwrap_or_default();
+            let label = |name: &str| alert.labels.get(name).unwrap_or_default().to_owned();
             context! {
                 name => label("alertname"),
                 actor => label(&incidents.actor_label),

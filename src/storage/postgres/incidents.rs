@@ -17,6 +17,7 @@ use super::rows::{
 use super::{
     Connection, PgRead, PgStorage, PgTx, ROWS_PER_STATEMENT, format_time, parse_time, storage_error,
 };
+use crate::alertmanager::LabelMap;
 use crate::classify::{Classification, ScopeSummary};
 use crate::incident::{
     AlertKey, FiringScopes, Incident, IncidentEngine, LogEvent, Phase, TrackedAlert,
@@ -178,7 +179,7 @@ impl Incidents for PgStorage {
                 at: now,
                 source: "relay".to_owned(),
                 event: "monitoring_chain_broken".to_owned(),
-                detail,
+                detail: detail.to_string(),
             }],
         )
         .await?;
@@ -343,7 +344,7 @@ impl Incidents for PgStorage {
 impl IncidentsTx for PgTx {
     async fn stage_incident_step(
         &mut self,
-        write: &IncidentWrite,
+        write: &mut IncidentWrite,
         batch: &mut IncidentBatch,
     ) -> Result<Option<i64>, StorageError> {
         stage_incident_step(&mut self.0, write, batch).await
@@ -593,9 +594,9 @@ pub(super) async fn load_correlation(
                 .map_err(error)?;
                 let mut counts = Vec::with_capacity(rows.len());
                 for row in rows {
-                    let parse = || -> anyhow::Result<(BTreeMap<String, String>, usize)> {
+                    let parse = || -> anyhow::Result<(LabelMap, usize)> {
                         Ok((
-                            parse_map(row.try_get("labels")?)?,
+                            parse_map(row.try_get("labels")?)?.into(),
                             usize::try_from(row.try_get::<i64, _>("n")?)?,
                         ))
                     };
@@ -638,7 +639,7 @@ pub(super) async fn load_correlation(
                     row.try_get("incident_id")?,
                     TrackedAlert {
                         status: parse_status(row.try_get("status")?)?,
-                        labels: parse_map(row.try_get("labels")?)?,
+                        labels: std::sync::Arc::new(parse_map(row.try_get("labels")?)?.into()),
                     },
                 ))
             };
@@ -674,13 +675,11 @@ pub(super) async fn load_correlation(
 /// created, if any.
 pub(super) async fn stage_incident_step(
     connection: &mut Connection,
-    write: &IncidentWrite,
+    write: &mut IncidentWrite,
     batch: &mut IncidentBatch,
 ) -> Result<Option<i64>, StorageError> {
-    batch
-        .retired_unseen
-        .extend(write.retired_unseen.iter().cloned());
-    let Some(change) = &write.change else {
+    batch.retired_unseen.append(&mut write.retired_unseen);
+    let Some(change) = &mut write.change else {
         return Ok(None);
     };
     const OPERATION: &str = "stage_incident_step";
@@ -716,14 +715,16 @@ pub(super) async fn stage_incident_step(
     batch
         .headers
         .insert(incident_id, (incident.clone(), write.at));
-    for (key, alert) in &change.alerts {
-        batch.alerts.push((incident_id, key.clone(), alert.clone()));
-    }
+    // Moved, not copied: a large webhook's alerts and log entries exist once.
+    batch.alerts.extend(
+        std::mem::take(&mut change.alerts)
+            .into_iter()
+            .map(|(key, alert)| (incident_id, key, alert)),
+    );
     batch.events.extend(
-        change
-            .events
-            .iter()
-            .map(|event| (incident_id, event.clone())),
+        std::mem::take(&mut change.events)
+            .into_iter()
+            .map(|event| (incident_id, event)),
     );
 
     let now = write.at;

@@ -512,9 +512,12 @@ pub(super) async fn insert_publication(
     }
     let mut events = write.events.clone();
     for event in &mut events {
-        if let Some(detail) = event.detail.as_object_mut() {
-            detail.insert("notice_id".to_owned(), serde_json::json!(notice_id));
+        let mut detail: serde_json::Value =
+            serde_json::from_str(&event.detail).map_err(json_error)?;
+        if let Some(fields) = detail.as_object_mut() {
+            fields.insert("notice_id".to_owned(), serde_json::json!(notice_id));
         }
+        event.detail = detail.to_string();
     }
     insert_events(connection, write.incident_id, &events).await?;
     Ok(Ok(notice_id))

@@ -38,7 +38,7 @@ pub(super) async fn insert_events_of(
                 .push_bind(format_time(event.at))
                 .push_bind(event.source.as_str())
                 .push_bind(event.event.as_str())
-                .push_bind(event.detail.to_string());
+                .push_bind(event.detail.as_str());
         });
         builder
             .build()
@@ -83,7 +83,7 @@ pub(super) async fn load_incident_alerts(
                 },
                 TrackedAlert {
                     status: parse_status(row.try_get("status")?)?,
-                    labels: parse_map(row.try_get("labels")?)?,
+                    labels: std::sync::Arc::new(parse_map(row.try_get("labels")?)?.into()),
                 },
             ))
         };
