@@ -10,10 +10,10 @@ use sqlx::{QueryBuilder, Row as _, Sqlite};
 
 use super::maintenance::windows_in_effect;
 use super::receipts::next_unprocessed_receipts;
-use super::receipts::{RECEIPT_ROWS_PER_STATEMENT, push_received_alerts};
+use super::receipts::{RECEIPT_ROWS_PER_STATEMENT, upsert_received_alerts};
 use super::rows::{
-    INCIDENT_COLUMNS, Script, event_from_row, incident_by_id, incident_from_row, insert_events,
-    load_incident_alerts, parse_draft_state, parse_kind, push_events,
+    INCIDENT_COLUMNS, event_from_row, incident_by_id, incident_from_row, insert_events,
+    insert_events_of, load_incident_alerts, parse_draft_state, parse_kind,
 };
 use super::{
     Connection, ROWS_PER_STATEMENT, SqliteRead, SqliteStorage, SqliteTx, format_time, parse_time,
@@ -838,10 +838,10 @@ pub(super) async fn finish_incident_batch(
     batch: &IncidentBatch,
     processed_at: Timestamp,
 ) -> Result<(), StorageError> {
-    // One script: a small batch's writes are one round trip to the connection's thread.
-    let mut script = Script::new("finish_incident_batch");
+    const OPERATION: &str = "finish_incident_batch";
+    let error = |source: sqlx::Error| storage_error(OPERATION, source);
     for chunk in batch.retired_unseen.chunks(ROWS_PER_STATEMENT) {
-        let builder = script.statement(
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO incident_alerts (fingerprint, starts_at, incident_id, status, labels) ",
         );
         builder.push_values(chunk, |mut row, key| {
@@ -852,13 +852,17 @@ pub(super) async fn finish_incident_batch(
                 .push_bind("{}");
         });
         builder.push(" ON CONFLICT (fingerprint, starts_at) DO NOTHING");
-        script.rows_added(chunk.len(), connection).await?;
+        builder
+            .build()
+            .execute(&mut *connection)
+            .await
+            .map_err(error)?;
     }
-    push_received_alerts(&mut script, connection, &batch.received).await?;
-    push_headers(&mut script, &batch.headers)?;
+    upsert_received_alerts(connection, &batch.received).await?;
+    update_headers(connection, &batch.headers).await?;
     // SQLite applies the rows in order: a later step's copy of an alert wins.
     for chunk in batch.alerts.chunks(ROWS_PER_STATEMENT) {
-        let builder = script.statement(
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO incident_alerts (fingerprint, starts_at, incident_id, status, labels) ",
         );
         builder.push_values(chunk, |mut row, (incident_id, key, alert)| {
@@ -872,24 +876,32 @@ pub(super) async fn finish_incident_batch(
             " ON CONFLICT (fingerprint, starts_at) DO UPDATE SET incident_id = excluded.incident_id, \
              status = excluded.status, labels = excluded.labels",
         );
-        script.rows_added(chunk.len(), connection).await?;
+        builder
+            .build()
+            .execute(&mut *connection)
+            .await
+            .map_err(error)?;
     }
     let events: Vec<(i64, &EventWrite)> = batch
         .events
         .iter()
         .map(|(incident_id, event)| (*incident_id, event))
         .collect();
-    push_events(&mut script, connection, &events).await?;
+    insert_events_of(connection, &events).await?;
     let processed_at = format_time(processed_at);
     for chunk in batch.receipt_ids.chunks(RECEIPT_ROWS_PER_STATEMENT) {
-        script
-            .statement("INSERT INTO receipts_processed (receipt_id, processed_at) ")
-            .push_values(chunk, |mut row, receipt_id| {
-                row.push_bind(*receipt_id).push_bind(processed_at.clone());
-            });
-        script.rows_added(chunk.len(), connection).await?;
+        let mut builder: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO receipts_processed (receipt_id, processed_at) ");
+        builder.push_values(chunk, |mut row, receipt_id| {
+            row.push_bind(*receipt_id).push_bind(processed_at.as_str());
+        });
+        builder
+            .build()
+            .execute(&mut *connection)
+            .await
+            .map_err(error)?;
     }
-    script.execute(connection).await
+    Ok(())
 }
 
 /// Writes each incident's header as the last step left it.
@@ -897,38 +909,26 @@ async fn update_headers(
     connection: &mut Connection,
     headers: &BTreeMap<i64, (Incident, Timestamp)>,
 ) -> Result<(), StorageError> {
-    let mut script = Script::new("update_incident_headers");
-    push_headers(&mut script, headers)?;
-    script.execute(connection).await
-}
-
-/// Adds to `script` the update of each incident's header as the last step left it.
-fn push_headers(
-    script: &mut Script<'_>,
-    headers: &BTreeMap<i64, (Incident, Timestamp)>,
-) -> Result<(), StorageError> {
+    const OPERATION: &str = "update_incident_headers";
     for (incident_id, (incident, at)) in headers {
-        let header = IncidentHeader::of(incident)
-            .map_err(|source| storage_error("update_incident_headers", source))?;
-        let builder = script.statement("UPDATE incidents SET phase = ");
-        builder
-            .push_bind(header.phase)
-            .push(", started_at = ")
-            .push_bind(header.started_at)
-            .push(", resolved_at = ")
-            .push_bind(header.resolved_at)
-            .push(", n_reopened = ")
-            .push_bind(header.n_reopened)
-            .push(", summary = ")
-            .push_bind(header.summary)
-            .push(", classification = ")
-            .push_bind(header.classification)
-            .push(", published = ")
-            .push_bind(header.published)
-            .push(", updated_at = ")
-            .push_bind(format_time(*at))
-            .push(" WHERE id = ")
-            .push_bind(*incident_id);
+        let header =
+            IncidentHeader::of(incident).map_err(|source| storage_error(OPERATION, source))?;
+        sqlx::query(
+            "UPDATE incidents SET phase = ?, started_at = ?, resolved_at = ?, n_reopened = ?, summary = ?, \
+             classification = ?, published = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(header.phase)
+        .bind(&header.started_at)
+        .bind(&header.resolved_at)
+        .bind(header.n_reopened)
+        .bind(&header.summary)
+        .bind(&header.classification)
+        .bind(&header.published)
+        .bind(format_time(*at))
+        .bind(incident_id)
+        .execute(&mut *connection)
+        .await
+        .map_err(|source| storage_error(OPERATION, source))?;
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::{QueryBuilder, Row as _, Sqlite};
 
-use super::rows::{Script, parse_map, parse_status};
+use super::rows::{parse_map, parse_status};
 use super::{
     Connection, ROWS_PER_STATEMENT, SqliteStorage, format_time, parse_time, storage_error,
 };
@@ -258,14 +258,14 @@ pub(super) async fn next_unprocessed_receipts(
         .map_err(|source| storage_error(OPERATION, source))
 }
 
-/// Adds to `script` the upserts of the alerts the receipts of a batch carried into
-/// `alerts`, in receipt order, so that a later webhook's copy of an alert is applied after
-/// an earlier one's.
-pub(super) async fn push_received_alerts<'args>(
-    script: &mut Script<'args>,
+/// Upserts the alerts the receipts of a batch carried into `alerts`, in receipt order, so
+/// that a later webhook's copy of an alert is applied after an earlier one's.
+pub(super) async fn upsert_received_alerts(
     connection: &mut Connection,
-    received: &'args [ReceivedAlerts],
+    received: &[ReceivedAlerts],
 ) -> Result<(), StorageError> {
+    const OPERATION: &str = "upsert_alerts";
+    let error = |source: sqlx::Error| storage_error(OPERATION, source);
     let mut alert_rows: Vec<(&Alert, i64, String)> = Vec::new();
     for receipt in received {
         let updated_at = format_time(receipt.received_at);
@@ -274,7 +274,7 @@ pub(super) async fn push_received_alerts<'args>(
         }
     }
     for chunk in alert_rows.chunks(ROWS_PER_STATEMENT) {
-        let builder = script.statement(
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, ends_at, \
              generator_url, first_receipt_id, last_receipt_id, updated_at) ",
         );
@@ -288,7 +288,7 @@ pub(super) async fn push_received_alerts<'args>(
                 .push_bind(alert.generator_url.as_str())
                 .push_bind(*receipt_id)
                 .push_bind(*receipt_id)
-                .push_bind(updated_at.clone());
+                .push_bind(updated_at.as_str());
         });
         // A resolved alert stays resolved: a late "firing" for the same
         // (fingerprint, startsAt) is an older message, not a new outage (a re-fire has a
@@ -304,7 +304,11 @@ pub(super) async fn push_received_alerts<'args>(
              last_receipt_id = excluded.last_receipt_id, \
              updated_at = excluded.updated_at",
         );
-        script.rows_added(chunk.len(), connection).await?;
+        builder
+            .build()
+            .execute(&mut *connection)
+            .await
+            .map_err(error)?;
     }
     Ok(())
 }

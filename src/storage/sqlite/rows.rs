@@ -29,108 +29,24 @@ pub(super) async fn insert_events_of(
     connection: &mut Connection,
     events: &[(i64, &EventWrite)],
 ) -> Result<(), StorageError> {
-    let mut script = Script::new("insert_events");
-    push_events(&mut script, connection, events).await?;
-    script.execute(connection).await
-}
-
-/// Adds the statements that append these log entries to `script`.
-pub(super) async fn push_events<'args>(
-    script: &mut Script<'args>,
-    connection: &mut Connection,
-    events: &[(i64, &'args EventWrite)],
-) -> Result<(), StorageError> {
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
-        script
-            .statement("INSERT INTO incident_events (incident_id, at, source, event, detail) ")
-            .push_values(chunk, |mut row, (incident_id, event)| {
-                row.push_bind(*incident_id)
-                    .push_bind(format_time(event.at))
-                    .push_bind(event.source.as_str())
-                    .push_bind(event.event.as_str())
-                    .push_bind(event.detail.as_str());
-            });
-        script.rows_added(chunk.len(), connection).await?;
-    }
-    Ok(())
-}
-
-/// Statements sent to the connection's thread together, as one query. Each statement
-/// on its own is a round trip between a Tokio task and that thread (two wake-ups); the
-/// half-dozen statements of a small incident-worker batch took most of its hold of the
-/// write connection that way. The statements run in order, inside the caller's
-/// transaction; the first that fails ends the query with its error. Once a script holds
-/// [`SCRIPT_ROWS`] rows it is sent and starts again, so a large batch is sent in parts
-/// of about that size (bounding the compiled statements held at once).
-pub(super) struct Script<'args> {
-    builder: QueryBuilder<'args, Sqlite>,
-    n_statements: usize,
-    n_rows: usize,
-    operation: &'static str,
-}
-
-/// Rows a [`Script`] gathers before it is sent.
-const SCRIPT_ROWS: usize = ROWS_PER_STATEMENT;
-
-impl<'args> Script<'args> {
-    /// An empty script; `operation` names it in errors.
-    pub(super) fn new(operation: &'static str) -> Script<'args> {
-        Script {
-            builder: QueryBuilder::new(""),
-            n_statements: 0,
-            n_rows: 0,
-            operation,
-        }
-    }
-
-    /// Starts the next statement with `sql`; the caller appends the rest to the builder
-    /// returned.
-    pub(super) fn statement(&mut self, sql: &str) -> &mut QueryBuilder<'args, Sqlite> {
-        if self.n_statements > 0 {
-            self.builder.push("; ");
-        }
-        self.n_statements += 1;
-        self.builder.push(sql);
-        &mut self.builder
-    }
-
-    /// Counts the rows the last statement wrote; sends the script once it holds
-    /// [`SCRIPT_ROWS`].
-    pub(super) async fn rows_added(
-        &mut self,
-        n_rows: usize,
-        connection: &mut Connection,
-    ) -> Result<(), StorageError> {
-        self.n_rows += n_rows;
-        if self.n_rows >= SCRIPT_ROWS {
-            self.send(connection).await?;
-        }
-        Ok(())
-    }
-
-    /// Sends what the script holds (nothing when it is empty) and empties it.
-    async fn send(&mut self, connection: &mut Connection) -> Result<(), StorageError> {
-        if self.n_statements == 0 {
-            return Ok(());
-        }
-        // Not kept in the statement cache: scripts rarely repeat, and would push out
-        // the statements that do.
-        self.builder
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO incident_events (incident_id, at, source, event, detail) ",
+        );
+        builder.push_values(chunk, |mut row, (incident_id, event)| {
+            row.push_bind(*incident_id)
+                .push_bind(format_time(event.at))
+                .push_bind(event.source.as_str())
+                .push_bind(event.event.as_str())
+                .push_bind(event.detail.as_str());
+        });
+        builder
             .build()
-            .persistent(false)
             .execute(&mut *connection)
             .await
-            .map_err(|source| storage_error(self.operation, source))?;
-        self.builder.reset();
-        self.n_statements = 0;
-        self.n_rows = 0;
-        Ok(())
+            .map_err(|source| storage_error("insert_events", source))?;
     }
-
-    /// Sends the rest.
-    pub(super) async fn execute(mut self, connection: &mut Connection) -> Result<(), StorageError> {
-        self.send(connection).await
-    }
+    Ok(())
 }
 
 /// One row of `incident_events` (id, incident_id, at, source, event, detail), read back.
