@@ -312,6 +312,23 @@ mod tests {
                 json!({"fingerprint": "f1", "starts_at": "2026-11-28T05:00:00Z"}),
             ),
             (
+                LogEvent::AlertFiring {
+                    fingerprint: "f1".to_owned(),
+                    starts_at: at("2026-11-28T05:00:00Z"),
+                    labels: std::sync::Arc::new(
+                        [("note", "\"citat\" och å"), ("actor", "kommun-ale")]
+                            .into_iter()
+                            .collect(),
+                    ),
+                },
+                "alert_firing",
+                json!({
+                    "fingerprint": "f1",
+                    "starts_at": "2026-11-28T05:00:00Z",
+                    "labels": {"actor": "kommun-ale", "note": "\"citat\" och å"},
+                }),
+            ),
+            (
                 LogEvent::Note {
                     text: "Ring leverantören".to_owned(),
                     occurred_at: None,
