@@ -23,8 +23,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// mimalloc 2's default. `MIMALLOC_PURGE_DELAY` in the environment still wins.
 const PURGE_DELAY_MS: std::ffi::c_long = 10;
 
-/// The crate's only unsafe code: one option set in mimalloc's table before any thread
-/// but this one exists.
+/// The crate's only unsafe code outside a test: one option set in mimalloc's table,
+/// before any thread but this one exists.
 #[allow(unsafe_code)]
 fn set_allocator_options() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
