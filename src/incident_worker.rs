@@ -40,9 +40,9 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// that ingest and the operators' writes get it in between.
 const MAX_BATCH: usize = 64;
 /// The write-connection hold a batch aims under. What a batch writes grows with its
-/// alerts (each is written to `alerts`, `incident_alerts` and the log), so the alerts per
-/// batch adapt to the holds measured ([`BatchBudget`]); webhooks waiting for their group
-/// commit then never wait much longer than this for the worker.
+/// alerts (each is written to `alerts` and `incident_alerts`, and to its webhook's log
+/// row), so the alerts per batch adapt to the holds measured ([`BatchBudget`]); webhooks
+/// waiting for their group commit then never wait much longer than this for the worker.
 pub const TARGET_HOLD: Duration = Duration::from_millis(4);
 /// The alert budget's bounds and start. A receipt with more alerts than the budget is
 /// still taken, alone.
@@ -889,11 +889,7 @@ pub fn plan_step(
     }
     let incident = latest.without_alerts();
 
-    let events = step
-        .events
-        .iter()
-        .map(|event| event_write(event, at))
-        .collect();
+    let events = crate::storage::event_writes(&step.events, at, event_source);
 
     let mut drafts = Vec::new();
     for action in &step.draft_actions {
@@ -968,12 +964,11 @@ pub fn plan_step(
     })
 }
 
-fn event_write(event: &LogEvent, at: Timestamp) -> EventWrite {
-    let source = match event {
+fn event_source(event: &LogEvent) -> &'static str {
+    match event {
         LogEvent::AlertFiring { .. } | LogEvent::AlertResolved { .. } => "alertmanager",
         _ => "relay",
-    };
-    EventWrite::new(at, source, event)
+    }
 }
 
 #[cfg(test)]

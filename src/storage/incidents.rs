@@ -369,6 +369,111 @@ impl EventWrite {
     }
 }
 
+/// A run of one webhook's alert entries is stored as one row: (stored kind, the kind of
+/// each entry it holds). Its detail is `{"alerts":[…]}`, each element the detail its
+/// entry would have had alone, in order. Readers never see these rows:
+/// [`expand_alert_groups`] gives back one entry per alert, so the log reads exactly as if
+/// each alert had a row of its own (and rows written before grouping read unchanged).
+/// A 20-alert webhook writes one row instead of twenty.
+pub const ALERT_GROUPS: [(&str, &str); 2] = [
+    ("alerts_firing", "alert_firing"),
+    ("alerts_resolved", "alert_resolved"),
+];
+
+/// The stored rows for a step's log `events`, all at `at`: each run of two or more
+/// consecutive entries of one alert kind (see [`ALERT_GROUPS`]) as one row, every other
+/// entry as a row of its own. `source` names each entry's source.
+pub fn event_writes(
+    events: &[LogEvent],
+    at: Timestamp,
+    source: impl Fn(&LogEvent) -> &'static str,
+) -> Vec<EventWrite> {
+    let mut writes: Vec<EventWrite> = Vec::with_capacity(events.len());
+    let mut run: Vec<EventWrite> = Vec::new();
+    let flush = |run: &mut Vec<EventWrite>, writes: &mut Vec<EventWrite>| {
+        let grouped_as = run.first().and_then(|first| {
+            ALERT_GROUPS
+                .iter()
+                .find(|(_, kind)| first.event == *kind)
+                .map(|(grouped, _)| *grouped)
+        });
+        match grouped_as {
+            Some(grouped_as) if run.len() >= 2 => {
+                let mut detail = String::from("{\"alerts\":[");
+                for (index, write) in run.iter().enumerate() {
+                    if index > 0 {
+                        detail.push(',');
+                    }
+                    detail.push_str(&write.detail);
+                }
+                detail.push_str("]}");
+                let first = &run[0];
+                writes.push(EventWrite {
+                    at: first.at,
+                    source: first.source.clone(),
+                    event: grouped_as.to_owned(),
+                    detail,
+                });
+                run.clear();
+            }
+            _ => writes.append(run),
+        }
+    };
+    for event in events {
+        let write = EventWrite::new(at, source(event), event);
+        let continues = run
+            .last()
+            .is_some_and(|last| last.event == write.event && last.source == write.source);
+        if !continues {
+            flush(&mut run, &mut writes);
+        }
+        run.push(write);
+    }
+    flush(&mut run, &mut writes);
+    writes
+}
+
+/// The log's entries as readers expect them: each stored group of [`ALERT_GROUPS`]
+/// expanded into its entries, which share the group's id, time and source.
+pub fn expand_alert_groups(records: Vec<EventRecord>) -> Vec<EventRecord> {
+    if !records.iter().any(|record| {
+        ALERT_GROUPS
+            .iter()
+            .any(|(grouped, _)| record.event == *grouped)
+    }) {
+        return records;
+    }
+    let mut expanded = Vec::with_capacity(records.len());
+    for mut record in records {
+        let Some((_, kind)) = ALERT_GROUPS
+            .iter()
+            .find(|(grouped, _)| record.event == *grouped)
+        else {
+            expanded.push(record);
+            continue;
+        };
+        let alerts = match record.detail.get_mut("alerts").map(serde_json::Value::take) {
+            Some(serde_json::Value::Array(alerts)) => alerts,
+            // Not a group the relay wrote: left as it is, for the reader to reject.
+            _ => {
+                expanded.push(record);
+                continue;
+            }
+        };
+        for detail in alerts {
+            expanded.push(EventRecord {
+                event_id: record.event_id,
+                incident_id: record.incident_id,
+                at: record.at,
+                source: record.source.clone(),
+                event: (*kind).to_owned(),
+                detail,
+            });
+        }
+    }
+    expanded
+}
+
 impl EventRecord {
     /// The entry as the typed log; an error for a kind or fields the relay never wrote.
     pub fn log_event(&self) -> Result<LogEvent, serde_json::Error> {
@@ -381,4 +486,118 @@ impl EventRecord {
 pub struct IncidentOverview {
     pub record: IncidentRecord,
     pub n_firing: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alertmanager::LabelMap;
+
+    fn firing(fingerprint: &str, actor: &str) -> LogEvent {
+        LogEvent::AlertFiring {
+            fingerprint: fingerprint.to_owned(),
+            starts_at: "2026-11-28T04:10:00Z".parse().unwrap(),
+            labels: std::sync::Arc::new(LabelMap::from_iter([(
+                "actor".to_owned(),
+                actor.to_owned(),
+            )])),
+        }
+    }
+
+    fn resolved(fingerprint: &str) -> LogEvent {
+        LogEvent::AlertResolved {
+            fingerprint: fingerprint.to_owned(),
+            starts_at: "2026-11-28T04:10:00Z".parse().unwrap(),
+        }
+    }
+
+    fn source(event: &LogEvent) -> &'static str {
+        match event {
+            LogEvent::AlertFiring { .. } | LogEvent::AlertResolved { .. } => "alertmanager",
+            _ => "relay",
+        }
+    }
+
+    /// The rows as a reader gets them back, with ids in write order.
+    fn read_back(writes: &[EventWrite]) -> Vec<EventRecord> {
+        writes
+            .iter()
+            .enumerate()
+            .map(|(index, write)| EventRecord {
+                event_id: index as i64 + 1,
+                incident_id: 7,
+                at: write.at,
+                source: write.source.clone(),
+                event: write.event.clone(),
+                detail: serde_json::from_str(&write.detail).unwrap(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_run_of_alert_entries_is_one_row_and_reads_back_as_one_entry_each() {
+        let at: Timestamp = "2026-11-28T04:12:00Z".parse().unwrap();
+        let events = vec![
+            LogEvent::IncidentOpened {
+                started_at: at,
+                n_affected: 3,
+                level: 1,
+                crisis: false,
+                reasons: vec![],
+            },
+            firing("a", "kommun-boras"),
+            firing("b", "kommun-\"quoted\""),
+            firing("c", "kommun-ale"),
+            LogEvent::IncidentResolved { at },
+            resolved("a"),
+            LogEvent::IncidentResolved { at },
+            resolved("b"),
+            resolved("c"),
+        ];
+        let writes = event_writes(&events, at, source);
+        let kinds: Vec<&str> = writes.iter().map(|write| write.event.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "incident_opened",
+                "alerts_firing",
+                "incident_resolved",
+                "alert_resolved",
+                "incident_resolved",
+                "alerts_resolved",
+            ],
+            "runs of two or more are grouped; a single entry keeps its own row"
+        );
+
+        let expanded = expand_alert_groups(read_back(&writes));
+        let one_row_each: Vec<EventWrite> = events
+            .iter()
+            .map(|event| EventWrite::new(at, source(event), event))
+            .collect();
+        assert_eq!(expanded.len(), events.len());
+        for ((record, alone), event) in expanded.iter().zip(&one_row_each).zip(&events) {
+            assert_eq!(record.event, alone.event);
+            assert_eq!(record.source, alone.source);
+            assert_eq!(
+                record.detail,
+                serde_json::from_str::<serde_json::Value>(&alone.detail).unwrap()
+            );
+            assert_eq!(&record.log_event().unwrap(), event);
+        }
+        // A group's entries share its row's id; the log's order is kept.
+        let ids: Vec<i64> = expanded.iter().map(|record| record.event_id).collect();
+        assert_eq!(ids, [1, 2, 2, 2, 3, 4, 5, 6, 6]);
+    }
+
+    #[test]
+    fn rows_written_one_per_alert_read_unchanged() {
+        let at: Timestamp = "2026-11-28T04:12:00Z".parse().unwrap();
+        let events = [firing("a", "kommun-boras"), firing("b", "kommun-ale")];
+        let one_row_each: Vec<EventWrite> = events
+            .iter()
+            .map(|event| EventWrite::new(at, source(event), event))
+            .collect();
+        let records = read_back(&one_row_each);
+        assert_eq!(expand_alert_groups(records.clone()), records);
+    }
 }

@@ -678,3 +678,80 @@ async fn incident_summary(app: &samsa_relay::app::App) -> usize {
     assert_eq!(records.len(), 1, "one incident");
     records[0].incident.summary.n_affected
 }
+
+#[tokio::test]
+async fn a_webhooks_alerts_are_logged_in_one_row_and_read_as_one_entry_each() {
+    use sqlx::Connection;
+    let app = spawn_app().await;
+    let actors = [
+        "kommun-boras",
+        "kommun-ale",
+        "kommun-uddevalla",
+        "kommun-mark",
+        "kommun-lerum",
+    ];
+    let alerts: Vec<Value> = actors
+        .iter()
+        .enumerate()
+        .map(|(index, actor)| down(&format!("f{index}"), "firing", json!({"actor": actor})))
+        .collect();
+    let firing = payload("firing", alerts.clone());
+    assert_eq!(app.post_webhook(firing.to_string()).await.status(), 200);
+    processed(&app).await;
+
+    let log = app.state.storage.incident_events(1).await.unwrap();
+    let fingerprints: Vec<&str> = log
+        .iter()
+        .filter(|event| event.event == "alert_firing")
+        .map(|event| event.detail["fingerprint"].as_str().unwrap())
+        .collect();
+    assert_eq!(fingerprints, ["f0", "f1", "f2", "f3", "f4"]);
+    for event in log.iter().filter(|event| event.event == "alert_firing") {
+        assert_eq!(event.source, "alertmanager");
+        assert!(event.detail["labels"]["actor"].is_string(), "{event:?}");
+    }
+
+    let resolved = payload(
+        "resolved",
+        alerts
+            .iter()
+            .map(|alert| {
+                let mut alert = alert.clone();
+                alert["status"] = json!("resolved");
+                alert
+            })
+            .collect(),
+    );
+    assert_eq!(app.post_webhook(resolved.to_string()).await.status(), 200);
+    processed(&app).await;
+    let log = app.state.storage.incident_events(1).await.unwrap();
+    assert_eq!(
+        log.iter()
+            .filter(|event| event.event == "alert_resolved")
+            .count(),
+        5
+    );
+
+    // Stored: one row per webhook for its alerts.
+    let database = app.folder.path().join("relay.db");
+    let mut connection =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", database.display()))
+            .await
+            .unwrap();
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT event, json_array_length(detail, '$.alerts') FROM incident_events \
+         WHERE event LIKE 'alert%' ORDER BY id",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("alerts_firing".to_owned(), 5),
+            ("alerts_resolved".to_owned(), 5)
+        ]
+    );
+    connection.close().await.unwrap();
+    app.stop().await;
+}

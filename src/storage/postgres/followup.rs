@@ -136,7 +136,8 @@ async fn read_events(
     .map_err(|source| storage_error(OPERATION, source))?;
     rows.iter()
         .map(event_from_row)
-        .collect::<anyhow::Result<_>>()
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map(crate::storage::expand_alert_groups)
         .map_err(|source| storage_error(OPERATION, source))
 }
 
