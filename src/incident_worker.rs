@@ -30,8 +30,8 @@ use crate::metrics::Metrics;
 use crate::notice::{NoticeRenderer, format_swedish_time};
 use crate::storage::{
     CorrelationReads, CorrelationState, CorrelationVersion, DraftFields, DraftWrite, EventWrite,
-    IncidentBatch, IncidentChange, IncidentWrite, MaintenanceAlert, PendingDraft, ReceivedAlerts,
-    Storage, WriteTransaction,
+    IncidentBatch, IncidentChange, IncidentWrite, MaintenanceAlert, PendingDraft, Storage,
+    WriteTransaction,
 };
 
 /// How often the loop looks again without being woken (watchdog, missed wake-ups).
@@ -40,9 +40,9 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// that ingest and the operators' writes get it in between.
 const MAX_BATCH: usize = 64;
 /// The write-connection hold a batch aims under. What a batch writes grows with its
-/// alerts (each is written to `alerts` and `incident_alerts`, and to its webhook's log
-/// row), so the alerts per batch adapt to the holds measured ([`BatchBudget`]); webhooks
-/// waiting for their group commit then never wait much longer than this for the worker.
+/// alerts (each is written to `incident_alerts` and to its webhook's log row), so the
+/// alerts per batch adapt to the holds measured ([`BatchBudget`]); webhooks waiting for
+/// their group commit then never wait much longer than this for the worker.
 pub const TARGET_HOLD: Duration = Duration::from_millis(4);
 /// The alert budget's bounds and start. A receipt with more alerts than the budget is
 /// still taken, alone.
@@ -70,7 +70,6 @@ pub struct BatchPlan {
     n_alerts: usize,
     /// Each receipt with its step (`None`: its payload no longer parses).
     steps: Vec<(i64, Option<IncidentWrite>)>,
-    received: Vec<ReceivedAlerts>,
     during_maintenance: BTreeMap<i64, Vec<MaintenanceAlert>>,
     /// What the plan was made from, checked again before it is written.
     version: CorrelationVersion,
@@ -340,20 +339,11 @@ impl IncidentWorker {
             return Ok(None);
         }
         let watchdog_alertname = &self.config.incidents.watchdog_alertname;
-        let mut received = Vec::with_capacity(receipts.len());
         let parsed: Vec<Option<Vec<AlertUpdate>>> = receipts
             .iter()
             .map(
                 |receipt| match Notification::parse(receipt.payload.as_bytes()) {
-                    Ok(notification) => {
-                        let updates = alert_updates(&notification, watchdog_alertname);
-                        received.push(ReceivedAlerts {
-                            receipt_id: receipt.receipt_id,
-                            received_at: receipt.received_at,
-                            alerts: notification.alerts,
-                        });
-                        Some(updates)
-                    }
+                    Ok(notification) => Some(alert_updates(&notification, watchdog_alertname)),
                     Err(problem) => {
                         // Stored payloads were checked on arrival; one that no longer parses
                         // (after an upgrade, say) must not block every later receipt.
@@ -424,7 +414,6 @@ impl IncidentWorker {
         Ok(Some(BatchPlan {
             n_alerts: keys.len(),
             steps,
-            received,
             during_maintenance,
             version: state.version,
             windows,
@@ -475,10 +464,7 @@ impl IncidentWorker {
         transaction: &mut WriteTransaction,
         mut plan: BatchPlan,
     ) -> anyhow::Result<BatchPlan> {
-        let mut batch = IncidentBatch {
-            received: std::mem::take(&mut plan.received),
-            ..IncidentBatch::default()
-        };
+        let mut batch = IncidentBatch::default();
         let mut created_in_batch = None;
         for (receipt_id, write) in &mut plan.steps {
             if let Some(write) = write {

@@ -522,7 +522,7 @@ async fn a_25_mb_label_is_cut_before_it_is_stored_and_errors_echo_no_input() {
             .get()
     };
     assert_eq!(cut("label_value"), 1);
-    // The incident worker acts on the cut payload: the alert it stores is short too.
+    // The payload is stored cut, so every alert read from it is short too.
     relay.state.incident_wake.notify_one();
     let start = tokio::time::Instant::now();
     let alerts = loop {

@@ -290,17 +290,6 @@ pub struct IncidentBatch {
     pub headers: BTreeMap<i64, (crate::incident::Incident, Timestamp)>,
     pub alerts: Vec<(i64, AlertKey, TrackedAlert)>,
     pub events: Vec<(i64, EventWrite)>,
-    /// The alerts each receipt carried, in receipt order, for the `alerts` table (the
-    /// latest state of every alert received).
-    pub received: Vec<ReceivedAlerts>,
-}
-
-/// The alerts of one processed receipt.
-#[derive(Debug)]
-pub struct ReceivedAlerts {
-    pub receipt_id: i64,
-    pub received_at: Timestamp,
-    pub alerts: Vec<crate::alertmanager::Alert>,
 }
 
 /// The latest incident after a step, and what the step added to it.

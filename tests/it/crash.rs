@@ -155,19 +155,22 @@ async fn every_acknowledged_webhook_survives_sigkill_at_any_moment() {
             None => n_lost += 1,
         }
     }
-    // Nothing half-written or skipped: once processed, every stored receipt has all of
-    // its alerts.
-    let alerts = storage.alerts().await.unwrap();
-    let keys: BTreeSet<(String, i64)> = alerts
+    // Nothing half-written or skipped: once processed, every alert of every stored
+    // receipt belongs to the incident (the worker's write of a batch is all or nothing).
+    let tracked: BTreeSet<(String, jiff::Timestamp)> = storage
+        .incidents()
+        .await
+        .unwrap()
         .iter()
-        .map(|alert| (alert.fingerprint.clone(), alert.first_receipt_id))
+        .flat_map(|record| record.incident.alerts.keys())
+        .map(|key| (key.fingerprint.clone(), key.starts_at))
         .collect();
     for receipt in &receipts {
         let parsed =
             samsa_relay::alertmanager::Notification::parse(receipt.payload.as_bytes()).unwrap();
         for alert in &parsed.alerts {
             assert!(
-                keys.contains(&(alert.fingerprint.clone(), receipt.receipt_id)),
+                tracked.contains(&(alert.fingerprint.clone(), alert.starts_at)),
                 "receipt {} is missing alert {}",
                 receipt.receipt_id,
                 alert.fingerprint

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use samsa_relay::alertmanager::{Alert, AlertStatus, LabelMap, Notification};
+use samsa_relay::alertmanager::{AlertStatus, LabelMap, Notification};
 use samsa_relay::classify::{Classification, Level, ScopeSummary, summarize};
 use samsa_relay::incident::{
     DeliveryState, DraftState, Incident, IncidentKind, LogEvent, Phase, Published,
@@ -300,21 +300,8 @@ async fn a_processed_receipt_leaves_the_backlog_and_resolved_stays_final(databas
     let mut transaction = storage.begin_write().await.unwrap();
     let backlog = transaction.next_unprocessed_receipts(10, 10).await.unwrap();
     assert_eq!(backlog.len(), 2);
-    let alerts_of = |notification: &Notification| -> Vec<Alert> { notification.alerts.clone() };
     let batch = IncidentBatch {
         receipt_ids: backlog.iter().map(|receipt| receipt.receipt_id).collect(),
-        received: vec![
-            ReceivedAlerts {
-                receipt_id: backlog[0].receipt_id,
-                received_at: now,
-                alerts: alerts_of(&resolved),
-            },
-            ReceivedAlerts {
-                receipt_id: backlog[1].receipt_id,
-                received_at: now,
-                alerts: alerts_of(&firing),
-            },
-        ],
         ..IncidentBatch::default()
     };
     transaction
@@ -334,6 +321,7 @@ async fn a_processed_receipt_leaves_the_backlog_and_resolved_stays_final(databas
             .is_empty()
     );
     drop(transaction);
+    // Derived from the receipts: the late firing copy does not undo the resolution.
     let alerts = storage.alerts().await.unwrap();
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].status, AlertStatus::Resolved);
@@ -2122,7 +2110,9 @@ async fn an_sqlite_database_from_before_maintenance_keeps_its_data_and_foreign_k
         .execute(&mut connection)
         .await
         .unwrap();
-    for table in &tables {
+    // `alerts` is in the old schema only (0014 dropped it: alerts are derived from the
+    // receipts), so the current database has no rows for it.
+    for table in tables.iter().filter(|table| *table != "alerts") {
         sqlx::query(&format!("DELETE FROM main.{table}"))
             .execute(&mut connection)
             .await

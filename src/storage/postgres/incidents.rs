@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use sqlx::{Postgres, QueryBuilder, Row as _};
 
 use super::maintenance::windows_in_effect;
-use super::receipts::{next_unprocessed_receipts, upsert_received_alerts};
+use super::receipts::next_unprocessed_receipts;
 use super::rows::{
     INCIDENT_COLUMNS, event_from_row, incident_by_id, incident_from_row, insert_events,
     insert_events_of, load_incident_alerts, parse_draft_state, parse_kind,
@@ -858,7 +858,6 @@ pub(super) async fn finish_incident_batch(
             .await
             .map_err(error)?;
     }
-    upsert_received_alerts(connection, &batch.received).await?;
     update_headers(connection, &batch.headers).await?;
     // A later step's copy of an alert wins. PostgreSQL refuses to update one row twice in
     // a statement, so only the last copy of each alert is written.

@@ -1,19 +1,16 @@
-//! Receipts in PostgreSQL: `webhook_receipts` (unique by dedupe key), `alerts`, and the
+//! Receipts in PostgreSQL: `webhook_receipts` (unique by dedupe key) and the
 //! incident worker's backlog `receipts_backlog` (see the migration for why it is a table
 //! here and not "every id above the highest processed" as on SQLite).
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use jiff::Timestamp;
-use sqlx::{Postgres, QueryBuilder, Row as _};
+use sqlx::Row as _;
 
-use super::rows::{parse_map, parse_status};
-use super::{Connection, PgStorage, ROWS_PER_STATEMENT, format_time, parse_time, storage_error};
-use crate::alertmanager::{Alert, AlertStatus};
+use super::rows::parse_status;
+use super::{Connection, PgStorage, format_time, parse_time, storage_error};
 use crate::storage::{
-    AlertRecord, NewReceipt, ReceiptRecord, Receipts, ReceivedAlerts, StorageError, StoredReceipt,
-    UnprocessedReceipt,
+    NewReceipt, ReceiptRecord, Receipts, StorageError, StoredReceipt, UnprocessedReceipt,
 };
 
 #[async_trait]
@@ -53,34 +50,6 @@ impl Receipts for PgStorage {
                     receiver: row.try_get("receiver")?,
                     n_alerts: row.try_get("n_alerts")?,
                     payload: row.try_get("payload")?,
-                })
-            })
-            .collect::<anyhow::Result<_>>()
-            .map_err(|source| storage_error(OPERATION, source))
-    }
-
-    async fn alerts(&self) -> Result<Vec<AlertRecord>, StorageError> {
-        const OPERATION: &str = "alerts";
-        let rows = sqlx::query(
-            "SELECT fingerprint, starts_at, status, labels, annotations, ends_at, generator_url, \
-             first_receipt_id, last_receipt_id FROM alerts ORDER BY fingerprint, starts_at",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|source| storage_error(OPERATION, source))?;
-        rows.iter()
-            .map(|row| -> anyhow::Result<AlertRecord> {
-                let ends_at: Option<String> = row.try_get("ends_at")?;
-                Ok(AlertRecord {
-                    fingerprint: row.try_get("fingerprint")?,
-                    starts_at: parse_time(row.try_get("starts_at")?)?,
-                    status: parse_status(row.try_get("status")?)?,
-                    labels: parse_map(row.try_get("labels")?)?,
-                    annotations: parse_map(row.try_get("annotations")?)?,
-                    ends_at: ends_at.as_deref().map(parse_time).transpose()?,
-                    generator_url: row.try_get("generator_url")?,
-                    first_receipt_id: row.try_get("first_receipt_id")?,
-                    last_receipt_id: row.try_get("last_receipt_id")?,
                 })
             })
             .collect::<anyhow::Result<_>>()
@@ -266,116 +235,4 @@ pub(super) async fn next_unprocessed_receipts(
         })
         .collect::<anyhow::Result<_>>()
         .map_err(|source| storage_error(OPERATION, source))
-}
-
-/// Upserts the alerts the receipts of a batch carried into `alerts`, in receipt order, so
-/// that a later webhook's copy of an alert is applied after an earlier one's.
-pub(super) async fn upsert_received_alerts(
-    connection: &mut Connection,
-    received: &[ReceivedAlerts],
-) -> Result<(), StorageError> {
-    const OPERATION: &str = "upsert_alerts";
-    let error = |source: sqlx::Error| storage_error(OPERATION, source);
-    // PostgreSQL refuses to update one row twice in a statement, so the copies of one
-    // alert in the batch are merged first, the way applying them one after another would:
-    // state from the latest copy unless an earlier one resolved it, the rest from the
-    // latest, first_receipt_id from the first.
-    let mut alert_rows: Vec<MergedAlert<'_>> = Vec::new();
-    let mut position: HashMap<(&str, Timestamp), usize> = HashMap::new();
-    for receipt in received {
-        let updated_at = format_time(receipt.received_at);
-        for alert in latest_per_key(&receipt.alerts) {
-            let key = (alert.fingerprint.as_str(), alert.starts_at);
-            match position.get(&key) {
-                Some(&index) => {
-                    let merged = &mut alert_rows[index];
-                    if merged.state.status != AlertStatus::Resolved {
-                        merged.state = alert;
-                    }
-                    merged.generator_url = alert.generator_url.as_str();
-                    merged.last_receipt_id = receipt.receipt_id;
-                    merged.updated_at = updated_at.clone();
-                }
-                None => {
-                    position.insert(key, alert_rows.len());
-                    alert_rows.push(MergedAlert {
-                        state: alert,
-                        generator_url: alert.generator_url.as_str(),
-                        first_receipt_id: receipt.receipt_id,
-                        last_receipt_id: receipt.receipt_id,
-                        updated_at: updated_at.clone(),
-                    });
-                }
-            }
-        }
-    }
-    for chunk in alert_rows.chunks(ROWS_PER_STATEMENT) {
-        let mut builder: QueryBuilder<Postgres> = QueryBuilder::new(
-            "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, ends_at, \
-             generator_url, first_receipt_id, last_receipt_id, updated_at) ",
-        );
-        builder.push_values(chunk, |mut row, merged| {
-            let alert = merged.state;
-            row.push_bind(alert.fingerprint.as_str())
-                .push_bind(format_time(alert.starts_at))
-                .push_bind(alert.status.as_str())
-                .push_bind(serde_json::to_string(&alert.labels).expect("map of strings"))
-                .push_bind(serde_json::to_string(&alert.annotations).expect("map of strings"))
-                .push_bind(alert.ends_at.map(format_time))
-                .push_bind(merged.generator_url)
-                .push_bind(merged.first_receipt_id)
-                .push_bind(merged.last_receipt_id)
-                .push_bind(merged.updated_at.as_str());
-        });
-        // A resolved alert stays resolved: a late "firing" for the same
-        // (fingerprint, startsAt) is an older message, not a new outage (a re-fire has a
-        // new startsAt).
-        builder.push(
-            " ON CONFLICT (fingerprint, starts_at) DO UPDATE SET \
-             status = CASE WHEN alerts.status = 'resolved' THEN alerts.status ELSE excluded.status END, \
-             ends_at = CASE WHEN alerts.status = 'resolved' THEN alerts.ends_at ELSE excluded.ends_at END, \
-             labels = CASE WHEN alerts.status = 'resolved' THEN alerts.labels ELSE excluded.labels END, \
-             annotations = CASE WHEN alerts.status = 'resolved' THEN alerts.annotations ELSE excluded.annotations END, \
-             generator_url = excluded.generator_url, \
-             last_receipt_id = excluded.last_receipt_id, \
-             updated_at = excluded.updated_at",
-        );
-        builder
-            .build()
-            .execute(&mut *connection)
-            .await
-            .map_err(error)?;
-    }
-    Ok(())
-}
-
-/// The copies of one alert in a batch, merged in receipt order.
-struct MergedAlert<'a> {
-    /// The copy whose status, labels, annotations and end count.
-    state: &'a Alert,
-    generator_url: &'a str,
-    first_receipt_id: i64,
-    last_receipt_id: i64,
-    updated_at: String,
-}
-
-/// One alert per (fingerprint, startsAt) of one webhook: a resolved copy wins, otherwise
-/// the last one.
-fn latest_per_key(alerts: &[Alert]) -> Vec<&Alert> {
-    let mut position: HashMap<(&str, Timestamp), usize> = HashMap::with_capacity(alerts.len());
-    let mut chosen: Vec<&Alert> = Vec::with_capacity(alerts.len());
-    for alert in alerts {
-        match position.get(&(alert.fingerprint.as_str(), alert.starts_at)) {
-            Some(&index) => {
-                if chosen[index].status != AlertStatus::Resolved {
-                    chosen[index] = alert;
-                }
-            }
-            None => {
-                position.insert((alert.fingerprint.as_str(), alert.starts_at), chosen.len());
-                chosen.push(alert);
-            }
-        }
-    }
-    chosen
 }

@@ -9,8 +9,8 @@ use jiff::Timestamp;
 use sqlx::{QueryBuilder, Row as _, Sqlite};
 
 use super::maintenance::windows_in_effect;
+use super::receipts::RECEIPT_ROWS_PER_STATEMENT;
 use super::receipts::next_unprocessed_receipts;
-use super::receipts::{RECEIPT_ROWS_PER_STATEMENT, upsert_received_alerts};
 use super::rows::{
     INCIDENT_COLUMNS, event_from_row, incident_by_id, incident_from_row, insert_events,
     insert_events_of, load_incident_alerts, parse_draft_state, parse_kind,
@@ -859,7 +859,6 @@ pub(super) async fn finish_incident_batch(
             .await
             .map_err(error)?;
     }
-    upsert_received_alerts(connection, &batch.received).await?;
     update_headers(connection, &batch.headers).await?;
     // SQLite applies the rows in order: a later step's copy of an alert wins.
     for chunk in batch.alerts.chunks(ROWS_PER_STATEMENT) {

@@ -392,8 +392,7 @@ async fn move_receipts(
             "receipts copied from the database into the receipts file"
         );
     }
-    // One primary-key lookup: `alerts` names only receipts marked processed in the same
-    // transaction, so it can never name a higher id (and has no index to read it by).
+    // One primary-key lookup: the highest receipt the database has processed.
     let processed: i64 =
         sqlx::query_scalar("SELECT COALESCE(MAX(receipt_id), 0) FROM relay.receipts_processed")
             .fetch_one(&mut *receipts)

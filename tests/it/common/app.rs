@@ -117,8 +117,8 @@ impl TestApp {
             .expect("request sent")
     }
 
-    /// The `alerts` table once the incident worker has taken every stored receipt into
-    /// account: it writes each receipt's alerts there as it processes it.
+    /// Every alert's state (derived from the stored receipts) once the incident worker
+    /// has taken every stored receipt into account.
     pub async fn alerts_when_processed(&self) -> Vec<samsa_relay::storage::AlertRecord> {
         self.state.incident_wake.notify_one();
         eventually(
