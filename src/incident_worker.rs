@@ -875,7 +875,7 @@ pub fn plan_step(
     }
     let incident = latest.without_alerts();
 
-    let events = crate::storage::event_writes(&step.events, at, event_source);
+    let events = crate::storage::event_writes(&step.events, at);
 
     let mut drafts = Vec::new();
     for action in &step.draft_actions {
@@ -948,13 +948,6 @@ pub fn plan_step(
             drafts,
         }),
     })
-}
-
-fn event_source(event: &LogEvent) -> &'static str {
-    match event {
-        LogEvent::AlertFiring { .. } | LogEvent::AlertResolved { .. } => "alertmanager",
-        _ => "relay",
-    }
 }
 
 #[cfg(test)]

@@ -242,6 +242,15 @@ impl LogEvent {
         (kind, text)
     }
 
+    /// The source of an entry the incident worker writes: `alertmanager` for what an
+    /// alert did, `relay` for what the engine concluded.
+    pub fn worker_source(&self) -> &'static str {
+        match self {
+            LogEvent::AlertFiring { .. } | LogEvent::AlertResolved { .. } => "alertmanager",
+            _ => "relay",
+        }
+    }
+
     /// The stored kind alone.
     pub fn kind(&self) -> String {
         self.to_stored_text().0

@@ -371,12 +371,8 @@ pub const ALERT_GROUPS: [(&str, &str); 2] = [
 
 /// The stored rows for a step's log `events`, all at `at`: each run of two or more
 /// consecutive entries of one alert kind (see [`ALERT_GROUPS`]) as one row, every other
-/// entry as a row of its own. `source` names each entry's source.
-pub fn event_writes(
-    events: &[LogEvent],
-    at: Timestamp,
-    source: impl Fn(&LogEvent) -> &'static str,
-) -> Vec<EventWrite> {
+/// entry as a row of its own; each entry's source is [`LogEvent::worker_source`].
+pub fn event_writes(events: &[LogEvent], at: Timestamp) -> Vec<EventWrite> {
     let mut writes: Vec<EventWrite> = Vec::with_capacity(events.len());
     let mut run: Vec<EventWrite> = Vec::new();
     let flush = |run: &mut Vec<EventWrite>, writes: &mut Vec<EventWrite>| {
@@ -409,7 +405,7 @@ pub fn event_writes(
         }
     };
     for event in events {
-        let write = EventWrite::new(at, source(event), event);
+        let write = EventWrite::new(at, event.worker_source(), event);
         let continues = run
             .last()
             .is_some_and(|last| last.event == write.event && last.source == write.source);
@@ -500,13 +496,6 @@ mod tests {
         }
     }
 
-    fn source(event: &LogEvent) -> &'static str {
-        match event {
-            LogEvent::AlertFiring { .. } | LogEvent::AlertResolved { .. } => "alertmanager",
-            _ => "relay",
-        }
-    }
-
     /// The rows as a reader gets them back, with ids in write order.
     fn read_back(writes: &[EventWrite]) -> Vec<EventRecord> {
         writes
@@ -543,7 +532,7 @@ mod tests {
             resolved("b"),
             resolved("c"),
         ];
-        let writes = event_writes(&events, at, source);
+        let writes = event_writes(&events, at);
         let kinds: Vec<&str> = writes.iter().map(|write| write.event.as_str()).collect();
         assert_eq!(
             kinds,
@@ -561,7 +550,7 @@ mod tests {
         let expanded = expand_alert_groups(read_back(&writes));
         let one_row_each: Vec<EventWrite> = events
             .iter()
-            .map(|event| EventWrite::new(at, source(event), event))
+            .map(|event| EventWrite::new(at, event.worker_source(), event))
             .collect();
         assert_eq!(expanded.len(), events.len());
         for ((record, alone), event) in expanded.iter().zip(&one_row_each).zip(&events) {
@@ -584,7 +573,7 @@ mod tests {
         let events = [firing("a", "kommun-boras"), firing("b", "kommun-ale")];
         let one_row_each: Vec<EventWrite> = events
             .iter()
-            .map(|event| EventWrite::new(at, source(event), event))
+            .map(|event| EventWrite::new(at, event.worker_source(), event))
             .collect();
         let records = read_back(&one_row_each);
         assert_eq!(expand_alert_groups(records.clone()), records);
