@@ -124,6 +124,11 @@ impl Backlog {
         self.update_gauge();
     }
 
+    /// The highest receipt id known to be stored.
+    pub fn stored_up_to(&self) -> i64 {
+        self.inner.stored.load(Ordering::Acquire)
+    }
+
     /// Receipts stored and not yet processed (never below 0).
     pub fn len(&self) -> u64 {
         let stored = self.inner.stored.load(Ordering::Acquire);
