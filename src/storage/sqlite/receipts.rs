@@ -18,20 +18,17 @@ use crate::storage::{
 impl Receipts for SqliteStorage {
     /// Stores a batch of notifications in one transaction (group commit): one answer per
     /// notification, in order. A notification already stored (before, or earlier in the
-    /// same batch) is answered as a duplicate. A few statements serve the whole batch, since
-    /// every statement is a round trip to the connection's thread.
+    /// same batch) is answered as a duplicate. The transaction is one command to the
+    /// connection's thread (see [`insert_receipts`]).
     async fn store_notifications(
         &self,
         batch: &[NewReceipt<'_>],
     ) -> Result<Vec<StoredReceipt>, StorageError> {
         let error = |source: sqlx::Error| storage_error(STORE_NOTIFICATION, source);
-        let mut transaction = self
-            .receipts_writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(error)?;
-        let receipts = insert_receipts(&mut transaction, batch).await?;
-        transaction.commit().await.map_err(error)?;
+        let mut connection =
+            ClosedUnlessReleased(Some(self.receipts_writer.acquire().await.map_err(error)?));
+        let receipts = insert_receipts(connection.get(), batch).await?;
+        connection.release();
         Ok(receipts)
     }
 
@@ -89,9 +86,39 @@ const LAST_PROCESSED: &str = "(SELECT COALESCE(MAX(receipt_id), 0) FROM main.rec
 /// Rows per multi-row INSERT of receipts: 9 parameters each.
 pub(super) const RECEIPT_ROWS_PER_STATEMENT: usize = 1_000;
 
-/// Inserts the receipts of a batch inside the caller's transaction; one answer per
-/// receipt, in order. Their alerts go into `alerts` when the incident worker processes
-/// them ([`finish_incident_batch`]), so that a webhook's commit writes its receipt only.
+/// The receipts writer's connection while [`insert_receipts`] runs: closed, not returned
+/// to the pool, unless released after the commit. The transaction is begun and committed
+/// by statements that sqlx does not track, so a failure (or a cancelled future) between
+/// the two could otherwise leave it open on a pooled connection and every later `BEGIN`
+/// refused; closing the connection rolls it back, and the pool opens a fresh one.
+struct ClosedUnlessReleased(Option<sqlx::pool::PoolConnection<Sqlite>>);
+
+impl ClosedUnlessReleased {
+    fn get(&mut self) -> &mut Connection {
+        self.0.as_mut().expect("not yet released")
+    }
+
+    /// Back to the pool: the transaction committed.
+    fn release(mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for ClosedUnlessReleased {
+    fn drop(&mut self) {
+        if let Some(mut connection) = self.0.take() {
+            connection.close_on_drop();
+        }
+    }
+}
+
+/// Inserts the receipts of a batch in one transaction; one answer per receipt, in order.
+/// `BEGIN IMMEDIATE`, the multi-row inserts and `COMMIT` go to the connection's thread as
+/// one command: sqlx's own `begin` and `commit` are a command each, and each waits for
+/// the calling task to acknowledge it, so that a commit of 8 webhooks cost about 10
+/// context switches of that thread (docs/performance.md). The ids of keys stored by an
+/// earlier batch are read after the commit: a receipt is never changed or deleted once
+/// stored. Their alerts go to the incident worker, which reads the stored payloads.
 async fn insert_receipts(
     connection: &mut Connection,
     batch: &[NewReceipt<'_>],
@@ -108,9 +135,9 @@ async fn insert_receipts(
             candidates.push(receipt);
         }
     }
-    let mut inserted: HashMap<String, i64> = HashMap::with_capacity(candidates.len());
+    let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new("BEGIN IMMEDIATE; ");
     for chunk in candidates.chunks(RECEIPT_ROWS_PER_STATEMENT) {
-        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+        builder.push(
             "INSERT INTO webhook_receipts \
              (dedupe_key, received_at, group_key, status, receiver, external_url, n_alerts, truncated_alerts, payload) ",
         );
@@ -126,18 +153,20 @@ async fn insert_receipts(
                 .push_bind(notification.truncated_alerts as i64)
                 .push_bind(receipt.raw_payload);
         });
-        builder.push(" ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key");
-        let rows = builder
-            .build()
-            .fetch_all(&mut *connection)
-            .await
-            .map_err(error)?;
-        for row in rows {
-            inserted.insert(
-                row.try_get("dedupe_key").map_err(error)?,
-                row.try_get("id").map_err(error)?,
-            );
-        }
+        builder.push(" ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key; ");
+    }
+    builder.push("COMMIT");
+    let mut inserted: HashMap<String, i64> = HashMap::with_capacity(candidates.len());
+    for row in builder
+        .build()
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(error)?
+    {
+        inserted.insert(
+            row.try_get("dedupe_key").map_err(error)?,
+            row.try_get("id").map_err(error)?,
+        );
     }
     // Keys stored by an earlier batch.
     let mut existing: HashMap<String, i64> = HashMap::new();
@@ -223,4 +252,108 @@ pub(super) async fn next_unprocessed_receipts(
         })
         .collect::<anyhow::Result<_>>()
         .map_err(|source| storage_error(OPERATION, source))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use jiff::Timestamp;
+
+    use sqlx::Connection as _;
+
+    use super::super::{SqliteStorage, receipts_path};
+    use crate::alertmanager::Notification;
+    use crate::storage::{Backend as _, NewReceipt, Receipts as _};
+
+    fn body(group_key: &str) -> String {
+        format!(
+            r#"{{"version":"4","groupKey":"{group_key}","truncatedAlerts":0,"status":"firing","receiver":"r","groupLabels":{{}},"commonLabels":{{}},"commonAnnotations":{{}},"externalURL":"http://am","alerts":[]}}"#
+        )
+    }
+
+    async fn store(
+        storage: &SqliteStorage,
+        webhooks: &[(&str, &str)],
+    ) -> Result<Vec<(i64, bool)>, crate::storage::StorageError> {
+        let bodies: Vec<String> = webhooks.iter().map(|(group, _)| body(group)).collect();
+        let notifications: Vec<Notification> = bodies
+            .iter()
+            .map(|body| Notification::parse(body.as_bytes()).unwrap())
+            .collect();
+        let batch: Vec<NewReceipt<'_>> = webhooks
+            .iter()
+            .enumerate()
+            .map(|(index, (_, key))| NewReceipt {
+                notification: &notifications[index],
+                dedupe_key: key,
+                raw_payload: &bodies[index],
+                received_at: Timestamp::now(),
+            })
+            .collect();
+        Ok(storage
+            .store_notifications(&batch)
+            .await?
+            .into_iter()
+            .map(|stored| (stored.receipt_id, stored.duplicate))
+            .collect())
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_fails_midway_stores_nothing_and_the_next_batch_is_stored() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("relay.db");
+        let storage = SqliteStorage::open(&path, Duration::from_secs(1), 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            store(&storage, &[("g", "a"), ("g", "b"), ("g", "a")])
+                .await
+                .unwrap(),
+            vec![(1, false), (2, false), (1, true)]
+        );
+        // A fault inside the transaction, after its BEGIN and its first rows: the insert
+        // of a webhook whose group key is "fail" aborts.
+        let mut other = sqlx::SqliteConnection::connect(&format!(
+            "sqlite://{}",
+            receipts_path(&path).display()
+        ))
+        .await
+        .unwrap();
+        sqlx::query(
+            "CREATE TRIGGER injected_fault BEFORE INSERT ON webhook_receipts \
+             WHEN NEW.group_key = 'fail' BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+        )
+        .execute(&mut other)
+        .await
+        .unwrap();
+        let error = store(&storage, &[("g", "c"), ("fail", "d")])
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{:#}", error.source).contains("injected fault"),
+            "{error:?}"
+        );
+        sqlx::query("DROP TRIGGER injected_fault")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        other.close().await.unwrap();
+        // Nothing of the failed batch is stored, and its transaction is not left open on
+        // the connection: the next batch (with a key stored before) is taken. (An insert
+        // that meets a stored key still uses up an id of the AUTOINCREMENT sequence.)
+        let stored = store(&storage, &[("g", "b"), ("g", "c"), ("g", "d")])
+            .await
+            .unwrap();
+        assert_eq!(stored[0], (2, true));
+        assert!(!stored[1].1 && !stored[2].1, "{stored:?}");
+        assert!(2 < stored[1].0 && stored[1].0 < stored[2].0, "{stored:?}");
+        let keys: Vec<String> =
+            sqlx::query_scalar("SELECT dedupe_key FROM receipts.webhook_receipts ORDER BY id")
+                .fetch_all(&storage.reader)
+                .await
+                .unwrap();
+        assert_eq!(keys, ["a", "b", "c", "d"]);
+        storage.close().await;
+    }
 }
