@@ -57,6 +57,10 @@ const START_BATCH_ALERTS: usize = 512;
 const PLAN_ATTEMPTS: usize = 3;
 /// After a batch, how long the next receipts may gather before the worker takes them.
 const GATHER: Duration = Duration::from_millis(10);
+/// How often the Watchdog's silence is checked while the worker is busy (two reads), but
+/// for at once after it arrives: checking before every batch cost two reads per batch
+/// under a backlog.
+const WATCHDOG_CHECK: Duration = Duration::from_secs(1);
 /// Longest pause after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often a replica that does not hold the `correlation` lease reads the backlog's
@@ -641,6 +645,8 @@ impl IncidentWorker {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::ZERO;
         let mut backlog_read_at: Option<Instant> = None;
+        // When the Watchdog's silence was last checked, and its last arrival then.
+        let mut watchdog_checked: Option<(Instant, Timestamp)> = None;
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -660,8 +666,14 @@ impl IncidentWorker {
                 }
                 continue;
             }
-            if let Err(error) = self.check_watchdog(Timestamp::now()).await {
-                tracing::warn!(error = ?error, "watchdog check failed");
+            let watchdog_seen = self.watchdog.last_seen();
+            if watchdog_checked
+                .is_none_or(|(at, seen)| at.elapsed() >= WATCHDOG_CHECK || seen != watchdog_seen)
+            {
+                watchdog_checked = Some((Instant::now(), watchdog_seen));
+                if let Err(error) = self.check_watchdog(Timestamp::now()).await {
+                    tracing::warn!(error = ?error, "watchdog check failed");
+                }
             }
             let stored_before = self.backlog.stored_up_to();
             let outcome = self.process_receipts(MAX_BATCH).await;
