@@ -613,19 +613,7 @@ pub(super) async fn load_correlation(
     // those of older incidents or first seen resolved (retired).
     let mut retired_alerts = HashSet::new();
     for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT fingerprint, starts_at, incident_id, status, labels FROM incident_alerts \
-             WHERE (fingerprint, starts_at) IN (",
-        );
-        let mut separated = builder.separated(", ");
-        for key in chunk {
-            separated.push("(");
-            separated.push_bind_unseparated(key.fingerprint.as_str());
-            separated.push_unseparated(", ");
-            separated.push_bind_unseparated(format_time(key.starts_at));
-            separated.push_unseparated(")");
-        }
-        builder.push(")");
+        let mut builder = tracked_alerts_query(chunk);
         let rows = builder
             .build()
             .fetch_all(&mut *connection)
@@ -669,6 +657,30 @@ pub(super) async fn load_correlation(
         version,
         firing_labels,
     })
+}
+
+/// The stored alerts of `keys`, as a join with the keys as a table of values: one
+/// primary-key lookup each, whatever SQLite's version. The row-value `IN` list this
+/// replaced was planned as lookups by the bundled 3.46, but as a scan of the whole table
+/// by 3.40 (Debian's, which an unbundled build would link: 113 ms against 1.7 ms for 240
+/// keys in 280,000 alerts) and with a Bloom filter per key by 3.51 (2.1 against 1.2 ms).
+fn tracked_alerts_query(keys: &[AlertKey]) -> QueryBuilder<'_, Sqlite> {
+    let mut builder: QueryBuilder<Sqlite> =
+        QueryBuilder::new("WITH wanted (fingerprint, starts_at) AS (VALUES ");
+    let mut separated = builder.separated(", ");
+    for key in keys {
+        separated.push("(");
+        separated.push_bind_unseparated(key.fingerprint.as_str());
+        separated.push_unseparated(", ");
+        separated.push_bind_unseparated(format_time(key.starts_at));
+        separated.push_unseparated(")");
+    }
+    builder.push(
+        ") SELECT a.fingerprint, a.starts_at, a.incident_id, a.status, a.labels \
+         FROM wanted w JOIN incident_alerts a \
+         ON a.fingerprint = w.fingerprint AND a.starts_at = w.starts_at",
+    );
+    builder
 }
 
 /// Writes what one step must write at once (a new incident's row, its drafts, whose ids
@@ -1146,4 +1158,56 @@ pub(super) async fn close_drill(
     .await
     .map_err(|source| storage_error("close_drill", source))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use jiff::Timestamp;
+
+    use super::super::SqliteStorage;
+    use super::*;
+    use crate::storage::Backend as _;
+
+    #[tokio::test]
+    async fn the_alerts_of_a_batch_are_read_by_primary_key_never_by_a_scan() {
+        let folder = tempfile::tempdir().unwrap();
+        let storage =
+            SqliteStorage::open(&folder.path().join("relay.db"), Duration::from_secs(1), 0)
+                .await
+                .unwrap();
+        let keys: Vec<AlertKey> = (0..3)
+            .map(|index| AlertKey {
+                fingerprint: format!("f{index}"),
+                starts_at: Timestamp::UNIX_EPOCH,
+            })
+            .collect();
+        let builder = tracked_alerts_query(&keys);
+        let sql = format!("EXPLAIN QUERY PLAN {}", builder.sql());
+        let mut explain = sqlx::query(&sql);
+        for key in &keys {
+            explain = explain
+                .bind(key.fingerprint.as_str())
+                .bind(format_time(key.starts_at));
+        }
+        let plan: Vec<String> = explain
+            .fetch_all(&storage.reader)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect();
+        assert!(
+            plan.iter()
+                .any(|step| step.starts_with("SEARCH a USING INDEX")
+                    && step.contains("(fingerprint=? AND starts_at=?)")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN a")),
+            "{plan:?}"
+        );
+        storage.close().await;
+    }
 }
