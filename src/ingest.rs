@@ -90,7 +90,7 @@ impl Ingest {
         }
     }
 
-    /// False once the committer has ended: readiness reports it.
+    /// False once the committer task has ended: readiness reports it.
     pub fn is_running(&self) -> bool {
         self.queue.is_running()
     }
@@ -182,30 +182,18 @@ struct Pending {
 }
 
 /// The queue in front of the group committer. Cloning shares the queue. The committer
-/// (and its thread) ends when the last clone is dropped.
+/// task ends when the last clone is dropped.
 #[derive(Clone)]
 pub struct IngestQueue {
     sender: mpsc::Sender<Pending>,
 }
 
 impl IngestQueue {
-    /// Starts the committer on a thread and current-thread runtime of its own, so that a
-    /// commit's answer is taken up at once rather than after requests' tasks queued on
-    /// the server's runtime (20-alert webhooks at 16 connections: 11-23 % more per
-    /// second). `capacity` bounds the webhooks waiting (the server's connection limit
-    /// bounds them anyway).
+    /// Starts the committer task on the current Tokio runtime. `capacity` bounds the
+    /// webhooks waiting (the server's connection limit bounds them anyway).
     pub fn start(storage: Storage, metrics: Metrics, capacity: usize) -> IngestQueue {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
-        std::thread::Builder::new()
-            .name("group-commit".to_owned())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a runtime for the group committer");
-                runtime.block_on(run_committer(storage, metrics, receiver));
-            })
-            .expect("a thread for the group committer");
+        tokio::spawn(run_committer(storage, metrics, receiver));
         IngestQueue { sender }
     }
 
