@@ -157,17 +157,12 @@ async fn insert_receipts(
     }
     builder.push("COMMIT");
     let mut inserted: HashMap<String, i64> = HashMap::with_capacity(candidates.len());
-    for row in builder
+    let rows = builder
         .build()
         .fetch_all(&mut *connection)
         .await
-        .map_err(error)?
-    {
-        inserted.insert(
-            row.try_get("dedupe_key").map_err(error)?,
-            row.try_get("id").map_err(error)?,
-        );
-    }
+        .map_err(error)?;
+    ids_by_key(&rows, &mut inserted)?;
     // Keys stored by an earlier batch.
     let mut existing: HashMap<String, i64> = HashMap::new();
     let stored_before: Vec<&str> = candidates
@@ -183,17 +178,12 @@ async fn insert_receipts(
             separated.push_bind(*key);
         }
         builder.push(")");
-        for row in builder
+        let rows = builder
             .build()
             .fetch_all(&mut *connection)
             .await
-            .map_err(error)?
-        {
-            existing.insert(
-                row.try_get("dedupe_key").map_err(error)?,
-                row.try_get("id").map_err(error)?,
-            );
-        }
+            .map_err(error)?;
+        ids_by_key(&rows, &mut existing)?;
     }
 
     batch
@@ -218,6 +208,22 @@ async fn insert_receipts(
             }
         })
         .collect()
+}
+
+/// Adds each row's `dedupe_key` and `id` to `ids`.
+fn ids_by_key(
+    rows: &[sqlx::sqlite::SqliteRow],
+    ids: &mut HashMap<String, i64>,
+) -> Result<(), StorageError> {
+    for row in rows {
+        ids.insert(
+            row.try_get("dedupe_key")
+                .map_err(|source| storage_error(STORE_NOTIFICATION, source))?,
+            row.try_get("id")
+                .map_err(|source| storage_error(STORE_NOTIFICATION, source))?,
+        );
+    }
+    Ok(())
 }
 
 pub(super) async fn next_unprocessed_receipts(
