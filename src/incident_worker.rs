@@ -763,9 +763,10 @@ enum AfterBatch {
 /// budget-sized batch). A batch that took everything waiting when it began is followed
 /// by a moment of gathering, even when more arrived while it was written: under a steady
 /// stream the worker otherwise takes a few receipts at a time, and each of its commits
-/// is a write-connection hold and an fsync that ingest's group commits wait behind (at
-/// 16 connections of 1-alert webhooks, batches of 3.5 receipts held the connection for
-/// 44 % of the time). The first receipt after a quiet spell is still taken at once.
+/// costs a hold of the write connection and an fsync, CPU and disk that ingest then
+/// lacks (at 16 connections of 1-alert webhooks, batches of 3.5 receipts held the
+/// connection 44 % of the time). The first receipt after a quiet spell is still taken at
+/// once.
 fn after_batch(n_processed: usize, last_id: i64, stored_before: i64) -> AfterBatch {
     if n_processed == 0 {
         AfterBatch::Idle
