@@ -318,19 +318,19 @@ impl App {
         }
         // The incident worker on a thread and runtime of its own: between the statements of
         // a batch, while it holds the write connection, it waits for no request's task.
+        let worker_runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the incident worker's runtime")?;
         let (worker_done, worker_stopped) = tokio::sync::oneshot::channel::<()>();
         let worker_stopping = stopping.clone();
         std::thread::Builder::new()
             .name("incident-worker".to_owned())
             .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a runtime for the incident worker");
-                runtime.block_on(worker.run(worker_stopping));
+                worker_runtime.block_on(worker.run(worker_stopping));
                 let _ = worker_done.send(());
             })
-            .expect("a thread for the incident worker");
+            .context("cannot start the incident worker's thread")?;
         spawn(Box::pin(async move {
             let _ = worker_stopped.await;
         }));
