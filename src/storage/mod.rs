@@ -58,6 +58,11 @@ pub use followup::*;
 pub use incidents::*;
 pub use maintenance::*;
 pub use operator_mail::*;
+/// PostgreSQL statements of the incident worker, for the tests of their plans.
+#[doc(hidden)]
+pub use postgres::{
+    NEXT_RECEIPTS as POSTGRES_NEXT_RECEIPTS, TRACKED_ALERTS as POSTGRES_TRACKED_ALERTS,
+};
 pub use publications::*;
 pub use receipts::*;
 pub use sqlite::receipts_path as sqlite_receipts_path;

@@ -344,3 +344,146 @@ async fn a_stopped_database_fails_transiently_and_the_same_handle_recovers() {
     assert_eq!(keys.len(), 2, "stored before and after, nothing while down");
     assert!(databases.server().unwrap().port() > 0);
 }
+
+/// The read of a batch's alerts finds them by primary key among many: one index lookup
+/// per key, never a scan of `incident_alerts` (a hash join over the whole table, say,
+/// once the keys' types no longer match the index's). The rows it returns are the keys
+/// that exist, and only those.
+#[tokio::test]
+async fn the_alerts_of_a_batch_are_read_by_primary_key_never_by_a_scan() {
+    let databases = Databases::postgres().await;
+    let config = databases.fresh_config().await;
+    let _storage = Storage::open(&config).await.expect("open (migrates)");
+    let samsa_relay::config::DatabaseUrl::Postgres(url) = &config.url else {
+        panic!("not postgres");
+    };
+    let mut connection = sqlx::PgConnection::connect(url.url.expose()).await.unwrap();
+    let fingerprint = |n: i64| format!("{n:016x}");
+    let starts_at = |n: i64| format!("2026-12-03T08:00:00.{n:09}Z");
+    sqlx::query(
+        "INSERT INTO incident_alerts (fingerprint, starts_at, incident_id, status, labels) \
+         SELECT lpad(to_hex(n), 16, '0'), '2026-12-03T08:00:00.' || lpad(n::text, 9, '0') || 'Z', \
+         NULL, 'resolved', '{}' FROM generate_series(1, 50000) AS n",
+    )
+    .execute(&mut connection)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE incident_alerts")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    // 240 keys (a batch of twelve 20-alert webhooks): every other one stored.
+    let numbers: Vec<i64> = (0..240).map(|index| 49_000 + index * 2).collect();
+    let fingerprints: Vec<String> = numbers.iter().map(|&n| fingerprint(n)).collect();
+    let starts: Vec<String> = numbers.iter().map(|&n| starts_at(n)).collect();
+
+    let plan: Vec<String> = sqlx::query_scalar(&format!(
+        "EXPLAIN {}",
+        samsa_relay::storage::POSTGRES_TRACKED_ALERTS
+    ))
+    .bind(&fingerprints)
+    .bind(&starts)
+    .fetch_all(&mut connection)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("incident_alerts_pkey") && !plan.contains("Seq Scan on incident_alerts"),
+        "{plan}"
+    );
+
+    let found: Vec<(String, String)> =
+        sqlx::query_as(samsa_relay::storage::POSTGRES_TRACKED_ALERTS)
+            .bind(&fingerprints)
+            .bind(&starts)
+            .fetch_all(&mut connection)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row: (String, String, Option<i64>, String, String)| (row.0, row.1))
+            .collect();
+    let expected: BTreeSet<(String, String)> = numbers
+        .iter()
+        .filter(|&&n| n <= 50_000)
+        .map(|&n| (fingerprint(n), starts_at(n)))
+        .collect();
+    assert_eq!(found.into_iter().collect::<BTreeSet<_>>(), expected);
+}
+
+/// Choosing the next receipts reads about as many rows as the batch takes, however many
+/// receipts were processed before: with 5,000 processed and 100 waiting, no step of the
+/// plan handles more than a few times the 64 asked for. (Merged as a join, the backlog
+/// was walked together with every processed receipt, on each batch.)
+#[tokio::test]
+async fn choosing_the_next_receipts_reads_the_batch_not_the_history() {
+    let databases = Databases::postgres().await;
+    let config = databases.fresh_config().await;
+    let _storage = Storage::open(&config).await.expect("open (migrates)");
+    let samsa_relay::config::DatabaseUrl::Postgres(url) = &config.url else {
+        panic!("not postgres");
+    };
+    let mut connection = sqlx::PgConnection::connect(url.url.expose()).await.unwrap();
+    sqlx::query(
+        "INSERT INTO webhook_receipts (dedupe_key, received_at, group_key, status, receiver, \
+         external_url, n_alerts, truncated_alerts, payload) \
+         SELECT 'key-' || n, '2026-12-03T08:00:00Z', '{}', 'firing', 'relay', 'http://am', 20, 0, '{}' \
+         FROM generate_series(1, 5100) AS n",
+    )
+    .execute(&mut connection)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO receipts_backlog (receipt_id) SELECT id FROM webhook_receipts WHERE id > 5000",
+    )
+    .execute(&mut connection)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO receipts_processed (receipt_id, processed_at) \
+         SELECT id, '2026-12-03T08:00:01Z' FROM webhook_receipts WHERE id <= 5000",
+    )
+    .execute(&mut connection)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+
+    let plan: serde_json::Value = sqlx::query_scalar(&format!(
+        "EXPLAIN (ANALYZE, FORMAT JSON) {}",
+        samsa_relay::storage::POSTGRES_NEXT_RECEIPTS
+    ))
+    .bind(64_i64)
+    .bind(512_i64)
+    .fetch_one(&mut connection)
+    .await
+    .unwrap();
+    fn most_rows(node: &serde_json::Value) -> f64 {
+        let own = node["Actual Rows"].as_f64().unwrap_or(0.0)
+            * node["Actual Loops"].as_f64().unwrap_or(1.0);
+        node["Plans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(most_rows)
+            .fold(own, f64::max)
+    }
+    let most = most_rows(&plan[0]["Plan"]);
+    assert!(
+        most <= 256.0,
+        "a step of the plan read {most} rows: {plan:#}"
+    );
+
+    // And it takes what the budget allows, oldest first: 25 receipts of 20 alerts.
+    let ids: Vec<i64> = sqlx::query_scalar(&format!(
+        "SELECT id FROM ({}) AS next ORDER BY id",
+        samsa_relay::storage::POSTGRES_NEXT_RECEIPTS
+    ))
+    .bind(64_i64)
+    .bind(512_i64)
+    .fetch_all(&mut connection)
+    .await
+    .unwrap();
+    assert_eq!(ids, (5001..=5025).collect::<Vec<i64>>());
+}

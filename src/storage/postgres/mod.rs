@@ -43,6 +43,9 @@ mod receipts;
 mod rows;
 mod subscriptions;
 
+pub use incidents::TRACKED_ALERTS;
+pub use receipts::NEXT_RECEIPTS;
+
 use std::str::FromStr as _;
 use std::time::Duration;
 
