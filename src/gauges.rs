@@ -73,8 +73,7 @@ impl GaugeRefresher {
                     .set(0);
             }
         }
-        for overview in self.storage.incident_overview(200).await? {
-            let record = overview.record;
+        for record in self.storage.recent_incidents(200).await? {
             if record.resolved_at.is_none() {
                 let level = record.incident.classification.level.as_number().to_string();
                 metrics

@@ -178,8 +178,7 @@ impl ReviewNotifier {
                 ));
             }
         }
-        for overview in self.storage.incident_overview(20).await? {
-            let record = &overview.record;
+        for record in &self.storage.recent_incidents(20).await? {
             if record.kind == IncidentKind::Monitoring && record.resolved_at.is_none() {
                 for operator in review.on_duty_and_escalation() {
                     candidates.push((

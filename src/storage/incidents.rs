@@ -44,6 +44,10 @@ pub trait Incidents: Send + Sync {
     /// Open incidents first, then the most recent, at most `limit` (alerts only counted).
     async fn incident_overview(&self, limit: i64) -> Result<Vec<IncidentOverview>, StorageError>;
 
+    /// As [`Incidents::incident_overview`] without counting the firing alerts, which reads
+    /// every alert of an incident: for the loops that look every few seconds.
+    async fn recent_incidents(&self, limit: i64) -> Result<Vec<IncidentRecord>, StorageError>;
+
     /// Discards a pending draft with the operator's reason and logs `draft_discarded`.
     /// Returns its incident and creation time, or `None` if it was not pending.
     async fn discard_draft(

@@ -75,6 +75,7 @@ contract!(
     updating_a_window_writes_it_and_its_incident_and_an_ended_window_leaves_the_list,
     windows_in_effect_and_active_windows_are_chosen_by_state_and_times,
     alerts_in_a_window_are_added_then_updated_in_order_of_arrival,
+    the_overview_counts_firing_alerts_and_the_recent_list_is_the_same_incidents,
 );
 
 pub(crate) fn at(text: &str) -> Timestamp {
@@ -1725,6 +1726,83 @@ async fn open_outage(storage: &Storage, incident_id: i64, now: Timestamp) {
         .await
         .unwrap();
     transaction.commit().await.unwrap();
+}
+
+/// The overview (the operators' dashboard) counts each incident's firing alerts; the
+/// recent list (the loops that look every few seconds) gives the same incidents in the
+/// same order, open first, without reading their alerts.
+async fn the_overview_counts_firing_alerts_and_the_recent_list_is_the_same_incidents(
+    databases: &Databases,
+) {
+    let storage = databases.fresh().await;
+    let now = at("2026-12-04T08:00:00Z");
+    let (drill_id, _) = drill_with_draft(&storage, now).await;
+    let outage_id = drill_id + 1;
+    open_outage(&storage, outage_id, now).await;
+    let (summary, classification) = scope();
+    let alert = |n: u32, status: AlertStatus| {
+        (
+            samsa_relay::incident::AlertKey {
+                fingerprint: format!("f{n}"),
+                starts_at: now,
+            },
+            samsa_relay::incident::TrackedAlert {
+                status,
+                labels: std::sync::Arc::new(LabelMap::from(BTreeMap::from([(
+                    "actor".to_owned(),
+                    "kommun-boras".to_owned(),
+                )]))),
+            },
+        )
+    };
+    let alerts = vec![
+        alert(1, AlertStatus::Firing),
+        alert(2, AlertStatus::Firing),
+        alert(3, AlertStatus::Resolved),
+    ];
+    let mut write = IncidentWrite {
+        at: now,
+        retired_unseen: Vec::new(),
+        change: Some(IncidentChange {
+            incident: Incident {
+                incident_id: outage_id,
+                phase: Phase::Open,
+                started_at: now,
+                alerts: alerts.iter().cloned().collect(),
+                summary,
+                classification,
+                published: None,
+                pending_draft: None,
+                n_reopened: 0,
+            },
+            is_new: false,
+            alerts,
+            events: Vec::new(),
+            drafts: Vec::new(),
+        }),
+    };
+    let mut batch = IncidentBatch::default();
+    let mut transaction = storage.begin_write().await.unwrap();
+    transaction
+        .stage_incident_step(&mut write, &mut batch)
+        .await
+        .unwrap();
+    transaction
+        .finish_incident_batch(&batch, now)
+        .await
+        .unwrap();
+    transaction.commit().await.unwrap();
+
+    let overview = storage.incident_overview(10).await.unwrap();
+    let counted: Vec<(i64, i64)> = overview
+        .iter()
+        .map(|overview| (overview.record.incident_id, overview.n_firing))
+        .collect();
+    assert_eq!(counted, [(outage_id, 2), (drill_id, 0)]);
+    let recent = storage.recent_incidents(10).await.unwrap();
+    let records: Vec<&IncidentRecord> = overview.iter().map(|overview| &overview.record).collect();
+    assert_eq!(recent.iter().collect::<Vec<_>>(), records);
+    assert_eq!(storage.recent_incidents(1).await.unwrap().len(), 1);
 }
 
 async fn maintenance_windows_open_beside_each_other_and_an_outage_but_drills_stay_one(

@@ -233,39 +233,15 @@ impl Incidents for SqliteStorage {
     }
 
     async fn incident_overview(&self, limit: i64) -> Result<Vec<IncidentOverview>, StorageError> {
-        const OPERATION: &str = "incident_overview";
-        let error = |source: sqlx::Error| storage_error(OPERATION, source);
-        let rows = sqlx::query(&format!(
-            "SELECT {INCIDENT_COLUMNS}, \
-             (SELECT COUNT(*) FROM incident_alerts a WHERE a.incident_id = incidents.id AND a.status = 'firing') \
-                AS n_firing \
-             FROM incidents ORDER BY (phase = 'open') DESC, id DESC LIMIT ?"
-        ))
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(error)?;
-        let pending: Vec<(i64, String)> =
-            sqlx::query_as("SELECT incident_id, kind FROM drafts WHERE state = 'pending'")
-                .fetch_all(&self.reader)
-                .await
-                .map_err(error)?;
-        let pending: HashMap<i64, String> = pending.into_iter().collect();
-        rows.iter()
-            .map(|row| -> anyhow::Result<IncidentOverview> {
-                let mut record = incident_from_row(row, Default::default())?;
-                record.incident.pending_draft = pending
-                    .get(&record.incident_id)
-                    .cloned()
-                    .map(parse_kind)
-                    .transpose()?;
-                Ok(IncidentOverview {
-                    n_firing: row.try_get("n_firing")?,
-                    record,
-                })
-            })
-            .collect::<anyhow::Result<_>>()
-            .map_err(|source| storage_error(OPERATION, source))
+        overview(&self.reader, limit, true).await
+    }
+
+    async fn recent_incidents(&self, limit: i64) -> Result<Vec<IncidentRecord>, StorageError> {
+        Ok(overview(&self.reader, limit, false)
+            .await?
+            .into_iter()
+            .map(|overview| overview.record)
+            .collect())
     }
 
     /// Discards a pending draft with the operator's reason. Returns its incident and when
@@ -507,6 +483,52 @@ macro_rules! correlation_reads {
 
 correlation_reads!(SqliteTx);
 correlation_reads!(SqliteRead);
+
+/// Open incidents first, then the most recent, at most `limit`; with each one's firing
+/// alerts counted when `count_firing` (0 otherwise): the count reads every alert of the
+/// incident, a scan that grows with it.
+async fn overview(
+    pool: &sqlx::SqlitePool,
+    limit: i64,
+    count_firing: bool,
+) -> Result<Vec<IncidentOverview>, StorageError> {
+    const OPERATION: &str = "incident_overview";
+    let error = |source: sqlx::Error| storage_error(OPERATION, source);
+    let n_firing = if count_firing {
+        "(SELECT COUNT(*) FROM incident_alerts a WHERE a.incident_id = incidents.id AND a.status = 'firing')"
+    } else {
+        "0"
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT {INCIDENT_COLUMNS}, {n_firing} AS n_firing \
+         FROM incidents ORDER BY (phase = 'open') DESC, id DESC LIMIT ?"
+    ))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .map_err(error)?;
+    let pending: Vec<(i64, String)> =
+        sqlx::query_as("SELECT incident_id, kind FROM drafts WHERE state = 'pending'")
+            .fetch_all(pool)
+            .await
+            .map_err(error)?;
+    let pending: HashMap<i64, String> = pending.into_iter().collect();
+    rows.iter()
+        .map(|row| -> anyhow::Result<IncidentOverview> {
+            let mut record = incident_from_row(row, Default::default())?;
+            record.incident.pending_draft = pending
+                .get(&record.incident_id)
+                .cloned()
+                .map(parse_kind)
+                .transpose()?;
+            Ok(IncidentOverview {
+                n_firing: row.try_get("n_firing")?,
+                record,
+            })
+        })
+        .collect::<anyhow::Result<_>>()
+        .map_err(|source| storage_error(OPERATION, source))
+}
 
 /// The next incident id, the latest outage incident (without alerts) and its pending draft.
 pub(super) async fn correlation_version(
