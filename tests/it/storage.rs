@@ -76,6 +76,7 @@ contract!(
     windows_in_effect_and_active_windows_are_chosen_by_state_and_times,
     alerts_in_a_window_are_added_then_updated_in_order_of_arrival,
     the_overview_counts_firing_alerts_and_the_recent_list_is_the_same_incidents,
+    the_next_receipts_are_the_oldest_whose_alerts_fit_the_budget,
 );
 
 pub(crate) fn at(text: &str) -> Timestamp {
@@ -327,6 +328,61 @@ async fn a_processed_receipt_leaves_the_backlog_and_resolved_stays_final(databas
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].status, AlertStatus::Resolved);
     assert_eq!(alerts[0].last_receipt_id, backlog[1].receipt_id);
+}
+
+/// The next receipts of the backlog are the oldest ones, as many as fit the alert
+/// budget (the first whatever its size) and the count, with their payloads.
+async fn the_next_receipts_are_the_oldest_whose_alerts_fit_the_budget(databases: &Databases) {
+    let storage = databases.fresh().await;
+    let now = at("2026-12-04T08:00:00Z");
+    let mut ids = Vec::new();
+    for (index, n_alerts) in [3, 5, 1, 10, 2].into_iter().enumerate() {
+        let alerts: Vec<serde_json::Value> = (0..n_alerts)
+            .map(|alert| {
+                serde_json::json!({
+                    "status": "firing",
+                    "labels": {"alertname": "SamsaDown", "actor": "a1"},
+                    "startsAt": "2026-12-04T07:59:00Z",
+                    "fingerprint": format!("r{index}a{alert}"),
+                })
+            })
+            .collect();
+        let body = serde_json::json!({
+            "version": "4", "groupKey": format!("g{index}"), "status": "firing",
+            "receiver": "samsa-relay", "alerts": alerts,
+        })
+        .to_string();
+        let notification = Notification::parse(body.as_bytes()).unwrap();
+        let stored = storage
+            .store_notification(&notification, &format!("key-{index}"), &body, now)
+            .await
+            .unwrap();
+        ids.push((stored.receipt_id, body));
+    }
+    let mut snapshot = storage.begin_read().await.unwrap();
+    for (limit, alert_budget, expected) in [
+        (10, 9, 3),
+        (10, 8, 2),
+        (10, 2, 1),
+        (2, 100, 2),
+        (10, 20, 4),
+        (10, 21, 5),
+        (64, 512, 5),
+    ] {
+        let receipts = snapshot
+            .next_unprocessed_receipts(limit, alert_budget)
+            .await
+            .unwrap();
+        let got: Vec<(i64, &str)> = receipts
+            .iter()
+            .map(|receipt| (receipt.receipt_id, receipt.payload.as_str()))
+            .collect();
+        let want: Vec<(i64, &str)> = ids[..expected]
+            .iter()
+            .map(|(id, body)| (*id, body.as_str()))
+            .collect();
+        assert_eq!(got, want, "limit {limit}, budget {alert_budget}");
+    }
 }
 
 async fn an_uncommitted_transaction_writes_nothing(databases: &Databases) {
