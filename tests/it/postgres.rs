@@ -14,7 +14,7 @@ use samsa_relay::storage::{NewReceipt, OperatorMailWrite, Storage, StorageError}
 use sqlx::Connection as _;
 
 use crate::common::{Databases, PostgresServer, database_config};
-use crate::storage::{at, drill_with_draft, publication, scope, webhook};
+use crate::storage::{at, drill_with_draft, publication, publish, scope, webhook};
 
 /// `n` handles on one fresh database, opened one after another.
 async fn replicas(databases: &Databases, n: usize) -> (Vec<Storage>, DatabaseConfig) {
@@ -379,7 +379,7 @@ async fn the_alerts_of_a_batch_are_read_by_primary_key_never_by_a_scan() {
 
     let plan: Vec<String> = sqlx::query_scalar(&format!(
         "EXPLAIN {}",
-        samsa_relay::storage::POSTGRES_TRACKED_ALERTS
+        samsa_relay::storage::postgres_statements::TRACKED_ALERTS
     ))
     .bind(&fingerprints)
     .bind(&starts)
@@ -393,7 +393,7 @@ async fn the_alerts_of_a_batch_are_read_by_primary_key_never_by_a_scan() {
     );
 
     let found: Vec<(String, String)> =
-        sqlx::query_as(samsa_relay::storage::POSTGRES_TRACKED_ALERTS)
+        sqlx::query_as(samsa_relay::storage::postgres_statements::TRACKED_ALERTS)
             .bind(&fingerprints)
             .bind(&starts)
             .fetch_all(&mut connection)
@@ -452,7 +452,7 @@ async fn choosing_the_next_receipts_reads_the_batch_not_the_history() {
 
     let plan: serde_json::Value = sqlx::query_scalar(&format!(
         "EXPLAIN (ANALYZE, FORMAT JSON) {}",
-        samsa_relay::storage::POSTGRES_NEXT_RECEIPTS
+        samsa_relay::storage::postgres_statements::NEXT_RECEIPTS
     ))
     .bind(64_i64)
     .bind(512_i64)
@@ -478,7 +478,7 @@ async fn choosing_the_next_receipts_reads_the_batch_not_the_history() {
     // And it takes what the budget allows, oldest first: 25 receipts of 20 alerts.
     let ids: Vec<i64> = sqlx::query_scalar(&format!(
         "SELECT id FROM ({}) AS next ORDER BY id",
-        samsa_relay::storage::POSTGRES_NEXT_RECEIPTS
+        samsa_relay::storage::postgres_statements::NEXT_RECEIPTS
     ))
     .bind(64_i64)
     .bind(512_i64)
@@ -486,4 +486,73 @@ async fn choosing_the_next_receipts_reads_the_batch_not_the_history() {
     .await
     .unwrap();
     assert_eq!(ids, (5001..=5025).collect::<Vec<i64>>());
+}
+
+/// The reads of the outbox that run every few seconds (the operators' failed deliveries,
+/// the pending deliveries per channel) go through their partial indexes, never through
+/// every delivery ever made, and still find what they look for.
+#[tokio::test]
+async fn the_periodic_reads_of_the_outbox_use_their_partial_indexes() {
+    use samsa_relay::storage::postgres_statements::{FAILED_DELIVERIES, OUTBOX_BACKLOG};
+
+    let databases = Databases::postgres().await;
+    let config = databases.fresh_config().await;
+    let storage = Storage::open(&config).await.expect("open (migrates)");
+    let now = at("2026-12-04T08:00:00Z");
+    let (incident_id, draft_id) = drill_with_draft(&storage, now).await;
+    let notice_id = publish(&storage, incident_id, draft_id, now).await;
+    let samsa_relay::config::DatabaseUrl::Postgres(url) = &config.url else {
+        panic!("not postgres");
+    };
+    let mut connection = sqlx::PgConnection::connect(url.url.expose()).await.unwrap();
+    // 50,000 deliveries made long ago, two of which failed for good.
+    sqlx::query(
+        "INSERT INTO outbox (notice_id, channel, recipient, delivery_id, state, attempts, \
+         next_attempt_at, created_at, sent_at) \
+         SELECT $1, 'email', 'r' || n || '@example.se', 'old-' || n, \
+         CASE WHEN n IN (7, 49000) THEN 'failed' ELSE 'sent' END, 1, \
+         '2026-01-01T00:00:00.000000000Z', '2026-01-01T00:00:00.000000000Z', \
+         '2026-01-01T00:00:01.000000000Z' FROM generate_series(1, 50000) AS n",
+    )
+    .bind(notice_id)
+    .execute(&mut connection)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE outbox")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    for (sql, index) in [
+        (FAILED_DELIVERIES, "outbox_failed_operators"),
+        (OUTBOX_BACKLOG, "outbox_pending"),
+    ] {
+        let explain = format!("EXPLAIN {sql}");
+        let mut query = sqlx::query_scalar::<_, String>(&explain);
+        if sql.contains("$1") {
+            query = query.bind(50_i64);
+        }
+        let plan = query.fetch_all(&mut connection).await.unwrap().join("\n");
+        assert!(
+            plan.contains(index) && !plan.contains("Seq Scan on outbox"),
+            "{sql}:\n{plan}"
+        );
+    }
+    // What the publication left waiting (two emails, the banner) and the two failures.
+    let failed: Vec<String> = storage
+        .failed_deliveries(50)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, _, recipient, _)| recipient)
+        .collect();
+    assert_eq!(failed, ["r49000@example.se", "r7@example.se"]);
+    let mut backlog: Vec<(String, i64)> = storage
+        .outbox_backlog()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(channel, waiting, _)| (channel, waiting))
+        .collect();
+    backlog.sort();
+    assert_eq!(backlog, [("banner".to_owned(), 1), ("email".to_owned(), 2)]);
 }

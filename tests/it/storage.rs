@@ -199,7 +199,12 @@ pub(crate) fn publication(incident_id: i64, draft_id: i64, now: Timestamp) -> Pu
 }
 
 /// Publishes the drill's draft; returns the notice id.
-async fn publish(storage: &Storage, incident_id: i64, draft_id: i64, now: Timestamp) -> i64 {
+pub(crate) async fn publish(
+    storage: &Storage,
+    incident_id: i64,
+    draft_id: i64,
+    now: Timestamp,
+) -> i64 {
     let mut transaction = storage.begin_write().await.unwrap();
     let notice_id = transaction
         .insert_publication(&publication(incident_id, draft_id, now))

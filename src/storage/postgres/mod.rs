@@ -44,6 +44,7 @@ mod rows;
 mod subscriptions;
 
 pub use incidents::TRACKED_ALERTS;
+pub use publications::{FAILED_DELIVERIES, OUTBOX_BACKLOG};
 pub use receipts::NEXT_RECEIPTS;
 
 use std::str::FromStr as _;

@@ -23,6 +23,17 @@ use crate::storage::{
     PublicationsTx, PublishedNoticeRecord, StorageError,
 };
 
+/// The operators' deliveries that failed for good, newest first (`$1` the most): read
+/// every second, so by the partial index `outbox_failed_operators`, never through the
+/// whole outbox, which keeps every delivery ever made.
+pub const FAILED_DELIVERIES: &str = "SELECT o.id, p.incident_id, o.channel, o.recipient, o.last_error \
+     FROM outbox o JOIN published_notices p ON p.id = o.notice_id \
+     WHERE o.state = 'failed' AND o.subscriber_id IS NULL ORDER BY o.id DESC LIMIT $1";
+
+/// Per channel, the deliveries waiting and the oldest one's creation: read by the
+/// gauges, by the partial index `outbox_pending`.
+pub const OUTBOX_BACKLOG: &str = "SELECT channel, COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending' GROUP BY channel";
+
 #[async_trait]
 impl Publications for PgStorage {
     async fn claim_deliveries(
@@ -294,15 +305,12 @@ impl Publications for PgStorage {
         &self,
         limit: i64,
     ) -> Result<Vec<(i64, i64, String, String, String)>, StorageError> {
-        let rows: Vec<(i64, i64, String, String, Option<String>)> = sqlx::query_as(
-            "SELECT o.id, p.incident_id, o.channel, o.recipient, o.last_error FROM outbox o \
-             JOIN published_notices p ON p.id = o.notice_id \
-             WHERE o.state = 'failed' AND o.subscriber_id IS NULL ORDER BY o.id DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|source| storage_error("failed_deliveries", source))?;
+        let rows: Vec<(i64, i64, String, String, Option<String>)> =
+            sqlx::query_as(FAILED_DELIVERIES)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|source| storage_error("failed_deliveries", source))?;
         Ok(rows
             .into_iter()
             .map(|(id, incident_id, channel, recipient, error)| {
@@ -343,12 +351,10 @@ impl Publications for PgStorage {
     /// Per channel: deliveries waiting and when the oldest of them was published.
     async fn outbox_backlog(&self) -> Result<Vec<(String, i64, Option<Timestamp>)>, StorageError> {
         const OPERATION: &str = "outbox_backlog";
-        let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(
-            "SELECT channel, COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending' GROUP BY channel",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|source| storage_error(OPERATION, source))?;
+        let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(OUTBOX_BACKLOG)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|source| storage_error(OPERATION, source))?;
         rows.into_iter()
             .map(|(channel, count, oldest)| {
                 Ok((

@@ -23,6 +23,17 @@ use crate::storage::{
     PublicationsTx, PublishedNoticeRecord, StorageError,
 };
 
+/// The operators' deliveries that failed for good, newest first (`?` the most): read
+/// every second, so by the partial index `outbox_failed_operators`, never through the
+/// whole outbox, which keeps every delivery ever made.
+const FAILED_DELIVERIES: &str = "SELECT o.id, p.incident_id, o.channel, o.recipient, o.last_error \
+     FROM outbox o JOIN published_notices p ON p.id = o.notice_id \
+     WHERE o.state = 'failed' AND o.subscriber_id IS NULL ORDER BY o.id DESC LIMIT ?";
+
+/// Per channel, the deliveries waiting and the oldest one's creation: read by the
+/// gauges, by the partial index `outbox_pending`.
+const OUTBOX_BACKLOG: &str = "SELECT channel, COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending' GROUP BY channel";
+
 #[async_trait]
 impl Publications for SqliteStorage {
     async fn claim_deliveries(
@@ -294,15 +305,12 @@ impl Publications for SqliteStorage {
         &self,
         limit: i64,
     ) -> Result<Vec<(i64, i64, String, String, String)>, StorageError> {
-        let rows: Vec<(i64, i64, String, String, Option<String>)> = sqlx::query_as(
-            "SELECT o.id, p.incident_id, o.channel, o.recipient, o.last_error FROM outbox o \
-             JOIN published_notices p ON p.id = o.notice_id \
-             WHERE o.state = 'failed' AND o.subscriber_id IS NULL ORDER BY o.id DESC LIMIT ?",
-        )
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(|source| storage_error("failed_deliveries", source))?;
+        let rows: Vec<(i64, i64, String, String, Option<String>)> =
+            sqlx::query_as(FAILED_DELIVERIES)
+                .bind(limit)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(|source| storage_error("failed_deliveries", source))?;
         Ok(rows
             .into_iter()
             .map(|(id, incident_id, channel, recipient, error)| {
@@ -343,12 +351,10 @@ impl Publications for SqliteStorage {
     /// Per channel: deliveries waiting and when the oldest of them was published.
     async fn outbox_backlog(&self) -> Result<Vec<(String, i64, Option<Timestamp>)>, StorageError> {
         const OPERATION: &str = "outbox_backlog";
-        let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(
-            "SELECT channel, COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending' GROUP BY channel",
-        )
-        .fetch_all(&self.reader)
-        .await
-        .map_err(|source| storage_error(OPERATION, source))?;
+        let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(OUTBOX_BACKLOG)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|source| storage_error(OPERATION, source))?;
         rows.into_iter()
             .map(|(channel, count, oldest)| {
                 Ok((
@@ -530,4 +536,51 @@ fn delivery_id(installation: &str, notice_id: i64, channel: &str, recipient: &st
     let digest =
         Sha256::digest(format!("{installation}\0{notice_id}\0{channel}\0{recipient}").as_bytes());
     format!("{notice_id}-{}", &crate::alertmanager::hex(&digest)[..24])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::Row as _;
+
+    use super::super::SqliteStorage;
+    use super::{FAILED_DELIVERIES, OUTBOX_BACKLOG};
+    use crate::storage::Backend as _;
+
+    /// The reads of the outbox that run every few seconds go through their partial
+    /// indexes, never through every delivery ever made.
+    #[tokio::test]
+    async fn the_periodic_reads_of_the_outbox_use_their_partial_indexes() {
+        let folder = tempfile::tempdir().unwrap();
+        let storage =
+            SqliteStorage::open(&folder.path().join("relay.db"), Duration::from_secs(1), 0)
+                .await
+                .unwrap();
+        for (sql, index) in [
+            (FAILED_DELIVERIES, "outbox_failed_operators"),
+            (OUTBOX_BACKLOG, "outbox_pending"),
+        ] {
+            let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .bind(50_i64)
+                .fetch_all(&storage.reader)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<String, _>("detail"))
+                .collect();
+            let on_outbox: Vec<&String> = plan
+                .iter()
+                .filter(|step| step.starts_with("SCAN o") || step.starts_with("SCAN outbox"))
+                .collect();
+            assert!(
+                !on_outbox.is_empty()
+                    && on_outbox
+                        .iter()
+                        .all(|step| step.contains(&format!("INDEX {index}"))),
+                "{sql}: {plan:?}"
+            );
+        }
+        storage.close().await;
+    }
 }
