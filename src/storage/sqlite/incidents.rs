@@ -12,8 +12,8 @@ use super::maintenance::windows_in_effect;
 use super::receipts::RECEIPT_ROWS_PER_STATEMENT;
 use super::receipts::next_unprocessed_receipts;
 use super::rows::{
-    INCIDENT_COLUMNS, event_from_row, incident_by_id, incident_from_row, insert_events,
-    insert_events_of, load_incident_alerts, parse_draft_state, parse_kind,
+    INCIDENT_COLUMNS, Statements, event_from_row, incident_by_id, incident_from_row, insert_events,
+    load_incident_alerts, parse_draft_state, parse_kind, push_events_of,
 };
 use super::{
     Connection, ROWS_PER_STATEMENT, SqliteRead, SqliteStorage, SqliteTx, format_time, parse_time,
@@ -867,16 +867,19 @@ pub(super) async fn stage_incident_step(
 }
 
 /// Writes what the steps of a batch left in `batch`, in the order they left it, and marks
-/// the receipts processed.
+/// the receipts processed: every statement in one command to the connection's thread.
+/// As separate commands, each was a round trip between the worker's thread and the
+/// connection's while the write connection was held, and under load each could wait for
+/// a core (docs/performance.md).
 pub(super) async fn finish_incident_batch(
     connection: &mut Connection,
     batch: &IncidentBatch,
     processed_at: Timestamp,
 ) -> Result<(), StorageError> {
     const OPERATION: &str = "finish_incident_batch";
-    let error = |source: sqlx::Error| storage_error(OPERATION, source);
+    let mut statements = Statements::default();
     for chunk in batch.retired_unseen.chunks(ROWS_PER_STATEMENT) {
-        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+        let builder = statements.next(
             "INSERT INTO incident_alerts (fingerprint, starts_at, incident_id, status, labels) ",
         );
         builder.push_values(chunk, |mut row, key| {
@@ -887,16 +890,11 @@ pub(super) async fn finish_incident_batch(
                 .push_bind("{}");
         });
         builder.push(" ON CONFLICT (fingerprint, starts_at) DO NOTHING");
-        builder
-            .build()
-            .execute(&mut *connection)
-            .await
-            .map_err(error)?;
     }
-    update_headers(connection, &batch.headers).await?;
+    push_update_headers(&mut statements, &batch.headers)?;
     // SQLite applies the rows in order: a later step's copy of an alert wins.
     for chunk in batch.alerts.chunks(ROWS_PER_STATEMENT) {
-        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+        let builder = statements.next(
             "INSERT INTO incident_alerts (fingerprint, starts_at, incident_id, status, labels) ",
         );
         builder.push_values(chunk, |mut row, (incident_id, key, alert)| {
@@ -910,32 +908,24 @@ pub(super) async fn finish_incident_batch(
             " ON CONFLICT (fingerprint, starts_at) DO UPDATE SET incident_id = excluded.incident_id, \
              status = excluded.status, labels = excluded.labels",
         );
-        builder
-            .build()
-            .execute(&mut *connection)
-            .await
-            .map_err(error)?;
     }
     let events: Vec<(i64, &EventWrite)> = batch
         .events
         .iter()
         .map(|(incident_id, event)| (*incident_id, event))
         .collect();
-    insert_events_of(connection, &events).await?;
+    push_events_of(&mut statements, &events);
     let processed_at = format_time(processed_at);
     for chunk in batch.receipt_ids.chunks(RECEIPT_ROWS_PER_STATEMENT) {
-        let mut builder: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT INTO receipts_processed (receipt_id, processed_at) ");
+        let builder = statements.next("INSERT INTO receipts_processed (receipt_id, processed_at) ");
         builder.push_values(chunk, |mut row, receipt_id| {
             row.push_bind(*receipt_id).push_bind(processed_at.as_str());
         });
-        builder
-            .build()
-            .execute(&mut *connection)
-            .await
-            .map_err(error)?;
     }
-    Ok(())
+    statements
+        .execute(connection)
+        .await
+        .map_err(|source| storage_error(OPERATION, source))
 }
 
 /// Writes each incident's header as the last step left it.
@@ -943,26 +933,43 @@ async fn update_headers(
     connection: &mut Connection,
     headers: &BTreeMap<i64, (Incident, Timestamp)>,
 ) -> Result<(), StorageError> {
-    const OPERATION: &str = "update_incident_headers";
+    let mut statements = Statements::default();
+    push_update_headers(&mut statements, headers)?;
+    statements
+        .execute(connection)
+        .await
+        .map_err(|source| storage_error(UPDATE_HEADERS, source))
+}
+
+const UPDATE_HEADERS: &str = "update_incident_headers";
+
+/// Adds to `statements` the update of each incident's header as the last step left it.
+fn push_update_headers<'a>(
+    statements: &mut Statements<'a>,
+    headers: &'a BTreeMap<i64, (Incident, Timestamp)>,
+) -> Result<(), StorageError> {
     for (incident_id, (incident, at)) in headers {
         let header =
-            IncidentHeader::of(incident).map_err(|source| storage_error(OPERATION, source))?;
-        sqlx::query(
-            "UPDATE incidents SET phase = ?, started_at = ?, resolved_at = ?, n_reopened = ?, summary = ?, \
-             classification = ?, published = ?, updated_at = ? WHERE id = ?",
-        )
-        .bind(header.phase)
-        .bind(&header.started_at)
-        .bind(&header.resolved_at)
-        .bind(header.n_reopened)
-        .bind(&header.summary)
-        .bind(&header.classification)
-        .bind(&header.published)
-        .bind(format_time(*at))
-        .bind(incident_id)
-        .execute(&mut *connection)
-        .await
-        .map_err(|source| storage_error(OPERATION, source))?;
+            IncidentHeader::of(incident).map_err(|source| storage_error(UPDATE_HEADERS, source))?;
+        let builder = statements.next("UPDATE incidents SET phase = ");
+        builder
+            .push_bind(header.phase)
+            .push(", started_at = ")
+            .push_bind(header.started_at)
+            .push(", resolved_at = ")
+            .push_bind(header.resolved_at)
+            .push(", n_reopened = ")
+            .push_bind(header.n_reopened)
+            .push(", summary = ")
+            .push_bind(header.summary)
+            .push(", classification = ")
+            .push_bind(header.classification)
+            .push(", published = ")
+            .push_bind(header.published)
+            .push(", updated_at = ")
+            .push_bind(format_time(*at))
+            .push(" WHERE id = ")
+            .push_bind(*incident_id);
     }
     Ok(())
 }

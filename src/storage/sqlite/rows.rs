@@ -29,10 +29,22 @@ pub(super) async fn insert_events_of(
     connection: &mut Connection,
     events: &[(i64, &EventWrite)],
 ) -> Result<(), StorageError> {
+    let mut statements = Statements::default();
+    push_events_of(&mut statements, events);
+    statements
+        .execute(connection)
+        .await
+        .map_err(|source| storage_error("insert_events", source))
+}
+
+/// Adds to `statements` the inserts of log entries of one or more incidents, in order.
+pub(super) fn push_events_of<'a>(
+    statements: &mut Statements<'a>,
+    events: &[(i64, &'a EventWrite)],
+) {
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
-        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO incident_events (incident_id, at, source, event, detail) ",
-        );
+        let builder = statements
+            .next("INSERT INTO incident_events (incident_id, at, source, event, detail) ");
         builder.push_values(chunk, |mut row, (incident_id, event)| {
             row.push_bind(*incident_id)
                 .push_bind(format_time(event.at))
@@ -40,13 +52,36 @@ pub(super) async fn insert_events_of(
                 .push_bind(event.event.as_str())
                 .push_bind(event.detail.as_str());
         });
-        builder
-            .build()
-            .execute(&mut *connection)
-            .await
-            .map_err(|source| storage_error("insert_events", source))?;
     }
-    Ok(())
+}
+
+/// Statements with their bound values, sent to the connection's thread as one command
+/// (sqlx runs a multi-statement query's statements in order, binding `?` parameters
+/// across them): one round trip between threads for all of them.
+#[derive(Default)]
+pub(super) struct Statements<'a> {
+    builder: Option<QueryBuilder<'a, Sqlite>>,
+}
+
+impl<'a> Statements<'a> {
+    /// Begins the next statement with `sql`; push the rest of it to what is returned.
+    pub(super) fn next(&mut self, sql: &str) -> &mut QueryBuilder<'a, Sqlite> {
+        match &mut self.builder {
+            Some(builder) => {
+                builder.push("; ").push(sql);
+            }
+            None => self.builder = Some(QueryBuilder::new(sql)),
+        }
+        self.builder.as_mut().expect("set above")
+    }
+
+    /// Runs the statements (nothing when there are none).
+    pub(super) async fn execute(self, connection: &mut Connection) -> Result<(), sqlx::Error> {
+        if let Some(mut builder) = self.builder {
+            builder.build().execute(&mut *connection).await?;
+        }
+        Ok(())
+    }
 }
 
 /// One row of `incident_events` (id, incident_id, at, source, event, detail), read back.
