@@ -878,9 +878,12 @@ pub(super) async fn finish_incident_batch(
 ) -> Result<(), StorageError> {
     const OPERATION: &str = "finish_incident_batch";
     let mut statements = Statements::default();
+    let error = |source: sqlx::Error| storage_error(OPERATION, source);
     for chunk in batch.retired_unseen.chunks(ROWS_PER_STATEMENT) {
+        statements.flush_if_full(connection).await.map_err(error)?;
         let builder = statements.next(
             "INSERT INTO incident_alerts (fingerprint, starts_at, incident_id, status, labels) ",
+            chunk.len(),
         );
         builder.push_values(chunk, |mut row, key| {
             row.push_bind(key.fingerprint.as_str())
@@ -894,8 +897,10 @@ pub(super) async fn finish_incident_batch(
     push_update_headers(&mut statements, &batch.headers)?;
     // SQLite applies the rows in order: a later step's copy of an alert wins.
     for chunk in batch.alerts.chunks(ROWS_PER_STATEMENT) {
+        statements.flush_if_full(connection).await.map_err(error)?;
         let builder = statements.next(
             "INSERT INTO incident_alerts (fingerprint, starts_at, incident_id, status, labels) ",
+            chunk.len(),
         );
         builder.push_values(chunk, |mut row, (incident_id, key, alert)| {
             row.push_bind(key.fingerprint.as_str())
@@ -914,18 +919,20 @@ pub(super) async fn finish_incident_batch(
         .iter()
         .map(|(incident_id, event)| (*incident_id, event))
         .collect();
+    statements.flush_if_full(connection).await.map_err(error)?;
     push_events_of(&mut statements, &events);
     let processed_at = format_time(processed_at);
     for chunk in batch.receipt_ids.chunks(RECEIPT_ROWS_PER_STATEMENT) {
-        let builder = statements.next("INSERT INTO receipts_processed (receipt_id, processed_at) ");
+        statements.flush_if_full(connection).await.map_err(error)?;
+        let builder = statements.next(
+            "INSERT INTO receipts_processed (receipt_id, processed_at) ",
+            chunk.len(),
+        );
         builder.push_values(chunk, |mut row, receipt_id| {
             row.push_bind(*receipt_id).push_bind(processed_at.as_str());
         });
     }
-    statements
-        .execute(connection)
-        .await
-        .map_err(|source| storage_error(OPERATION, source))
+    statements.execute(connection).await.map_err(error)
 }
 
 /// Writes each incident's header as the last step left it.
@@ -951,7 +958,7 @@ fn push_update_headers<'a>(
     for (incident_id, (incident, at)) in headers {
         let header =
             IncidentHeader::of(incident).map_err(|source| storage_error(UPDATE_HEADERS, source))?;
-        let builder = statements.next("UPDATE incidents SET phase = ");
+        let builder = statements.next("UPDATE incidents SET phase = ", 1);
         builder
             .push_bind(header.phase)
             .push(", started_at = ")

@@ -43,8 +43,10 @@ pub(super) fn push_events_of<'a>(
     events: &[(i64, &'a EventWrite)],
 ) {
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
-        let builder = statements
-            .next("INSERT INTO incident_events (incident_id, at, source, event, detail) ");
+        let builder = statements.next(
+            "INSERT INTO incident_events (incident_id, at, source, event, detail) ",
+            chunk.len(),
+        );
         builder.push_values(chunk, |mut row, (incident_id, event)| {
             row.push_bind(*incident_id)
                 .push_bind(format_time(event.at))
@@ -57,15 +59,25 @@ pub(super) fn push_events_of<'a>(
 
 /// Statements with their bound values, sent to the connection's thread as one command
 /// (sqlx runs a multi-statement query's statements in order, binding `?` parameters
-/// across them): one round trip between threads for all of them.
+/// across them): one round trip between threads for all of them. A command holds at
+/// most about [`ROWS_PER_COMMAND`] rows' values: [`Statements::flush_if_full`] sends what
+/// has gathered once past it, so that a 10,000-alert webhook's batch does not hold every
+/// value at once (its peak RSS rose 4-11 MB when it did).
 #[derive(Default)]
 pub(super) struct Statements<'a> {
     builder: Option<QueryBuilder<'a, Sqlite>>,
+    rows: usize,
 }
 
+/// Rows whose values one command of [`Statements`] gathers before it is sent: a batch of
+/// the incident worker's usual size (256-512 alerts) is one command.
+const ROWS_PER_COMMAND: usize = 1_000;
+
 impl<'a> Statements<'a> {
-    /// Begins the next statement with `sql`; push the rest of it to what is returned.
-    pub(super) fn next(&mut self, sql: &str) -> &mut QueryBuilder<'a, Sqlite> {
+    /// Begins the next statement, of `rows` rows, with `sql`; push the rest of it to what
+    /// is returned.
+    pub(super) fn next(&mut self, sql: &str, rows: usize) -> &mut QueryBuilder<'a, Sqlite> {
+        self.rows += rows;
         match &mut self.builder {
             Some(builder) => {
                 builder.push("; ").push(sql);
@@ -73,6 +85,17 @@ impl<'a> Statements<'a> {
             None => self.builder = Some(QueryBuilder::new(sql)),
         }
         self.builder.as_mut().expect("set above")
+    }
+
+    /// Sends the statements gathered so far if they hold [`ROWS_PER_COMMAND`] rows or more.
+    pub(super) async fn flush_if_full(
+        &mut self,
+        connection: &mut Connection,
+    ) -> Result<(), sqlx::Error> {
+        if self.rows >= ROWS_PER_COMMAND {
+            std::mem::take(self).execute(connection).await?;
+        }
+        Ok(())
     }
 
     /// Runs the statements (nothing when there are none).
