@@ -61,8 +61,8 @@ pub(super) fn push_events_of<'a>(
 /// (sqlx runs a multi-statement query's statements in order, binding `?` parameters
 /// across them): one round trip between threads for all of them. A command holds at
 /// most about [`ROWS_PER_COMMAND`] rows' values: [`Statements::flush_if_full`] sends what
-/// has gathered once past it, so that a 10,000-alert webhook's batch does not hold every
-/// value at once (its peak RSS rose 4-11 MB when it did).
+/// has gathered once past it, so that a large batch does not hold every value at once
+/// (a 10,000-alert webhook's peak RSS rose 4-11 MB when it did).
 #[derive(Default)]
 pub(super) struct Statements<'a> {
     builder: Option<QueryBuilder<'a, Sqlite>>,
@@ -70,8 +70,10 @@ pub(super) struct Statements<'a> {
 }
 
 /// Rows whose values one command of [`Statements`] gathers before it is sent: a batch of
-/// the incident worker's usual size (256-512 alerts) is one command.
-const ROWS_PER_COMMAND: usize = 1_000;
+/// the incident worker's usual size (256-512 alerts) is two or three commands. With
+/// 1,000, the peak RSS of a 20-alert storm was 2-8 MB higher than with a command per
+/// statement; with 250, 1-2 MB (docs/performance.md).
+const ROWS_PER_COMMAND: usize = 250;
 
 impl<'a> Statements<'a> {
     /// Begins the next statement, of `rows` rows, with `sql`; push the rest of it to what
