@@ -345,6 +345,17 @@ async fn a_stopped_database_fails_transiently_and_the_same_handle_recovers() {
     assert!(databases.server().unwrap().port() > 0);
 }
 
+/// A fresh database, migrated by a [`Storage`] opened on it, and a connection of the test's
+/// own to it (to fill tables and read plans).
+async fn migrated_with_connection(databases: &Databases) -> (Storage, sqlx::PgConnection) {
+    let (storage, config) = databases.fresh_with_config().await;
+    let samsa_relay::config::DatabaseUrl::Postgres(url) = &config.url else {
+        panic!("not postgres");
+    };
+    let connection = sqlx::PgConnection::connect(url.url.expose()).await.unwrap();
+    (storage, connection)
+}
+
 /// The read of a batch's alerts finds them by primary key among many: one index lookup
 /// per key, never a scan of `incident_alerts` (a hash join over the whole table, say,
 /// once the keys' types no longer match the index's). The rows it returns are the keys
@@ -352,12 +363,7 @@ async fn a_stopped_database_fails_transiently_and_the_same_handle_recovers() {
 #[tokio::test]
 async fn the_alerts_of_a_batch_are_read_by_primary_key_never_by_a_scan() {
     let databases = Databases::postgres().await;
-    let config = databases.fresh_config().await;
-    let _storage = Storage::open(&config).await.expect("open (migrates)");
-    let samsa_relay::config::DatabaseUrl::Postgres(url) = &config.url else {
-        panic!("not postgres");
-    };
-    let mut connection = sqlx::PgConnection::connect(url.url.expose()).await.unwrap();
+    let (_storage, mut connection) = migrated_with_connection(&databases).await;
     let fingerprint = |n: i64| format!("{n:016x}");
     let starts_at = |n: i64| format!("2026-12-03T08:00:00.{n:09}Z");
     sqlx::query(
@@ -417,12 +423,7 @@ async fn the_alerts_of_a_batch_are_read_by_primary_key_never_by_a_scan() {
 #[tokio::test]
 async fn choosing_the_next_receipts_reads_the_batch_not_the_history() {
     let databases = Databases::postgres().await;
-    let config = databases.fresh_config().await;
-    let _storage = Storage::open(&config).await.expect("open (migrates)");
-    let samsa_relay::config::DatabaseUrl::Postgres(url) = &config.url else {
-        panic!("not postgres");
-    };
-    let mut connection = sqlx::PgConnection::connect(url.url.expose()).await.unwrap();
+    let (_storage, mut connection) = migrated_with_connection(&databases).await;
     sqlx::query(
         "INSERT INTO webhook_receipts (dedupe_key, received_at, group_key, status, receiver, \
          external_url, n_alerts, truncated_alerts, payload) \
@@ -496,15 +497,10 @@ async fn the_periodic_reads_of_the_outbox_use_their_partial_indexes() {
     use samsa_relay::storage::postgres_statements::{FAILED_DELIVERIES, OUTBOX_BACKLOG};
 
     let databases = Databases::postgres().await;
-    let config = databases.fresh_config().await;
-    let storage = Storage::open(&config).await.expect("open (migrates)");
+    let (storage, mut connection) = migrated_with_connection(&databases).await;
     let now = at("2026-12-04T08:00:00Z");
     let (incident_id, draft_id) = drill_with_draft(&storage, now).await;
     let notice_id = publish(&storage, incident_id, draft_id, now).await;
-    let samsa_relay::config::DatabaseUrl::Postgres(url) = &config.url else {
-        panic!("not postgres");
-    };
-    let mut connection = sqlx::PgConnection::connect(url.url.expose()).await.unwrap();
     // 50,000 deliveries made long ago, two of which failed for good.
     sqlx::query(
         "INSERT INTO outbox (notice_id, channel, recipient, delivery_id, state, attempts, \

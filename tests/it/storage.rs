@@ -1752,6 +1752,22 @@ async fn a_maintenance_window_round_trips_with_its_incident_and_log(databases: &
 }
 
 /// Opens an outage as the incident worker does; returns its id.
+/// Writes one incident step as the incident worker does: staged, then the batch finished
+/// and committed.
+async fn write_step(storage: &Storage, write: &mut IncidentWrite, now: Timestamp) {
+    let mut batch = IncidentBatch::default();
+    let mut transaction = storage.begin_write().await.unwrap();
+    transaction
+        .stage_incident_step(write, &mut batch)
+        .await
+        .unwrap();
+    transaction
+        .finish_incident_batch(&batch, now)
+        .await
+        .unwrap();
+    transaction.commit().await.unwrap();
+}
+
 async fn open_outage(storage: &Storage, incident_id: i64, now: Timestamp) {
     let (summary, classification) = scope();
     let incident = Incident {
@@ -1776,17 +1792,7 @@ async fn open_outage(storage: &Storage, incident_id: i64, now: Timestamp) {
             drafts: Vec::new(),
         }),
     };
-    let mut batch = IncidentBatch::default();
-    let mut transaction = storage.begin_write().await.unwrap();
-    transaction
-        .stage_incident_step(&mut write, &mut batch)
-        .await
-        .unwrap();
-    transaction
-        .finish_incident_batch(&batch, now)
-        .await
-        .unwrap();
-    transaction.commit().await.unwrap();
+    write_step(storage, &mut write, now).await;
 }
 
 /// The overview (the operators' dashboard) counts each incident's firing alerts; the
@@ -1842,17 +1848,7 @@ async fn the_overview_counts_firing_alerts_and_the_recent_list_is_the_same_incid
             drafts: Vec::new(),
         }),
     };
-    let mut batch = IncidentBatch::default();
-    let mut transaction = storage.begin_write().await.unwrap();
-    transaction
-        .stage_incident_step(&mut write, &mut batch)
-        .await
-        .unwrap();
-    transaction
-        .finish_incident_batch(&batch, now)
-        .await
-        .unwrap();
-    transaction.commit().await.unwrap();
+    write_step(&storage, &mut write, now).await;
 
     let overview = storage.incident_overview(10).await.unwrap();
     let counted: Vec<(i64, i64)> = overview
