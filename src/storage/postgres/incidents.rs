@@ -631,7 +631,8 @@ pub(super) async fn load_correlation(
     // Of the keys, those already known: the latest incident's (with their state) and
     // those of older incidents or first seen resolved (retired).
     let mut retired_alerts = HashSet::new();
-    {
+    // A batch whose receipts carry no alerts reads nothing.
+    if !keys.is_empty() {
         let (fingerprints, starts_at) = key_arrays(keys.iter());
         let rows = sqlx::query(TRACKED_ALERTS)
             .bind(fingerprints)
