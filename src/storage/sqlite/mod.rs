@@ -43,9 +43,11 @@ use super::{
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// WAL pages after which a commit checkpoints by itself, in the committing request's
-/// time. The checkpointer ([`Backend::checkpoint`], run by the app every
-/// [`super::CHECKPOINT_INTERVAL`]) does it long before, off the commit path; this is the
-/// bound if it cannot (80 MB with 4 KiB pages).
+/// time (80 MB with 4 KiB pages). The checkpointer ([`Backend::checkpoint`], run by the
+/// app every [`super::CHECKPOINT_INTERVAL`]) copies the log into the file off the commit
+/// path, so such a commit copies only what came since; but a passive checkpoint cannot
+/// start the log again from its beginning, and under a steady stream of commits only such
+/// a commit does (docs/performance.md).
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 20_000;
 
 /// A connection inside a transaction, as the query functions take it.
