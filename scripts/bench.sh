@@ -234,6 +234,24 @@ stop_relay() {
 }
 
 relay_metric() { "$DRIVE_BIN" metric --url "$RELAY_URL" --series "$1"; }
+# CPU time (user + system, clock ticks) of process $1 so far.
+process_ticks() {
+    local stat
+    read -r stat <"/proc/$1/stat"
+    # Fields after "pid (comm) ": state is the 1st, utime the 12th, stime the 13th.
+    read -r -a stat <<<"${stat##*) }"
+    echo $((stat[11] + stat[12]))
+}
+# Busy CPU time of the whole machine so far (clock ticks over all CPUs, idle and iowait
+# left out).
+machine_busy_ticks() {
+    local label user nice system idle iowait irq softirq steal _
+    read -r label user nice system idle iowait irq softirq steal _ </proc/stat
+    echo $((user + nice + system + irq + softirq + steal))
+}
+CLOCK_TICKS="$(getconf CLK_TCK)"
+N_CPUS="$(nproc)"
+COMMIT_SUM='samsa_relay_storage_operation_duration_seconds_sum{operation="store_notification"}'
 # The relay's own storage timings (mean ms, waiting for the write connection included).
 internals() {
     local prefix="$1" out key
@@ -373,8 +391,22 @@ for alerts in 1 20; do
         wait_drained "wrk-$scenario" "$EPOCHREALTIME"
         [[ "$DRAINED_S" != - ]] || echo "warning: the warm-up's backlog did not drain within $DRAIN_LIMIT_S s" >&2
         before="$(relay_metric 'samsa_relay_webhook_requests_total{outcome="accepted"}')"
+        commit_sum_before="$(relay_metric "$COMMIT_SUM")"
+        relay_ticks="$(process_ticks "$RELAY_PID")"
+        machine_ticks="$(machine_busy_ticks)"
         started="$EPOCHREALTIME"
         out="$(run_wrk "$RELAY_URL" "$alerts" "$connections" "$BENCH_SECONDS" "$BENCH_MAX_REQUESTS")"
+        # Where the run's time went: the relay's CPU, the rest of the machine's (wrk's load
+        # generation included), and how much of the run the group committer spent committing.
+        run_s="$(awk -v s="$started" -v e="$EPOCHREALTIME" 'BEGIN { printf "%.3f", e - s }')"
+        relay_ticks=$(($(process_ticks "$RELAY_PID") - relay_ticks))
+        machine_ticks=$(($(machine_busy_ticks) - machine_ticks))
+        RESULT[$scenario.cpu.relay]="$(awk -v t="$relay_ticks" -v h="$CLOCK_TICKS" -v s="$run_s" \
+            'BEGIN { printf "%.2f", t / h / s }')"
+        RESULT[$scenario.cpu.other]="$(awk -v m="$machine_ticks" -v t="$relay_ticks" -v h="$CLOCK_TICKS" -v s="$run_s" \
+            'BEGIN { o = (m - t) / h / s; printf "%.2f", (o > 0 ? o : 0) }')"
+        RESULT[$scenario.committer_busy]="$(awk -v a="$(relay_metric "$COMMIT_SUM")" -v b="$commit_sum_before" -v s="$run_s" \
+            'BEGIN { printf "%.0f", 100 * (a - b) / s }')"
         echo "relay:   $(brief "$out")" >&2
         RESULT[$scenario.relay.rps]="$(value rps <<<"$out")"
         RESULT[$scenario.relay.p50]="$(value p50_ms <<<"$out")"
@@ -639,6 +671,16 @@ IDLE_MAX_KIB="$(max_of "${IDLE_SAMPLES[@]}")"
     echo "   50 ms, at most $DRAIN_LIMIT_S s, the warm-up's backlog drained before it; holds: the incident"
     echo "   worker's holds of the write connection, how many over 5 ms, and the histogram bucket the"
     echo "   longest stayed within; \"-\": not drained, or no samsa_relay_write_hold_seconds)"
+    echo
+    echo "Where the measured runs' time went ($N_CPUS CPUs):"
+    printf '%-10s %12s %12s %16s\n' payload "relay cores" "other cores" "committer busy"
+    for scenario in "${SCENARIOS[@]}"; do
+        printf '%-10s %12s %12s %15s%%\n' "$scenario" "${RESULT[$scenario.cpu.relay]}" \
+            "${RESULT[$scenario.cpu.other]}" "${RESULT[$scenario.committer_busy]}"
+    done
+    echo "  (relay: its CPU time over the run; other: the rest of the machine's busy CPU, wrk's"
+    echo "   load generation included; committer busy: the group commits' time over the run. Near"
+    echo "   100 % the commit cycle bounds ingest whatever CPU is left; near $N_CPUS cores in all, the CPU)"
     echo
     echo "Inside the relay during those runs (warm-up included):"
     printf '%-10s %8s %6s %9s %8s %9s %11s %9s %10s\n' payload stored dups backlog commits "per commit" "commit ms" \
