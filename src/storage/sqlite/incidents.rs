@@ -1198,21 +1198,15 @@ pub(super) async fn close_drill(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use jiff::Timestamp;
 
-    use super::super::SqliteStorage;
+    use super::super::{query_plan, test_storage};
     use super::*;
     use crate::storage::Backend as _;
 
     #[tokio::test]
     async fn the_alerts_of_a_batch_are_read_by_primary_key_never_by_a_scan() {
-        let folder = tempfile::tempdir().unwrap();
-        let storage =
-            SqliteStorage::open(&folder.path().join("relay.db"), Duration::from_secs(1), 0)
-                .await
-                .unwrap();
+        let (_folder, storage) = test_storage().await;
         let keys: Vec<AlertKey> = (0..3)
             .map(|index| AlertKey {
                 fingerprint: format!("f{index}"),
@@ -1227,13 +1221,7 @@ mod tests {
                 .bind(key.fingerprint.as_str())
                 .bind(format_time(key.starts_at));
         }
-        let plan: Vec<String> = explain
-            .fetch_all(&storage.reader)
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get::<String, _>("detail"))
-            .collect();
+        let plan = query_plan(&storage.reader, explain).await;
         assert!(
             plan.iter()
                 .any(|step| step.starts_with("SEARCH a USING INDEX")

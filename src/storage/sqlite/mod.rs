@@ -514,6 +514,34 @@ fn is_transient(source: &anyhow::Error) -> bool {
     false
 }
 
+/// A fresh store in a temporary folder (kept while the folder lives), for the backend's
+/// unit tests.
+#[cfg(test)]
+pub(super) async fn test_storage() -> (tempfile::TempDir, SqliteStorage) {
+    let folder = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open(&folder.path().join("relay.db"), Duration::from_secs(1), 0)
+        .await
+        .unwrap();
+    (folder, storage)
+}
+
+/// SQLite's plan for `explain` (an `EXPLAIN QUERY PLAN …` with its values bound), one
+/// `detail` text per step, as the plan tests of the backend check them.
+#[cfg(test)]
+pub(super) async fn query_plan<'q>(
+    pool: &SqlitePool,
+    explain: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+) -> Vec<String> {
+    use sqlx::Row as _;
+    explain
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<String, _>("detail"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,11 +583,7 @@ mod tests {
     /// the receipts file and read back through the attached schema.
     #[tokio::test]
     async fn readers_keep_a_small_page_cache_for_both_files_and_the_writer_the_default() {
-        let folder = tempfile::tempdir().unwrap();
-        let storage =
-            SqliteStorage::open(&folder.path().join("relay.db"), Duration::from_secs(1), 0)
-                .await
-                .unwrap();
+        let (_folder, storage) = test_storage().await;
         let mut reader = storage.reader.acquire().await.unwrap();
         for schema in ["main", RECEIPTS_SCHEMA] {
             let size: i64 = sqlx::query_scalar(&format!("PRAGMA {schema}.cache_size"))

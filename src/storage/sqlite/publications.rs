@@ -540,11 +540,7 @@ fn delivery_id(installation: &str, notice_id: i64, channel: &str, recipient: &st
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use sqlx::Row as _;
-
-    use super::super::SqliteStorage;
+    use super::super::{query_plan, test_storage};
     use super::{FAILED_DELIVERIES, OUTBOX_BACKLOG};
     use crate::storage::Backend as _;
 
@@ -552,23 +548,13 @@ mod tests {
     /// indexes, never through every delivery ever made.
     #[tokio::test]
     async fn the_periodic_reads_of_the_outbox_use_their_partial_indexes() {
-        let folder = tempfile::tempdir().unwrap();
-        let storage =
-            SqliteStorage::open(&folder.path().join("relay.db"), Duration::from_secs(1), 0)
-                .await
-                .unwrap();
+        let (_folder, storage) = test_storage().await;
         for (sql, index) in [
             (FAILED_DELIVERIES, "outbox_failed_operators"),
             (OUTBOX_BACKLOG, "outbox_pending"),
         ] {
-            let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .bind(50_i64)
-                .fetch_all(&storage.reader)
-                .await
-                .unwrap()
-                .iter()
-                .map(|row| row.get::<String, _>("detail"))
-                .collect();
+            let explain = format!("EXPLAIN QUERY PLAN {sql}");
+            let plan = query_plan(&storage.reader, sqlx::query(&explain).bind(50_i64)).await;
             let on_outbox: Vec<&String> = plan
                 .iter()
                 .filter(|step| step.starts_with("SCAN o") || step.starts_with("SCAN outbox"))
